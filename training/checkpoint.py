@@ -1,0 +1,80 @@
+"""Checkpoints: safetensors weights with a JSON description of how to rebuild and feed the model.
+
+A checkpoint is one ``.safetensors`` file. Its metadata entry ``"mantis"`` holds a JSON object with at
+least ``format`` (``CHECKPOINT_FORMAT``), ``stage`` (``teacher``, ``stage1`` or ``stage2``), ``model``
+(constructor name and keyword arguments), ``tasks`` (names and label names) and ``preprocessing``
+(input size, mean, std, colour order, value range). Files are written atomically, so an interrupted
+write never leaves a truncated checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_FORMAT = "mantis-checkpoint/1"
+STAGES = ("teacher", "stage1", "stage2")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, or does not describe a model this code can build."""
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> None:
+    """Call ``write(tmp_path)`` then move the temporary file over ``path`` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write weights and metadata atomically. ``meta['stage']`` must be one of ``STAGES``."""
+    if meta.get("stage") not in STAGES:
+        raise CheckpointError(f"checkpoint stage must be one of {STAGES}, got {meta.get('stage')!r}")
+    meta = {"format": CHECKPOINT_FORMAT, **meta}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"mantis": json.dumps(meta)}))
+
+
+def read_checkpoint(path: str | os.PathLike, stage: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load weights and metadata; raise ``CheckpointError`` naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get("mantis")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({exc})") from None
+    if raw is None:
+        raise CheckpointError(f"checkpoint {path}: no MANTiS metadata (was it written by this project?)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"checkpoint {path}: metadata is not valid JSON ({exc})") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    for key in ("stage", "model", "tasks", "preprocessing"):
+        if key not in meta:
+            raise CheckpointError(f"checkpoint {path}: metadata lacks {key!r}")
+    if stage is not None and meta["stage"] != stage:
+        raise CheckpointError(f"checkpoint {path}: holds a {meta['stage']} model, a {stage} checkpoint is needed")
+    return tensors, meta

@@ -1,0 +1,272 @@
+"""MANTiS: a FiLM-conditioned split model with a factorized-prior bottleneck.
+
+Data flow (the split is at the bottleneck; each half is its own module)::
+
+            EdgeClient (runs on the device)                        |      server half (runs remotely)
+  x ─► SharedStem ─► f ─┬─────────────► FiLMedEncoder ─► y ─► Q ─► rANS ─► bytes ─► y_hat ─┬► TaskDecoder_1 ─► TaskTail_1 ─► logits_1
+                        │                     ▲ (gamma, beta)                              ├► TaskDecoder_2 ─► TaskTail_2 ─► logits_2
+                        └► TaskDetector ─► p ─► FiLMGenerator                              └► ...
+                             │
+                             └──── task mask (p > 0.5) travels in the bitstream header
+
+Stage 1 uses the same client with FiLM switched to identity and a single ``DistillDecoder`` server that
+regresses a shallow teacher layer (head distillation). Stage 2 replaces the server by per-task decoders
+and tails. The entropy model is CompressAI's ``EntropyBottleneck`` (uniform noise while training,
+rounding around the learned medians at inference).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from compressai.entropy_models import EntropyBottleneck
+from compressai.models import CompressionModel
+
+from training.models.registry import register_model
+
+FILM_MODES = ("film", "identity")
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SharedStem(nn.Module):
+    """Stride-2 stem shared by the task detector and the encoder; frozen in Stage 2."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(conv_bn_relu(3, channels, 5, 2), conv_bn_relu(channels, channels, 3, 1))
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class TaskDetector(nn.Module):
+    """Multi-label task detector on stem features; returns one logit per task."""
+
+    def __init__(self, in_channels: int, num_tasks: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.features = nn.Sequential(conv_bn_relu(in_channels, hidden, 3, 2), conv_bn_relu(hidden, hidden, 3, 2))
+        self.classifier = nn.Linear(hidden, num_tasks)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        h = self.features(f).mean(dim=(2, 3))
+        return self.classifier(h)
+
+
+class FiLMGenerator(nn.Module):
+    """Maps a task vector to per-channel (gamma, beta) for every FiLMed block.
+
+    The last layer starts at zero, so a fresh generator is the identity modulation (gamma=1, beta=0).
+    """
+
+    def __init__(self, num_tasks: int, channels: Sequence[int], hidden: int = 64) -> None:
+        super().__init__()
+        self.channels = list(channels)
+        self.net = nn.Sequential(nn.Linear(num_tasks, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 2 * sum(channels)))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, task_vector: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        params = self.net(task_vector)
+        out = []
+        start = 0
+        for c in self.channels:
+            d_gamma = params[:, start : start + c]
+            beta = params[:, start + c : start + 2 * c]
+            start += 2 * c
+            out.append(((1.0 + d_gamma)[:, :, None, None], beta[:, :, None, None]))
+        return out
+
+
+class FiLMResidualBlock(nn.Module):
+    """Strided residual block whose second conv output is modulated by FiLM before the skip sum."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 2) -> None:
+        super().__init__()
+        self.conv1 = conv_bn_relu(c_in, c_out, 3, stride)
+        self.conv2 = nn.Sequential(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.skip = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        h = self.conv2(self.conv1(x))
+        if film is not None:
+            gamma, beta = film
+            h = gamma * h + beta
+        return F.relu(h + self.skip(x))
+
+
+class FiLMedEncoder(nn.Module):
+    """Residual FiLM blocks followed by a linear projection to the latent ``y``."""
+
+    def __init__(self, in_channels: int, channels: Sequence[int], latent_channels: int) -> None:
+        super().__init__()
+        blocks = []
+        c = in_channels
+        for c_out in channels:
+            blocks.append(FiLMResidualBlock(c, c_out, 2))
+            c = c_out
+        self.blocks = nn.ModuleList(blocks)
+        self.project = nn.Conv2d(c, latent_channels, 3, 1, 1)
+        self.channels = list(channels)
+
+    def forward(self, f: torch.Tensor, film: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        h = f
+        for i, block in enumerate(self.blocks):
+            h = block(h, None if film is None else film[i])
+        return self.project(h)
+
+
+class EdgeClient(nn.Module):
+    """Everything that runs on the device: image -> (latent ``y``, task logits).
+
+    ``film_mode="film"`` conditions the encoder on the detector's probabilities, or on ``task_vector`` when
+    one is given (the oracle ablation); ``"identity"`` leaves the encoder unmodulated (Stage 1, No-FiLM).
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        stem_channels: int = 32,
+        encoder_channels: Sequence[int] = (64, 64),
+        latent_channels: int = 32,
+        detector_hidden: int = 64,
+        film_hidden: int = 64,
+        film_mode: str = "film",
+    ) -> None:
+        super().__init__()
+        if film_mode not in FILM_MODES:
+            raise ValueError(f"film_mode must be one of {FILM_MODES}, got {film_mode!r}")
+        self.num_tasks = num_tasks
+        self.film_mode = film_mode
+        self.stem = SharedStem(stem_channels)
+        self.task_detector = TaskDetector(stem_channels, num_tasks, detector_hidden)
+        self.film_generator = FiLMGenerator(num_tasks, encoder_channels, film_hidden)
+        self.encoder = FiLMedEncoder(stem_channels, encoder_channels, latent_channels)
+        self.latent_channels = latent_channels
+        self.stride = 2 ** (1 + len(encoder_channels))
+
+    def forward(self, x: torch.Tensor, task_vector: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.stem(x)
+        task_logits = self.task_detector(f)
+        film = None
+        if self.film_mode == "film":
+            condition = torch.sigmoid(task_logits) if task_vector is None else task_vector.to(f.dtype)
+            film = self.film_generator(condition)
+        return self.encoder(f, film), task_logits
+
+
+def upsampler(c_in: int, c_out: int, factor: int, hidden: int) -> nn.Sequential:
+    """Conv + PixelShuffle stages that grow the latent back to the teacher layer's resolution."""
+    layers: list[nn.Module] = [conv_bn_relu(c_in, hidden, 3, 1)]
+    while factor > 1:
+        layers += [nn.Conv2d(hidden, hidden * 4, 3, 1, 1), nn.PixelShuffle(2), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+        factor //= 2
+    layers.append(nn.Conv2d(hidden, c_out, 3, 1, 1))
+    return nn.Sequential(*layers)
+
+
+class DistillDecoder(nn.Module):
+    """Stage 1 server half: ``y_hat`` -> an estimate of the teacher's shallow features."""
+
+    def __init__(self, latent_channels: int, out_channels: int, upsample: int, hidden: int = 96) -> None:
+        super().__init__()
+        self.net = upsampler(latent_channels, out_channels, upsample, hidden)
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        return self.net(y_hat)
+
+
+class TaskServer(nn.Module):
+    """Stage 2 server half: one decoder and one tail per task; returns one logits tensor per task."""
+
+    def __init__(self, decoders: Sequence[nn.Module], tails: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(decoders) != len(tails):
+            raise ValueError("one decoder and one tail per task")
+        self.decoders = nn.ModuleList(decoders)
+        self.tails = nn.ModuleList(tails)
+
+    def forward(self, y_hat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(tail(dec(y_hat)) for dec, tail in zip(self.decoders, self.tails))
+
+
+class SplitModel(CompressionModel):
+    """Client, bottleneck and server half, following CompressAI's forward/compress/decompress contract.
+
+    ``forward`` is the training path (noisy latent, likelihoods); ``compress`` returns the rANS payload of
+    every image plus the task mask its detector produced; ``decompress`` runs the server half on decoded
+    latents.
+    """
+
+    def __init__(self, client: EdgeClient, server: nn.Module) -> None:
+        super().__init__()
+        self.client = client
+        self.entropy_bottleneck = EntropyBottleneck(client.latent_channels)
+        self.server = server
+
+    def forward(self, x: torch.Tensor, task_vector: torch.Tensor | None = None) -> dict:
+        y, task_logits = self.client(x, task_vector)
+        y_hat, y_likelihoods = self.entropy_bottleneck(y)
+        return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods}, "task_logits": task_logits, "out": self.server(y_hat)}
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, task_vector: torch.Tensor | None = None) -> dict:
+        y, task_logits = self.client(x, task_vector)
+        strings = self.entropy_bottleneck.compress(y)
+        return {"strings": [strings], "shape": tuple(y.shape[-2:]), "task_mask": task_mask_from_logits(task_logits), "y": y}
+
+    @torch.no_grad()
+    def decompress(self, strings: list, shape: tuple[int, int]) -> dict:
+        y_hat = self.entropy_bottleneck.decompress(strings[0], shape)
+        return {"y_hat": y_hat, "out": self.server(y_hat)}
+
+
+def task_mask_from_logits(task_logits: torch.Tensor) -> torch.Tensor:
+    """Active tasks: probability above 0.5; an image with none gets its most likely task."""
+    mask = task_logits > 0
+    top = F.one_hot(task_logits.argmax(dim=1), task_logits.shape[1]).bool()
+    return torch.where(mask.any(dim=1, keepdim=True), mask, top)
+
+
+@register_model
+def mantis_stage1(
+    num_tasks: int,
+    teacher_channels: int,
+    teacher_stride: int,
+    stem_channels: int = 32,
+    encoder_channels: Sequence[int] = (64, 64),
+    latent_channels: int = 32,
+    decoder_hidden: int = 96,
+    **client_kwargs,
+) -> SplitModel:
+    """Stage 1: identity-FiLM client + head-distillation decoder."""
+    client = EdgeClient(num_tasks, stem_channels, encoder_channels, latent_channels, film_mode="identity", **client_kwargs)
+    upsample = client.stride // teacher_stride
+    if upsample < 1 or client.stride % teacher_stride:
+        raise ValueError(f"teacher layer stride {teacher_stride} does not divide the latent stride {client.stride}")
+    return SplitModel(client, DistillDecoder(latent_channels, teacher_channels, upsample, decoder_hidden))
+
+
+def mantis_stage2_from_stage1(stage1: SplitModel, teacher_tails: Sequence[nn.Module], film_mode: str = "film") -> SplitModel:
+    """Stage 2: the Stage 1 client and bottleneck, FiLM switched on, per-task decoders copied from the
+    distillation decoder and per-task tails copied from the teacher."""
+    client = copy.deepcopy(stage1.client)
+    if film_mode not in FILM_MODES:
+        raise ValueError(f"film_mode must be one of {FILM_MODES}, got {film_mode!r}")
+    client.film_mode = film_mode
+    decoders = [copy.deepcopy(stage1.server) for _ in teacher_tails]
+    tails = [copy.deepcopy(t) for t in teacher_tails]
+    model = SplitModel(client, TaskServer(decoders, tails))
+    model.entropy_bottleneck = copy.deepcopy(stage1.entropy_bottleneck)
+    return model
