@@ -1,0 +1,298 @@
+"""The aiohttp application: KServe v2 routes, auth, error mapping, metrics, lifecycle.
+
+Statuses: 200 success; 400 malformed request (JSON, headers, tensors, parameters) or malformed bitstream
+(the body names the codec error and the element); 401 missing or wrong bearer token; 404 unknown model,
+version or route; 405 wrong method; 409 a bitstream coded with other entropy tables or for another model
+(latent shape, task count); 413 request body or bitstream count over the limit; 503 not ready or
+shutting down; 500 only for server faults (a failing backend). Error bodies are ``{"error": "..."}`` (plus
+``"kind"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import numpy as np
+from aiohttp import web
+
+from codec.bundle import load_bundle
+from runtime_server.backends import load_backend
+from runtime_server.batching import BackendError, BatcherClosedError, DynamicBatcher
+from runtime_server.metrics import CONTENT_TYPE, ServerMetrics
+from runtime_server.model import VERSION, MantisModel
+from runtime_server.protocol import HEADER_LENGTH, ProtocolError, encode_infer_response, parse_infer_request
+
+log = logging.getLogger("mantis.server")
+
+TOKEN_ENV = "MANTIS_SERVER_TOKEN"
+SERVER_NAME = "mantis"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["binary_tensor_data", "model_configuration"]
+# Probes need no token: they reveal nothing and orchestrators call them without credentials.
+_OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
+_HTTP_KINDS = {401: "unauthorized", 404: "not_found", 405: "bad_request", 413: "too_large", 503: "unavailable"}
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``serve.py`` configures."""
+
+    artifacts: Path
+    backend: str = "onnxruntime"
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 2.0
+    max_request_bytes: int = 4 << 20
+    max_request_images: int = 256
+    token: str | None = None
+    decode_threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max batch size must be >= 1, got {self.max_batch_size}")
+        if self.max_queue_delay_ms < 0:
+            raise ValueError(f"max queue delay must be >= 0 ms, got {self.max_queue_delay_ms}")
+        if self.max_request_bytes < 1024:
+            raise ValueError(f"max request bytes must be >= 1024, got {self.max_request_bytes}")
+        if self.max_request_images < 1:
+            raise ValueError(f"max request images must be >= 1, got {self.max_request_images}")
+        if self.decode_threads < 1:
+            raise ValueError(f"decode threads must be >= 1, got {self.decode_threads}")
+        if self.token is not None and not self.token:
+            raise ValueError("the bearer token is empty")
+
+
+def read_token(token_file: str | os.PathLike | None) -> str | None:
+    """The bearer token from ``token_file`` (stripped), else from ``$MANTIS_SERVER_TOKEN``, else None."""
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read token file {token_file}: {exc}") from None
+        if not token:
+            raise ValueError(f"token file {token_file} is empty")
+        return token
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    return token or None
+
+
+@dataclass
+class ServerState:
+    model: MantisModel
+    metrics: ServerMetrics
+    decode_pool: ThreadPoolExecutor
+    token: bytes | None
+    max_request_bytes: int
+    ready: bool = False
+
+
+STATE = web.AppKey("mantis_state", ServerState)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, kind: str) -> web.Response:
+    return web.json_response({"error": message, "kind": kind}, status=status)
+
+
+@web.middleware
+async def _errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every failure to a KServe error body and count requests and errors."""
+    state = request.app[STATE]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    kind = None
+    try:
+        response = await handler(request)
+    except ProtocolError as exc:
+        kind = exc.kind
+        response = _error(exc.status, str(exc), kind)
+    except web.HTTPException as exc:
+        kind = _HTTP_KINDS.get(exc.status, "bad_request")
+        response = _error(exc.status, exc.text or exc.reason, kind)
+        for name in ("WWW-Authenticate", "Allow"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+    except BatcherClosedError as exc:
+        kind = "unavailable"
+        response = _error(503, str(exc), kind)
+    except BackendError as exc:
+        kind = "backend"
+        log.error("backend failure on %s: %s", request.path, exc)
+        response = _error(500, f"backend failure: {exc}", kind)
+    except (ConnectionResetError, asyncio.IncompleteReadError):
+        # The client went away mid-request; there is nobody to answer.
+        state.metrics.errors.labels("disconnected").inc()
+        raise
+    except Exception as exc:  # a server bug: log it, answer 500, keep serving
+        kind = "internal"
+        log.exception("internal error on %s", request.path)
+        response = _error(500, f"internal server error: {type(exc).__name__}", kind)
+    if kind is not None:
+        state.metrics.errors.labels(kind).inc()
+    state.metrics.http_requests.labels(route, str(response.status)).inc()
+    return response
+
+
+@web.middleware
+async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[STATE].token
+    if token is not None and request.path not in _OPEN_PATHS:
+        given = request.headers.get("Authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode("utf-8"), token):
+            raise web.HTTPUnauthorized(
+                text="missing or wrong bearer token (send 'Authorization: Bearer <token>')",
+                headers={"WWW-Authenticate": 'Bearer realm="mantis"'},
+            )
+    return await handler(request)
+
+
+def _model(request: web.Request) -> MantisModel:
+    model = request.app[STATE].model
+    name = request.match_info["name"]
+    if name != model.name:
+        raise ProtocolError(f"unknown model {name!r}; this server serves {model.name!r}", status=404, kind="not_found")
+    version = request.match_info.get("version")
+    if version is not None and version != VERSION:
+        raise ProtocolError(f"model {name!r} has no version {version!r}; versions: [{VERSION!r}]", status=404, kind="not_found")
+    return model
+
+
+async def _live(request: web.Request) -> web.Response:
+    return web.json_response({"live": True})
+
+
+async def _ready(request: web.Request) -> web.Response:
+    ready = request.app[STATE].ready
+    return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+
+async def _server_metadata(request: web.Request) -> web.Response:
+    return web.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+
+
+async def _model_metadata(request: web.Request) -> web.Response:
+    return web.json_response(_model(request).metadata())
+
+
+async def _model_config(request: web.Request) -> web.Response:
+    return web.json_response(_model(request).config())
+
+
+async def _model_ready(request: web.Request) -> web.Response:
+    _model(request)
+    ready = request.app[STATE].ready
+    return web.json_response({"name": request.match_info["name"], "ready": ready}, status=200 if ready else 503)
+
+
+async def _infer(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    model = _model(request)
+    if not state.ready:
+        raise ProtocolError("the server is not ready (starting or shutting down)", status=503, kind="unavailable")
+    start = time.perf_counter()
+    if request.content_length is not None and request.content_length > state.max_request_bytes:
+        raise ProtocolError(
+            f"request body of {request.content_length} bytes exceeds the limit of {state.max_request_bytes} bytes",
+            status=413,
+            kind="too_large",
+        )
+    body = await request.read()
+    parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
+    outputs = await model.infer(parsed)
+    payload, header_length = encode_infer_response(model.name, VERSION, parsed, outputs)
+    state.metrics.infer_requests.labels(model.name).inc()
+    state.metrics.infer_images.labels(model.name).inc(len(parsed.inputs[0].data))
+    state.metrics.request_seconds.observe(time.perf_counter() - start)
+    if header_length is None:
+        return web.Response(body=payload, content_type="application/json")
+    return web.Response(body=payload, content_type="application/octet-stream", headers={HEADER_LENGTH: str(header_length)})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _on_startup(app: web.Application) -> None:
+    state = app[STATE]
+    model = state.model
+    model.batcher.start()
+    # Warm the backend at the largest and the smallest batch before declaring readiness.
+    loop = asyncio.get_running_loop()
+    for n in sorted({model.batcher.max_batch_size, 1}, reverse=True):
+        await loop.run_in_executor(None, model.backend.run, np.zeros((n, *model.latent_shape), dtype=np.float32))
+    state.ready = True
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    # In-flight requests still finish (the batcher runs until cleanup); readiness probes now fail.
+    app[STATE].ready = False
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    state = app[STATE]
+    await state.model.batcher.stop()
+    state.decode_pool.shutdown(wait=True)
+
+
+def create_app(config: ServerConfig) -> web.Application:
+    """Load the bundle and the backend (raising a clear error if either is unusable) and build the app."""
+    bundle = load_bundle(config.artifacts)
+    backend = load_backend(config.backend, bundle)
+    metrics = ServerMetrics(config.max_batch_size)
+    batcher = DynamicBatcher(backend.run, config.max_batch_size, config.max_queue_delay_ms / 1000.0, metrics)
+    decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="mantis-decode")
+    model = MantisModel(bundle, backend, batcher, decode_pool, metrics, config.max_request_images)
+    token = config.token.encode("utf-8") if config.token else None
+    app = web.Application(client_max_size=config.max_request_bytes, middlewares=[_errors_middleware, _auth_middleware])
+    app[STATE] = ServerState(model, metrics, decode_pool, token, config.max_request_bytes)
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.router.add_get(prefix, _model_metadata)
+        app.router.add_get(prefix + "/ready", _model_ready)
+        app.router.add_get(prefix + "/config", _model_config)
+        app.router.add_post(prefix + "/infer", _infer)
+    app.router.add_get("/v2", _server_metadata)
+    app.router.add_get("/v2/health/live", _live)
+    app.router.add_get("/v2/health/ready", _ready)
+    app.router.add_get("/metrics", _metrics)
+    app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
+    return app
+
+
+async def serve(
+    app: web.Application,
+    host: str,
+    port: int,
+    shutdown_timeout: float = 30.0,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then stop accepting, finish in-flight requests (up to
+    ``shutdown_timeout`` seconds) and release the backend. ``on_listening`` gets the bound URL."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        bound_host, bound_port = runner.addresses[0][:2]
+        url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
+        if on_listening is not None:
+            on_listening(url)
+        await stop.wait()
+        log.info("shutting down: finishing in-flight requests")
+    finally:
+        await runner.cleanup()

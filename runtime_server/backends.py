@@ -1,0 +1,111 @@
+"""The server half on an inference backend: latents (B, C, h, w) float32 -> per-task logits (B, n_labels).
+
+- ``onnxruntime``: ``server.onnx`` on ONNX Runtime, the CUDA provider first when this onnxruntime build
+  has it, else the CPU provider.
+- ``torch``: ``server.pt2`` loaded with ``torch.export.load`` on the CPU; the reference.
+- ``tensorrt``: ``server.plan`` (see :mod:`runtime_server.tensorrt_backend`), only where TensorRT and a
+  CUDA GPU exist.
+
+Every backend returns the logits in the manifest's task order.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from codec.bundle import Bundle
+
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+
+
+class BackendUnavailableError(RuntimeError):
+    """The chosen backend cannot run here, or the bundle lacks what it needs."""
+
+
+class Backend(Protocol):
+    name: str
+    device: str
+
+    def run(self, latents: np.ndarray) -> list[np.ndarray]:
+        """Per-task logits for a batch of latents, in the manifest's task order."""
+        ...
+
+
+class OnnxRuntimeBackend:
+    """``server.onnx`` on ONNX Runtime (CUDA provider when available, else CPU)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, bundle: Bundle, intra_op_threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        spec = bundle.server.get("onnx")
+        if not spec:
+            raise BackendUnavailableError(f"bundle {bundle.root}: manifest has no server.onnx entry")
+        path = bundle.path(spec["file"])
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise BackendUnavailableError(f"ONNX Runtime cannot load {path}: {exc}") from None
+        self.device = self.session.get_providers()[0]
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise BackendUnavailableError(f"{path}: expected one input (the latent), found {[i.name for i in inputs]}")
+        self.input_name = inputs[0].name
+        produced = {o.name for o in self.session.get_outputs()}
+        self.output_names = [f"logits_{t}" for t in bundle.task_names]
+        missing = [n for n in self.output_names if n not in produced]
+        if missing:
+            raise BackendUnavailableError(f"{path}: outputs {missing} are missing (model has {sorted(produced)})")
+
+    def run(self, latents: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(self.output_names, {self.input_name: latents})
+
+
+class TorchBackend:
+    """``server.pt2`` (a ``torch.export`` program) run eagerly on the CPU: the reference backend."""
+
+    name = "torch"
+    device = "cpu"
+
+    def __init__(self, bundle: Bundle) -> None:
+        import torch
+
+        spec = bundle.server.get("torch")
+        if not spec:
+            raise BackendUnavailableError(f"bundle {bundle.root}: manifest has no server.torch entry (server.pt2)")
+        path = bundle.path(spec["file"])
+        try:
+            self.module = torch.export.load(str(path)).module()
+        except Exception as exc:  # torch.export.load raises several types for foreign or damaged files
+            raise BackendUnavailableError(f"torch.export cannot load {path}: {exc}") from None
+        self._torch = torch
+        self.num_tasks = len(bundle.task_names)
+
+    def run(self, latents: np.ndarray) -> list[np.ndarray]:
+        with self._torch.inference_mode():
+            outs = self.module(self._torch.from_numpy(np.ascontiguousarray(latents)))
+        if isinstance(outs, self._torch.Tensor):
+            outs = (outs,)
+        if len(outs) != self.num_tasks:
+            raise RuntimeError(f"server.pt2 returned {len(outs)} outputs for {self.num_tasks} tasks")
+        return [o.detach().cpu().numpy() for o in outs]
+
+
+def load_backend(kind: str, bundle: Bundle) -> Backend:
+    """Build the backend ``kind`` (one of :data:`BACKENDS`) for ``bundle``."""
+    if kind == "onnxruntime":
+        return OnnxRuntimeBackend(bundle)
+    if kind == "torch":
+        return TorchBackend(bundle)
+    if kind == "tensorrt":
+        from runtime_server.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(bundle)
+    raise BackendUnavailableError(f"unknown backend {kind!r}; choose one of {BACKENDS}")

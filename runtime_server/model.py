@@ -1,0 +1,187 @@
+"""The served model: bitstreams in, per-task logits, top-k labels and active tasks out.
+
+One input, ``bitstream`` (BYTES, shape ``[N]``): one MANTiS bitstream per image. Outputs, for tasks
+``t`` in the manifest's order:
+
+- ``logits_<t>`` (FP32, ``[N, n_labels_t]``): the task head's logits, computed for every image.
+- ``labels_<t>`` (BYTES, ``[N, k_t]``): the ``k_t = min(top_k, n_labels_t)`` most likely labels, best
+  first, for images where task ``t`` is active; ``k_t`` empty strings where it is not.
+- ``active_tasks`` (BOOL, ``[N, T]``): the task mask each bitstream carries (the edge's task detector).
+
+A task's logits for an image where it is inactive are still computed (the batch runs every head), but the
+encoder was not conditioned for that task, so they carry no meaning; clients read ``active_tasks``.
+Request parameter ``top_k`` (integer >= 1, default 1) sets ``k``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+import numpy as np
+
+import codec
+from codec.bundle import Bundle
+from codec.errors import CodecError, TableMismatchError
+from runtime_server.backends import Backend
+from runtime_server.batching import DynamicBatcher
+from runtime_server.metrics import ServerMetrics
+from runtime_server.protocol import InferRequest, OutputTensor, ProtocolError
+
+INPUT_NAME = "bitstream"
+ACTIVE_OUTPUT = "active_tasks"
+VERSION = "1"
+
+
+class MantisModel:
+    """Validates requests, decodes bitstreams in a thread pool, batches latents, and builds the outputs."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: Backend,
+        batcher: DynamicBatcher,
+        decode_executor: Executor,
+        metrics: ServerMetrics,
+        max_request_images: int,
+    ) -> None:
+        self.bundle = bundle
+        self.backend = backend
+        self.batcher = batcher
+        self.decode_executor = decode_executor
+        self.metrics = metrics
+        self.max_request_images = max_request_images
+        self.name = str(bundle.manifest.get("model_name") or bundle.root.name)
+        self.tasks = bundle.task_names
+        self.labels = {t: bundle.labels(t) for t in self.tasks}
+        self.latent_shape = bundle.latent_shape
+        self.output_names = [f"logits_{t}" for t in self.tasks] + [f"labels_{t}" for t in self.tasks] + [ACTIVE_OUTPUT]
+
+    def metadata(self) -> dict[str, Any]:
+        """KServe v2 model metadata (``-1``: a dimension of any size)."""
+        outputs = [{"name": f"logits_{t}", "datatype": "FP32", "shape": [-1, len(self.labels[t])]} for t in self.tasks]
+        outputs += [{"name": f"labels_{t}", "datatype": "BYTES", "shape": [-1, -1]} for t in self.tasks]
+        outputs.append({"name": ACTIVE_OUTPUT, "datatype": "BOOL", "shape": [-1, len(self.tasks)]})
+        return {
+            "name": self.name,
+            "versions": [VERSION],
+            "platform": f"mantis_{self.backend.name}",
+            "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
+            "outputs": outputs,
+        }
+
+    def config(self) -> dict[str, Any]:
+        """Serving configuration plus what a client needs to read the outputs (tasks and their labels)."""
+        return {
+            "name": self.name,
+            "platform": f"mantis_{self.backend.name}",
+            "backend": self.backend.name,
+            "device": self.backend.device,
+            "max_batch_size": self.batcher.max_batch_size,
+            "dynamic_batching": {"max_queue_delay_microseconds": int(round(self.batcher.max_queue_delay * 1e6))},
+            "max_request_images": self.max_request_images,
+            "tasks": [{"name": t, "labels": self.labels[t]} for t in self.tasks],
+            "bitstream_version": self.bundle.manifest["bitstream_version"],
+            "table_id": self.bundle.manifest["tables"]["table_id"],
+            "latent": {"channels": self.latent_shape[0], "height": self.latent_shape[1], "width": self.latent_shape[2]},
+        }
+
+    def _bitstreams(self, request: InferRequest) -> list[bytes]:
+        if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
+            names = [i.name for i in request.inputs]
+            raise ProtocolError(f"model {self.name!r} takes exactly one input {INPUT_NAME!r}, got {names}")
+        tensor = request.inputs[0]
+        if tensor.datatype != "BYTES":
+            raise ProtocolError(f"input {INPUT_NAME!r} must be BYTES, got {tensor.datatype}")
+        if len(tensor.shape) != 1 or tensor.shape[0] < 1:
+            raise ProtocolError(f"input {INPUT_NAME!r} must have shape [N] with N >= 1 (one bitstream per image), got {tensor.shape}")
+        if tensor.shape[0] > self.max_request_images:
+            raise ProtocolError(
+                f"request holds {tensor.shape[0]} bitstreams; this server takes at most {self.max_request_images} per request",
+                status=413,
+                kind="too_large",
+            )
+        return list(tensor.data)
+
+    def _top_k(self, request: InferRequest) -> int:
+        k = request.parameters.get("top_k", 1)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ProtocolError(f"parameter 'top_k' must be an integer >= 1, got {k!r}")
+        return k
+
+    def _requested(self, request: InferRequest) -> list[str]:
+        if request.outputs is None:
+            return self.output_names
+        names = [o.name for o in request.outputs]
+        unknown = [n for n in names if n not in self.output_names]
+        if unknown:
+            raise ProtocolError(f"unknown outputs {unknown}; model {self.name!r} has {self.output_names}")
+        return names
+
+    def decode(self, bitstreams: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """Entropy-decode every bitstream: latents (N, C, h, w) float32 and task masks (N,) int64.
+
+        Raises :class:`ProtocolError`: 400 naming the codec error and the element for a malformed bitstream,
+        409 for a bitstream coded with other tables or for another model's latent shape or task count.
+        """
+        latents = np.empty((len(bitstreams), *self.latent_shape), dtype=np.float32)
+        masks = np.empty(len(bitstreams), dtype=np.int64)
+        for i, data in enumerate(bitstreams):
+            try:
+                latent, mask = codec.decode_latent(data, self.bundle.tables)
+            except TableMismatchError as exc:
+                raise ProtocolError(
+                    f"bitstream[{i}]: {type(exc).__name__}: {exc} (the server's model uses tables "
+                    f"{self.bundle.manifest['tables']['table_id']})",
+                    status=409,
+                    kind="table_mismatch",
+                ) from None
+            except CodecError as exc:
+                raise ProtocolError(f"bitstream[{i}]: {type(exc).__name__}: {exc}", kind="codec") from None
+            if tuple(latent.shape) != self.latent_shape:
+                raise ProtocolError(
+                    f"bitstream[{i}]: latent shape {tuple(latent.shape)} does not match model {self.name!r} "
+                    f"(expects {self.latent_shape}; was the image preprocessed for another model?)",
+                    status=409,
+                    kind="model_mismatch",
+                )
+            if int(mask) >> len(self.tasks):
+                raise ProtocolError(
+                    f"bitstream[{i}]: task mask {int(mask):#b} names tasks beyond the model's {len(self.tasks)} tasks {self.tasks}",
+                    status=409,
+                    kind="model_mismatch",
+                )
+            latents[i] = latent
+            masks[i] = int(mask)
+        return latents, masks
+
+    def build_outputs(self, logits: list[np.ndarray], masks: np.ndarray, top_k: int, names: list[str]) -> list[OutputTensor]:
+        """Assemble the requested output tensors from per-task logits and task masks."""
+        active = ((masks[:, None] >> np.arange(len(self.tasks))[None, :]) & 1).astype(bool)
+        tensors: dict[str, OutputTensor] = {}
+        for t, (task, task_logits) in enumerate(zip(self.tasks, logits)):
+            tensors[f"logits_{task}"] = OutputTensor(f"logits_{task}", "FP32", np.asarray(task_logits, dtype=np.float32))
+            if f"labels_{task}" in names:
+                labels = self.labels[task]
+                k = min(top_k, len(labels))
+                order = np.argsort(-task_logits, axis=1, kind="stable")[:, :k]
+                out = np.full((len(masks), k), b"", dtype=object)
+                for i in np.flatnonzero(active[:, t]):
+                    out[i] = [labels[j].encode("utf-8") for j in order[i]]
+                tensors[f"labels_{task}"] = OutputTensor(f"labels_{task}", "BYTES", out)
+        tensors[ACTIVE_OUTPUT] = OutputTensor(ACTIVE_OUTPUT, "BOOL", active)
+        return [tensors[n] for n in names]
+
+    async def infer(self, request: InferRequest) -> list[OutputTensor]:
+        """Validate, decode (thread pool), run through the batcher, and build the outputs."""
+        bitstreams = self._bitstreams(request)
+        top_k = self._top_k(request)
+        names = self._requested(request)
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        latents, masks = await loop.run_in_executor(self.decode_executor, self.decode, bitstreams)
+        self.metrics.decode_seconds.observe(time.perf_counter() - start)
+        logits = await self.batcher.submit(latents)
+        return self.build_outputs(logits, masks, top_k, names)

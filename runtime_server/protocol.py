@@ -1,0 +1,313 @@
+"""KServe v2 (Open Inference Protocol) HTTP/REST messages, as Triton speaks them.
+
+Parsing of inference requests and encoding of inference responses, independent of the HTTP stack.
+
+Requests are JSON, optionally followed by raw tensor bytes (the *binary tensor data extension*): the
+``Inference-Header-Content-Length`` HTTP header then gives the length of the JSON part, and every input
+whose ``parameters.binary_data_size`` is set takes that many bytes from what follows, in input order.
+A ``BYTES`` tensor in binary form is its elements back to back, each a 4-byte little-endian length and the
+bytes. In JSON form a ``BYTES`` element is a string: its UTF-8 bytes (Triton's rule), or, when the input
+has the parameter ``"content_type": "base64"``, the base64-decoded bytes.
+
+Responses put an output in binary form when its requested-output parameter ``binary_data`` is true, or
+when the request parameter ``binary_data_output`` is true and the output does not say otherwise.
+
+Everything a client can get wrong raises :class:`ProtocolError`, which carries the HTTP status to answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+# KServe v2 datatype -> little-endian numpy dtype (BYTES is handled separately).
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+
+
+class ProtocolError(Exception):
+    """A request the server refuses; ``status`` is the HTTP status, ``kind`` the metrics label."""
+
+    def __init__(self, message: str, status: int = 400, kind: str = "bad_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+
+@dataclass
+class InputTensor:
+    """One request input. ``data`` holds the elements of a BYTES tensor, or a flat numpy array otherwise."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any]
+    data: list[bytes] | np.ndarray
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InferRequest:
+    """A parsed inference request. ``outputs`` is None when the client asked for every output."""
+
+    id: str | None
+    inputs: list[InputTensor]
+    outputs: list[RequestedOutput] | None
+    parameters: dict[str, Any]
+
+    def binary_output(self, name: str) -> bool:
+        """Whether output ``name`` goes back in binary form."""
+        default = bool(self.parameters.get("binary_data_output", False))
+        for out in self.outputs or []:
+            if out.name == name:
+                return bool(out.parameters.get("binary_data", default))
+        return default
+
+
+@dataclass
+class OutputTensor:
+    """One response output: a numpy array (an object array of ``bytes``/``str`` for BYTES)."""
+
+    name: str
+    datatype: str
+    data: np.ndarray
+
+
+def pack_bytes(elements: list[bytes]) -> bytes:
+    """Serialise BYTES elements: per element a uint32 little-endian length, then the bytes."""
+    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
+
+
+def unpack_bytes(buf: bytes | memoryview, count: int, name: str) -> list[bytes]:
+    """Split a binary BYTES tensor into exactly ``count`` elements, or raise :class:`ProtocolError`."""
+    view = memoryview(buf)
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(view):
+        if len(out) == count:
+            raise ProtocolError(f"input {name!r}: binary data has bytes after its {count} elements (shape says {count})")
+        if pos + 4 > len(view):
+            raise ProtocolError(f"input {name!r}: element {len(out)} has a truncated 4-byte length prefix")
+        (n,) = struct.unpack_from("<I", view, pos)
+        pos += 4
+        if pos + n > len(view):
+            raise ProtocolError(
+                f"input {name!r}: element {len(out)} claims {n} bytes but only {len(view) - pos} remain"
+            )
+        out.append(bytes(view[pos : pos + n]))
+        pos += n
+    if len(out) != count:
+        raise ProtocolError(f"input {name!r}: binary data holds {len(out)} elements, shape says {count}")
+    return out
+
+
+def _check_dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} must be a JSON object")
+    return value
+
+
+def _shape(value: Any, name: str) -> list[int]:
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise ProtocolError(f"input {name!r}: 'shape' must be a list of non-negative integers, got {value!r}")
+    return value
+
+
+def _flatten(data: Any) -> list[Any]:
+    """KServe allows row-major nested lists or a flat list."""
+    if not isinstance(data, list):
+        return [data]
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _json_bytes_elements(values: list[Any], name: str, encoding: str | None) -> list[bytes]:
+    out = []
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise ProtocolError(f"input {name!r}: BYTES element {i} must be a JSON string, got {type(v).__name__}")
+        if encoding == "base64":
+            try:
+                out.append(base64.b64decode(v, validate=True))
+            except (binascii.Error, ValueError):
+                raise ProtocolError(f"input {name!r}: BYTES element {i} is not valid base64") from None
+        else:
+            out.append(v.encode("utf-8", errors="surrogatepass"))
+    return out
+
+
+def _json_numeric(values: list[Any], name: str, datatype: str) -> np.ndarray:
+    ok = (bool,) if datatype == "BOOL" else (int, float)
+    if not all(isinstance(v, ok) and (datatype == "BOOL" or not isinstance(v, bool)) for v in values):
+        raise ProtocolError(f"input {name!r}: data must be {datatype} numbers")
+    try:
+        return np.asarray(values, dtype=DATATYPES[datatype])
+    except (OverflowError, ValueError) as exc:
+        raise ProtocolError(f"input {name!r}: data does not fit {datatype} ({exc})") from None
+
+
+def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Parse an inference request body (JSON, or JSON + binary tensor data when ``header_length`` is set)."""
+    if header_length is None:
+        json_len = len(body)
+    else:
+        try:
+            json_len = int(header_length.strip())
+        except ValueError:
+            raise ProtocolError(f"{HEADER_LENGTH} header must be an integer, got {header_length!r}") from None
+        if not 0 < json_len <= len(body):
+            raise ProtocolError(f"{HEADER_LENGTH} is {json_len} but the request body has {len(body)} bytes")
+    try:
+        doc = json.loads(bytes(body[:json_len]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"inference request header is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("inference request must be a JSON object")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError("'id' must be a string")
+    parameters = _check_dict(doc.get("parameters"), "'parameters'")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise ProtocolError("'inputs' must be a non-empty list")
+
+    binary = memoryview(body)[json_len:]
+    pos = 0
+    inputs: list[InputTensor] = []
+    for k, raw in enumerate(raw_inputs):
+        if not isinstance(raw, dict):
+            raise ProtocolError(f"inputs[{k}] must be a JSON object")
+        name = raw.get("name")
+        if not isinstance(name, str) or not name:
+            raise ProtocolError(f"inputs[{k}] needs a 'name' string")
+        datatype = raw.get("datatype")
+        if datatype != "BYTES" and datatype not in DATATYPES:
+            raise ProtocolError(f"input {name!r}: unknown datatype {datatype!r}")
+        shape = _shape(raw.get("shape"), name)
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        params = _check_dict(raw.get("parameters"), f"input {name!r} 'parameters'")
+        size = params.get("binary_data_size")
+        if size is not None:
+            if "data" in raw:
+                raise ProtocolError(f"input {name!r} has both 'data' and 'binary_data_size'")
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ProtocolError(f"input {name!r}: 'binary_data_size' must be a non-negative integer")
+            if header_length is None:
+                raise ProtocolError(f"input {name!r} uses 'binary_data_size' but the request has no {HEADER_LENGTH} header")
+            if pos + size > len(binary):
+                raise ProtocolError(
+                    f"input {name!r}: 'binary_data_size' {size} exceeds the {len(binary) - pos} bytes left in the body"
+                )
+            chunk = binary[pos : pos + size]
+            pos += size
+            if datatype == "BYTES":
+                data: list[bytes] | np.ndarray = unpack_bytes(chunk, count, name)
+            else:
+                dtype = DATATYPES[datatype]
+                if size != count * dtype.itemsize:
+                    raise ProtocolError(f"input {name!r}: {size} bytes for shape {shape} of {datatype}")
+                data = np.frombuffer(chunk, dtype=dtype).copy()
+        else:
+            if "data" not in raw:
+                raise ProtocolError(f"input {name!r} has neither 'data' nor 'binary_data_size'")
+            values = _flatten(raw["data"])
+            if len(values) != count:
+                raise ProtocolError(f"input {name!r}: {len(values)} values for shape {shape}")
+            if datatype == "BYTES":
+                data = _json_bytes_elements(values, name, params.get("content_type"))
+            else:
+                data = _json_numeric(values, name, datatype)
+        inputs.append(InputTensor(name, datatype, shape, params, data))
+    if pos != len(binary):
+        raise ProtocolError(f"request body has {len(binary) - pos} bytes that no input's 'binary_data_size' accounts for")
+
+    outputs = None
+    if "outputs" in doc:
+        raw_outputs = doc["outputs"]
+        if not isinstance(raw_outputs, list):
+            raise ProtocolError("'outputs' must be a list")
+        outputs = []
+        for k, raw in enumerate(raw_outputs):
+            if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+                raise ProtocolError(f"outputs[{k}] must be an object with a 'name' string")
+            outputs.append(RequestedOutput(raw["name"], _check_dict(raw.get("parameters"), f"output {raw['name']!r} 'parameters'")))
+    return InferRequest(request_id, inputs, outputs, parameters)
+
+
+def _json_data(tensor: OutputTensor) -> list[Any]:
+    flat = tensor.data.reshape(-1)
+    if tensor.datatype == "BYTES":
+        return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in flat]
+    return flat.tolist()
+
+
+def _binary_data(tensor: OutputTensor) -> bytes:
+    if tensor.datatype == "BYTES":
+        return pack_bytes([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in tensor.data.reshape(-1)])
+    return np.ascontiguousarray(tensor.data, dtype=DATATYPES[tensor.datatype]).tobytes()
+
+
+def encode_infer_response(
+    model_name: str,
+    model_version: str,
+    request: InferRequest,
+    outputs: list[OutputTensor],
+    parameters: dict[str, Any] | None = None,
+) -> tuple[bytes, int | None]:
+    """Serialise a response; returns ``(body, json_header_length)``, the length None for pure JSON."""
+    specs = []
+    chunks = []
+    for tensor in outputs:
+        spec: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.data.shape)}
+        if request.binary_output(tensor.name):
+            raw = _binary_data(tensor)
+            spec["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            spec["data"] = _json_data(tensor)
+        specs.append(spec)
+    doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": specs}
+    if request.id is not None:
+        doc["id"] = request.id
+    if parameters:
+        doc["parameters"] = parameters
+    head = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    if not chunks:
+        return head, None
+    return head + b"".join(chunks), len(head)

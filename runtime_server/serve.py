@@ -1,0 +1,84 @@
+"""Serve an exported MANTiS bundle over the KServe v2 HTTP/REST protocol.
+
+    uv run python runtime_server/serve.py --artifacts DIR [--host 127.0.0.1] [--port 8000]
+        [--backend onnxruntime|tensorrt|torch] [--max-batch-size N] [--max-queue-delay-ms M]
+        [--max-request-bytes B] [--token-file F]
+
+Prints ``serving MODEL (BACKEND on DEVICE) at http://HOST:PORT`` once ready (``--port 0`` picks a free
+port). SIGINT/SIGTERM stop it gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+
+from codec.bundle import BundleError
+from runtime_server.app import STATE, TOKEN_ENV, ServerConfig, create_app, read_token, serve
+from runtime_server.backends import BACKENDS, BackendUnavailableError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="KServe v2 server for the server half of a MANTiS bundle")
+    p.add_argument("--artifacts", type=Path, required=True, help="bundle directory written by export/split.py")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+    p.add_argument("--max-batch-size", type=int, default=32, help="most images per backend batch")
+    p.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill")
+    p.add_argument("--max-request-bytes", type=int, default=4 << 20, help="request body limit (413 above)")
+    p.add_argument("--max-request-images", type=int, default=256, help="bitstreams per request limit (413 above)")
+    p.add_argument("--decode-threads", type=int, default=2, help="threads for entropy decoding")
+    p.add_argument("--token-file", type=Path, help=f"require 'Authorization: Bearer <token>' (else ${TOKEN_ENV} if set)")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on exit")
+    return p.parse_args(argv)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = ServerConfig(
+            artifacts=args.artifacts,
+            backend=args.backend,
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_ms=args.max_queue_delay_ms,
+            max_request_bytes=args.max_request_bytes,
+            max_request_images=args.max_request_images,
+            token=read_token(args.token_file),
+            decode_threads=args.decode_threads,
+        )
+        app = create_app(config)
+    except (BundleError, BackendUnavailableError, ValueError) as exc:
+        print(f"serve.py: {exc}", file=sys.stderr)
+        return 2
+    if not _is_loopback(args.host) and config.token is None:
+        print(f"serve.py: warning: listening on {args.host} without a bearer token", file=sys.stderr)
+    model = app[STATE].model
+
+    def announce(url: str) -> None:
+        print(f"serving {model.name} ({model.backend.name} on {model.backend.device}) at {url}", flush=True)
+
+    try:
+        asyncio.run(serve(app, args.host, args.port, args.shutdown_timeout, announce))
+    except OSError as exc:
+        print(f"serve.py: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
