@@ -186,13 +186,13 @@ def load_bundle(root: str | os.PathLike, verify: bool = True) -> Bundle:
     a bitstream version this codec does not read, or tables whose ``table_id`` differs from the manifest's.
     """
     import codec
+    from codec.format import FORMAT_VERSION
 
     root = Path(root).resolve()
     manifest = read_manifest(root)
-    version = getattr(codec, "FORMAT_VERSION", None)
-    if version is not None and manifest["bitstream_version"] != version:
+    if manifest["bitstream_version"] != FORMAT_VERSION:
         raise BundleError(
-            f"bundle {root}: bitstream version {manifest['bitstream_version']!r}, this codec reads version {version}"
+            f"bundle {root}: bitstream version {manifest['bitstream_version']!r}, this codec reads version {FORMAT_VERSION}"
         )
     if verify:
         verify_files(root, manifest)
