@@ -15,6 +15,7 @@ import hmac
 import logging
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -270,6 +271,20 @@ def create_app(config: ServerConfig) -> web.Application:
     return app
 
 
+async def _start_site(app: web.Application, host: str, port: int, shutdown_timeout: float) -> tuple[web.AppRunner, str]:
+    """Start ``app`` (startup hooks, warm-up) and bind it; returns the runner and the bound URL."""
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_host, bound_port = runner.addresses[0][:2]
+    url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
+    return runner, url
+
+
 async def serve(
     app: web.Application,
     host: str,
@@ -279,20 +294,80 @@ async def serve(
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then stop accepting, finish in-flight requests (up to
     ``shutdown_timeout`` seconds) and release the backend. ``on_listening`` gets the bound URL."""
-    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
-    await runner.setup()
+    runner, url = await _start_site(app, host, port, shutdown_timeout)
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        bound_host, bound_port = runner.addresses[0][:2]
-        url = f"http://[{bound_host}]:{bound_port}" if ":" in bound_host else f"http://{bound_host}:{bound_port}"
         if on_listening is not None:
             on_listening(url)
         await stop.wait()
         log.info("shutting down: finishing in-flight requests")
     finally:
         await runner.cleanup()
+
+
+class BackgroundServer:
+    """The server on its own event loop in a background thread, for embedding it in another program.
+
+    ``with BackgroundServer(config) as srv: ... srv.url ...``; leaving the block shuts down gracefully.
+    """
+
+    def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 10.0) -> None:
+        self.app = create_app(config)
+        self.host = host
+        self.port = port
+        self.shutdown_timeout = shutdown_timeout
+        self.url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def state(self) -> ServerState:
+        return self.app[STATE]
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        try:
+            runner, self.url = loop.run_until_complete(_start_site(self.app, self.host, self.port, self.shutdown_timeout))
+        except BaseException as exc:  # handed to the thread that called start()
+            self._error = exc
+            self._started.set()
+            loop.close()
+            return
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    def start(self) -> "BackgroundServer":
+        """Start serving; returns once the server is ready (or re-raises its startup error)."""
+        self._thread = threading.Thread(target=self._main, name="mantis-server", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, finish in-flight requests, release everything."""
+        if self._thread is None:
+            return
+        if self._loop is not None and self._error is None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._thread = None
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
