@@ -1,0 +1,132 @@
+"""Encode images on the device and get the server's answers (or save the bitstreams).
+
+    uv run python runtime_edge/run.py --artifacts DIR --server URL IMAGE...
+    uv run python runtime_edge/run.py --artifacts DIR --save OUT_DIR IMAGE...
+
+Prints, per image, the bytes sent and each active task's top-k labels. ``--save`` writes
+``OUT_DIR/<image stem>.mtb`` (the exact bitstream that would be sent) instead of sending. Exit status:
+0 success, 2 bad input (image, bundle, arguments), 1 the server was unreachable or rejected the request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from codec.bundle import BundleError
+from runtime_edge.client import EdgeRuntime, EdgeRuntimeError, ImageError, load_image
+from runtime_edge.predict import request_predictions
+from runtime_edge.transport import KServeClient, RetryPolicy, TransportError
+
+TOKEN_ENV = "MANTIS_SERVER_TOKEN"
+BITSTREAM_SUFFIX = ".mtb"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="MANTiS edge runtime: image -> bitstream -> server -> per-task answers")
+    p.add_argument("--artifacts", type=Path, required=True, help="bundle directory written by export/split.py")
+    dest = p.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--server", help="serve.py base URL, e.g. http://127.0.0.1:8000")
+    dest.add_argument("--save", type=Path, metavar="DIR", help="write <image stem>.mtb bitstreams to DIR instead of sending")
+    p.add_argument("--model", help="model name on the server (default: the bundle's model_name)")
+    p.add_argument("--top-k", type=int, default=1, help="labels per active task (default 1)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per request (default 1)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and to wait for an answer")
+    p.add_argument("--retries", type=int, default=3, help="retries for refused/reset connections and 503 (default 3)")
+    p.add_argument("--token-file", type=Path, help=f"bearer token file (else ${TOKEN_ENV} if set)")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    args = p.parse_args(argv)
+    if args.top_k < 1 or args.batch_size < 1 or args.retries < 0 or args.timeout <= 0:
+        p.error("--top-k and --batch-size must be >= 1, --retries >= 0, --timeout > 0")
+    return args
+
+
+def _token(path: Path | None) -> str | None:
+    if path is not None:
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read token file {path}: {exc}") from None
+        if not token:
+            raise ValueError(f"token file {path} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_bitstreams(runtime: EdgeRuntime, images: list[Path], out_dir: Path, out: TextIO) -> None:
+    """Encode every image and write ``out_dir/<stem>.mtb``."""
+    stems = [img.stem for img in images]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise ValueError(f"several images share the stem(s) {dupes}; their .mtb files would overwrite each other")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for path in images:
+        enc = runtime.encode(load_image(path))
+        target = out_dir / f"{path.stem}{BITSTREAM_SUFFIX}"
+        _write_atomic(target, enc.bitstream)
+        total += enc.num_bytes
+        tasks = ", ".join(runtime.active_tasks(enc.task_mask))
+        print(f"{path}: {enc.num_bytes} bytes -> {target} (tasks: {tasks})", file=out)
+    print(f"{len(images)} images, {total / len(images):.1f} bytes per image on average", file=out)
+
+
+def send_images(runtime: EdgeRuntime, client: KServeClient, model: str, images: list[Path], top_k: int, batch_size: int, out: TextIO) -> None:
+    """Encode, send in batches of ``batch_size``, and print each image's answers."""
+    tasks = runtime.bundle.task_names
+    labels = {t: runtime.bundle.labels(t) for t in tasks}
+    total = 0
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        encoded = [runtime.encode(load_image(p)) for p in chunk]
+        preds, _ = request_predictions(client, model, [e.bitstream for e in encoded], tasks, labels, top_k)
+        for path, enc, pred in zip(chunk, encoded, preds):
+            total += enc.num_bytes
+            print(f"{path}: {enc.num_bytes} bytes sent, active tasks: {', '.join(pred.active_tasks)}", file=out)
+            for task in pred.active_tasks:
+                tp = pred.tasks[task]
+                answer = ", ".join(f"{lab} ({p:.2f})" for lab, p in zip(tp.labels, tp.probabilities))
+                print(f"  {task}: {answer}", file=out)
+    print(f"{len(images)} images, {total / len(images):.1f} bytes per image on average", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        bad = []
+        for path in args.images:
+            try:
+                load_image(path)
+            except ImageError as exc:
+                bad.append(str(exc))
+        if bad:
+            for msg in bad:
+                print(f"run.py: {msg}", file=sys.stderr)
+            return 2
+        runtime = EdgeRuntime(args.artifacts)
+        if args.save is not None:
+            save_bitstreams(runtime, args.images, args.save, sys.stdout)
+            return 0
+        client = KServeClient(args.server, timeout=args.timeout, retry=RetryPolicy(retries=args.retries), token=_token(args.token_file))
+        with client:
+            send_images(runtime, client, args.model or runtime.model_name, args.images, args.top_k, args.batch_size, sys.stdout)
+    except (BundleError, ImageError, EdgeRuntimeError, ValueError, OSError) as exc:
+        print(f"run.py: {exc}", file=sys.stderr)
+        return 2
+    except TransportError as exc:
+        print(f"run.py: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
