@@ -1,0 +1,272 @@
+"""Splitting a Stage 2 checkpoint into a self-describing bundle (see ``codec/bundle.py`` for the layout).
+
+``export_bundle(ExportOptions(...))`` loads the checkpoint, picks the calibration set and a held-out check
+set from the training data pipeline, builds the entropy tables, exports and checks the int8 edge client
+and the server half, and writes the bundle atomically (``export/bundle_writer.py``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import codec
+from calibration.dataset import CalibrationSourceError, SampleSet, data_config, load_split, select_samples
+from calibration.quantize import OBSERVERS, SCHEME
+from codec.bundle import BUNDLE_FORMAT, TASK_MASK_RULE, file_sha256
+from codec.format import FORMAT_VERSION
+from export import bundle_writer, server as server_export, verify
+from export.edge import EDGE_TARGETS, INPUT_NAME, OUTPUT_NAMES, export_edge, inspect_coreml
+from export.errors import ExportError
+from export.runners import coreml_available, edge_runner, onnx_runner
+from export.tensorrt import TensorRTUnavailable, build_engine
+
+SERVER_ENGINES = ("tensorrt",)
+PRODUCER_PACKAGES = ("torch", "executorch", "onnx", "onnxruntime", "coremltools", "compressai", "numpy")
+
+
+@dataclass
+class ExportOptions:
+    """Everything ``export/split.py`` takes on the command line."""
+
+    checkpoint: Path
+    target: str
+    out: Path
+    calibration_samples: int = 128
+    calibration_split: str = "train"
+    observer: str = "histogram"
+    data_config: Path | None = None
+    keep_float: tuple[str, ...] = ()
+    check_samples: int = 32
+    check_split: str = "val"
+    server_engine: str | None = None
+    force: bool = False
+    seed: int = 0
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    manifest: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def _log(msg: str) -> None:
+    print(f"[export] {msg}", flush=True)
+
+
+def producer_versions() -> dict[str, str]:
+    out = {"mantis": importlib.metadata.version("mantis")}
+    for name in PRODUCER_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def load_source(checkpoint: Path) -> tuple[Any, dict[str, Any], str]:
+    """``(model, meta, sha256)`` of a Stage 2 checkpoint; ``ExportError`` for anything else."""
+    from training.build import load_model
+    from training.checkpoint import CheckpointError, read_checkpoint
+
+    if not checkpoint.is_file():
+        raise ExportError(f"checkpoint {checkpoint}: no such file")
+    try:
+        _, meta = read_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        raise ExportError(f"cannot export: {exc}") from None
+    if meta["stage"] != "stage2":
+        raise ExportError(
+            f"checkpoint {checkpoint} holds a {meta['stage']} model; export needs a Stage 2 checkpoint "
+            "(task detector, FiLM and per-task heads): finish Stage 2 training first"
+        )
+    try:
+        model, meta = load_model(checkpoint, stage="stage2")
+    except CheckpointError as exc:
+        raise ExportError(f"cannot export: {exc}") from None
+    return model, meta, file_sha256(checkpoint)
+
+
+def pick_samples(cfg: dict[str, Any], split: str, n: int, seed: int, task_names: list[str]) -> SampleSet:
+    try:
+        return select_samples(load_split(cfg, split, task_names), split, n, seed, task_names)
+    except CalibrationSourceError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def _tensor_desc(name: str, shape: list[Any]) -> dict[str, Any]:
+    return {"name": name, "dtype": "float32", "shape": shape}
+
+
+def _check_coreml(path: Path, reference: torch.nn.Module, client: torch.nn.Module, images, tables, shapes) -> dict[str, Any]:
+    """Structure of the ``.mlpackage`` here; numbers on macOS, else the int8 graph it was converted from."""
+    info = inspect_coreml(path)
+    want_in = [_tensor_desc(INPUT_NAME, shapes["image"])]
+    want_out = [_tensor_desc(n, shapes[n]) for n in OUTPUT_NAMES]
+    if info["inputs"] != want_in or info["outputs"] != want_out:
+        raise ExportError(f"{path.name}: inputs/outputs {info['inputs']} {info['outputs']}, expected {want_in} {want_out}")
+    missing = [op for op in ("quantize", "dequantize", "constexpr_affine_dequantize") if not info["ops"].get(op)]
+    if missing:
+        raise ExportError(f"{path.name}: not int8, the ML program has no {missing} ops (ops: {info['ops']})")
+    ok, reason = coreml_available()
+    if ok:
+        runner = edge_runner(path, "coreml", INPUT_NAME, OUTPUT_NAMES)
+        return {**verify.check_edge(runner, client, images, tables), "structure": info}
+    result = verify.check_edge(verify.eager_outputs(reference), client, images, tables)
+    result["numeric"] = f"skipped: {reason}; checked the int8 PyTorch graph that was converted instead"
+    result["structure"] = info
+    return result
+
+
+def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> ExportResult:
+    """Write the bundle for ``opts`` (see the module docstring); ``ExportError`` on any failure, with
+    nothing written."""
+    if opts.target not in EDGE_TARGETS:
+        raise ExportError(f"unknown target {opts.target!r}; expected one of {', '.join(EDGE_TARGETS)}")
+    if opts.observer not in OBSERVERS:
+        raise ExportError(f"unknown observer {opts.observer!r}; expected one of {', '.join(OBSERVERS)}")
+    if opts.server_engine not in (None, *SERVER_ENGINES):
+        raise ExportError(f"unknown server engine {opts.server_engine!r}; expected one of {', '.join(SERVER_ENGINES)}")
+    if opts.calibration_split == opts.check_split:
+        raise ExportError(f"calibration and check data must come from different splits (both {opts.check_split!r})")
+    out = Path(opts.out).absolute()
+    checkpoint = Path(opts.checkpoint)
+    model, meta, sha = load_source(checkpoint)
+    bundle_writer.check_destination(out, sha, opts.target, opts.force)
+    task_names = [t["name"] for t in meta["tasks"]]
+    try:
+        cfg = data_config(meta, checkpoint, opts.data_config)
+    except CalibrationSourceError as exc:
+        raise ExportError(str(exc)) from None
+    log(f"calibration set: {opts.calibration_samples} images from the {opts.calibration_split} split")
+    calib = pick_samples(cfg, opts.calibration_split, opts.calibration_samples, opts.seed, task_names)
+    checks = pick_samples(cfg, opts.check_split, opts.check_samples, opts.seed + 1, task_names)
+    h, w = (int(v) for v in meta["preprocessing"]["input_size"])
+    if tuple(calib.images.shape[-2:]) != (h, w):
+        raise ExportError(f"calibration images are {tuple(calib.images.shape[-2:])}, the model expects {(h, w)}")
+    example = calib.images[:1].clone()
+    client = model.client.eval()
+    with torch.no_grad():
+        latent, logits = client(example)
+    c, lh, lw = (int(v) for v in latent.shape[1:])
+    shapes = {"image": [1, 3, h, w], "latent": [1, c, lh, lw], "task_logits": [1, int(logits.shape[1])]}
+    check_images = [x.numpy() for x in checks.batches()]
+    notes: list[str] = []
+    engine = "tensorrt" if opts.target == "tensorrt" else opts.server_engine
+
+    with bundle_writer.staging_dir(out) as staging:
+        tables = codec.EntropyTables.from_entropy_bottleneck(model.entropy_bottleneck)
+        tables.save(staging / "tables.safetensors")
+        tables = codec.EntropyTables.load(staging / "tables.safetensors")
+
+        log(f"edge client: int8 {opts.target} ({opts.observer} observer" + (f", float: {list(opts.keep_float)})" if opts.keep_float else ")"))
+        edge = export_edge(client, opts.target, staging, example, calib.batches(), opts.observer, opts.keep_float)
+        if opts.target == "coreml":
+            edge_check = _check_coreml(staging / edge.file, edge.reference, client, check_images, tables, shapes)
+        else:
+            edge_check = verify.check_edge(edge_runner(staging / edge.file, edge.runtime), client, check_images, tables, edge.reference)
+        log(
+            f"edge check: symbol agreement {edge_check['symbol_agreement']:.4f}, "
+            f"task-mask agreement {edge_check['task_mask_agreement']:.3f}, latent rel. RMSE {edge_check['latent_rel_rmse']:.4f}"
+        )
+
+        log("server half: ONNX (dynamic batch) and server.pt2")
+        server_half = server_export.ServerHalf(model.server).eval()
+        with torch.no_grad():
+            float_latents = np.stack([client(torch.from_numpy(x))[0][0].numpy() for x in check_images])
+        decoded = codec.dequantize(codec.quantize(float_latents, tables), tables).astype(np.float32)
+        server_export.export_onnx(server_half, (c, lh, lw), task_names, staging / "server.onnx")
+        server_check = verify.check_server(
+            "server.onnx", onnx_runner(staging / "server.onnx"), server_half, decoded, verify.SERVER_TOLERANCE
+        )
+        server_export.export_pt2(server_half, (c, lh, lw), staging / "server.pt2")
+        loaded = torch.export.load(str(staging / "server.pt2")).module()
+        pt2_check = verify.check_server("server.pt2", verify.eager_outputs(loaded), server_half, decoded, verify.SERVER_TOLERANCE)
+
+        server_manifest: dict[str, Any] = {
+            "onnx": {
+                "file": "server.onnx",
+                "inputs": [_tensor_desc("latent", ["batch", c, lh, lw])],
+                "outputs": [
+                    _tensor_desc(f"logits_{t['name']}", ["batch", len(t["labels"])]) for t in meta["tasks"]
+                ],
+                "check": server_check,
+            },
+            "torch": {"file": "server.pt2", "check": pt2_check},
+        }
+        if engine == "tensorrt":
+            fp16 = server_export.Fp16ServerHalf(model.server).eval()
+            server_export.export_onnx(fp16, (c, lh, lw), task_names, staging / "server_fp16.onnx")
+            fp16_check = verify.check_server(
+                "server_fp16.onnx", onnx_runner(staging / "server_fp16.onnx"), server_half, decoded, verify.FP16_TOLERANCE
+            )
+            server_manifest["onnx_fp16"] = {"file": "server_fp16.onnx", "check": fp16_check}
+            try:
+                info = build_engine(staging, staging / "server.plan", (c, lh, lw))
+            except TensorRTUnavailable as exc:
+                notes.append(str(exc))
+                print(f"[export] {exc}", file=sys.stderr, flush=True)
+            else:
+                server_manifest["tensorrt"] = {
+                    "file": "server.plan",
+                    "precision": "fp16",
+                    "tensorrt": info.tensorrt_version,
+                    "source": info.source_onnx,
+                    "typing": info.typing,
+                    "batch_profile": list(info.batch_profile),
+                }
+
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "model_name": f"{meta['model']['name']}-{checkpoint.stem}",
+            "bitstream_version": FORMAT_VERSION,
+            "source_checkpoint": {"path": str(checkpoint.resolve()), "sha256": sha},
+            "producer": producer_versions(),
+            "preprocessing": {
+                "input_size": [h, w],
+                "mean": [float(v) for v in meta["preprocessing"]["mean"]],
+                "std": [float(v) for v in meta["preprocessing"]["std"]],
+                "color": "RGB",
+                "value_range": [0, 1],
+                "resize": "bilinear",
+                "layout": "NCHW",
+            },
+            "tasks": [{"name": t["name"], "labels": list(t["labels"])} for t in meta["tasks"]],
+            "task_mask_rule": TASK_MASK_RULE,
+            "latent": {"channels": c, "height": lh, "width": lw},
+            "tables": {"file": "tables.safetensors", "sha256": file_sha256(staging / "tables.safetensors"), "table_id": tables.table_id.hex()},
+            "edge": {
+                "target": opts.target,
+                "file": edge.file,
+                "runtime": edge.runtime,
+                "inputs": [_tensor_desc(INPUT_NAME, shapes["image"])],
+                "outputs": [_tensor_desc(n, shapes[n]) for n in OUTPUT_NAMES],
+                "quantization": {
+                    "scheme": SCHEME,
+                    "observer": opts.observer,
+                    "keep_float": list(opts.keep_float),
+                    "calibration": {**calib.info, "data": _data_description(cfg)},
+                    **edge.details,
+                },
+                "check": {**edge_check, "check_set": {k: v for k, v in checks.info.items() if k != "indices"}},
+            },
+            "server": server_manifest,
+        }
+        bundle_writer.finalize(staging, out, manifest)
+    log(f"bundle written to {out}")
+    return ExportResult(out, manifest, notes)
+
+
+def _data_description(cfg: dict[str, Any]) -> dict[str, Any]:
+    data = cfg["data"]
+    desc: dict[str, Any] = {"kind": data["kind"], "image_size": data["image_size"], "seed": cfg.get("seed")}
+    desc.update(data.get(data["kind"], {}))
+    return desc
+
