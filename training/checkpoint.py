@@ -27,6 +27,12 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, or does not describe a model this code can build."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Any) -> None:
     """Call ``write(tmp_path)`` then move the temporary file over ``path`` in one step."""
     path = Path(path)
@@ -35,6 +41,7 @@ def atomic_write(path: str | os.PathLike, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models import CompressionModel
 
-from training.models.registry import register_model
+from training.models.registry import create_model, register_model
 
 FILM_MODES = ("film", "identity")
 
@@ -217,7 +217,8 @@ class SplitModel(CompressionModel):
 
     def forward(self, x: torch.Tensor, task_vector: torch.Tensor | None = None) -> dict:
         y, task_logits = self.client(x, task_vector)
-        y_hat, y_likelihoods = self.entropy_bottleneck(y)
+        with torch.autocast(device_type=y.device.type, enabled=False):  # the entropy model stays in float32
+            y_hat, y_likelihoods = self.entropy_bottleneck(y.float())
         return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods}, "task_logits": task_logits, "out": self.server(y_hat)}
 
     @torch.no_grad()
@@ -270,3 +271,12 @@ def mantis_stage2_from_stage1(stage1: SplitModel, teacher_tails: Sequence[nn.Mod
     model = SplitModel(client, TaskServer(decoders, tails))
     model.entropy_bottleneck = copy.deepcopy(stage1.entropy_bottleneck)
     return model
+
+
+@register_model
+def mantis_stage2(stage1: dict, teacher: dict, film_mode: str = "film") -> SplitModel:
+    """The Stage 2 architecture rebuilt from its description: ``stage1`` holds ``mantis_stage1``'s keyword
+    arguments, ``teacher`` the teacher's ``{"name", "kwargs"}``. Weights come from a checkpoint."""
+    stage1_model = create_model("mantis_stage1", **stage1)
+    teacher_model = create_model(teacher["name"], **teacher["kwargs"])
+    return mantis_stage2_from_stage1(stage1_model, teacher_model.task_tails(), film_mode)

@@ -1,0 +1,223 @@
+"""Teachers: a multi-task network split into a shallow ``head`` (the layer Stage 1 distils) and a ``tail``.
+
+Every teacher exposes ``head(x) -> features``, ``tail(features) -> tuple of per-task logits``,
+``task_tails()`` (one module per task, features -> that task's logits, used to initialise Stage 2) and the
+attributes ``distill_channels`` / ``distill_stride`` describing the distilled layer.
+
+* ``teacher_cnn``: a small CNN trained by the pipeline on the built-in data (or any folder dataset).
+* ``teacher_torchvision``: any torchvision classifier with a local weights file; the model is cut at a
+  named layer, and each task reads its classes' logits out of the full (e.g. ImageNet-1k) output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torchdistill.core.forward_hook import ForwardHookManager
+
+from training.checkpoint import CheckpointError
+from training.models.mantis import conv_bn_relu
+from training.models.registry import register_model
+
+
+class TaskTail(nn.Module):
+    """features -> one task's logits: a (shared, in the teacher) trunk followed by the task's head."""
+
+    def __init__(self, trunk: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(features))
+
+
+class TeacherCNN(nn.Module):
+    """Small multi-task CNN: stride-8 ``head`` (distilled), shared trunk, one linear head per task."""
+
+    def __init__(self, num_classes: Sequence[int], channels: Sequence[int] = (32, 64, 96, 128)) -> None:
+        super().__init__()
+        c0, c1, c2, c3 = channels
+        self.head_layers = nn.Sequential(
+            conv_bn_relu(3, c0, 3, 2),
+            conv_bn_relu(c0, c0),
+            conv_bn_relu(c0, c1, 3, 2),
+            conv_bn_relu(c1, c1),
+            conv_bn_relu(c1, c2, 3, 2),
+        )
+        self.trunk = nn.Sequential(
+            conv_bn_relu(c2, c2),
+            conv_bn_relu(c2, c3, 3, 2),
+            conv_bn_relu(c3, c3),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(1),
+        )
+        self.heads = nn.ModuleList(nn.Linear(c3, n) for n in num_classes)
+        self.distill_channels = c2
+        self.distill_stride = 8
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_layers(x)
+
+    def tail(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = self.trunk(features)
+        return tuple(head(h) for head in self.heads)
+
+    def task_tails(self) -> list[nn.Module]:
+        return [TaskTail(self.trunk, head) for head in self.heads]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.tail(self.head(x))
+
+
+class SelectLogits(nn.Module):
+    """Picks a task's classes out of a full classifier output."""
+
+    def __init__(self, indices: Sequence[int]) -> None:
+        super().__init__()
+        self.register_buffer("indices", torch.tensor(list(indices), dtype=torch.long))
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.index_select(1, self.indices)
+
+
+def _first_is_linear(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, nn.Sequential):
+        for m in module:
+            if isinstance(m, nn.Dropout):
+                continue
+            return isinstance(m, nn.Linear)
+    return False
+
+
+def _split_children(module: nn.Module, path: list[str]) -> tuple[list[nn.Module], list[nn.Module]]:
+    names = [n for n, _ in module.named_children()]
+    if path[0] not in names:
+        raise ValueError(f"no layer {path[0]!r} among {names}")
+    i = names.index(path[0])
+    children = list(module.children())
+    head, tail = children[:i], children[i + 1 :]
+    if len(path) == 1:
+        return head + [children[i]], tail
+    if not isinstance(children[i], nn.Sequential):
+        raise ValueError(f"layer {path[0]!r} is not a Sequential, cannot cut inside it")
+    inner_head, inner_tail = _split_children(children[i], path[1:])
+    return head + inner_head, inner_tail + tail
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file or a torch file loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"teacher weights {path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"teacher weights {path}: unreadable ({exc})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"teacher weights {path}: expected a state dict of tensors")
+    return state
+
+
+class TorchvisionTeacher(nn.Module):
+    """A torchvision classifier cut at ``distill_layer`` into ``head`` and ``tail``.
+
+    The cut treats the model as the sequence of its children (with a flatten before the classifier);
+    construction checks, with torchdistill's forward hooks on the intact model, that ``head`` reproduces
+    the layer's output and ``tail(head(x))`` the model's logits, and refuses architectures where it does not.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        distill_layer: str,
+        task_class_indices: Sequence[Sequence[int]],
+        input_size: Sequence[int] = (224, 224),
+        weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        import torchvision
+
+        try:
+            model = torchvision.models.get_model(arch, weights=None)
+        except ValueError as exc:
+            raise ValueError(f"unknown torchvision architecture {arch!r} ({exc})") from None
+        if weights is not None:
+            state = load_state_dict_file(weights)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                raise CheckpointError(f"teacher weights {weights}: do not fit {arch} ({exc})") from None
+        model.eval()
+        try:
+            head, tail = _split_children(model, distill_layer.split("."))
+        except ValueError as exc:
+            raise ValueError(f"cannot cut {arch} at {distill_layer!r}: {exc}") from None
+        for i, m in enumerate(tail):
+            if _first_is_linear(m):
+                tail.insert(i, nn.Flatten(1))
+                break
+        self.head_layers = nn.Sequential(*head)
+        self.tail_layers = nn.Sequential(*tail)
+        self.task_selects = nn.ModuleList(SelectLogits(idx) for idx in task_class_indices)
+        self.distill_channels, self.distill_stride = self._verify(model, arch, distill_layer, input_size)
+
+    def _verify(self, model: nn.Module, arch: str, layer: str, input_size: Sequence[int]) -> tuple[int, int]:
+        x = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
+        hooks = ForwardHookManager(torch.device("cpu"))
+        hooks.add_hook(model, layer, requires_input=False, requires_output=True)
+        self.eval()
+        with torch.no_grad():
+            full = model(x)
+            hooked = hooks.pop_io_dict()[layer]["output"]
+            features = self.head(x)
+            logits = self.tail_layers(features)
+        hooks.clear()
+        if features.shape != hooked.shape or not torch.allclose(features, hooked, atol=1e-5):
+            raise ValueError(f"cannot cut {arch} at {layer!r}: its children do not run in sequence up to that layer")
+        if logits.shape != full.shape or not torch.allclose(logits, full, atol=1e-4):
+            raise ValueError(f"cannot cut {arch} at {layer!r}: the layers after it do not reproduce the model's output")
+        if input_size[0] % features.shape[-2]:
+            raise ValueError(f"{arch} layer {layer!r}: output size {tuple(features.shape[-2:])} is not an integer stride")
+        return int(features.shape[1]), int(input_size[0] // features.shape[-2])
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_layers(x)
+
+    def tail(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits = self.tail_layers(features)
+        return tuple(select(logits) for select in self.task_selects)
+
+    def task_tails(self) -> list[nn.Module]:
+        return [TaskTail(self.tail_layers, select) for select in self.task_selects]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.tail(self.head(x))
+
+
+@register_model
+def teacher_cnn(num_classes: Sequence[int], channels: Sequence[int] = (32, 64, 96, 128)) -> TeacherCNN:
+    """Small multi-task CNN teacher for the built-in data."""
+    return TeacherCNN(num_classes, channels)
+
+
+@register_model
+def teacher_torchvision(
+    arch: str,
+    distill_layer: str,
+    task_class_indices: Sequence[Sequence[int]],
+    input_size: Sequence[int] = (224, 224),
+    weights: str | None = None,
+) -> TorchvisionTeacher:
+    """A torchvision classifier (weights from a local file) as a multi-task teacher."""
+    return TorchvisionTeacher(arch, distill_layer, task_class_indices, input_size, weights)
