@@ -1,0 +1,58 @@
+"""MANTiS bitstream format and entropy tables, shared by the edge client, the server and the Java codec.
+
+See ``codec/FORMAT.md`` for the specification. Importing this package needs only numpy; CompressAI's C++
+rANS coder is used when installed (it writes the same bytes as the pure-Python coder).
+"""
+
+from codec.bitstream import Decoded, decode, encode, payload_of
+from codec.errors import (
+    BadMagicError,
+    ChecksumError,
+    CodecError,
+    PayloadError,
+    ShapeError,
+    SymbolError,
+    TableError,
+    TableFileError,
+    TableMismatchError,
+    TaskMaskError,
+    TrailingDataError,
+    TruncatedError,
+    UnsupportedVersionError,
+)
+from codec.format import FORMAT_VERSION, HEADER_SIZE, MAX_SYMBOLS, MAX_TASKS, SYMBOL_LIMIT
+from codec.latent import decode_latent, dequantize, encode_latent, quantize
+from codec.rans import available_backends, get_backend
+from codec.tables import EntropyTables
+
+__all__ = [
+    "EntropyTables",
+    "Decoded",
+    "encode",
+    "decode",
+    "encode_latent",
+    "decode_latent",
+    "quantize",
+    "dequantize",
+    "payload_of",
+    "available_backends",
+    "get_backend",
+    "FORMAT_VERSION",
+    "HEADER_SIZE",
+    "MAX_SYMBOLS",
+    "MAX_TASKS",
+    "SYMBOL_LIMIT",
+    "CodecError",
+    "TruncatedError",
+    "BadMagicError",
+    "UnsupportedVersionError",
+    "TableMismatchError",
+    "ChecksumError",
+    "ShapeError",
+    "TrailingDataError",
+    "PayloadError",
+    "SymbolError",
+    "TaskMaskError",
+    "TableError",
+    "TableFileError",
+]

@@ -1,0 +1,76 @@
+"""The codec's exception hierarchy (documented in ``codec/FORMAT.md``, section "Errors").
+
+Every problem with a bitstream, a table file or the codec's inputs raises a subclass of
+:class:`CodecError`, itself a :class:`ValueError`, with a message that says what is wrong.
+The Java codec (``android_demo/codec``) uses the same class names.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CodecError",
+    "TruncatedError",
+    "BadMagicError",
+    "UnsupportedVersionError",
+    "TableMismatchError",
+    "ChecksumError",
+    "ShapeError",
+    "TrailingDataError",
+    "PayloadError",
+    "SymbolError",
+    "TaskMaskError",
+    "TableError",
+    "TableFileError",
+]
+
+
+class CodecError(ValueError):
+    """Base class of every codec error."""
+
+
+class TruncatedError(CodecError):
+    """The data ends before the header or the payload the header announces."""
+
+
+class BadMagicError(CodecError):
+    """The data does not start with the MANTiS magic bytes."""
+
+
+class UnsupportedVersionError(CodecError):
+    """The header's format version is not one this codec reads."""
+
+
+class TableMismatchError(CodecError):
+    """The bitstream was written with other entropy tables (its table id differs)."""
+
+
+class ChecksumError(CodecError):
+    """The CRC-32 over tables, header and payload does not match: the data was corrupted."""
+
+
+class ShapeError(CodecError):
+    """A latent shape is invalid, too large, or does not match the tables' channel count."""
+
+
+class TrailingDataError(CodecError):
+    """Bytes follow the payload the header announces."""
+
+
+class PayloadError(CodecError):
+    """The rANS payload is malformed (too short, overrun, non-canonical) or too large to encode."""
+
+
+class SymbolError(CodecError):
+    """Symbols or latents given to the encoder are not integers / finite, or lie outside the coded range."""
+
+
+class TaskMaskError(CodecError):
+    """A task mask outside 0..255."""
+
+
+class TableError(CodecError):
+    """Entropy tables violate the table invariants (CDF shape, monotonicity, value ranges)."""
+
+
+class TableFileError(TableError):
+    """A table file is missing, unreadable, malformed, or fails its content hash; the message names the file."""
