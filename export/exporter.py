@@ -25,7 +25,7 @@ from export import bundle_writer, server as server_export, verify
 from export.edge import EDGE_TARGETS, INPUT_NAME, OUTPUT_NAMES, export_edge, inspect_coreml
 from export.errors import ExportError
 from export.runners import coreml_available, edge_runner, onnx_runner
-from export.tensorrt import TensorRTUnavailable, build_engine
+from export.tensorrt_engine import TensorRTUnavailable, build_engine
 
 SERVER_ENGINES = ("tensorrt",)
 PRODUCER_PACKAGES = ("torch", "executorch", "onnx", "onnxruntime", "coremltools", "compressai", "numpy")
