@@ -128,10 +128,10 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         kind = "backend"
         log.error("backend failure on %s: %s", request.path, exc)
         response = _error(500, f"backend failure: {exc}", kind)
-    except (ConnectionResetError, asyncio.IncompleteReadError):
-        # The client went away mid-request; there is nobody to answer.
-        state.metrics.errors.labels("disconnected").inc()
-        raise
+    except ConnectionResetError:
+        # The client hung up before its request was complete; the answer goes nowhere.
+        kind = "disconnected"
+        response = _error(400, "the connection was lost before the request was complete", kind)
     except Exception as exc:  # a server bug: log it, answer 500, keep serving
         kind = "internal"
         log.exception("internal error on %s", request.path)

@@ -16,8 +16,8 @@ class ServerMetrics:
     - ``mantis_http_requests_total{route,status}``: every HTTP request, by route template and status code.
     - ``mantis_infer_requests_total{model}`` / ``mantis_infer_images_total{model}``: successful inferences.
     - ``mantis_errors_total{kind}``: refused or failed requests by kind (``bad_request``, ``codec``,
-      ``table_mismatch``, ``too_large``, ``not_found``, ``unauthorized``, ``unavailable``, ``backend``,
-      ``internal``).
+      ``table_mismatch``, ``model_mismatch``, ``too_large``, ``not_found``, ``unauthorized``, ``unavailable``,
+      ``disconnected``, ``backend``, ``internal``).
     - ``mantis_batch_size``: images per batch run on the backend.
     - ``mantis_queue_seconds``: time an image waited in the batching queue.
     - ``mantis_compute_seconds``: backend time per batch; ``mantis_decode_seconds``: entropy decoding per

@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
+import pytest
 import torch
 
 # The test machines have two cores; keep torch from oversubscribing them.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real Stage 2 checkpoint from ``training/configs/tiny.yaml`` (seconds of training)."""
+    from training.train import main as train_main
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    assert train_main(["--config", str(REPO / "training" / "configs" / "tiny.yaml"), "--out", str(out)]) == 0
+    return Path(json.loads((out / "metrics.json").read_text())["checkpoint"])
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle exported by ``export/split.py --target onnx`` from the tiny checkpoint."""
+    from export.split import main as split_main
+
+    out = tmp_path_factory.mktemp("bundles") / "onnx"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(out),
+            "--calibration-samples", "32", "--check-samples", "16"]
+    assert split_main(argv) == 0
+    return out

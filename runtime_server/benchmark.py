@@ -1,0 +1,92 @@
+"""Server throughput on loopback: dynamic batching vs batch size 1, measured in one run.
+
+    uv run python runtime_server/benchmark.py --artifacts DIR [--clients 32] [--requests 2000]
+        [--time-cap 60] [--max-batch-size 32] [--max-queue-delay-ms 2] [--backend onnxruntime]
+        [--bitstreams DIR] [--json PATH]
+
+Starts serve.py twice on 127.0.0.1 (dynamic batching, then ``--max-batch-size 1``), drives each with the
+same concurrent single-image requests, and prints throughput, p50/p99 latency, failed requests, the mean
+batch the server formed, and the throughput ratio (target >= 2x, zero failures). Exit status 1 when a
+request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from codec.bundle import BundleError, read_manifest
+from runtime_server.backends import BACKENDS
+from runtime_server.loadgen import LOOPBACK, read_bitstreams, run_config, synthetic_bitstreams
+
+TARGET_RATIO = 2.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="serve.py throughput: dynamic batching vs batch size 1 (loopback)")
+    p.add_argument("--artifacts", type=Path, required=True, help="bundle directory")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    p.add_argument("--requests", type=int, default=2000, help="requests per configuration (one image each)")
+    p.add_argument("--time-cap", type=float, default=60.0, help="seconds per configuration at most")
+    p.add_argument("--max-batch-size", type=int, default=32, help="the dynamic configuration's max batch size")
+    p.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="the dynamic configuration's queue delay")
+    p.add_argument("--bitstreams", type=Path, help="directory of *.bin bitstreams (default: encode 64 synthetic images)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.clients < 1 or args.requests < 1 or args.time_cap <= 0:
+        print("benchmark.py: --clients, --requests and --time-cap must be positive", file=sys.stderr)
+        return 2
+    try:
+        model = str(read_manifest(args.artifacts).get("model_name"))
+        bitstreams = read_bitstreams(args.bitstreams) if args.bitstreams else synthetic_bitstreams(args.artifacts, 64)
+    except (BundleError, OSError) as exc:
+        print(f"benchmark.py: {exc}", file=sys.stderr)
+        return 2
+    mean_bytes = sum(map(len, bitstreams)) / len(bitstreams)
+    print(
+        f"model {model}, backend {args.backend}, {LOOPBACK}, {args.clients} concurrent clients, "
+        f"{args.requests} single-image requests per configuration (cap {args.time_cap:g} s), "
+        f"{len(bitstreams)} distinct bitstreams of {mean_bytes:.0f} B on average, {os.cpu_count()} CPUs"
+    )
+    common = ["--backend", args.backend, "--max-request-images", "1"]
+    configs = [
+        (f"dynamic (max {args.max_batch_size}, {args.max_queue_delay_ms:g} ms)",
+         ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms)]),
+        ("batch size 1", ["--max-batch-size", "1", "--max-queue-delay-ms", "0"]),
+    ]
+    results = []
+    print(f"{'configuration':<26} {'ok':>6} {'failed':>6} {'time_s':>7} {'req/s':>8} {'p50_ms':>7} {'p99_ms':>7} {'mean_batch':>10}")
+    for label, extra in configs:
+        r = run_config(args.artifacts, model, label, common + extra, bitstreams, args.clients, args.requests, args.time_cap)
+        results.append(r)
+        print(
+            f"{label:<26} {r.ok:>6} {r.failed:>6} {r.seconds:>7.2f} {r.throughput:>8.1f} "
+            f"{r.percentile(50):>7.2f} {r.percentile(99):>7.2f} {r.mean_batch:>10.2f}",
+            flush=True,
+        )
+        if r.errors:
+            print(f"  errors: {r.errors}")
+    dynamic, single = results
+    ratio = dynamic.throughput / single.throughput if single.throughput else float("inf")
+    failed = sum(r.failed for r in results)
+    print(f"throughput ratio dynamic / batch size 1: {ratio:.2f}x (target >= {TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+    print(f"failed requests: {failed} (target 0: {'met' if failed == 0 else 'NOT met'})")
+    if args.json:
+        doc = {"model": model, "backend": args.backend, "clients": args.clients, "ratio": ratio, "failed": failed,
+               "configs": [r.summary() for r in results]}
+        tmp = args.json.with_name(args.json.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, args.json)
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""Load generation against serve.py on loopback: the server-throughput benchmark's logic.
+
+Each configuration runs as its own ``serve.py`` process on ``127.0.0.1`` (a free port), loaded by
+``clients`` concurrent keep-alive HTTP clients (aiohttp, one event loop) that send single-image KServe v2
+binary inference requests until ``requests`` are done or ``time_cap`` seconds have passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from runtime_server.protocol import HEADER_LENGTH, pack_bytes
+
+SERVE = Path(__file__).resolve().with_name("serve.py")
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class LoadResult:
+    """One configuration's run: counts, wall time, latencies (ms) and the server's batch statistics."""
+
+    label: str
+    server_args: list[str]
+    ok: int = 0
+    failed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    batches: float = 0.0
+    batched_images: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    @property
+    def mean_batch(self) -> float:
+        return self.batched_images / self.batches if self.batches else 0.0
+
+    def summary(self) -> dict:
+        d = asdict(self)
+        del d["latencies_ms"]
+        d.update(throughput_rps=self.throughput, p50_ms=self.percentile(50), p99_ms=self.percentile(99), mean_batch=self.mean_batch)
+        return d
+
+
+def synthetic_bitstreams(artifacts: Path, count: int, seed: int = 0) -> list[bytes]:
+    """Real bitstreams from the bundle's edge client on ``count`` deterministic random-texture images."""
+    from runtime_edge.client import EdgeRuntime
+
+    edge = EdgeRuntime(artifacts)
+    h, w = (int(v) for v in edge.bundle.preprocessing["input_size"])
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        coarse = rng.integers(0, 256, (max(2, h // 8), max(2, w // 8), 3), dtype=np.uint8)
+        image = Image.fromarray(coarse, "RGB").resize((w, h), Image.BILINEAR)
+        out.append(edge.encode(image).bitstream)
+    return out
+
+
+def read_bitstreams(directory: Path) -> list[bytes]:
+    """Every ``*.bin`` file of ``directory`` (as written by ``runtime_edge/run.py --save``), sorted by name."""
+    files = sorted(directory.glob("*.bin"))
+    if not files:
+        raise FileNotFoundError(f"no *.bin bitstreams in {directory}")
+    return [f.read_bytes() for f in files]
+
+
+class ServerProcess:
+    """``serve.py`` as a child process on loopback; ``url`` is what it announced once ready."""
+
+    def __init__(self, artifacts: Path, args: list[str], start_timeout: float = 180.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(SERVE), "--artifacts", str(artifacts), "--host", LOOPBACK, "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.url = self._wait_for_url(start_timeout)
+
+    def _wait_for_url(self, timeout: float) -> str:
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sel.select(timeout=0.5):
+                line = self.proc.stdout.readline()
+                if line.startswith("serving "):
+                    return line.rsplit(" at ", 1)[1].strip()
+                if not line and self.proc.poll() is not None:
+                    break
+        self.stop()
+        raise RuntimeError(f"serve.py did not start: {self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.communicate()
+
+
+def _request(bitstream: bytes) -> tuple[bytes, dict[str, str]]:
+    payload = pack_bytes([bitstream])
+    head = json.dumps(
+        {
+            "inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    return head + payload, {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+async def _drive(url: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float, result: LoadResult | None) -> None:
+    """``clients`` workers share ``requests`` requests; ``result`` None is a warm-up (nothing recorded)."""
+    bodies = [_request(b) for b in bitstreams]
+    endpoint = f"{url}/v2/models/{model}/infer"
+    counter = iter(range(requests))
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def one(i: int) -> str:
+            body, headers = bodies[i % len(bodies)]
+            try:
+                async with session.post(endpoint, data=body, headers=headers) as resp:
+                    data = await resp.read()
+                    if resp.status != 200:
+                        return f"HTTP {resp.status}"
+                    if HEADER_LENGTH not in resp.headers or int(resp.headers[HEADER_LENGTH]) > len(data):
+                        return "malformed response"
+                    return ""
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                return type(exc).__name__
+
+        start = time.perf_counter()
+        stop_at = start + time_cap
+
+        async def worker() -> None:
+            for i in counter:
+                if time.perf_counter() >= stop_at:
+                    return
+                t0 = time.perf_counter()
+                error = await one(i)
+                if result is None:
+                    continue
+                if not error:
+                    result.ok += 1
+                    result.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+                else:
+                    result.failed += 1
+                    result.errors[error] = result.errors.get(error, 0) + 1
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        if result is not None:
+            result.seconds = time.perf_counter() - start
+
+
+def _batch_stats(url: str) -> tuple[float, float]:
+    """(batches, images) from the server's ``mantis_batch_size`` histogram."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    count = total = 0.0
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "mantis_batch_size_count":
+                count = s.value
+            elif s.name == "mantis_batch_size_sum":
+                total = s.value
+    return count, total
+
+
+def run_config(
+    artifacts: Path, model: str, label: str, server_args: list[str], bitstreams: list[bytes],
+    clients: int, requests: int, time_cap: float,
+) -> LoadResult:
+    """Start serve.py with ``server_args``, warm it up (``2 * clients`` requests, not counted), drive the
+    load, read its batch statistics, stop it."""
+    result = LoadResult(label, server_args)
+    server = ServerProcess(artifacts, server_args)
+    try:
+        asyncio.run(_drive(server.url, model, bitstreams, clients, 2 * clients, time_cap, None))
+        b0, i0 = _batch_stats(server.url)
+        asyncio.run(_drive(server.url, model, bitstreams, clients, requests, time_cap, result))
+        b1, i1 = _batch_stats(server.url)
+        result.batches, result.batched_images = b1 - b0, i1 - i0
+    finally:
+        server.stop()
+    return result

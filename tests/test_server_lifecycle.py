@@ -1,0 +1,124 @@
+"""serve.py's lifecycle: graceful shutdown finishes in-flight requests (SIGTERM to the real CLI process),
+and a restart while a client is still sending gives that client a clean connection error and leaves a
+working new server on the same port."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from codec.bundle import load_bundle
+from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.protocol import HEADER_LENGTH, pack_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bitstream(bundle) -> bytes:
+    import codec
+    import numpy as np
+
+    c, h, w = bundle.latent_shape
+    latent = np.random.default_rng(0).standard_normal((c, h, w)).astype(np.float32)
+    return codec.encode_latent(latent, 1, bundle.tables)
+
+
+def _infer_body(bitstream: bytes) -> tuple[bytes, dict[str, str]]:
+    payload = pack_bytes([bitstream])
+    head = json.dumps({"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}]}).encode()
+    return head + payload, {HEADER_LENGTH: str(len(head))}
+
+
+def _post(url: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def _start_serve(args: list[str], timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """Run serve.py and return the process and the URL it announces once ready."""
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "runtime_server" / "serve.py"), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, text=True,
+    )
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(timeout=0.5):
+            line = proc.stdout.readline()
+            if line.startswith("serving "):
+                return proc, line.rsplit(" at ", 1)[1].strip()
+            if not line and proc.poll() is not None:
+                break
+    proc.kill()
+    raise AssertionError(f"serve.py did not start: {proc.communicate()[1][-2000:]}")
+
+
+def test_sigterm_finishes_in_flight_request(onnx_bundle):
+    bundle = load_bundle(onnx_bundle)
+    name = bundle.manifest["model_name"]
+    # A long queue delay keeps the request in flight (queued for a batch) when SIGTERM arrives.
+    proc, url = _start_serve(["--artifacts", str(onnx_bundle), "--port", "0", "--max-batch-size", "64", "--max-queue-delay-ms", "1500"])
+    try:
+        assert urlsplit(url).hostname == "127.0.0.1"
+        body, headers = _infer_body(_bitstream(bundle))
+        answer: dict = {}
+        client = threading.Thread(target=lambda: answer.update(r=_post(url, f"/v2/models/{name}/infer", body, headers)))
+        start = time.monotonic()
+        client.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        client.join(30)
+        assert answer["r"][0] == 200, answer
+        assert time.monotonic() - start >= 1.4  # it was answered after its queue delay, not cut off
+        assert proc.wait(30) == 0
+        with pytest.raises(ConnectionRefusedError):
+            _post(url, "/v2/health/live", b"", {})
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_restart_while_client_is_sending(onnx_bundle):
+    bundle = load_bundle(onnx_bundle)
+    name = bundle.manifest["model_name"]
+    body, headers = _infer_body(_bitstream(bundle))
+    config = ServerConfig(onnx_bundle)
+    first = BackgroundServer(config, shutdown_timeout=1.0).start()
+    port = urlsplit(first.url).port
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.putrequest("POST", f"/v2/models/{name}/infer")
+    for k, v in {**headers, "Content-Length": str(len(body))}.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    conn.send(body[: len(body) // 2])
+    time.sleep(0.2)
+    first.stop()  # the half-sent request is cut off after the shutdown timeout
+
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        conn.send(body[len(body) // 2 :])
+        conn.getresponse().read()
+    conn.close()
+
+    with BackgroundServer(config, port=port) as second:
+        status, answer = _post(second.url, f"/v2/models/{name}/infer", body, headers)
+        assert status == 200, answer
+        assert json.loads(answer)["model_name"] == name  # no binary outputs requested: a pure JSON answer
