@@ -1,0 +1,262 @@
+"""Bitstream encode/decode: round trips on both backends, header fields, every malformed-input class."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import codec
+from codec import format as fmt
+from codec.errors import (
+    BadMagicError,
+    ChecksumError,
+    CodecError,
+    PayloadError,
+    ShapeError,
+    SymbolError,
+    TableMismatchError,
+    TaskMaskError,
+    TrailingDataError,
+    TruncatedError,
+    UnsupportedVersionError,
+)
+from codec.rans import available_backends
+from codec.tables import EntropyTables
+
+VECTORS = Path(__file__).parent / "vectors"
+BACKENDS = available_backends()
+
+
+@pytest.fixture(scope="module")
+def tables() -> EntropyTables:
+    return EntropyTables.load(VECTORS / "tables.safetensors")
+
+
+def _random_symbols(tables: EntropyTables, shape: tuple[int, int, int], seed: int, escapes: float = 0.02) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    sym = np.rint(rng.laplace(0, 2.0, size=shape)).astype(np.int64)
+    wild = rng.random(shape) < escapes
+    sym[wild] = rng.integers(-5000, 5000, size=int(wild.sum()))
+    return sym.astype(np.int32)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(8, 1, 1), (8, 2, 3), (8, 28, 28), (8, 5, 64)])
+def test_round_trip(tables: EntropyTables, backend: str, shape: tuple[int, int, int]) -> None:
+    sym = _random_symbols(tables, shape, seed=sum(shape))
+    data = codec.encode(sym, 0b1010_0101, tables, backend=backend)
+    dec = codec.decode(data, tables, backend=backend)
+    assert dec.symbols.dtype == np.int32 and dec.shape == shape and dec.task_mask == 0b1010_0101
+    np.testing.assert_array_equal(dec.symbols, sym)
+
+
+def test_backends_write_identical_bytes(tables: EntropyTables) -> None:
+    if "compressai" not in BACKENDS:
+        pytest.skip("compressai is not installed: only the Python backend exists here")
+    for seed in range(6):
+        sym = _random_symbols(tables, (8, 7, 9), seed, escapes=0.1 * seed)
+        assert codec.encode(sym, seed, tables, backend="python") == codec.encode(sym, seed, tables, backend="compressai")
+
+
+def test_extreme_symbols_round_trip(tables: EntropyTables) -> None:
+    sym = np.zeros((8, 2, 2), dtype=np.int32)
+    sym[:, 0, 0] = codec.SYMBOL_LIMIT
+    sym[:, 0, 1] = -codec.SYMBOL_LIMIT
+    for backend in BACKENDS:
+        np.testing.assert_array_equal(codec.decode(codec.encode(sym, 1, tables, backend=backend), tables).symbols, sym)
+
+
+def test_header_layout(tables: EntropyTables) -> None:
+    sym = _random_symbols(tables, (8, 5, 7), seed=1)
+    data = codec.encode(sym, 0x81, tables)
+    assert data[:2] == b"MT" and data[2] == 1 and data[3] == 0x81 and data[4:6] == tables.table_id
+    dims = int.from_bytes(data[6:12], "little")
+    assert (dims & 1023) + 1 == 8 and ((dims >> 10) & 1023) + 1 == 5 and ((dims >> 20) & 1023) + 1 == 7
+    assert (dims >> 30) * 4 == len(data) - 16
+    crc = zlib.crc32(tables.sha256_digest + data[:12] + data[16:])
+    assert struct.unpack("<I", data[12:16])[0] == crc
+    assert codec.payload_of(data) == data[16:]
+
+
+def test_latent_round_trip(tables: EntropyTables) -> None:
+    from codec.fit import synthetic_latent
+
+    lat = synthetic_latent((8, 6, 5), seed=9)
+    data = codec.encode_latent(lat, 3, tables)
+    y_hat, mask = codec.decode_latent(data, tables)
+    assert mask == 3 and y_hat.dtype == np.float32
+    np.testing.assert_array_equal(y_hat, codec.dequantize(codec.quantize(lat, tables), tables))
+    assert np.max(np.abs(y_hat - lat)) <= 0.5 + 1e-6
+
+
+def test_quantize_matches_entropy_bottleneck_rounding(tables: EntropyTables) -> None:
+    import torch
+    from compressai.entropy_models import EntropyBottleneck
+
+    rng = np.random.default_rng(0)
+    med = tables.medians.reshape(1, 8, 1, 1)
+    k = rng.integers(-4, 4, size=(2, 8, 3, 4)).astype(np.float32)
+    lat = np.concatenate([med + k + np.float32(0.5), rng.normal(0, 3, (2, 8, 3, 4)).astype(np.float32)], axis=2)
+    halfway = (lat - med) % np.float32(1) == np.float32(0.5)
+    assert halfway.sum() >= 40, "the test needs exact half-way values"
+    eb = EntropyBottleneck(8)
+    ref = eb.quantize(torch.from_numpy(lat), "symbols", torch.from_numpy(med.copy())).numpy()
+    ours = codec.quantize(lat, tables)
+    np.testing.assert_array_equal(ours, ref)
+    np.testing.assert_array_equal(codec.quantize(lat[0], tables), ref[0])
+    deq = EntropyBottleneck.dequantize(torch.from_numpy(ref), torch.from_numpy(med.copy())).numpy()
+    np.testing.assert_array_equal(codec.dequantize(ours, tables), deq)
+
+
+def test_quantize_rejects_bad_latents(tables: EntropyTables) -> None:
+    lat = np.zeros((8, 2, 2), np.float32)
+    for bad, exc in [(np.nan, SymbolError), (np.inf, SymbolError), (3e7, SymbolError)]:
+        x = lat.copy()
+        x[1, 1, 1] = bad
+        with pytest.raises(exc):
+            codec.quantize(x, tables)
+    with pytest.raises(ShapeError, match="channels"):
+        codec.quantize(np.zeros((7, 2, 2), np.float32), tables)
+    with pytest.raises(ShapeError):
+        codec.quantize(np.zeros((8, 2), np.float32), tables)
+    with pytest.raises(SymbolError):
+        codec.quantize(np.zeros((8, 2, 2), np.int32), tables)
+    with pytest.raises(ShapeError):
+        codec.encode_latent(np.zeros((1, 8, 2, 2), np.float32), 0, tables)
+
+
+@pytest.mark.parametrize(
+    "symbols, mask, exc",
+    [
+        (np.zeros((8, 2, 2), np.float32), 0, SymbolError),
+        (np.full((8, 2, 2), codec.SYMBOL_LIMIT + 1), 0, SymbolError),
+        (np.full((8, 2, 2), -codec.SYMBOL_LIMIT - 1, np.int64), 0, SymbolError),
+        (np.zeros((7, 2, 2), np.int32), 0, ShapeError),
+        (np.zeros((8, 2), np.int32), 0, ShapeError),
+        (np.zeros((8, 0, 2), np.int32), 0, ShapeError),
+        (np.zeros((8, 1025, 1), np.int32), 0, ShapeError),
+        (np.zeros((8, 400, 400), np.int8), 0, ShapeError),
+        (np.zeros((8, 2, 2), np.int32), 256, TaskMaskError),
+        (np.zeros((8, 2, 2), np.int32), -1, TaskMaskError),
+        (np.zeros((8, 2, 2), np.int32), 1.0, TaskMaskError),
+        (np.zeros((8, 2, 2), np.int32), True, TaskMaskError),
+    ],
+)
+def test_encode_rejects_bad_input(tables: EntropyTables, symbols, mask, exc) -> None:
+    with pytest.raises(exc):
+        codec.encode(symbols, mask, tables)
+
+
+def test_every_task_mask_bit_round_trips(tables: EntropyTables) -> None:
+    sym = np.zeros((8, 1, 2), np.int32)
+    for mask in [0, 1, 2, 4, 8, 16, 32, 64, 128, 255, np.uint8(77)]:
+        assert codec.decode(codec.encode(sym, mask, tables), tables).task_mask == int(mask)
+
+
+def test_payload_too_large_for_the_format(tables: EntropyTables) -> None:
+    sym = np.full((8, 256, 512), codec.SYMBOL_LIMIT, np.int32)  # ~ 7.5 bytes per symbol, > 1 MiB
+    with pytest.raises(PayloadError, match="format limit"):
+        codec.encode(sym, 0, tables)
+
+
+# ---------------------------------------------------------------------------- malformed input
+
+
+def _valid(tables: EntropyTables) -> bytes:
+    return codec.encode(_random_symbols(tables, (8, 6, 6), seed=4), 5, tables)
+
+
+def _with_crc(tables: EntropyTables, head12: bytes, payload: bytes) -> bytes:
+    return head12 + struct.pack("<I", fmt.checksum(tables.sha256_digest, head12, payload)) + payload
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_malformed_classes(tables: EntropyTables, backend: str) -> None:
+    good = _valid(tables)
+    head, payload = good[:12], good[16:]
+    words = len(payload) // 4
+    dims = lambda c, h, w, n: ((c - 1) | ((h - 1) << 10) | ((w - 1) << 20) | (n << 30)).to_bytes(6, "little")  # noqa: E731
+    cases = [
+        (b"", TruncatedError, "shorter than the 16-byte header"),
+        (good[:15], TruncatedError, "header"),
+        (good[:-1], TruncatedError, "only"),
+        (b"XY" + good[2:], BadMagicError, "magic"),
+        (good[:2] + b"\x07" + good[3:], UnsupportedVersionError, "version 7"),
+        (good[:4] + bytes([good[4] ^ 1]) + good[5:], TableMismatchError, tables.table_id.hex()),
+        (good[:20] + bytes([good[20] ^ 4]) + good[21:], ChecksumError, "corrupted"),
+        (good + b"junk", TrailingDataError, "4 bytes follow"),
+        (_with_crc(tables, head[:6] + dims(9, 6, 6, words), payload), ShapeError, "9 channels"),
+        (_with_crc(tables, head[:6] + dims(8, 1024, 1024, words), payload), ShapeError, "more than the limit"),
+        (_with_crc(tables, head[:6] + dims(8, 6, 6, 1), payload[:4]), PayloadError, "shorter than the 8-byte"),
+        (_with_crc(tables, head[:6] + dims(8, 6, 6, 0), b""), PayloadError, "shorter than the 8-byte"),
+        (_with_crc(tables, head[:6] + dims(8, 6, 6, words + 1), payload + b"\1\0\0\0"), PayloadError, None),
+        (_with_crc(tables, head[:6] + dims(8, 6, 6, words - 1), payload[:-4]), PayloadError, None),
+        (_with_crc(tables, head[:6] + dims(8, 6, 7, words), payload), PayloadError, None),
+        (_with_crc(tables, head[:6] + dims(8, 6, 5, words), payload), PayloadError, None),
+    ]
+    for data, exc, message in cases:
+        with pytest.raises(exc, match=message):
+            codec.decode(data, tables, backend=backend)
+
+
+def test_table_mismatch_with_other_tables(tables: EntropyTables) -> None:
+    other = EntropyTables(tables.cdfs, tables.cdf_lengths, tables.offsets, tables.medians + np.float32(1))
+    with pytest.raises(TableMismatchError, match="other|written with"):
+        codec.decode(_valid(tables), other)
+
+
+def test_id_collision_is_caught_by_the_checksum(tables: EntropyTables) -> None:
+    """Tables that share the 2-byte id but differ (here: only the medians) fail the CRC, which covers the
+    full table hash, instead of decoding to a silently wrong latent."""
+    import hashlib
+
+    prefix = hashlib.sha256(tables.content_bytes()[: -4 * tables.num_channels])
+    for k in range(1, 1 << 20):
+        medians = tables.medians + np.float32(k * 2.0**-12)
+        h = prefix.copy()
+        h.update(medians.astype("<f4").tobytes())
+        if h.digest()[:2] == tables.table_id:
+            break
+    else:
+        pytest.fail("no colliding id found")
+    other = EntropyTables(tables.cdfs, tables.cdf_lengths, tables.offsets, medians)
+    assert other.table_id == tables.table_id and other.sha256 != tables.sha256
+    with pytest.raises(ChecksumError, match="other tables"):
+        codec.decode(_valid(tables), other)
+
+
+def test_absurd_shape_is_rejected_before_allocation(tables: EntropyTables) -> None:
+    import tracemalloc
+
+    good = _valid(tables)
+    bad = _with_crc(tables, good[:6] + ((7) | (1023 << 10) | (1023 << 20) | ((len(good) // 4 - 4) << 30)).to_bytes(6, "little"), good[16:])
+    tracemalloc.start()
+    with pytest.raises(ShapeError):
+        codec.decode(bad, tables)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_decode_accepts_bytes_like_and_rejects_other_types(tables: EntropyTables) -> None:
+    good = _valid(tables)
+    for data in (bytearray(good), memoryview(good)):
+        assert codec.decode(data, tables).task_mask == 5
+    with pytest.raises(TypeError):
+        codec.decode("MT", tables)  # type: ignore[arg-type]
+
+
+def test_hierarchy() -> None:
+    for exc in (TruncatedError, BadMagicError, UnsupportedVersionError, TableMismatchError, ChecksumError, ShapeError,
+                TrailingDataError, PayloadError, SymbolError, TaskMaskError, codec.TableFileError):
+        assert issubclass(exc, CodecError) and issubclass(exc, ValueError)
+    assert issubclass(codec.TableFileError, codec.TableError)
+
+
+def test_unknown_backend(tables: EntropyTables) -> None:
+    with pytest.raises(CodecError, match="unknown codec backend"):
+        codec.encode(np.zeros((8, 1, 1), np.int32), 0, tables, backend="fast")
