@@ -60,7 +60,7 @@ class EdgeExport:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _lower_executorch(quantized: torch.nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
+def lower_executorch(quantized: torch.nn.Module, example: torch.Tensor, path: Path) -> dict[str, Any]:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -150,7 +150,7 @@ def export_edge(
     if target in ("executorch", "coreml"):
         quantized = quantize_pt2e(module, example, calibration, observer, prefixed)
         if target == "executorch":
-            details = _lower_executorch(quantized, example, path)
+            details = lower_executorch(quantized, example, path)
         else:
             details = _convert_coreml(quantized, example, path)
         return EdgeExport(name, runtime, quantized, details)

@@ -1,0 +1,44 @@
+"""Edge encoder latency at 224x224 on this CPU, in one run: ExecuTorch int8 vs float eager PyTorch vs the
+whole teacher, with ratios and the .pte size.
+
+    uv run python export/benchmark.py --checkpoint runs/demo/stage2.safetensors [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from calibration.dataset import CalibrationSourceError
+from export.errors import ExportError
+from export.latency import benchmark, format_report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", type=Path, required=True, help="Stage 2 checkpoint")
+    p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--calibration-samples", type=int, default=32)
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = benchmark(args.checkpoint, args.size, args.calibration_samples, args.warmup, args.repeats)
+    except (ExportError, CalibrationSourceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_report(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Edge latency at a given resolution, measured in one run: the int8 ExecuTorch edge client against the
+float edge client in eager PyTorch, the float edge client on ExecuTorch (fp32 XNNPACK), and the whole
+teacher (what the device would run without a split) in eager PyTorch.
+
+The int8 program is calibrated on real images of the configured data rendered/resized at the benchmark
+resolution. Timings are medians over ``repeats`` interleaved rounds after ``warmup`` rounds, on the threads torch and
+XNNPACK use by default on this machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from calibration.dataset import data_config, load_split, select_samples
+from calibration.quantize import quantize_pt2e
+from export.edge import EdgeModule, lower_executorch
+from export.exporter import load_source
+from export.runners import executorch_runner
+
+
+@dataclass
+class Timing:
+    name: str
+    median_ms: float
+    p90_ms: float
+
+
+def time_round_robin(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> list[Timing]:
+    """Time every function ``repeats`` times, interleaved (one call of each per round), so that load from
+    other processes affects all of them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - t) * 1000.0)
+    out = []
+    for name, s in samples.items():
+        s.sort()
+        out.append(Timing(name, statistics.median(s), s[min(len(s) - 1, int(0.9 * len(s)))]))
+    return out
+
+
+def teacher_model(meta: dict[str, Any], checkpoint: Path) -> tuple[torch.nn.Module, str]:
+    """The teacher the Stage 2 model was distilled from: its weights when ``teacher.safetensors`` lies
+    beside the checkpoint, else its architecture (latency does not depend on the weights)."""
+    from training.build import load_model
+    from training.models import create_model
+
+    path = checkpoint.with_name("teacher.safetensors")
+    if path.is_file():
+        model, _ = load_model(path, stage="teacher")
+        return model.eval(), str(path)
+    spec = meta["model"]["kwargs"]["teacher"]
+    return create_model(spec["name"], **spec["kwargs"]).eval(), f"{spec['name']} (architecture only)"
+
+
+def benchmark(checkpoint: Path, size: int = 224, calibration_samples: int = 32, warmup: int = 10, repeats: int = 50) -> dict[str, Any]:
+    """Measure everything in the module docstring; returns timings (ms), ratios and the ``.pte`` size."""
+    model, meta, _ = load_source(checkpoint)
+    cfg = data_config(meta, checkpoint, None)
+    cfg["data"]["image_size"] = size
+    task_names = [t["name"] for t in meta["tasks"]]
+    calib = select_samples(load_split(cfg, "train", task_names), "train", calibration_samples, 0, task_names)
+    x = calib.images[:1].clone()
+    edge = EdgeModule(model.client).eval()
+    teacher, teacher_source = teacher_model(meta, checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        int8_path, fp32_path = Path(tmp) / "edge_int8.pte", Path(tmp) / "edge_fp32.pte"
+        quantized = quantize_pt2e(edge, x, calib.batches(), "histogram")
+        lower_executorch(quantized, x, int8_path)
+        lower_executorch(copy.deepcopy(edge), x, fp32_path)
+        int8_run, fp32_run = executorch_runner(int8_path), executorch_runner(fp32_path)
+        xn = x.numpy()
+        with torch.no_grad():
+            timings = time_round_robin(
+                {
+                    "edge client, ExecuTorch int8 (XNNPACK)": lambda: int8_run(xn),
+                    "edge client, ExecuTorch fp32 (XNNPACK)": lambda: fp32_run(xn),
+                    "edge client, float eager PyTorch": lambda: edge(x),
+                    "whole teacher, float eager PyTorch": lambda: teacher(x),
+                },
+                warmup,
+                repeats,
+            )
+        sizes = {"edge_int8.pte": int8_path.stat().st_size, "edge_fp32.pte": fp32_path.stat().st_size}
+        ref = np.asarray(edge(x)[0].detach())
+        rel = float(np.sqrt(np.mean((int8_run(xn)[0] - ref) ** 2)) / max(float(np.std(ref)), 1e-12))
+    int8_ms = timings[0].median_ms
+    return {
+        "input": [1, 3, size, size],
+        "threads": torch.get_num_threads(),
+        "teacher": teacher_source,
+        "timings_ms": {t.name: {"median": t.median_ms, "p90": t.p90_ms} for t in timings},
+        "speedup_int8_vs_float_eager": timings[2].median_ms / int8_ms,
+        "speedup_int8_vs_fp32_executorch": timings[1].median_ms / int8_ms,
+        "speedup_int8_vs_teacher": timings[3].median_ms / int8_ms,
+        "pte_bytes": sizes,
+        "int8_latent_rel_rmse": rel,
+    }
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [f"edge latency at {r['input'][2]}x{r['input'][3]}, {r['threads']} threads, median of runs"]
+    for name, t in r["timings_ms"].items():
+        lines.append(f"  {name:<42}{t['median']:>9.3f} ms  (p90 {t['p90']:.3f})")
+    lines.append(f"  int8 vs float eager:     {r['speedup_int8_vs_float_eager']:.2f}x faster (target >= 2x: "
+                 f"{'PASS' if r['speedup_int8_vs_float_eager'] >= 2 else 'FAIL'})")
+    lines.append(f"  int8 vs fp32 ExecuTorch: {r['speedup_int8_vs_fp32_executorch']:.2f}x")
+    lines.append(f"  int8 vs whole teacher:   {r['speedup_int8_vs_teacher']:.2f}x  (teacher: {r['teacher']})")
+    for name, size in r["pte_bytes"].items():
+        lines.append(f"  {name}: {size} bytes ({size / 1024:.1f} KiB)")
+    lines.append(f"  int8 latent relative RMSE vs float: {r['int8_latent_rel_rmse']:.4f}")
+    return "\n".join(lines)
