@@ -55,6 +55,7 @@ class ServerConfig:
     max_request_images: int = 256
     token: str | None = None
     decode_threads: int = 2
+    compute_threads: int = 0
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -67,6 +68,8 @@ class ServerConfig:
             raise ValueError(f"max request images must be >= 1, got {self.max_request_images}")
         if self.decode_threads < 1:
             raise ValueError(f"decode threads must be >= 1, got {self.decode_threads}")
+        if self.compute_threads < 0:
+            raise ValueError(f"compute threads must be >= 0 (0: the backend's default), got {self.compute_threads}")
         if self.token is not None and not self.token:
             raise ValueError("the bearer token is empty")
 
@@ -248,7 +251,7 @@ async def _on_cleanup(app: web.Application) -> None:
 def create_app(config: ServerConfig) -> web.Application:
     """Load the bundle and the backend (raising a clear error if either is unusable) and build the app."""
     bundle = load_bundle(config.artifacts)
-    backend = load_backend(config.backend, bundle)
+    backend = load_backend(config.backend, bundle, config.compute_threads)
     metrics = ServerMetrics(config.max_batch_size)
     batcher = DynamicBatcher(backend.run, config.max_batch_size, config.max_queue_delay_ms / 1000.0, metrics)
     decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="mantis-decode")

@@ -38,7 +38,7 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, intra_op_threads: int = 0) -> None:
+    def __init__(self, bundle: Bundle, threads: int = 0) -> None:
         import onnxruntime as ort
 
         spec = bundle.server.get("onnx")
@@ -48,7 +48,7 @@ class OnnxRuntimeBackend:
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
+        options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
@@ -74,9 +74,11 @@ class TorchBackend:
     name = "torch"
     device = "cpu"
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, threads: int = 0) -> None:
         import torch
 
+        if threads:
+            torch.set_num_threads(threads)
         spec = bundle.server.get("torch")
         if not spec:
             raise BackendUnavailableError(f"bundle {bundle.root}: manifest has no server.torch entry (server.pt2)")
@@ -98,12 +100,13 @@ class TorchBackend:
         return [o.detach().cpu().numpy() for o in outs]
 
 
-def load_backend(kind: str, bundle: Bundle) -> Backend:
-    """Build the backend ``kind`` (one of :data:`BACKENDS`) for ``bundle``."""
+def load_backend(kind: str, bundle: Bundle, threads: int = 0) -> Backend:
+    """Build the backend ``kind`` (one of :data:`BACKENDS`) for ``bundle``. ``threads`` bounds the CPU
+    threads one batch may use (ONNX Runtime intra-op threads, torch threads; 0: the runtime's default)."""
     if kind == "onnxruntime":
-        return OnnxRuntimeBackend(bundle)
+        return OnnxRuntimeBackend(bundle, threads)
     if kind == "torch":
-        return TorchBackend(bundle)
+        return TorchBackend(bundle, threads)
     if kind == "tensorrt":
         from runtime_server.tensorrt_backend import TensorRTBackend
 

@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-cap", type=float, default=60.0, help="seconds per configuration at most")
     p.add_argument("--max-batch-size", type=int, default=32, help="the dynamic configuration's max batch size")
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="the dynamic configuration's queue delay")
+    p.add_argument("--compute-threads", type=int, default=0, help="serve.py --compute-threads for both configurations")
     p.add_argument("--bitstreams", type=Path, help="directory of *.bin bitstreams (default: encode 64 synthetic images)")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.requests} single-image requests per configuration (cap {args.time_cap:g} s), "
         f"{len(bitstreams)} distinct bitstreams of {mean_bytes:.0f} B on average, {os.cpu_count()} CPUs"
     )
-    common = ["--backend", args.backend, "--max-request-images", "1"]
+    common = ["--backend", args.backend, "--compute-threads", str(args.compute_threads), "--max-request-images", "1"]
     configs = [
         (f"dynamic (max {args.max_batch_size}, {args.max_queue_delay_ms:g} ms)",
          ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms)]),

@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-request-bytes", type=int, default=4 << 20, help="request body limit (413 above)")
     p.add_argument("--max-request-images", type=int, default=256, help="bitstreams per request limit (413 above)")
     p.add_argument("--decode-threads", type=int, default=2, help="threads for entropy decoding")
+    p.add_argument("--compute-threads", type=int, default=0, help="CPU threads per batch (0: the backend's default)")
     p.add_argument("--token-file", type=Path, help=f"require 'Authorization: Bearer <token>' (else ${TOKEN_ENV} if set)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on exit")
     return p.parse_args(argv)
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             max_request_images=args.max_request_images,
             token=read_token(args.token_file),
             decode_threads=args.decode_threads,
+            compute_threads=args.compute_threads,
         )
         app = create_app(config)
     except (BundleError, BackendUnavailableError, ValueError) as exc:

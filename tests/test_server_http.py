@@ -280,6 +280,15 @@ def test_malformed_bitstreams_are_answered_not_crashed(server, bundle, samples):
         status, _, body = c.infer(name, [good, bs])
         doc = json.loads(body)
         assert status == code and error in doc["error"] and "bitstream[1]" in doc["error"], (error, doc)
+    # Well-formed bitstreams (same tables, valid CRC) that do not fit the served model.
+    channels, height, width = bundle.latent_shape
+    latent = codec.decode_latent(good, bundle.tables)[0]
+    other_shape = codec.encode_latent(np.full((channels, height + 1, width), latent.mean(), np.float32), 1, bundle.tables)
+    extra_task = codec.encode_latent(latent, 1 << len(bundle.task_names), bundle.tables)
+    for bs, message in [(other_shape, "latent shape"), (extra_task, "beyond the model's")]:
+        status, _, body = c.infer(name, [bs])
+        doc = json.loads(body)
+        assert status == 409 and doc["kind"] == "model_mismatch" and message in doc["error"], doc
     statuses = set()
     for bs in _corruptions(good, 120, seed=3):
         status, _, body = c.infer(name, [bs])
