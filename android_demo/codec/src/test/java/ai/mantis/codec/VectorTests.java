@@ -1,0 +1,232 @@
+package ai.mantis.codec;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.Random;
+
+/**
+ * Plain test runner (no JUnit needed) for the Java codec.
+ *
+ * <pre>
+ *   java -cp BUILD ai.mantis.codec.VectorTests tests/vectors
+ *       checks every shared vector (pinned hashes, encode bytes, decode results, malformed inputs, tables)
+ *       and a few API contracts; prints one line per failure and "N passed, M failed"; exit 1 on failure.
+ *   java -cp BUILD ai.mantis.codec.VectorTests --cross TABLES DIR
+ *       for each line "NAME C H W MASK" of DIR/cases.txt: encodes NAME.i32 to NAME.java.mtb and decodes
+ *       NAME.py.mtb to NAME.java.i32 (the Python test compares them with its own results).
+ * </pre>
+ */
+public final class VectorTests {
+    private int passed;
+    private int failed;
+
+    private void check(boolean ok, String what) {
+        if (ok) {
+            passed++;
+        } else {
+            failed++;
+            System.out.println("FAIL " + what);
+        }
+    }
+
+    private interface Action {
+        void run() throws Exception;
+    }
+
+    private void expectError(String expected, String what, Action action) {
+        String got;
+        try {
+            action.run();
+            got = "nothing";
+        } catch (CodecError e) {
+            got = e.getClass().getSimpleName();
+        } catch (Exception e) {
+            got = "unexpected " + e;
+        }
+        check(got.equals(expected), what + ": expected " + expected + ", got " + got);
+    }
+
+    static int[] readInts(Path p) throws IOException {
+        ByteBuffer b = ByteBuffer.wrap(Files.readAllBytes(p)).order(ByteOrder.LITTLE_ENDIAN);
+        int[] out = new int[b.remaining() / 4];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = b.getInt();
+        }
+        return out;
+    }
+
+    static float[] readFloats(Path p) throws IOException {
+        ByteBuffer b = ByteBuffer.wrap(Files.readAllBytes(p)).order(ByteOrder.LITTLE_ENDIAN);
+        float[] out = new float[b.remaining() / 4];
+        for (int i = 0; i < out.length; i++) {
+            out[i] = b.getFloat();
+        }
+        return out;
+    }
+
+    static void writeInts(Path p, int[] values) throws IOException {
+        ByteBuffer b = ByteBuffer.allocate(4 * values.length).order(ByteOrder.LITTLE_ENDIAN);
+        for (int v : values) {
+            b.putInt(v);
+        }
+        Files.write(p, b.array());
+    }
+
+    private byte[] pinned(Path dir, String name, Object sha) throws IOException {
+        byte[] data = Files.readAllBytes(dir.resolve(name));
+        check(EntropyTables.hex(EntropyTables.sha256(data)).equals(sha), name + ": sha256 differs from index.json");
+        return data;
+    }
+
+    private static int intOf(Object o) {
+        return ((Long) o).intValue();
+    }
+
+    @SuppressWarnings("unchecked")
+    private void runVectors(Path dir) throws Exception {
+        Map<String, Object> index = (Map<String, Object>) Json.parse(
+                new String(Files.readAllBytes(dir.resolve("index.json")), StandardCharsets.UTF_8));
+        check(intOf(index.get("format_version")) == Bitstream.FORMAT_VERSION, "format version of the vectors");
+        Map<String, Object> t = (Map<String, Object>) index.get("tables");
+        pinned(dir, (String) t.get("file"), t.get("sha256"));
+        EntropyTables tables = EntropyTables.load(dir.resolve((String) t.get("file")));
+        check(tables.sha256().equals(t.get("content_sha256")), "table content hash");
+        check(EntropyTables.hex(tables.tableId()).equals(t.get("table_id")), "table id");
+        check(tables.numChannels() == intOf(t.get("channels")), "table channel count");
+
+        for (Object o : (List<Object>) index.get("valid")) {
+            Map<String, Object> c = (Map<String, Object>) o;
+            String name = (String) c.get("name");
+            List<Object> shape = (List<Object>) c.get("shape");
+            int ch = intOf(shape.get(0));
+            int h = intOf(shape.get(1));
+            int w = intOf(shape.get(2));
+            int mask = intOf(c.get("task_mask"));
+            pinned(dir, (String) c.get("symbols"), c.get("symbols_sha256"));
+            int[] symbols = readInts(dir.resolve((String) c.get("symbols")));
+            byte[] stream = pinned(dir, (String) c.get("bitstream"), c.get("bitstream_sha256"));
+            check(Arrays.equals(Bitstream.encode(symbols, ch, h, w, mask, tables), stream), name + ": encode bytes");
+            try {
+                Decoded d = Bitstream.decode(stream, tables);
+                check(Arrays.equals(d.symbols(), symbols), name + ": decoded symbols");
+                check(d.taskMask() == mask && d.channels() == ch && d.height() == h && d.width() == w,
+                        name + ": decoded task mask and shape");
+            } catch (CodecError e) {
+                check(false, name + ": decode raised " + e);
+            }
+            if (c.containsKey("latent")) {
+                pinned(dir, (String) c.get("latent"), c.get("latent_sha256"));
+                float[] latent = readFloats(dir.resolve((String) c.get("latent")));
+                check(Arrays.equals(Latent.quantize(latent, h * w, tables), symbols), name + ": quantize(latent)");
+                float[] y = Latent.dequantize(symbols, h * w, tables);
+                float[] medians = tables.medians();
+                boolean ok = true;
+                for (int i = 0; i < y.length; i++) {
+                    ok &= y[i] == (float) symbols[i] + medians[i / (h * w)];
+                }
+                check(ok, name + ": dequantize");
+            }
+        }
+        for (Object o : (List<Object>) index.get("malformed")) {
+            Map<String, Object> c = (Map<String, Object>) o;
+            byte[] data = pinned(dir, (String) c.get("file"), c.get("sha256"));
+            Object err = c.get("error");
+            expectError(err == null ? "nothing" : (String) err, "malformed " + c.get("file"),
+                    () -> Bitstream.decode(data, tables));
+        }
+        for (Object o : (List<Object>) index.get("malformed_tables")) {
+            Map<String, Object> c = (Map<String, Object>) o;
+            pinned(dir, (String) c.get("file"), c.get("sha256"));
+            expectError((String) c.get("error"), "table file " + c.get("file"),
+                    () -> EntropyTables.load(dir.resolve((String) c.get("file"))));
+        }
+        expectError("TableFileError", "missing table file", () -> EntropyTables.load(dir.resolve("missing.safetensors")));
+        apiContracts(tables);
+    }
+
+    private void apiContracts(EntropyTables tables) throws Exception {
+        int c = tables.numChannels();
+        int[] zeros = new int[c * 4];
+        expectError("TaskMaskError", "task mask 256", () -> Bitstream.encode(zeros, c, 2, 2, 256, tables));
+        expectError("TaskMaskError", "task mask -1", () -> Bitstream.encode(zeros, c, 2, 2, -1, tables));
+        expectError("ShapeError", "channel count", () -> Bitstream.encode(new int[(c + 1) * 4], c + 1, 2, 2, 0, tables));
+        expectError("ShapeError", "symbol count", () -> Bitstream.encode(zeros, c, 2, 3, 0, tables));
+        expectError("ShapeError", "too many symbols", () -> Bitstream.encode(new int[c * 1024], c, 1024, 1024, 0, tables));
+        int[] big = zeros.clone();
+        big[3] = Bitstream.SYMBOL_LIMIT + 1;
+        expectError("SymbolError", "symbol beyond the limit", () -> Bitstream.encode(big, c, 2, 2, 0, tables));
+        float[] nan = new float[c * 4];
+        nan[1] = Float.NaN;
+        expectError("SymbolError", "NaN latent", () -> Latent.quantize(nan, 4, tables));
+
+        // Round trips of random symbols with escapes, every task bit.
+        Random rng = new Random(12345);
+        for (int trial = 0; trial < 40; trial++) {
+            int h = 1 + rng.nextInt(9);
+            int w = 1 + rng.nextInt(9);
+            int[] s = new int[c * h * w];
+            for (int i = 0; i < s.length; i++) {
+                double u = rng.nextDouble();
+                s[i] = u < 0.05 ? rng.nextInt(2 * Bitstream.SYMBOL_LIMIT + 1) - Bitstream.SYMBOL_LIMIT
+                        : (int) Math.round(rng.nextGaussian() * 3);
+            }
+            int mask = trial % 9 == 8 ? 255 : 1 << (trial % 8);
+            byte[] data = Bitstream.encode(s, c, h, w, mask, tables);
+            Decoded d = Bitstream.decode(data, tables);
+            check(Arrays.equals(d.symbols(), s) && d.taskMask() == mask, "random round trip " + trial);
+            byte[] cut = Arrays.copyOf(data, data.length - 1);
+            expectError("TruncatedError", "truncated random stream " + trial, () -> Bitstream.decode(cut, tables));
+            byte[] flip = data.clone();
+            flip[flip.length - 1 - rng.nextInt(flip.length - Bitstream.HEADER_SIZE)] ^= (byte) (1 << rng.nextInt(8));
+            expectError("ChecksumError", "bit flip in random stream " + trial, () -> Bitstream.decode(flip, tables));
+        }
+    }
+
+    private static void runCross(Path tablesFile, Path dir) throws Exception {
+        EntropyTables tables = EntropyTables.load(tablesFile);
+        for (String line : Files.readAllLines(dir.resolve("cases.txt"), StandardCharsets.UTF_8)) {
+            if (line.isBlank()) {
+                continue;
+            }
+            String[] f = line.trim().split("\\s+");
+            String name = f[0];
+            int c = Integer.parseInt(f[1]);
+            int h = Integer.parseInt(f[2]);
+            int w = Integer.parseInt(f[3]);
+            int mask = Integer.parseInt(f[4]);
+            int[] symbols = readInts(dir.resolve(name + ".i32"));
+            Files.write(dir.resolve(name + ".java.mtb"), Bitstream.encode(symbols, c, h, w, mask, tables));
+            Decoded d = Bitstream.decode(Files.readAllBytes(dir.resolve(name + ".py.mtb")), tables);
+            writeInts(dir.resolve(name + ".java.i32"), d.symbols());
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        if (args.length == 3 && args[0].equals("--cross")) {
+            runCross(Paths.get(args[1]), Paths.get(args[2]));
+            return;
+        }
+        if (args.length != 1) {
+            System.err.println("usage: VectorTests VECTOR_DIR | VectorTests --cross TABLES DIR");
+            System.exit(2);
+        }
+        VectorTests t = new VectorTests();
+        try {
+            t.runVectors(Paths.get(args[0]));
+        } catch (Exception e) {
+            t.failed++;
+            System.out.println("FAIL aborted: " + e);
+            e.printStackTrace(System.out);
+        }
+        System.out.println(t.passed + " passed, " + t.failed + " failed");
+        System.exit(t.failed == 0 ? 0 : 1);
+    }
+}
