@@ -30,14 +30,17 @@ def _medians(shape: tuple[int, ...], tables: EntropyTables) -> np.ndarray:
 def quantize(latent: np.ndarray, tables: EntropyTables) -> np.ndarray:
     """int32 symbols ``round(latent - median)`` per channel, for ``(C, H, W)`` or ``(B, C, H, W)``.
 
-    Computed in float32 with round-half-to-even, like ``EntropyBottleneck.quantize(x, "symbols", medians)``
-    (``torch.round``). Non-finite values or results beyond +-2^24 raise :class:`SymbolError`.
+    Like ``EntropyBottleneck.quantize(x, "symbols", medians)``: the subtraction runs in the promoted type
+    of the latent and the float32 medians (float32 for float32/float16 latents, float64 for float64) and
+    rounds half to even (``torch.round``). Non-finite values or results beyond +-2^24 raise
+    :class:`SymbolError`.
     """
     x = np.asarray(latent)
     if not np.issubdtype(x.dtype, np.floating):
         raise SymbolError(f"latent must be a float array, got dtype {x.dtype}")
-    med = _medians(x.shape, tables)
-    r = np.rint(x.astype(np.float32, copy=False) - med)
+    work = np.result_type(x.dtype, np.float32)
+    med = _medians(x.shape, tables).astype(work)
+    r = np.rint(x.astype(work, copy=False) - med)
     if not np.all(np.isfinite(r)):
         raise SymbolError("latent contains NaN or infinite values")
     if r.size and float(np.abs(r).max()) > SYMBOL_LIMIT:

@@ -335,7 +335,7 @@ class CompressAIBackend:
             self._padded(data, len(data) + 4 * pad), _indexes(c, h * w), lists.cdfs, lists.lengths, lists.offsets
         )
         symbols = np.fromiter(flat, dtype=np.int32, count=n).reshape(c, h, w)
-        if n and int(np.abs(symbols.astype(np.int64)).max()) > SYMBOL_LIMIT:
+        if int(np.abs(symbols.astype(np.int64)).max()) > SYMBOL_LIMIT:
             raise PayloadError(f"payload decodes to symbols outside +-{SYMBOL_LIMIT}: corrupted")
         if self._encode_list(flat, symbols, tables) != data:
             raise PayloadError("payload is not the canonical encoding of the symbols it decodes to: corrupted")

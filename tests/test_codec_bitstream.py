@@ -108,6 +108,9 @@ def test_quantize_matches_entropy_bottleneck_rounding(tables: EntropyTables) -> 
     ours = codec.quantize(lat, tables)
     np.testing.assert_array_equal(ours, ref)
     np.testing.assert_array_equal(codec.quantize(lat[0], tables), ref[0])
+    lat64 = lat.astype(np.float64) + 1e-9  # float64 latents are rounded in float64, as torch promotes them
+    ref64 = eb.quantize(torch.from_numpy(lat64), "symbols", torch.from_numpy(med.copy())).numpy()
+    np.testing.assert_array_equal(codec.quantize(lat64, tables), ref64)
     deq = EntropyBottleneck.dequantize(torch.from_numpy(ref), torch.from_numpy(med.copy())).numpy()
     np.testing.assert_array_equal(codec.dequantize(ours, tables), deq)
 
