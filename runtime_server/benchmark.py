@@ -1,13 +1,13 @@
 """Server throughput on loopback: dynamic batching vs batch size 1, measured in one run.
 
     uv run python runtime_server/benchmark.py --artifacts DIR [--clients 32] [--requests 2000]
-        [--time-cap 60] [--max-batch-size 32] [--max-queue-delay-ms 2] [--backend onnxruntime]
+        [--time-cap 60] [--rounds 4] [--max-batch-size 32] [--max-queue-delay-ms 2] [--backend onnxruntime]
         [--bitstreams DIR] [--json PATH]
 
-Starts serve.py twice on 127.0.0.1 (dynamic batching, then ``--max-batch-size 1``), drives each with the
-same concurrent single-image requests, and prints throughput, p50/p99 latency, failed requests, the mean
-batch the server formed, and the throughput ratio (target >= 2x, zero failures). Exit status 1 when a
-request failed.
+Starts serve.py twice on 127.0.0.1 (dynamic batching, and ``--max-batch-size 1``), drives them in turns
+(alternating rounds) with the same concurrent single-image requests, and prints throughput, p50/p99
+latency, failed requests, the mean batch each server formed, and the throughput ratio (target >= 2x, zero
+failures). Exit status 1 when a request failed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from codec.bundle import BundleError, read_manifest
 from runtime_server.backends import BACKENDS
-from runtime_server.loadgen import LOOPBACK, read_bitstreams, run_config, synthetic_bitstreams
+from runtime_server.loadgen import LOOPBACK, read_bitstreams, run_configs, synthetic_bitstreams
 
 TARGET_RATIO = 2.0
 
@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=32, help="concurrent clients")
     p.add_argument("--requests", type=int, default=2000, help="requests per configuration (one image each)")
     p.add_argument("--time-cap", type=float, default=60.0, help="seconds per configuration at most")
+    p.add_argument("--rounds", type=int, default=4, help="alternating rounds the requests are split into")
     p.add_argument("--max-batch-size", type=int, default=32, help="the dynamic configuration's max batch size")
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="the dynamic configuration's queue delay")
     p.add_argument("--compute-threads", type=int, default=0, help="serve.py --compute-threads for both configurations")
@@ -42,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.clients < 1 or args.requests < 1 or args.time_cap <= 0:
-        print("benchmark.py: --clients, --requests and --time-cap must be positive", file=sys.stderr)
+    if args.clients < 1 or args.requests < 1 or args.time_cap <= 0 or args.rounds < 1:
+        print("benchmark.py: --clients, --requests, --time-cap and --rounds must be positive", file=sys.stderr)
         return 2
     try:
         model = str(read_manifest(args.artifacts).get("model_name"))
@@ -63,15 +64,13 @@ def main(argv: list[str] | None = None) -> int:
          ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms)]),
         ("batch size 1", ["--max-batch-size", "1", "--max-queue-delay-ms", "0"]),
     ]
-    results = []
+    results = run_configs(args.artifacts, model, [(label, common + extra) for label, extra in configs], bitstreams,
+                          args.clients, args.requests, args.time_cap, args.rounds)
     print(f"{'configuration':<26} {'ok':>6} {'failed':>6} {'time_s':>7} {'req/s':>8} {'p50_ms':>7} {'p99_ms':>7} {'mean_batch':>10}")
-    for label, extra in configs:
-        r = run_config(args.artifacts, model, label, common + extra, bitstreams, args.clients, args.requests, args.time_cap)
-        results.append(r)
+    for r in results:
         print(
-            f"{label:<26} {r.ok:>6} {r.failed:>6} {r.seconds:>7.2f} {r.throughput:>8.1f} "
-            f"{r.percentile(50):>7.2f} {r.percentile(99):>7.2f} {r.mean_batch:>10.2f}",
-            flush=True,
+            f"{r.label:<26} {r.ok:>6} {r.failed:>6} {r.seconds:>7.2f} {r.throughput:>8.1f} "
+            f"{r.percentile(50):>7.2f} {r.percentile(99):>7.2f} {r.mean_batch:>10.2f}"
         )
         if r.errors:
             print(f"  errors: {r.errors}")

@@ -2,7 +2,8 @@
 
 Each configuration runs as its own ``serve.py`` process on ``127.0.0.1`` (a free port), loaded by
 ``clients`` concurrent keep-alive HTTP clients (aiohttp, one event loop) that send single-image KServe v2
-binary inference requests until ``requests`` are done or ``time_cap`` seconds have passed.
+binary inference requests until ``requests`` are done or ``time_cap`` seconds have passed; the
+configurations take turns in several rounds.
 """
 
 from __future__ import annotations
@@ -191,20 +192,37 @@ def _batch_stats(url: str) -> tuple[float, float]:
     return count, total
 
 
-def run_config(
-    artifacts: Path, model: str, label: str, server_args: list[str], bitstreams: list[bytes],
-    clients: int, requests: int, time_cap: float,
-) -> LoadResult:
-    """Start serve.py with ``server_args``, warm it up (``2 * clients`` requests, not counted), drive the
-    load, read its batch statistics, stop it."""
-    result = LoadResult(label, server_args)
-    server = ServerProcess(artifacts, server_args)
+def run_configs(
+    artifacts: Path, model: str, configs: list[tuple[str, list[str]]], bitstreams: list[bytes],
+    clients: int, requests: int, time_cap: float, rounds: int = 4,
+) -> list[LoadResult]:
+    """Start one serve.py per ``(label, server_args)``, warm each up (``2 * clients`` requests, not
+    counted), then drive them in ``rounds`` alternating rounds of ``requests / rounds`` requests (and at
+    most ``time_cap / rounds`` seconds) each, so that a change in the machine's load hits every
+    configuration alike. Returns one result per configuration, with the batches its server formed."""
+    results = [LoadResult(label, args) for label, args in configs]
+    servers: list[ServerProcess] = []
     try:
-        asyncio.run(_drive(server.url, model, bitstreams, clients, 2 * clients, time_cap, None))
-        b0, i0 = _batch_stats(server.url)
-        asyncio.run(_drive(server.url, model, bitstreams, clients, requests, time_cap, result))
-        b1, i1 = _batch_stats(server.url)
-        result.batches, result.batched_images = b1 - b0, i1 - i0
+        for _, args in configs:
+            servers.append(ServerProcess(artifacts, args))
+        for server in servers:
+            asyncio.run(_drive(server.url, model, bitstreams, clients, 2 * clients, time_cap, None))
+        before = [_batch_stats(s.url) for s in servers]
+        for r in range(rounds):
+            share = requests // rounds + (1 if r < requests % rounds else 0)
+            for server, result in zip(servers, results):
+                part = LoadResult(result.label, result.server_args)
+                asyncio.run(_drive(server.url, model, bitstreams, clients, share, time_cap / rounds, part))
+                result.ok += part.ok
+                result.failed += part.failed
+                result.seconds += part.seconds
+                result.latencies_ms += part.latencies_ms
+                for k, v in part.errors.items():
+                    result.errors[k] = result.errors.get(k, 0) + v
+        for server, result, (b0, i0) in zip(servers, results, before):
+            b1, i1 = _batch_stats(server.url)
+            result.batches, result.batched_images = b1 - b0, i1 - i0
     finally:
-        server.stop()
-    return result
+        for server in servers:
+            server.stop()
+    return results
