@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
 
-import numpy as np
 from aiohttp import web
 
 from codec.bundle import load_bundle
@@ -228,12 +227,8 @@ async def _metrics(request: web.Request) -> web.Response:
 
 async def _on_startup(app: web.Application) -> None:
     state = app[STATE]
-    model = state.model
-    model.batcher.start()
-    # Warm the backend at the largest and the smallest batch before declaring readiness.
-    loop = asyncio.get_running_loop()
-    for n in sorted({model.batcher.max_batch_size, 1}, reverse=True):
-        await loop.run_in_executor(None, model.backend.run, np.zeros((n, *model.latent_shape), dtype=np.float32))
+    await asyncio.get_running_loop().run_in_executor(None, state.model.warm_up)
+    state.model.batcher.start()
     state.ready = True
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import codec
 from codec.bundle import Bundle
 from codec.errors import CodecError, TableMismatchError
-from runtime_server.backends import Backend
+from runtime_server.backends import Backend, BackendUnavailableError
 from runtime_server.batching import DynamicBatcher
 from runtime_server.metrics import ServerMetrics
 from runtime_server.protocol import InferRequest, OutputTensor, ProtocolError
@@ -87,6 +87,22 @@ class MantisModel:
             "table_id": self.bundle.manifest["tables"]["table_id"],
             "latent": {"channels": self.latent_shape[0], "height": self.latent_shape[1], "width": self.latent_shape[2]},
         }
+
+    def warm_up(self) -> None:
+        """Run the backend on zeros at the largest and the smallest batch, checking that it returns one
+        ``(B, n_labels)`` array per task; :class:`BackendUnavailableError` otherwise."""
+        for n in sorted({self.batcher.max_batch_size, 1}, reverse=True):
+            try:
+                outs = self.backend.run(np.zeros((n, *self.latent_shape), dtype=np.float32))
+            except Exception as exc:  # whatever the runtime raises, the server cannot start
+                raise BackendUnavailableError(f"backend {self.backend.name} fails on a batch of {n}: {type(exc).__name__}: {exc}") from None
+            expected = [(n, len(self.labels[t])) for t in self.tasks]
+            shapes = [tuple(np.shape(o)) for o in outs]
+            if shapes != expected:
+                raise BackendUnavailableError(
+                    f"backend {self.backend.name} returns outputs of shapes {shapes} for a batch of {n}; "
+                    f"the manifest's tasks {self.tasks} need {expected}"
+                )
 
     def _bitstreams(self, request: InferRequest) -> list[bytes]:
         if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:

@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(serve(app, args.host, args.port, args.shutdown_timeout, announce))
+    except BackendUnavailableError as exc:
+        print(f"serve.py: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"serve.py: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

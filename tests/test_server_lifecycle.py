@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,9 @@ import pytest
 
 from codec.bundle import load_bundle
 from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.backends import BackendUnavailableError
 from runtime_server.protocol import HEADER_LENGTH, pack_bytes
+from runtime_server.serve import main as serve_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,3 +125,30 @@ def test_restart_while_client_is_sending(onnx_bundle):
         status, answer = _post(second.url, f"/v2/models/{name}/infer", body, headers)
         assert status == 200, answer
         assert json.loads(answer)["model_name"] == name  # no binary outputs requested: a pure JSON answer
+
+
+def test_startup_errors_are_clear(onnx_bundle, tmp_path, capsys):
+    assert serve_main(["--artifacts", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+
+    assert serve_main(["--artifacts", str(onnx_bundle), "--backend", "tensorrt"]) == 2
+    assert "tensorrt" in capsys.readouterr().err  # not installed here, or no GPU, or no engine
+
+    assert serve_main(["--artifacts", str(onnx_bundle), "--token-file", str(tmp_path / "nope.txt")]) == 2
+    assert "token file" in capsys.readouterr().err
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(onnx_bundle, damaged)
+    with open(damaged / "server.onnx", "ab") as fh:
+        fh.write(b"\0")
+    assert serve_main(["--artifacts", str(damaged)]) == 2
+    assert "server.onnx" in capsys.readouterr().err
+
+    # A manifest whose tasks do not match the server half: caught by the warm-up before serving.
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(onnx_bundle, mismatched)
+    manifest = json.loads((mismatched / "manifest.json").read_text())
+    manifest["tasks"][0]["labels"].append("extra")
+    (mismatched / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackendUnavailableError, match="shapes"):
+        BackgroundServer(ServerConfig(mismatched)).start()
