@@ -97,9 +97,9 @@ def decode_padding_words(num_symbols: int, payload_words: int) -> int:
     (symbol 0, never the escape symbol since CDF lengths are >= 3) and costs 1 word per symbol, but the
     one escape running when it turns zero may read one word per nibble (<= 161). An escape count that
     began inside the payload saw at most 16 + 8 W nibbles of 15, so its raw part reads <= 120 W + 300.
-    Hence 24 N + 120 W + 471 words suffice; we pad 32 N + 128 W + 1024.
+    Hence 24 N + 120 W + 471 words suffice; we pad 24 N + 128 W + 1024.
     """
-    return 32 * num_symbols + 128 * payload_words + 1024
+    return 24 * num_symbols + 128 * payload_words + 1024
 
 
 def _words_to_bytes(first_words: list[int], emitted_reversed: list[int]) -> bytes:
@@ -316,7 +316,7 @@ class CompressAIBackend:
             return self._python.encode(symbols, tables)
         lists = tables.coding_lists
         idx = _indexes(symbols.shape[0], len(flat) // symbols.shape[0])
-        return self._encoder.encode_with_indexes(flat, idx, lists.cdfs, lists.lengths, lists.offsets)
+        return self._encoder.encode_with_indexes(flat, idx, lists.rows, lists.lengths, lists.offsets)
 
     def encode(self, symbols: np.ndarray, tables: EntropyTables) -> bytes:
         return self._encode_list(symbols.reshape(-1).tolist(), symbols, tables)
@@ -327,15 +327,18 @@ class CompressAIBackend:
         data = bytes(payload)
         if len(data) % 4 or len(data) < 8:
             raise PayloadError(f"payload of {len(data)} bytes is not a whole number (>= 2) of 32-bit words")
+        state = int.from_bytes(data[:8], "little")
+        if not RANS_L <= state < STATE_END:
+            raise PayloadError(f"initial rANS state {state:#x} outside [2^31, 2^63)")
         pad = decode_padding_words(n, len(data) // 4)
         if len(data) + 4 * pad > FAST_DECODE_MAX_BYTES:
             return self._python.decode(data, shape, tables)
         lists = tables.coding_lists
         flat = self._decoder.decode_with_indexes(
-            self._padded(data, len(data) + 4 * pad), _indexes(c, h * w), lists.cdfs, lists.lengths, lists.offsets
+            self._padded(data, len(data) + 4 * pad), _indexes(c, h * w), lists.rows, lists.lengths, lists.offsets
         )
         symbols = np.fromiter(flat, dtype=np.int32, count=n).reshape(c, h, w)
-        if int(np.abs(symbols.astype(np.int64)).max()) > SYMBOL_LIMIT:
+        if symbols.min() < -SYMBOL_LIMIT or symbols.max() > SYMBOL_LIMIT:
             raise PayloadError(f"payload decodes to symbols outside +-{SYMBOL_LIMIT}: corrupted")
         if self._encode_list(flat, symbols, tables) != data:
             raise PayloadError("payload is not the canonical encoding of the symbols it decodes to: corrupted")

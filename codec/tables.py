@@ -38,10 +38,8 @@ _NP_DTYPES = {"I32": np.dtype("<i4"), "F32": np.dtype("<f4")}
 class CodingLists(NamedTuple):
     """Plain-Python views of the tables for the rANS coders (built once per tables object)."""
 
-    cdfs: list[list[int]]
-    """Full ``(C, Lmax)`` rows, zero-padded, as CompressAI's coder takes them."""
     rows: list[list[int]]
-    """Each CDF cut to its length."""
+    """Each CDF cut to its length (CompressAI's coder reads only that part of a row)."""
     lengths: list[int]
     offsets: list[int]
 
@@ -197,9 +195,9 @@ class EntropyTables:
 
     @cached_property
     def coding_lists(self) -> CodingLists:
-        cdfs = self.cdfs.tolist()
         lengths = self.cdf_lengths.tolist()
-        return CodingLists(cdfs, [row[:n] for row, n in zip(cdfs, lengths)], lengths, self.offsets.tolist())
+        rows = [row[:n] for row, n in zip(self.cdfs.tolist(), lengths)]
+        return CodingLists(rows, lengths, self.offsets.tolist())
 
     def __repr__(self) -> str:
         c, lmax = self.cdfs.shape
