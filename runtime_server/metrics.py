@@ -21,7 +21,7 @@ class ServerMetrics:
     - ``mantis_batch_size``: images per batch run on the backend.
     - ``mantis_queue_seconds``: time an image waited in the batching queue.
     - ``mantis_compute_seconds``: backend time per batch; ``mantis_decode_seconds``: entropy decoding per
-      request; ``mantis_request_seconds``: whole inference requests (read to answer).
+      request; ``mantis_request_seconds``: successful inference requests, from arrival to answer.
     """
 
     def __init__(self, max_batch_size: int) -> None:
