@@ -35,3 +35,15 @@ def onnx_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
             "--calibration-samples", "32", "--check-samples", "16"]
     assert split_main(argv) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def executorch_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle exported by ``export/split.py --target executorch`` (int8 ``edge.pte``) from the tiny checkpoint."""
+    from export.split import main as split_main
+
+    out = tmp_path_factory.mktemp("bundles") / "executorch"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--target", "executorch", "--out", str(out),
+            "--calibration-samples", "32", "--check-samples", "16"]
+    assert split_main(argv) == 0
+    return out

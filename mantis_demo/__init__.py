@@ -1,0 +1,1 @@
+"""The one-command pipeline behind ``demo.py``: train, export, serve, run the edge side, report."""
