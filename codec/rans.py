@@ -131,8 +131,9 @@ def encode_operations(operations: list[tuple[int, int]]) -> bytes:
     return _words_to_bytes([x & _WORD, x >> 32], emitted)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)
 def _indexes(channels: int, per_channel: int) -> list[int]:
+    """CDF index of every symbol (its channel), as CompressAI's coder takes them; cached per latent shape."""
     return np.repeat(np.arange(channels, dtype=np.int32), per_channel).tolist()
 
 
