@@ -1,0 +1,51 @@
+"""The whole MANTiS pipeline in one command: train, export, serve, run the edge side, report.
+
+    uv run python demo.py [--out runs/demo]
+
+Writes OUT/report.json, OUT/report.md and plots (see mantis_demo/pipeline.py for the stages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mantis_demo.baselines import DEFAULT_QUALITIES
+from mantis_demo.pipeline import DEFAULT_CONFIG, DemoError, DemoOptions, run_demo
+from mantis_demo.server import ServerStartError
+from runtime_edge.client import EdgeRuntimeError
+from runtime_edge.transport import TransportError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="MANTiS end to end on the built-in data")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default runs/demo)")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config (default training/configs/demo.yaml)")
+    p.add_argument("--checkpoint", type=Path, help="use this Stage 2 checkpoint instead of training (teacher.safetensors beside it)")
+    p.add_argument("--artifacts", type=Path, help="use this exported bundle instead of exporting")
+    p.add_argument("--limit", type=int, help="use only the first N held-out images")
+    p.add_argument("--qualities", type=int, nargs="+", default=list(DEFAULT_QUALITIES), help="JPEG/WebP qualities")
+    p.add_argument("--backend", default="onnxruntime", help="serve.py backend (default onnxruntime)")
+    args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        p.error("--limit must be >= 1")
+    if args.artifacts is not None and args.checkpoint is None:
+        p.error("--artifacts needs --checkpoint (the checkpoint it was exported from, for the float model and teacher)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    opts = DemoOptions(out=args.out, config=args.config, checkpoint=args.checkpoint, artifacts=args.artifacts,
+                       limit=args.limit, qualities=args.qualities, backend=args.backend)
+    try:
+        run_demo(opts)
+    except (DemoError, ServerStartError, EdgeRuntimeError, TransportError, ValueError, OSError) as exc:
+        print(f"demo.py: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Input-compression baselines: JPEG / WebP at quality q, decoded, classified by the full teacher.
+
+The image is first resized to the model's input size (what the server would feed the teacher anyway, so
+the baseline never pays for pixels the model does not see), compressed by Pillow with its strongest
+settings, and decoded again; the bytes are ``len()`` of the compressed file. The teacher answers every
+task for every image (it has no task detector), and a task's accuracy counts the images the task applies
+to, as in ``training.evaluate``.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from training.data import Normalizer
+
+FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
+# Pillow's strongest settings, so the baselines are as small as these codecs get: optimised Huffman
+# tables for JPEG, the slowest (best) method for WebP.
+ENCODER_OPTIONS: dict[str, dict[str, Any]] = {"jpeg": {"optimize": True}, "webp": {"method": 6}}
+DEFAULT_QUALITIES = (5, 10, 20, 30, 50, 70, 90, 95)
+
+
+@dataclass
+class Compressed:
+    data: bytes
+    encode_ms: float
+
+
+def compress(image: Image.Image, fmt: str, quality: int) -> Compressed:
+    """Encode ``image`` with Pillow as ``fmt`` (``jpeg`` or ``webp``) at ``quality``; times the encoding."""
+    buf = io.BytesIO()
+    start = time.perf_counter()
+    image.save(buf, format=FORMATS[fmt], quality=int(quality), **ENCODER_OPTIONS[fmt])
+    return Compressed(buf.getvalue(), (time.perf_counter() - start) * 1000.0)
+
+
+def decode(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as img:
+        img.load()
+        return img.convert("RGB")
+
+
+def _timed_decode(data: bytes) -> tuple[Image.Image, float]:
+    start = time.perf_counter()
+    img = decode(data)
+    return img, (time.perf_counter() - start) * 1000.0
+
+
+def task_accuracy(predictions: np.ndarray, labels: np.ndarray, active: np.ndarray, task_names: Sequence[str]) -> dict[str, float]:
+    """Per task: share of the images the task applies to (label >= 0) where it is active and top-1 is right.
+
+    ``predictions`` and ``labels`` are ``(N, T)`` label indices, ``active`` ``(N, T)`` booleans.
+    """
+    out = {}
+    for t, name in enumerate(task_names):
+        relevant = labels[:, t] >= 0
+        if not relevant.any():
+            raise ValueError(f"no held-out image shows task {name!r}; cannot measure its accuracy")
+        hits = relevant & active[:, t] & (predictions[:, t] == labels[:, t])
+        out[name] = float(hits.sum() / relevant.sum())
+    return out
+
+
+class TeacherClassifier:
+    """The full teacher on batches of PIL images, preprocessed exactly as the checkpoint says."""
+
+    def __init__(self, teacher: nn.Module, preprocessing: dict[str, Any], batch_size: int = 256) -> None:
+        self.teacher = teacher.eval()
+        self.normalizer = Normalizer(preprocessing)
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def predict(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Top-1 label index per task, ``(N, T)``."""
+        preds = []
+        for start in range(0, len(images), self.batch_size):
+            x = torch.stack([self.normalizer(img) for img in images[start : start + self.batch_size]])
+            preds.append(torch.stack([logits.argmax(1) for logits in self.teacher(x)], dim=1).numpy())
+        return np.concatenate(preds)
+
+    @torch.no_grad()
+    def time_single(self, images: Sequence[Image.Image], warmup: int = 5) -> dict[str, float]:
+        """Median ms per image at batch size 1: ``preprocess`` (resize + normalise) and ``forward``."""
+        pre, fwd = [], []
+        for i, img in enumerate(images):
+            t0 = time.perf_counter()
+            x = self.normalizer(img)[None]
+            t1 = time.perf_counter()
+            self.teacher(x)
+            t2 = time.perf_counter()
+            if i >= warmup:
+                pre.append((t1 - t0) * 1000.0)
+                fwd.append((t2 - t1) * 1000.0)
+        if not fwd:
+            raise ValueError(f"need more than {warmup} images to time the teacher")
+        return {"preprocess": float(np.median(pre)), "forward": float(np.median(fwd))}
+
+
+def codec_curve(
+    fmt: str,
+    qualities: Sequence[int],
+    images: Sequence[Image.Image],
+    labels: np.ndarray,
+    classifier: TeacherClassifier,
+    task_names: Sequence[str],
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Rate-accuracy points ``{quality, bytes_per_image, task_accuracy, mean_task_accuracy, encode_ms,
+    decode_ms}`` for one format; ``encode_ms`` is the median of resizing + encoding one image,
+    ``decode_ms`` the median decoding time. Every number is measured on ``images``."""
+    resized, resize_ms = [], []
+    for img in images:
+        start = time.perf_counter()
+        resized.append(classifier.normalizer.resize(img))
+        resize_ms.append((time.perf_counter() - start) * 1000.0)
+    everything = np.ones(labels.shape, dtype=bool)
+    points = []
+    for q in qualities:
+        coded = [compress(img, fmt, q) for img in resized]
+        decoded, decode_ms = zip(*(_timed_decode(c.data) for c in coded))
+        acc = task_accuracy(classifier.predict(decoded), labels, everything, task_names)
+        point = {
+            "quality": int(q),
+            "bytes_per_image": float(np.mean([len(c.data) for c in coded])),
+            "task_accuracy": acc,
+            "mean_task_accuracy": float(np.mean(list(acc.values()))),
+            "encode_ms": float(np.median([r + c.encode_ms for r, c in zip(resize_ms, coded)])),
+            "decode_ms": float(np.median(decode_ms)),
+        }
+        log(f"{fmt} q{q}: {point['bytes_per_image']:.0f} bytes, mean task accuracy {point['mean_task_accuracy']:.3f}")
+        points.append(point)
+    return points

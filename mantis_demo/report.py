@@ -1,0 +1,346 @@
+"""Derived numbers and the written report: bytes at equal accuracy, the bandwidth table, report.json/.md, plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+BANDWIDTHS_MBIT = (1.0, 10.0, 100.0)
+TARGET_RATIO = 5.0
+
+BANDWIDTH_FORMULA = (
+    "T(R) = t_edge + 8 * B / R + t_server, with R the uplink rate in bit/s and B the payload bytes per image "
+    "(the bitstream, or the JPEG file). MANTiS: t_edge = preprocessing + int8 edge client + quantization and "
+    "rANS coding, t_server = the measured HTTP round trip to serve.py on loopback (decoding + server half + "
+    "protocol). JPEG: t_edge = resizing to the model input + Pillow JPEG encoding, t_server = JPEG decoding + "
+    "the full teacher (batch 1, PyTorch float). Teacher on the edge: T = preprocessing + the full teacher "
+    "(batch 1, PyTorch float), nothing sent. All times are medians per image measured in this run on this "
+    "machine (edge and server are the same CPU here); the answer's way back and the network's round-trip "
+    "latency are left out for all three."
+)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def summarize_ms(values: Sequence[float]) -> dict[str, float]:
+    """Mean, p50, p95 and max of a list of milliseconds (an empty list raises)."""
+    if len(values) == 0:
+        raise ValueError("no timings to summarise")
+    a = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(a.mean()),
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "max": float(a.max()),
+        "n": int(a.size),
+    }
+
+
+def mean_accuracy(task_accuracy: dict[str, float]) -> float:
+    """Unweighted mean over tasks."""
+    return float(np.mean(list(task_accuracy.values())))
+
+
+def equal_accuracy(mantis_bytes: float, mantis_accuracy: float, curve: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The smallest-bytes point of ``curve`` whose mean task accuracy reaches ``mantis_accuracy``.
+
+    ``ratio`` is its bytes per image over MANTiS's. When no point reaches it, ``reached`` is False and the
+    ratio is taken at the most accurate point (what the baseline would need is more than that).
+    """
+    points = sorted(curve, key=lambda p: p["bytes_per_image"])
+    reaching = [p for p in points if p["mean_task_accuracy"] >= mantis_accuracy]
+    if reaching:
+        p, reached = reaching[0], True
+    else:
+        p, reached = max(points, key=lambda q: (q["mean_task_accuracy"], -q["bytes_per_image"])), False
+    return {
+        "quality": p["quality"],
+        "bytes_per_image": p["bytes_per_image"],
+        "mean_task_accuracy": p["mean_task_accuracy"],
+        "reached": reached,
+        "ratio": p["bytes_per_image"] / mantis_bytes,
+    }
+
+
+def transfer_ms(num_bytes: float, mbit_s: float) -> float:
+    return 8.0 * num_bytes / (mbit_s * 1e6) * 1e3
+
+
+def bandwidth_table(
+    mantis_edge_ms: float,
+    mantis_server_ms: float,
+    mantis_bytes: float,
+    jpeg_edge_ms: float,
+    jpeg_server_ms: float,
+    jpeg_bytes: float,
+    teacher_edge_ms: float,
+    rates_mbit: Sequence[float] = BANDWIDTHS_MBIT,
+) -> list[dict[str, float]]:
+    """End-to-end time per image at each uplink rate, by :data:`BANDWIDTH_FORMULA`."""
+    rows = []
+    for r in rates_mbit:
+        rows.append(
+            {
+                "mbit_s": float(r),
+                "mantis_ms": mantis_edge_ms + transfer_ms(mantis_bytes, r) + mantis_server_ms,
+                "jpeg_ms": jpeg_edge_ms + transfer_ms(jpeg_bytes, r) + jpeg_server_ms,
+                "teacher_on_edge_ms": teacher_edge_ms,
+            }
+        )
+    return rows
+
+
+def write_json(path: str | os.PathLike, report: dict[str, Any]) -> None:
+    atomic_write_bytes(path, (json.dumps(report, indent=2, sort_keys=False) + "\n").encode())
+
+
+def plot_rate_accuracy(report: dict[str, Any], path: str | os.PathLike) -> None:
+    """Bytes per image (log) vs mean and per-task accuracy: JPEG and WebP curves, MANTiS points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import PercentFormatter
+
+    tasks = list(report["edge_int8"]["task_accuracy"])
+    panels = ["mean"] + tasks
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+
+    def acc(entry: dict[str, Any], panel: str) -> float:
+        return entry["mean_task_accuracy"] if panel == "mean" else entry["task_accuracy"][panel]
+
+    for ax, panel in zip(axes[0], panels):
+        for key, style in (("jpeg", "o-"), ("webp", "s-")):
+            pts = sorted(report[key], key=lambda p: p["bytes_per_image"])
+            ax.plot([p["bytes_per_image"] for p in pts], [acc(p, panel) for p in pts], style, ms=4, label=f"{key.upper()} + teacher")
+        e = report["edge_int8"]
+        ax.plot([e["bytes_per_image"]], [acc(e, panel)], "r*", ms=14, label="MANTiS int8 (end to end)")
+        if "bytes_per_image" in report["float"]:
+            f = report["float"]
+            ax.plot([f["bytes_per_image"]], [acc(f, panel)], "kx", ms=10, label="MANTiS float")
+        if "teacher" in report:
+            ax.axhline(acc(report["teacher"], panel), color="gray", ls="--", lw=1, label="teacher, lossless input")
+        ax.set_xscale("log")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xlabel("bytes per image")
+        ax.set_ylabel("accuracy")
+        ax.set_title("mean task accuracy" if panel == "mean" else f"task: {panel}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    _save_fig(fig, path)
+    plt.close(fig)
+
+
+def plot_bandwidth(report: dict[str, Any], path: str | os.PathLike) -> None:
+    """End-to-end time per image vs uplink rate for the three ways to get an answer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["bandwidth"]["rows"]
+    rates = [r["mbit_s"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    ax.plot(rates, [r["mantis_ms"] for r in rows], "r*-", label="MANTiS int8")
+    ax.plot(rates, [r["jpeg_ms"] for r in rows], "o-", label=f"JPEG q{report['bandwidth']['jpeg_quality']} + teacher on server")
+    ax.plot(rates, [r["teacher_on_edge_ms"] for r in rows], "s--", label="teacher on the edge")
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("uplink (Mbit/s)")
+    ax.set_ylabel("time per image (ms)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save_fig(fig, path)
+    plt.close(fig)
+
+
+def _save_fig(fig: Any, path: str | os.PathLike) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:.1f} %"
+
+
+def _fmt_bytes(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The human-readable report: setup, accuracy and bytes, equal-accuracy comparison, latency, bandwidth."""
+    tasks = list(report["edge_int8"]["task_accuracy"])
+    ds = report["dataset"]
+    e, f = report["edge_int8"], report["float"]
+    lines = [
+        "# MANTiS demo report",
+        "",
+        f"Model `{report['model_name']}`, edge client `{report['edge']['file']}` ({report['edge']['runtime']}), "
+        f"server backend `{report['server']['backend']}`. Held-out set: {ds['images']} images "
+        f"({ds['height']}x{ds['width']} PNG), tasks {', '.join(f'`{t}`' for t in tasks)}. "
+        f"Wall time {report['wall_s']:.0f} s.",
+        "",
+        "Accuracy of a task counts the images whose ground truth involves that task; an answer counts only "
+        "when the task was active for the image (the detector's mask) and its top-1 label is right.",
+        "",
+        "## Accuracy and bytes",
+        "",
+        "| system | bytes per image | " + " | ".join(tasks) + " | mean |",
+        "| --- | ---: | " + " | ".join("---:" for _ in tasks) + " | ---: |",
+    ]
+
+    def row(name: str, nbytes: str, entry: dict[str, Any]) -> str:
+        cells = " | ".join(_pct(entry["task_accuracy"][t]) for t in tasks)
+        return f"| {name} | {nbytes} | {cells} | {_pct(entry['mean_task_accuracy'])} |"
+
+    lines.append(row("MANTiS float (PyTorch, in process)", _fmt_bytes(f["bytes_per_image"]) if "bytes_per_image" in f else "-", f))
+    lines.append(row("**MANTiS int8, end to end** (.pte -> HTTP -> serve.py)", f"**{_fmt_bytes(e['bytes_per_image'])}**", e))
+    if "teacher" in report:
+        lines.append(row("teacher, lossless input", _fmt_bytes(report["teacher"]["bytes_per_image"]), report["teacher"]))
+    for key in ("jpeg", "webp"):
+        for p in sorted(report[key], key=lambda q: q["quality"]):
+            lines.append(row(f"{key.upper()} q{p['quality']} + teacher", _fmt_bytes(p["bytes_per_image"]), p))
+    eq = report["equal_accuracy"]
+    lines += [
+        "",
+        "![rate vs accuracy](rate_accuracy.png)",
+        "",
+        "## Bytes at equal accuracy",
+        "",
+        f"MANTiS int8 end to end: {_fmt_bytes(e['bytes_per_image'])} bytes per image at "
+        f"{_pct(e['mean_task_accuracy'])} mean task accuracy. The baseline is the smallest quality whose mean task "
+        f"accuracy (teacher on the decoded image) reaches that. Target: at least {TARGET_RATIO:g}x fewer bytes.",
+        "",
+        "| baseline | quality | bytes per image | mean accuracy | reaches MANTiS | bytes ratio |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for key in ("jpeg", "webp"):
+        b = eq[key]
+        ratio = f"{b['ratio']:.1f}x" if b["reached"] else f"> {b['ratio']:.1f}x"
+        lines.append(
+            f"| {key.upper()} | {b['quality']} | {_fmt_bytes(b['bytes_per_image'])} | {_pct(b['mean_task_accuracy'])} | "
+            f"{'yes' if b['reached'] else 'no (most accurate quality shown)'} | {ratio} |"
+        )
+    lines += ["", f"Target met: **{'yes' if eq['meets_target'] else 'no'}**.", "", "## Latency (ms per image)", ""]
+    lat = report["latency_ms"]
+    lines += ["| stage | mean | p50 | p95 | max |", "| --- | ---: | ---: | ---: | ---: |"]
+    names = {
+        "edge_encode": "edge encode (preprocessing + int8 edge client)",
+        "entropy_coding": "entropy coding (quantize + rANS)",
+        "server": "server (HTTP round trip on loopback)",
+        "end_to_end": "end to end (image file to answer)",
+    }
+    for key, label in names.items():
+        s = lat[key]
+        lines.append(f"| {label} | {s['mean']:.2f} | {s['p50']:.2f} | {s['p95']:.2f} | {s['max']:.2f} |")
+    bw = report["bandwidth"]
+    lines += [
+        "",
+        "## Bandwidth",
+        "",
+        f"JPEG at quality {bw['jpeg_quality']} ({_fmt_bytes(bw['jpeg_bytes'])} bytes, the equal-accuracy point) "
+        f"against MANTiS ({_fmt_bytes(bw['mantis_bytes'])} bytes) and the whole teacher on the edge.",
+        "",
+        BANDWIDTH_FORMULA,
+        "",
+        f"Measured: MANTiS t_edge = {bw['mantis_edge_ms']:.2f} ms, t_server = {bw['mantis_server_ms']:.2f} ms; "
+        f"JPEG t_edge = {bw['jpeg_edge_ms']:.2f} ms, t_server = {bw['jpeg_server_ms']:.2f} ms; "
+        f"teacher on the edge {bw['teacher_edge_ms']:.2f} ms.",
+        "",
+        "| uplink | MANTiS int8 | JPEG + teacher on server | teacher on the edge |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    for r in bw["rows"]:
+        lines.append(f"| {r['mbit_s']:g} Mbit/s | {r['mantis_ms']:.2f} ms | {r['jpeg_ms']:.2f} ms | {r['teacher_on_edge_ms']:.2f} ms |")
+    lines += ["", "![bandwidth](bandwidth.png)", ""]
+    if report.get("stages_s"):
+        lines += ["## Where the time went", "", "| stage | seconds |", "| --- | ---: |"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in report["stages_s"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def finalize(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Add the equal-accuracy comparison and the bandwidth table, then write report.json, report.md, plots.
+
+    ``report`` must already hold the measured sections (see ``pipeline.demo``); returns it completed.
+    """
+    out = Path(out_dir)
+    e = report["edge_int8"]
+    eq = {key: equal_accuracy(e["bytes_per_image"], e["mean_task_accuracy"], report[key]) for key in ("jpeg", "webp")}
+    eq["target_ratio"] = TARGET_RATIO
+    eq["meets_target"] = all(eq[k]["reached"] and eq[k]["ratio"] >= TARGET_RATIO for k in ("jpeg", "webp"))
+    report["equal_accuracy"] = eq
+
+    m = report["measured_compute_ms"]
+    jq = eq["jpeg"]["quality"]
+    jpeg_point = next(p for p in report["jpeg"] if p["quality"] == jq)
+    bw = {
+        "formula": BANDWIDTH_FORMULA,
+        "jpeg_quality": jq,
+        "jpeg_bytes": jpeg_point["bytes_per_image"],
+        "mantis_bytes": e["bytes_per_image"],
+        "mantis_edge_ms": m["mantis_edge"],
+        "mantis_server_ms": m["mantis_server"],
+        "jpeg_edge_ms": jpeg_point["encode_ms"],
+        "jpeg_server_ms": jpeg_point["decode_ms"] + m["teacher"],
+        "teacher_edge_ms": m["teacher_preprocess"] + m["teacher"],
+    }
+    bw["rows"] = bandwidth_table(
+        bw["mantis_edge_ms"], bw["mantis_server_ms"], bw["mantis_bytes"],
+        bw["jpeg_edge_ms"], bw["jpeg_server_ms"], bw["jpeg_bytes"], bw["teacher_edge_ms"],
+    )
+    report["bandwidth"] = bw
+    for value in _walk_numbers(report):
+        if not math.isfinite(value):
+            raise ValueError("report holds a non-finite number; refusing to write it")
+    out.mkdir(parents=True, exist_ok=True)
+    plot_rate_accuracy(report, out / "rate_accuracy.png")
+    plot_bandwidth(report, out / "bandwidth.png")
+    write_json(out / "report.json", report)
+    atomic_write_bytes(out / "report.md", render_markdown(report).encode())
+    return report
+
+
+def _walk_numbers(obj: Any) -> list[float]:
+    if isinstance(obj, bool):
+        return []
+    if isinstance(obj, (int, float)):
+        return [float(obj)]
+    if isinstance(obj, dict):
+        return [v for x in obj.values() for v in _walk_numbers(x)]
+    if isinstance(obj, (list, tuple)):
+        return [v for x in obj for v in _walk_numbers(x)]
+    return []
