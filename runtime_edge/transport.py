@@ -271,11 +271,11 @@ class KServeClient:
             try:
                 status, resp_headers, data = self._once(method, path, body, headers)
             except (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+                # also http.client.RemoteDisconnected: a kept-alive connection the server had closed
                 last = f"{type(exc).__name__}: {exc}"
                 continue
-            except http.client.RemoteDisconnected as exc:
-                last = f"connection closed by the server ({exc})"
-                continue
+            except http.client.HTTPException as exc:
+                raise ProtocolError(f"server {self.url}: malformed HTTP answer ({type(exc).__name__}: {exc})") from None
             except (socket.timeout, TimeoutError):
                 raise ServerUnreachableError(f"server {self.url}: no answer within {self.timeout:g} s") from None
             except socket.gaierror as exc:

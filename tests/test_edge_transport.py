@@ -83,6 +83,9 @@ class _Scripted(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         self.received.append(self.rfile.read(int(self.headers["Content-Length"])))
         status, body, headers = self.script.pop(0)
+        if status == 0:  # hang up without answering, as a crashing or restarting server does
+            self.close_connection = True
+            return
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -121,6 +124,14 @@ def test_503_is_retried_with_back_off_then_succeeds(scripted_server: tuple[str, 
     assert result.attempts == 3 and sleeps == [0.05, 0.1]
     assert result.outputs["active_tasks"].tolist() == [[True]]
     assert len(handler.received) == 3 and handler.received[0] == handler.received[2]
+
+
+def test_dropped_connection_is_retried(scripted_server: tuple[str, type[_Scripted]]) -> None:
+    url, handler = scripted_server
+    handler.script += [(0, b"", {}), _ok_response()]
+    sleeps: list[float] = []
+    result = KServeClient(url, retry=RetryPolicy(retries=1, base_delay=0.01), sleep=sleeps.append).infer("m", [b"abc"])
+    assert result.attempts == 2 and sleeps == [0.01] and len(handler.received) == 2
 
 
 def test_503_forever_is_unreachable_with_the_server_reason(scripted_server: tuple[str, type[_Scripted]]) -> None:
