@@ -88,8 +88,9 @@ class _Reader:
 
 def onnx_nodes_in_modules(model_path: Path, module_names: Sequence[str]) -> list[str]:
     """Names of the ONNX nodes that ``torch.onnx.export(dynamo=True)`` emitted for the given modules
-    (read from each node's ``pkg.torch.onnx.name_scopes`` metadata)."""
-    import json
+    (read from each node's ``pkg.torch.onnx.name_scopes`` metadata, a Python list literal such as
+    ``['', 'encoder', 'project', 'conv2d_10']``)."""
+    import ast
 
     import onnx
 
@@ -101,9 +102,9 @@ def onnx_nodes_in_modules(model_path: Path, module_names: Sequence[str]) -> list
         if not scopes:
             continue
         try:
-            path = ".".join(s for s in json.loads(scopes) if s)
-        except json.JSONDecodeError:
-            path = scopes
+            path = ".".join(s for s in ast.literal_eval(scopes) if s)
+        except (ValueError, SyntaxError):
+            continue
         if any(path == name or path.startswith(name + ".") for name in module_names):
             found.append(node.name)
     return found

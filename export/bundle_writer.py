@@ -27,8 +27,6 @@ from export.errors import ExportError
 def check_destination(out: Path, source_sha256: str, target: str, force: bool) -> None:
     """Refuse to write over ``out`` unless it is absent, empty, or a bundle that may be replaced."""
     if not out.exists():
-        if not out.parent.is_dir():
-            raise ExportError(f"output directory {out}: parent {out.parent} does not exist")
         return
     if not out.is_dir():
         raise ExportError(f"output directory {out}: exists and is not a directory")
