@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import codec
-from codec.bundle import Bundle, file_sha256
+from codec.bundle import Bundle, file_sha256, task_mask_from_logits
 from export.runners import Runner
 
 SERVER_BATCH = 32
@@ -42,13 +42,14 @@ class PathOutputs:
     logits: list[np.ndarray]  # per task (N, n_labels)
 
 
-def run_path(edge: Runner, images: Sequence[np.ndarray], bundle: Bundle, server: Runner) -> PathOutputs:
-    """Edge client -> codec round trip -> server half, for every image."""
-    tables = bundle.tables
+def run_path(edge: Runner, images: Sequence[np.ndarray], tables: Any, server: Runner) -> PathOutputs:
+    """Edge client -> task mask -> codec round trip -> server half, for every image."""
     symbols, masks, sizes, decoded = [], [], [], []
+    num_tasks = 0
     for x in images:
         latent, task_logits = edge(x)[:2]
-        mask = bundle.task_mask(np.asarray(task_logits).reshape(-1))
+        mask = task_mask_from_logits(np.asarray(task_logits).reshape(-1))
+        num_tasks = np.asarray(task_logits).size
         sym = codec.quantize(np.asarray(latent, np.float32)[0], tables)
         data = codec.encode(sym, mask, tables)
         dec = codec.decode(data, tables)
@@ -59,7 +60,7 @@ def run_path(edge: Runner, images: Sequence[np.ndarray], bundle: Bundle, server:
         sizes.append(len(data))
         decoded.append(codec.dequantize(dec.symbols, tables).astype(np.float32))
     y_hat = np.stack(decoded)
-    outs: list[list[np.ndarray]] = [[] for _ in bundle.task_names]
+    outs: list[list[np.ndarray]] = [[] for _ in range(num_tasks)]
     for start in range(0, len(y_hat), SERVER_BATCH):
         for t, o in enumerate(server(y_hat[start : start + SERVER_BATCH])):
             outs[t].append(np.asarray(o))
@@ -167,8 +168,8 @@ def run_check(
     except Exception as exc:  # each runtime raises its own types when it cannot load a program
         raise CheckError(f"cannot run {edge['file']} on {edge['runtime']}: {exc}") from None
     server = onnx_runner(bundle.path(bundle.server["onnx"]["file"]))
-    float_out = run_path(eager_outputs(model.client.eval()), images, bundle, server)
-    int8_out = run_path(int8_edge, images, bundle, server)
+    float_out = run_path(eager_outputs(model.client.eval()), images, bundle.tables, server)
+    int8_out = run_path(int8_edge, images, bundle.tables, server)
     result = {
         "bundle": str(bundle.root),
         "edge": {k: edge[k] for k in ("target", "file", "runtime")},

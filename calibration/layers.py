@@ -1,0 +1,89 @@
+"""Per-layer int8 sensitivity of the edge client.
+
+For every convolution and linear layer of the client, the client is quantized (PT2E, as for ExecuTorch
+and Core ML) with everything in int8 except that one layer, and evaluated in PyTorch on held-out images
+through the real codec and the eager server half. A layer whose float copy recovers much of the accuracy
+(or symbol agreement) lost by the all-int8 client is sensitive: keep it in float with
+``export/split.py --keep-float NAME``. The all-int8 and all-float clients are the reference rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+import codec
+from calibration.accuracy import compare, run_path, task_accuracy
+from calibration.dataset import data_config, load_split, select_samples
+from calibration.quantize import quantize_pt2e
+from export.edge import EdgeModule
+from export.exporter import load_source
+from export.server import ServerHalf
+from export.verify import eager_outputs
+
+
+def quantizable_layers(client: nn.Module) -> list[str]:
+    """Names (relative to the client) of its convolutions and linear layers."""
+    return [name for name, m in client.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def layer_sensitivity(
+    checkpoint: Path,
+    observer: str = "histogram",
+    calibration_samples: int = 128,
+    samples: int = 500,
+    split: str = "val",
+    layers: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Accuracy and symbol agreement of the all-int8 client and of each one-layer-in-float variant."""
+    model, meta, _ = load_source(checkpoint)
+    task_names = [t["name"] for t in meta["tasks"]]
+    cfg = data_config(meta, checkpoint, None)
+    calib = select_samples(load_split(cfg, "train", task_names), "train", calibration_samples, 0, task_names)
+    held = select_samples(load_split(cfg, split, task_names), split, samples, 1, task_names)
+    images = [x.numpy() for x in held.batches()]
+    labels = held.labels.numpy()
+    tables = codec.EntropyTables.from_entropy_bottleneck(model.entropy_bottleneck)
+    server = eager_outputs(ServerHalf(model.server).eval())
+    edge = EdgeModule(model.client).eval()
+    example = calib.images[:1].clone()
+    float_out = run_path(eager_outputs(edge), images, tables, server)
+
+    def evaluate(keep: Sequence[str]) -> dict[str, Any]:
+        q = quantize_pt2e(edge, example, calib.batches(), observer, [f"client.{k}" for k in keep])
+        r = compare(float_out, run_path(eager_outputs(q), images, tables, server), labels, task_names, max_drop=1.0)
+        return {"drop_points": r["drop_points"], "int8_task_accuracy": r["int8"]["task_accuracy"],
+                "symbol_agreement": r["symbol_agreement"], "task_mask_agreement": r["task_mask_agreement"]}
+
+    rows = {"<all int8>": evaluate(())}
+    for name in layers if layers is not None else quantizable_layers(model.client):
+        rows[name] = evaluate((name,))
+    base = rows["<all int8>"]
+    ranking = sorted(
+        (n for n in rows if n != "<all int8>"),
+        key=lambda n: (max(base["drop_points"].values()) - max(rows[n]["drop_points"].values()),
+                       rows[n]["symbol_agreement"] - base["symbol_agreement"]),
+        reverse=True,
+    )
+    return {
+        "observer": observer,
+        "split": split,
+        "images": len(images),
+        "float_task_accuracy": task_accuracy(float_out, labels, task_names),
+        "rows": rows,
+        "most_sensitive_first": ranking,
+    }
+
+
+def format_sensitivity(result: dict[str, Any]) -> str:
+    tasks = list(result["float_task_accuracy"])
+    head = f"{'kept in float':<34}" + "".join(f"{t[:10]:>11}" for t in tasks) + f"{'symbols':>9}"
+    lines = [f"drop in points vs float ({result['images']} {result['split']} images, {result['observer']} observer)", head]
+    for name in ["<all int8>", *result["most_sensitive_first"]]:
+        r = result["rows"][name]
+        lines.append(f"{name:<34}" + "".join(f"{r['drop_points'][t]:>11.2f}" for t in tasks) + f"{r['symbol_agreement']:>9.4f}")
+    return "\n".join(lines)
+
