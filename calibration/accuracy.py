@@ -142,7 +142,7 @@ def run_check(
     from calibration.dataset import CalibrationSourceError, data_config, load_split, select_samples
     from codec.bundle import BundleError, load_bundle
     from export.bundle_writer import write_json_atomic
-    from export.runners import edge_runner, onnx_runner
+    from export.runners import coreml_available, edge_runner, onnx_runner
     from export.verify import eager_outputs
 
     try:
@@ -163,6 +163,10 @@ def run_check(
     images = [x.numpy() for x in held_out.batches()]
     labels = held_out.labels.numpy()
     edge = bundle.edge
+    if edge["runtime"] == "coreml":
+        ok, reason = coreml_available()
+        if not ok:
+            raise CheckError(f"{edge['file']}: {reason}; run this check on macOS, or export --target executorch or onnx here")
     try:
         int8_edge = edge_runner(bundle.path(edge["file"]), edge["runtime"], edge["inputs"][0]["name"], tuple(o["name"] for o in edge["outputs"]))
     except Exception as exc:  # each runtime raises its own types when it cannot load a program

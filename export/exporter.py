@@ -118,7 +118,7 @@ def _check_coreml(path: Path, reference: torch.nn.Module, client: torch.nn.Modul
     ok, reason = coreml_available()
     if ok:
         runner = edge_runner(path, "coreml", INPUT_NAME, OUTPUT_NAMES)
-        return {**verify.check_edge(runner, client, images, tables), "structure": info}
+        return {**verify.check_edge(runner, client, images, tables, reference), "structure": info}
     result = verify.check_edge(verify.eager_outputs(reference), client, images, tables)
     result["numeric"] = f"skipped: {reason}; checked the int8 PyTorch graph that was converted instead"
     result["structure"] = info

@@ -137,13 +137,15 @@ def test_compare_threshold_in_points() -> None:
     assert result["int8"]["bytes_per_image"] == 41 and result["task_mask_agreement"] == pytest.approx(0.99)
 
 
-def test_check_cli_on_executorch_bundle(executorch_bundle: Path, capsys: pytest.CaptureFixture) -> None:
-    rc = check_main(["--artifacts", str(executorch_bundle), "--samples", "24"])
+def test_check_cli_on_executorch_bundle(executorch_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bundle = tmp_path / "b"
+    shutil.copytree(executorch_bundle, bundle)
+    rc = check_main(["--artifacts", str(bundle), "--samples", "24"])
     printed = capsys.readouterr().out
-    report = json.loads((executorch_bundle / "int8_check.json").read_text())
+    report = json.loads((bundle / "int8_check.json").read_text())
     assert rc == (0 if report["passed"] else 1)
     assert report["edge"]["runtime"] == "executorch" and report["images"] == 24 and report["split"] == "test"
-    tasks = load_bundle(executorch_bundle).task_names
+    tasks = load_bundle(bundle).task_names
     for path in ("float", "int8"):
         assert set(report[path]["task_accuracy"]) <= set(tasks)
         assert all(0.0 <= v <= 1.0 for v in report[path]["task_accuracy"].values())
@@ -151,7 +153,7 @@ def test_check_cli_on_executorch_bundle(executorch_bundle: Path, capsys: pytest.
     assert 0.9 <= report["symbol_agreement"] <= 1.0
     assert "symbol agreement" in printed and "bytes/image" in printed
     # a threshold no drop can meet makes the check fail with status 1
-    rc = check_main(["--artifacts", str(executorch_bundle), "--samples", "8", "--max-drop", "-0.001"])
+    rc = check_main(["--artifacts", str(bundle), "--samples", "8", "--max-drop", "-0.001"])
     assert rc == 1 and "FAIL" in capsys.readouterr().err
 
 
@@ -170,3 +172,17 @@ def test_check_errors(executorch_bundle: Path, tiny_checkpoint: Path, tmp_path: 
         run_check(executorch_bundle, checkpoint=tiny_checkpoint.with_name("stage1.safetensors"))
     with pytest.raises(CheckError, match="calibrated on the train split"):
         run_check(executorch_bundle, split="train")
+
+
+def test_layer_sensitivity_rows(tiny_checkpoint: Path) -> None:
+    from calibration.layers import format_sensitivity, layer_sensitivity, quantizable_layers
+    from training.build import load_model
+
+    model, _ = load_model(tiny_checkpoint, stage="stage2")
+    names = quantizable_layers(model.client)
+    assert "encoder.project" in names and "task_detector.classifier" in names and "stem.layers.0.0" in names
+    result = layer_sensitivity(tiny_checkpoint, calibration_samples=8, samples=12, layers=["encoder.project"])
+    assert set(result["rows"]) == {"<all int8>", "encoder.project"} and result["most_sensitive_first"] == ["encoder.project"]
+    for row in result["rows"].values():
+        assert 0.0 <= row["symbol_agreement"] <= 1.0 and set(row["drop_points"]) == set(result["float_task_accuracy"])
+    assert "encoder.project" in format_sensitivity(result)

@@ -281,3 +281,11 @@ def test_failed_export_leaves_old_bundle_and_no_debris(onnx_bundle: Path, tiny_c
     assert _snapshot(target) == before
     assert not _leftovers(tmp_path, "bundle")
     load_bundle(target)
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="checks the message shown where Core ML cannot predict")
+def test_int8_check_refuses_coreml_off_macos(coreml_bundle: Path) -> None:
+    from calibration.accuracy import CheckError, run_check
+
+    with pytest.raises(CheckError, match="needs macOS"):
+        run_check(coreml_bundle, samples=4)
