@@ -178,50 +178,10 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
         )
 
         log("server half: ONNX (dynamic batch) and server.pt2")
-        server_half = server_export.ServerHalf(model.server).eval()
         with torch.no_grad():
             float_latents = np.stack([client(torch.from_numpy(x))[0][0].numpy() for x in check_images])
         decoded = codec.dequantize(codec.quantize(float_latents, tables), tables).astype(np.float32)
-        server_export.export_onnx(server_half, (c, lh, lw), task_names, staging / "server.onnx")
-        server_check = verify.check_server(
-            "server.onnx", onnx_runner(staging / "server.onnx"), server_half, decoded, verify.SERVER_TOLERANCE
-        )
-        server_export.export_pt2(server_half, (c, lh, lw), staging / "server.pt2")
-        loaded = torch.export.load(str(staging / "server.pt2")).module()
-        pt2_check = verify.check_server("server.pt2", verify.eager_outputs(loaded), server_half, decoded, verify.SERVER_TOLERANCE)
-
-        server_manifest: dict[str, Any] = {
-            "onnx": {
-                "file": "server.onnx",
-                "inputs": [_tensor_desc("latent", ["batch", c, lh, lw])],
-                "outputs": [
-                    _tensor_desc(f"logits_{t['name']}", ["batch", len(t["labels"])]) for t in meta["tasks"]
-                ],
-                "check": server_check,
-            },
-            "torch": {"file": "server.pt2", "check": pt2_check},
-        }
-        if engine == "tensorrt":
-            fp16 = server_export.Fp16ServerHalf(model.server).eval()
-            server_export.export_onnx(fp16, (c, lh, lw), task_names, staging / "server_fp16.onnx")
-            fp16_check = verify.check_server(
-                "server_fp16.onnx", onnx_runner(staging / "server_fp16.onnx"), server_half, decoded, verify.FP16_TOLERANCE
-            )
-            server_manifest["onnx_fp16"] = {"file": "server_fp16.onnx", "check": fp16_check}
-            try:
-                info = build_engine(staging, staging / "server.plan", (c, lh, lw))
-            except TensorRTUnavailable as exc:
-                notes.append(str(exc))
-                print(f"[export] {exc}", file=sys.stderr, flush=True)
-            else:
-                server_manifest["tensorrt"] = {
-                    "file": "server.plan",
-                    "precision": "fp16",
-                    "tensorrt": info.tensorrt_version,
-                    "source": info.source_onnx,
-                    "typing": info.typing,
-                    "batch_profile": list(info.batch_profile),
-                }
+        server_manifest = _export_server(model.server, meta["tasks"], (c, lh, lw), decoded, staging, engine, notes)
 
         manifest = {
             "format": BUNDLE_FORMAT,
@@ -270,3 +230,55 @@ def _data_description(cfg: dict[str, Any]) -> dict[str, Any]:
     desc.update(data.get(data["kind"], {}))
     return desc
 
+
+def _export_server(
+    server: torch.nn.Module,
+    tasks: list[dict[str, Any]],
+    latent_shape: tuple[int, int, int],
+    decoded: np.ndarray,
+    staging: Path,
+    engine: str | None,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Write and check ``server.onnx``, ``server.pt2`` (and for a TensorRT engine ``server_fp16.onnx`` and,
+    where TensorRT exists, ``server.plan``); return the manifest's ``server`` section."""
+    c, lh, lw = latent_shape
+    task_names = [t["name"] for t in tasks]
+    half = server_export.ServerHalf(server).eval()
+    server_export.export_onnx(half, latent_shape, task_names, staging / "server.onnx")
+    onnx_check = verify.check_server("server.onnx", onnx_runner(staging / "server.onnx"), half, decoded, verify.SERVER_TOLERANCE)
+    server_export.export_pt2(half, latent_shape, staging / "server.pt2")
+    loaded = torch.export.load(str(staging / "server.pt2")).module()
+    pt2_check = verify.check_server("server.pt2", verify.eager_outputs(loaded), half, decoded, verify.SERVER_TOLERANCE)
+    section: dict[str, Any] = {
+        "onnx": {
+            "file": "server.onnx",
+            "inputs": [_tensor_desc("latent", ["batch", c, lh, lw])],
+            "outputs": [_tensor_desc(f"logits_{t['name']}", ["batch", len(t["labels"])]) for t in tasks],
+            "check": onnx_check,
+        },
+        "torch": {"file": "server.pt2", "check": pt2_check},
+    }
+    if engine != "tensorrt":
+        return section
+    fp16 = server_export.Fp16ServerHalf(server).eval()
+    server_export.export_onnx(fp16, latent_shape, task_names, staging / "server_fp16.onnx")
+    fp16_check = verify.check_server(
+        "server_fp16.onnx", onnx_runner(staging / "server_fp16.onnx"), half, decoded, verify.FP16_TOLERANCE
+    )
+    section["onnx_fp16"] = {"file": "server_fp16.onnx", "check": fp16_check}
+    try:
+        info = build_engine(staging, staging / "server.plan", latent_shape)
+    except TensorRTUnavailable as exc:
+        notes.append(str(exc))
+        print(f"[export] {exc}", file=sys.stderr, flush=True)
+        return section
+    section["tensorrt"] = {
+        "file": "server.plan",
+        "precision": "fp16",
+        "tensorrt": info.tensorrt_version,
+        "source": info.source_onnx,
+        "typing": info.typing,
+        "batch_profile": list(info.batch_profile),
+    }
+    return section
