@@ -23,6 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeats", type=int, default=50)
     p.add_argument("--calibration-samples", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None, help="threads for both PyTorch and ExecuTorch (default: each its own default)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     return p.parse_args(argv)
 
@@ -30,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        result = benchmark(args.checkpoint, args.size, args.calibration_samples, args.warmup, args.repeats)
+        result = benchmark(args.checkpoint, args.size, args.calibration_samples, args.warmup, args.repeats, args.threads)
     except (ExportError, CalibrationSourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ teacher (what the device would run without a split) in eager PyTorch.
 
 The int8 program is calibrated on real images of the configured data rendered/resized at the benchmark
 resolution. Timings are medians over ``repeats`` interleaved rounds after ``warmup`` rounds, on the threads torch and
-XNNPACK use by default on this machine.
+XNNPACK use by default on this machine, or a given number for both.
 """
 
 from __future__ import annotations
@@ -67,7 +67,20 @@ def teacher_model(meta: dict[str, Any], checkpoint: Path) -> tuple[torch.nn.Modu
     return create_model(spec["name"], **spec["kwargs"]).eval(), f"{spec['name']} (architecture only)"
 
 
-def benchmark(checkpoint: Path, size: int = 224, calibration_samples: int = 32, warmup: int = 10, repeats: int = 50) -> dict[str, Any]:
+def set_threads(threads: int | None) -> dict[str, int]:
+    """Use ``threads`` threads in both eager PyTorch and the ExecuTorch XNNPACK thread pool (None: leave
+    each at its default); return what each uses."""
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+        _unsafe_reset_threadpool(threads)
+    return {"torch": torch.get_num_threads(), "executorch": _threadpool_get_thread_count()}
+
+
+def benchmark(
+    checkpoint: Path, size: int = 224, calibration_samples: int = 32, warmup: int = 10, repeats: int = 50, threads: int | None = None
+) -> dict[str, Any]:
     """Measure everything in the module docstring; returns timings (ms), ratios and the ``.pte`` size."""
     model, meta, _ = load_source(checkpoint)
     cfg = data_config(meta, checkpoint, None)
@@ -83,6 +96,7 @@ def benchmark(checkpoint: Path, size: int = 224, calibration_samples: int = 32, 
         lower_executorch(quantized, x, int8_path)
         lower_executorch(copy.deepcopy(edge), x, fp32_path)
         int8_run, fp32_run = executorch_runner(int8_path), executorch_runner(fp32_path)
+        thread_counts = set_threads(threads)
         xn = x.numpy()
         with torch.no_grad():
             timings = time_round_robin(
@@ -101,7 +115,7 @@ def benchmark(checkpoint: Path, size: int = 224, calibration_samples: int = 32, 
     int8_ms = timings[0].median_ms
     return {
         "input": [1, 3, size, size],
-        "threads": torch.get_num_threads(),
+        "threads": thread_counts,
         "teacher": teacher_source,
         "timings_ms": {t.name: {"median": t.median_ms, "p90": t.p90_ms} for t in timings},
         "speedup_int8_vs_float_eager": timings[2].median_ms / int8_ms,
@@ -113,7 +127,8 @@ def benchmark(checkpoint: Path, size: int = 224, calibration_samples: int = 32, 
 
 
 def format_report(r: dict[str, Any]) -> str:
-    lines = [f"edge latency at {r['input'][2]}x{r['input'][3]}, {r['threads']} threads, median of runs"]
+    th = r["threads"]
+    lines = [f"edge latency at {r['input'][2]}x{r['input'][3]}, threads: torch {th['torch']}, ExecuTorch {th['executorch']}; medians"]
     for name, t in r["timings_ms"].items():
         lines.append(f"  {name:<42}{t['median']:>9.3f} ms  (p90 {t['p90']:.3f})")
     lines.append(f"  int8 vs float eager:     {r['speedup_int8_vs_float_eager']:.2f}x faster (target >= 2x: "
