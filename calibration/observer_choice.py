@@ -14,9 +14,9 @@ from export.bundle_writer import write_json_atomic
 from export.exporter import ExportOptions, export_bundle
 
 
-def _score(check: dict[str, Any]) -> tuple[float, float, float]:
-    acc = check["int8"]["task_accuracy"]
-    return (-max(check["drop_points"].values()), sum(acc.values()) / len(acc), check["symbol_agreement"])
+def _score(row: dict[str, Any]) -> tuple[float, float, float]:
+    acc = row["task_accuracy"]
+    return (-max(row["drop_points"].values()), sum(acc.values()) / len(acc), row["symbol_agreement"])
 
 
 def compare_observers(
