@@ -82,7 +82,8 @@ class TeacherClassifier:
         """Top-1 label index per task, ``(N, T)``."""
         preds = []
         for start in range(0, len(images), self.batch_size):
-            x = torch.stack([self.normalizer(img) for img in images[start : start + self.batch_size]])
+            chunk = np.stack([self.normalizer.uint8_array(img) for img in images[start : start + self.batch_size]])
+            x = self.normalizer.from_uint8(torch.from_numpy(chunk).permute(0, 3, 1, 2))
             preds.append(torch.stack([logits.argmax(1) for logits in self.teacher(x)], dim=1).numpy())
         return np.concatenate(preds)
 
