@@ -204,9 +204,12 @@ def fit(
     while step < total:
         epoch, skip = divmod(step, per_epoch)
         sampler = EpochSampler(len(dataset), spec.batch_size, spec.seed, epoch, rt.rank, rt.world_size, skip)
+        # the loader gets its own generator: drawing worker seeds from the global one would shift the
+        # random stream (bottleneck noise) of a resumed run against the uninterrupted one
         loader = DataLoader(
             dataset, batch_size=spec.batch_size, sampler=sampler, num_workers=spec.num_workers,
             pin_memory=rt.device.type == "cuda", drop_last=True,
+            generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch),
         )
         sums: dict[str, float] = {}
         count = 0

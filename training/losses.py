@@ -23,6 +23,8 @@ def masked_task_ce(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torc
         if n:
             total = total + F.cross_entropy(task_logits[keep].float(), labels[keep, t], reduction="sum")
             count += n
+        else:  # keep every head in the graph (DDP expects a gradient for every parameter)
+            total = total + 0.0 * task_logits.sum()
     return total / max(count, 1)
 
 
@@ -40,6 +42,8 @@ def masked_task_kd(
             q = F.softmax(te[keep].float() / temperature, dim=1)
             total = total + F.kl_div(log_p, q, reduction="sum") * temperature**2
             count += n
+        else:
+            total = total + 0.0 * s.sum()
     return total / max(count, 1)
 
 

@@ -59,14 +59,14 @@ class Normalizer:
 
     def uint8_array(self, image: Image.Image) -> np.ndarray:
         """Resized RGB image as a uint8 HxWx3 array."""
-        return np.asarray(self.resize(image), dtype=np.uint8)
+        return np.array(self.resize(image), dtype=np.uint8)
 
     def from_uint8(self, chw: torch.Tensor) -> torch.Tensor:
         """uint8 (..., 3, H, W) -> normalised float; the same arithmetic as ``to_tensor`` + ``normalize``."""
         return chw.float().div(255).sub(self.mean).div(self.std)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.from_uint8(torch.from_numpy(self.uint8_array(image).copy()).permute(2, 0, 1).contiguous())
+        return self.from_uint8(torch.from_numpy(self.uint8_array(image)).permute(2, 0, 1).contiguous())
 
 
 class RawSource(Protocol):

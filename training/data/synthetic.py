@@ -5,8 +5,8 @@ belongs to (so a task detector can see which tasks apply) and its content carrie
 
 * ``shape`` (blue card): which of 8 shapes is drawn (circle, square, triangle, diamond, star, cross,
   hexagon, ring), with random size, position, rotation and colour;
-* ``orientation`` (green card): the orientation of a sinusoidal grating, 8 classes 22.5 degrees apart,
-  with random period, phase, contrast and +-4 degrees of jitter;
+* ``orientation`` (green card): the orientation of a fine sinusoidal grating, 12 classes 15 degrees
+  apart, with random period (3 to 5.5 pixels), phase, contrast and +-3 degrees of jitter;
 * ``count`` (orange card): how many small dots (1 to 6) are scattered on the card.
 
 The fine detail that separates the classes (stripe direction, dot count, a ring's hole, a star's points)
@@ -27,7 +27,7 @@ from training.data.common import DatasetError, TaskSpec
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "hexagon", "ring")
-ORIENTATIONS = tuple(f"{k * 22.5:g}deg" for k in range(8))
+ORIENTATIONS = tuple(f"{k * 15}deg" for k in range(12))
 COUNTS = tuple(str(n) for n in range(1, 7))
 
 
@@ -98,11 +98,11 @@ def _draw_grating(rng: np.random.Generator, canvas: Canvas, box: tuple[int, int,
     m = max(2, int(round(3 * scale)))
     y0, x0, h, w = y0 + m, x0 + m, h - 2 * m, w - 2 * m
     yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w].astype(np.float32) + 0.5
-    theta = math.radians(label * 22.5 + rng.uniform(-4, 4))
-    period = rng.uniform(4.0, 6.5) * scale
+    theta = math.radians(label * 15 + rng.uniform(-3, 3))
+    period = rng.uniform(3.2, 5.5) * scale
     # stripes run along theta: the intensity varies along the normal direction
     t = (xx * -math.sin(theta) + yy * math.cos(theta)) * (2 * math.pi / period) + rng.uniform(0, 2 * math.pi)
-    alpha = rng.uniform(0.6, 1.0) * (0.5 + 0.5 * np.sin(t))
+    alpha = rng.uniform(0.35, 0.9) * (0.5 + 0.5 * np.sin(t))
     _blend(canvas, alpha, _ink(rng), slice(y0, y0 + h), slice(x0, x0 + w))
 
 
@@ -110,7 +110,7 @@ def _draw_dots(rng: np.random.Generator, canvas: Canvas, box: tuple[int, int, in
     y0, x0, h, w = box
     count = label + 1
     ink = _ink(rng)
-    radius = rng.uniform(1.6, 2.5) * scale
+    radius = rng.uniform(1.8, 2.6) * scale
     while True:
         margin = radius + 2 * scale
         centres: list[tuple[float, float]] = []
@@ -119,7 +119,7 @@ def _draw_dots(rng: np.random.Generator, canvas: Canvas, box: tuple[int, int, in
                 break
             cy = rng.uniform(y0 + margin, y0 + h - margin)
             cx = rng.uniform(x0 + margin, x0 + w - margin)
-            if all(math.hypot(cy - py, cx - px) > 2 * radius + 2.5 * scale for py, px in centres):
+            if all(math.hypot(cy - py, cx - px) > 2 * radius + 3 * scale for py, px in centres):
                 centres.append((cy, cx))
         if len(centres) == count:
             break

@@ -177,12 +177,16 @@ class TorchvisionTeacher(nn.Module):
         hooks = ForwardHookManager(torch.device("cpu"))
         hooks.add_hook(model, layer, requires_input=False, requires_output=True)
         self.eval()
-        with torch.no_grad():
-            full = model(x)
-            hooked = hooks.pop_io_dict()[layer]["output"]
-            features = self.head(x)
-            logits = self.tail_layers(features)
-        hooks.clear()
+        try:
+            with torch.no_grad():
+                full = model(x)
+                hooked = hooks.pop_io_dict()[layer]["output"]
+                features = self.head(x)
+                logits = self.tail_layers(features)
+        except RuntimeError as exc:
+            raise ValueError(f"cannot cut {arch} at {layer!r}: its children do not run in sequence ({exc})") from None
+        finally:
+            hooks.clear()
         if features.shape != hooked.shape or not torch.allclose(features, hooked, atol=1e-5):
             raise ValueError(f"cannot cut {arch} at {layer!r}: its children do not run in sequence up to that layer")
         if logits.shape != full.shape or not torch.allclose(logits, full, atol=1e-4):
