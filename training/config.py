@@ -8,6 +8,8 @@ schema key must have a value: configs chain to ``default.yaml``, which defines t
 
 from __future__ import annotations
 
+import abc
+
 import copy
 import hashlib
 import json
@@ -21,12 +23,12 @@ class ConfigError(ValueError):
     """A config file or override is unreadable, has an unknown key, or a value of the wrong type."""
 
 
-class Spec:
+class Spec(abc.ABC):
     """Type of one config value."""
 
+    @abc.abstractmethod
     def check(self, value: Any) -> str | None:
         """Return a description of what is wrong with ``value``, or None."""
-        raise NotImplementedError
 
 
 class Scalar(Spec):
