@@ -65,6 +65,7 @@ class Stage1Objective(nn.Module):
         self.model = model
         self.beta = beta
         self.detection_weight = detection_weight
+        model.requires_grad_(True)
         model.client.film_generator.requires_grad_(False)  # identity FiLM: unused
         if detection_weight == 0:
             model.client.task_detector.requires_grad_(False)
@@ -97,6 +98,7 @@ class Stage2Objective(nn.Module):
         self.detection_weight = detection_weight
         self.kd_weight = kd_weight
         self.kd_temperature = kd_temperature
+        model.requires_grad_(True)  # whatever an earlier stage froze in the modules this model copied
         model.client.stem.requires_grad_(False)
         if model.client.film_mode != "film":
             model.client.film_generator.requires_grad_(False)
