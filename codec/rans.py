@@ -76,6 +76,30 @@ def escape_operations(symbols: np.ndarray, tables: EntropyTables) -> int:
     return int(np.sum(nibbles + nibbles // BYPASS_MAX + 1))
 
 
+FLUSH_FIXED_BYTES = 4
+"""Bytes of every payload that carry no information: the encoder starts from the state 2^31 (which the
+decoder must end on) and flushes its final 64-bit state, so a payload of ``I`` bits of information is
+``I / 8 + 4`` to ``I / 8 + 8`` bytes (the upper part is the final state's unused high bits, i.e. the
+32-bit word alignment), up to 2^-14 bits per coding operation of integer rounding
+(:func:`information_bits`). This is a constant per bitstream, like the header, not a share of its size."""
+
+
+def information_bits(symbols: np.ndarray, tables: EntropyTables) -> float:
+    """Ideal code length of ``symbols`` (int ``(C, ...)``) under the integer tables, in bits.
+
+    ``sum(-log2(f / 2^16))`` over the symbol operations plus 4 bits per bypass operation: what the
+    payload carries besides :data:`FLUSH_FIXED_BYTES` and word alignment.
+    """
+    flat = symbols.reshape(symbols.shape[0], -1).astype(np.int64)
+    v = flat - tables.offsets.astype(np.int64)[:, None]
+    mv = tables.max_values[:, None]
+    index = np.where((v < 0) | (v >= mv), mv, v)
+    cdfs = tables.cdfs.astype(np.int64)
+    rows = np.arange(flat.shape[0])[:, None]
+    freq = cdfs[rows, index + 1] - cdfs[rows, index]
+    return float(np.sum(PRECISION - np.log2(freq))) + BYPASS_BITS * escape_operations(symbols, tables)
+
+
 def compressai_encode_fits(num_symbols: int, bypass_ops: int) -> bool:
     """Whether CompressAI's encoder buffer (one 32-bit word per coding operation) holds the payload.
 

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from codec.errors import TableError, TableFileError
+from codec.files import atomic_write_bytes
 from codec.format import MAX_DIM, PRECISION, TABLE_ID_SIZE
 
 TABLE_FORMAT = "mantis.entropy_tables"
@@ -231,17 +232,8 @@ class EntropyTables:
         return table_file_bytes(self.cdfs, self.cdf_lengths, self.offsets, self.medians, self.sha256)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the table file atomically (temporary file in the same directory, fsync, ``os.replace``)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(self.to_bytes())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Write the table file atomically (:func:`codec.files.atomic_write`)."""
+        atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "EntropyTables":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import struct
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 from codec import format as fmt
 from codec.bitstream import decode, encode
 from codec.errors import CodecError
+from codec.files import atomic_write_bytes
 from codec.latent import quantize
 from codec.rans import available_backends, encode_operations
 from codec.tables import EntropyTables, table_file_bytes
@@ -34,12 +34,6 @@ CHANNELS = 8
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------- building
@@ -212,7 +206,7 @@ def regenerate(out_dir: Path) -> dict[str, Any]:
         if "latent" in case:
             files["latent"] = (f"{case['name']}.latent.f32", case["latent"].astype("<f4").tobytes())
         for key, (name, data) in files.items():
-            _write(out_dir / name, data)
+            atomic_write_bytes(out_dir / name, data)
             entry[key] = name
             entry[f"{key}_sha256"] = sha256_hex(data)
         index["valid"].append(entry)
@@ -220,15 +214,15 @@ def regenerate(out_dir: Path) -> dict[str, Any]:
             typical_stream, typical_shape = stream, sym.shape
     for case in _malformed_cases(tables, typical_stream, typical_shape):
         name = f"{'bad' if case['error'] else 'ok'}_{case['name']}.mtb"
-        _write(out_dir / name, case["data"])
+        atomic_write_bytes(out_dir / name, case["data"])
         index["malformed"].append({"name": case["name"], "file": name, "sha256": sha256_hex(case["data"]),
                                    "error": case["error"], "what": case["what"]})
     for case in _malformed_tables(tables):
         name = f"bad_tables_{case['name']}.safetensors"
-        _write(out_dir / name, case["data"])
+        atomic_write_bytes(out_dir / name, case["data"])
         index["malformed_tables"].append({"name": case["name"], "file": name, "sha256": sha256_hex(case["data"]),
                                           "error": case["error"], "what": case["what"]})
-    _write(out_dir / INDEX, (json.dumps(index, indent=1) + "\n").encode("utf-8"))
+    atomic_write_bytes(out_dir / INDEX, (json.dumps(index, indent=1) + "\n").encode("utf-8"))
     return index
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from codec.bundle import MANIFEST_NAME, BundleError, path_sha256, read_manifest
+from codec.files import atomic_write_text
 from export.errors import ExportError
 
 
@@ -68,19 +69,8 @@ def file_hashes(root: Path) -> dict[str, str]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON through a temporary file in the same directory and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def finalize(staging: Path, out: Path, manifest: dict[str, Any]) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from codec.files import atomic_write, atomic_write_bytes
 
 BANDWIDTHS_MBIT = (1.0, 10.0, 100.0)
 TARGET_RATIO = 5.0
@@ -24,23 +25,6 @@ BANDWIDTH_FORMULA = (
     "machine (edge and server are the same CPU here); the answer's way back and the network's round-trip "
     "latency are left out for all three."
 )
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def summarize_ms(values: Sequence[float]) -> dict[str, float]:
@@ -150,7 +134,7 @@ def plot_rate_accuracy(report: dict[str, Any], path: str | os.PathLike) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    _save_fig(fig, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110), suffix=Path(path).suffix)
     plt.close(fig)
 
 
@@ -174,21 +158,8 @@ def plot_bandwidth(report: dict[str, Any], path: str | os.PathLike) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _save_fig(fig, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110), suffix=Path(path).suffix)
     plt.close(fig)
-
-
-def _save_fig(fig: Any, path: str | os.PathLike) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _pct(x: float) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from codec.bundle import BundleError
+from codec.files import atomic_write_bytes
 from runtime_edge.client import EdgeRuntime, EdgeRuntimeError, ImageError, load_image
 from runtime_edge.predict import request_predictions
 from runtime_edge.transport import KServeClient, RetryPolicy, TransportError
@@ -56,12 +57,6 @@ def _token(path: Path | None) -> str | None:
     return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_bitstreams(runtime: EdgeRuntime, images: list[Path], out_dir: Path, out: TextIO) -> None:
     """Encode every image and write ``out_dir/<stem>.mtb``."""
     stems = [img.stem for img in images]
@@ -73,7 +68,7 @@ def save_bitstreams(runtime: EdgeRuntime, images: list[Path], out_dir: Path, out
     for path in images:
         enc = runtime.encode(load_image(path))
         target = out_dir / f"{path.stem}{BITSTREAM_SUFFIX}"
-        _write_atomic(target, enc.bitstream)
+        atomic_write_bytes(target, enc.bitstream)
         total += enc.num_bytes
         tasks = ", ".join(runtime.active_tasks(enc.task_mask))
         print(f"{path}: {enc.num_bytes} bytes -> {target} (tasks: {tasks})", file=out)

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from codec.bundle import BundleError, read_manifest
+from codec.files import atomic_write_text
 from runtime_server.backends import BACKENDS
 from runtime_server.loadgen import LOOPBACK, read_bitstreams, run_configs, synthetic_bitstreams
 
@@ -82,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {"model": model, "backend": args.backend, "clients": args.clients, "ratio": ratio, "failed": failed,
                "configs": [r.summary() for r in results]}
-        tmp = args.json.with_name(args.json.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(doc, indent=2) + "\n")
     return 0 if failed == 0 else 1
 
 

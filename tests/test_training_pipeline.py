@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from codec.rans import FLUSH_FIXED_BYTES
 
 from training.build import load_model
 from training.checkpoint import read_checkpoint
@@ -36,6 +37,12 @@ def _check_result(result: dict, task_names: list[str]) -> None:
     assert 0.0 <= result["task_detection_accuracy"] <= 1.0
     assert result["bytes_per_image"] > result["header_bytes_per_image"] > 0
     assert result["estimated_bytes_per_image"] > 0
+    assert result["fixed_bytes_per_image"] == result["header_bytes_per_image"] + FLUSH_FIXED_BYTES
+    excess = result["bytes_per_image"] - result["fixed_bytes_per_image"] - result["estimated_bytes_per_image"]
+    assert result["coding_overhead"] * result["estimated_bytes_per_image"] == pytest.approx(excess)
+    spread = result["coding_overhead_bytes"]
+    assert spread["min"] <= spread["mean"] <= spread["max"]
+    assert spread["mean"] == pytest.approx(excess)
 
 
 def test_metrics_file_has_the_contract_keys(full_run: Path) -> None:

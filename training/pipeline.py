@@ -17,10 +17,11 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
+from codec.files import atomic_write_text
 from torch.utils.data import DataLoader
 
 from training.build import load_model
-from training.checkpoint import CheckpointError, atomic_write, save_checkpoint
+from training.checkpoint import CheckpointError, save_checkpoint
 from training.config import fingerprint
 from training.data import MultiTaskDataset, TaskSpec, build_datasets, load_task_map
 from training.engine import FitSpec, Runtime, StepCallback, fit, setup_runtime, shutdown_runtime
@@ -270,7 +271,7 @@ def run(cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallba
         }
         if rt.is_main:
             text = json.dumps(metrics, indent=2, sort_keys=False) + "\n"
-            atomic_write(out / METRICS_FILE, lambda tmp: Path(tmp).write_text(text))
+            atomic_write_text(out / METRICS_FILE, text)
         rt.barrier()
         return metrics
     finally:

@@ -1,0 +1,37 @@
+"""codec.files: the atomic writes every package uses for checkpoints, bundles, reports and bitstreams."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from codec.files import atomic_write, atomic_write_bytes, atomic_write_text
+
+
+def test_replaces_the_file_with_plain_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "out.bin"
+    atomic_write_bytes(path, b"old")
+    atomic_write_text(path, "new \u00e9")
+    assert path.read_text(encoding="utf-8") == "new \u00e9"
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+    assert [p.name for p in path.parent.iterdir()] == ["out.bin"]
+
+
+def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "report.png"
+    atomic_write_bytes(path, b"old")
+
+    def half_then_fail(tmp: str) -> None:
+        assert tmp.endswith(".png")
+        Path(tmp).write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, half_then_fail, suffix=".png")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.png"]
