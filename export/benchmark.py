@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from calibration.dataset import CalibrationSourceError
+from codec.files import atomic_write_text
 from export.errors import ExportError
 from export.latency import benchmark, format_report
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_report(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

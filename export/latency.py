@@ -95,8 +95,9 @@ def benchmark(
         quantized = quantize_pt2e(edge, x, calib.batches(), "histogram")
         lower_executorch(quantized, x, int8_path)
         lower_executorch(copy.deepcopy(edge), x, fp32_path)
-        int8_run, fp32_run = executorch_runner(int8_path), executorch_runner(fp32_path)
+        # Before any program is loaded: the XNNPACK delegates keep the thread pool they were loaded with.
         thread_counts = set_threads(threads)
+        int8_run, fp32_run = executorch_runner(int8_path), executorch_runner(fp32_path)
         xn = x.numpy()
         with torch.no_grad():
             timings = time_round_robin(

@@ -9,6 +9,8 @@ import io
 import json
 import platform
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,8 @@ from export.runners import executorch_runner, onnx_runner
 from export.split import main as split_main
 from export.tensorrt_engine import TensorRTUnavailable, build_engine, engine_source
 from training.build import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FAST = ["--calibration-samples", "16", "--check-samples", "8"]
 
@@ -289,3 +293,22 @@ def test_int8_check_refuses_coreml_off_macos(coreml_bundle: Path) -> None:
 
     with pytest.raises(CheckError, match="needs macOS"):
         run_check(coreml_bundle, samples=4)
+
+
+def test_edge_latency_benchmark_runs_and_reports_ratios(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """export/benchmark.py end to end at a small size, pinned to one thread (in a child process: the
+    ExecuTorch thread pool is process-wide). Checks the report's structure, not the timings."""
+    out = tmp_path / "latency.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "export" / "benchmark.py"), "--checkpoint", str(tiny_checkpoint), "--size", "32",
+         "--warmup", "1", "--repeats", "3", "--calibration-samples", "4", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "int8 vs float eager" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["threads"] == {"torch": 1, "executorch": 1}
+    assert result["input"] == [1, 3, 32, 32]
+    assert len(result["timings_ms"]) == 4 and all(t["median"] > 0 for t in result["timings_ms"].values())
+    assert result["pte_bytes"]["edge_int8.pte"] < result["pte_bytes"]["edge_fp32.pte"]
+    assert 0 <= result["int8_latent_rel_rmse"] < 1
