@@ -18,12 +18,12 @@ TARGET_RATIO = 5.0
 BANDWIDTH_FORMULA = (
     "T(R) = t_edge + 8 * B / R + t_server, with R the uplink rate in bit/s and B the payload bytes per image "
     "(the bitstream, or the JPEG file). MANTiS: t_edge = preprocessing + int8 edge client + quantization and "
-    "rANS coding, t_server = the measured HTTP round trip to serve.py on loopback (decoding + server half + "
-    "protocol). JPEG: t_edge = resizing to the model input + Pillow JPEG encoding, t_server = JPEG decoding + "
-    "the full teacher (batch 1, PyTorch float). Teacher on the edge: T = preprocessing + the full teacher "
-    "(batch 1, PyTorch float), nothing sent. All times are medians per image measured in this run on this "
-    "machine (edge and server are the same CPU here); the answer's way back and the network's round-trip "
-    "latency are left out for all three."
+    "rANS coding (medians), t_server = entropy decoding + the server half as serve.py measures them (means "
+    "from its /metrics; the HTTP protocol and the batching window are left out, as for JPEG). JPEG: t_edge = "
+    "resizing to the model input + Pillow JPEG encoding, t_server = JPEG decoding + the full teacher (batch 1, "
+    "PyTorch float; medians). Teacher on the edge: T = preprocessing + the full teacher (batch 1, PyTorch "
+    "float; median), nothing sent. Everything is measured in this run on this machine (edge and server are "
+    "the same CPU here); the answer's way back and the network's round-trip latency are left out for all three."
 )
 
 
@@ -236,6 +236,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     for key, label in names.items():
         s = lat[key]
         lines.append(f"| {label} | {s['mean']:.2f} | {s['p50']:.2f} | {s['p95']:.2f} | {s['max']:.2f} |")
+    inside = report["edge_int8"].get("server_side_ms")
+    if inside:
+        lines += [
+            "",
+            f"Inside serve.py (means per image, from its /metrics): entropy decoding {inside['decode']:.2f} ms, "
+            f"batching queue {inside['queue']:.2f} ms, server half {inside['server_half']:.2f} ms, whole request "
+            f"{inside['request']:.2f} ms. One client sends one image at a time here, so every batch waits out the "
+            "batching window (`--max-queue-delay-ms`); the rest of the round trip is HTTP on both ends.",
+        ]
     bw = report["bandwidth"]
     lines += [
         "",

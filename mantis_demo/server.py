@@ -8,8 +8,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from runtime_edge.transport import KServeClient
 
@@ -103,6 +106,26 @@ class ServerProcess:
         code = self.proc.returncode
         self.proc = None
         return code
+
+    def server_side_ms(self) -> dict[str, float]:
+        """Mean milliseconds per image that serve.py itself measured (its ``/metrics``): entropy decoding,
+        time in the batching queue, the server half on the backend, and the whole request inside the server."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10.0) as resp:
+            text = resp.read().decode("utf-8")
+        sums: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.endswith(("_sum", "_count", "_total")):
+                    sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+        images = sums.get("mantis_infer_images_total", 0.0)
+        if not images:
+            raise ServerStartError(f"serve.py at {self.url} has answered no images yet; nothing to report")
+        return {
+            "decode": 1000.0 * sums["mantis_decode_seconds_sum"] / images,
+            "queue": 1000.0 * sums["mantis_queue_seconds_sum"] / images,
+            "server_half": 1000.0 * sums["mantis_compute_seconds_sum"] / images,
+            "request": 1000.0 * sums["mantis_request_seconds_sum"] / images,
+        }
 
     def __enter__(self) -> "ServerProcess":
         return self.start()

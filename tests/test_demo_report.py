@@ -88,6 +88,11 @@ def test_demo_smoke_on_the_tiny_config(tmp_path: Path, tiny_checkpoint: Path, ex
     assert set(lat) >= {"edge_encode", "entropy_coding", "server", "end_to_end"}
     assert all(lat[k]["n"] == 24 and lat[k]["mean"] > 0 for k in lat)
     assert lat["end_to_end"]["mean"] > lat["server"]["mean"]
+    # serve.py's own accounting: its parts fit inside the request, the request inside the HTTP round trip
+    inside = report["edge_int8"]["server_side_ms"]
+    assert all(inside[k] > 0 for k in ("decode", "server_half", "request"))
+    assert inside["decode"] + inside["queue"] + inside["server_half"] <= inside["request"] < lat["server"]["mean"]
+    assert report["measured_compute_ms"]["mantis_server"] == pytest.approx(inside["decode"] + inside["server_half"])
 
     eq = report["equal_accuracy"]
     for fmt in ("jpeg", "webp"):
