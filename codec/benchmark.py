@@ -20,30 +20,8 @@ import numpy as np
 
 import codec
 from codec.fit import fit_entropy_bottleneck, synthetic_latent
-from codec.rans import BYPASS_BITS, BYPASS_MAX
+from codec.rans import information_bits
 from codec.tables import EntropyTables
-
-
-def ideal_code_length(symbols: np.ndarray, tables: EntropyTables) -> float:
-    """Bits an ideal entropy coder needs for ``symbols`` ``(C, H, W)`` under ``tables``: -log2(freq / 2^16)
-    per symbol (the escape symbol's for out-of-range values) plus 4 bits per escape nibble."""
-    c = symbols.shape[0]
-    v = symbols.reshape(c, -1).astype(np.int64) - tables.offsets.astype(np.int64)[:, None]
-    mv = tables.max_values[:, None]
-    esc = (v < 0) | (v >= mv)
-    idx = np.where(esc, np.broadcast_to(mv, v.shape), v)
-    cdf = tables.cdfs.astype(np.int64)
-    rows = np.arange(c)[:, None]
-    freq = cdf[rows, idx + 1] - cdf[rows, idx]
-    bits = float(np.sum(tables.precision - np.log2(freq)))
-    if esc.any():
-        ve = v[esc]
-        raw = np.where(ve < 0, -2 * ve - 1, 2 * (ve - np.broadcast_to(mv, v.shape)[esc]))
-        n = np.zeros(raw.shape, dtype=np.int64)
-        for j in range(16):
-            n += raw >= (1 << (BYPASS_BITS * j))
-        bits += float(BYPASS_BITS * np.sum(n + n // BYPASS_MAX + 1))
-    return bits
 
 
 def _timings(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, tuple[float, float]]:
@@ -125,7 +103,7 @@ def run(rounds: int, seed: int, python_rounds: int) -> None:
         y = synthetic_latent((c, h, w), seed=seed + h) * np.float32(scale)
         s = codec.quantize(y, tables)
         payload = len(codec.payload_of(codec.encode(s, 1, tables)))
-        ideal = ideal_code_length(s, tables)
+        ideal = information_bits(s, tables)
         note = "" if payload >= 1024 else "  (< 1 KB: fixed 8-byte flush dominates)"
         print(f"  {f'{c}x{h}x{w}' + ('' if scale == 1 else f'*{scale}'):>12} {payload:10d} {ideal / 8:10.1f} "
               f"{100 * (8 * payload / ideal - 1):8.2f}% {codec.HEADER_SIZE:9d}{note}")
