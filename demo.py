@@ -13,9 +13,9 @@ from pathlib import Path
 
 from mantis_demo.baselines import DEFAULT_QUALITIES
 from mantis_demo.pipeline import DEFAULT_CONFIG, DemoError, DemoOptions, run_demo
-from mantis_demo.server import ServerStartError
 from runtime_edge.client import EdgeRuntimeError
 from runtime_edge.transport import TransportError
+from runtime_server.process import ServerError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                        limit=args.limit, qualities=args.qualities, backend=args.backend)
     try:
         run_demo(opts)
-    except (DemoError, ServerStartError, EdgeRuntimeError, TransportError, ValueError, OSError) as exc:
+    except (DemoError, ServerError, EdgeRuntimeError, TransportError, ValueError, OSError) as exc:
         print(f"demo.py: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -26,10 +26,10 @@ from codec.bundle import BundleError, file_sha256, load_bundle
 from codec.files import atomic_write_bytes
 from mantis_demo import report as report_mod
 from mantis_demo.baselines import DEFAULT_QUALITIES, TeacherClassifier, codec_curve, task_accuracy
-from mantis_demo.server import ServerProcess
 from runtime_edge.client import EdgeRuntime, load_image
 from runtime_edge.predict import request_predictions
 from runtime_edge.transport import KServeClient
+from runtime_server.process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "training" / "configs" / "demo.yaml"
@@ -176,7 +176,7 @@ def run_edge(bundle_dir: Path, held: HeldOut, opts: DemoOptions, log: Callable[[
     nbytes: list[int] = []
     lat: dict[str, list[float]] = {"edge_encode": [], "entropy_coding": [], "server": [], "end_to_end": []}
     failed = 0
-    with ServerProcess(bundle_dir, opts.out / "serve.log", backend=opts.backend) as server:
+    with ServerProcess(bundle_dir, opts.out / "serve.log", ["--backend", opts.backend]) as server:
         log(f"serve.py ready at {server.url} (log {opts.out / 'serve.log'})")
         with KServeClient(server.url, timeout=30.0) as client:
             for img_path in held.paths[:WARMUP_IMAGES]:

@@ -21,7 +21,8 @@ from pathlib import Path
 from codec.bundle import BundleError, read_manifest
 from codec.files import atomic_write_text
 from runtime_server.backends import BACKENDS
-from runtime_server.loadgen import LOOPBACK, read_bitstreams, run_configs, synthetic_bitstreams
+from runtime_server.loadgen import read_bitstreams, run_configs, synthetic_bitstreams
+from runtime_server.process import LOOPBACK, ServerError
 
 TARGET_RATIO = 2.0
 
@@ -65,8 +66,12 @@ def main(argv: list[str] | None = None) -> int:
          ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms)]),
         ("batch size 1", ["--max-batch-size", "1", "--max-queue-delay-ms", "0"]),
     ]
-    results = run_configs(args.artifacts, model, [(label, common + extra) for label, extra in configs], bitstreams,
-                          args.clients, args.requests, args.time_cap, args.rounds)
+    try:
+        results = run_configs(args.artifacts, model, [(label, common + extra) for label, extra in configs], bitstreams,
+                              args.clients, args.requests, args.time_cap, args.rounds)
+    except ServerError as exc:
+        print(f"benchmark.py: {exc}", file=sys.stderr)
+        return 2
     print(f"{'configuration':<26} {'ok':>6} {'failed':>6} {'time_s':>7} {'req/s':>8} {'p50_ms':>7} {'p99_ms':>7} {'mean_batch':>10}")
     for r in results:
         print(

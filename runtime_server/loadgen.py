@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import selectors
-import signal
-import subprocess
-import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,12 +18,9 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
+from runtime_server.process import ServerProcess, scrape_metrics
 from runtime_server.protocol import HEADER_LENGTH, pack_bytes
-
-SERVE = Path(__file__).resolve().with_name("serve.py")
-LOOPBACK = "127.0.0.1"
 
 
 @dataclass
@@ -82,43 +76,6 @@ def read_bitstreams(directory: Path) -> list[bytes]:
     if not files:
         raise FileNotFoundError(f"no *.bin bitstreams in {directory}")
     return [f.read_bytes() for f in files]
-
-
-class ServerProcess:
-    """``serve.py`` as a child process on loopback; ``url`` is what it announced once ready."""
-
-    def __init__(self, artifacts: Path, args: list[str], start_timeout: float = 180.0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(SERVE), "--artifacts", str(artifacts), "--host", LOOPBACK, "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.url = self._wait_for_url(start_timeout)
-
-    def _wait_for_url(self, timeout: float) -> str:
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if sel.select(timeout=0.5):
-                line = self.proc.stdout.readline()
-                if line.startswith("serving "):
-                    return line.rsplit(" at ", 1)[1].strip()
-                if not line and self.proc.poll() is not None:
-                    break
-        self.stop()
-        raise RuntimeError(f"serve.py did not start: {self.proc.stderr.read()[-3000:] if self.proc.stderr else ''}")
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.communicate()
 
 
 def _request(bitstream: bytes) -> tuple[bytes, dict[str, str]]:
@@ -178,18 +135,8 @@ async def _drive(url: str, model: str, bitstreams: list[bytes], clients: int, re
 
 def _batch_stats(url: str) -> tuple[float, float]:
     """(batches, images) from the server's ``mantis_batch_size`` histogram."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
-        text = resp.read().decode()
-    count = total = 0.0
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == "mantis_batch_size_count":
-                count = s.value
-            elif s.name == "mantis_batch_size_sum":
-                total = s.value
-    return count, total
+    totals = scrape_metrics(url)
+    return totals.get("mantis_batch_size_count", 0.0), totals.get("mantis_batch_size_sum", 0.0)
 
 
 def run_configs(
@@ -202,9 +149,10 @@ def run_configs(
     configuration alike. Returns one result per configuration, with the batches its server formed."""
     results = [LoadResult(label, args) for label, args in configs]
     servers: list[ServerProcess] = []
+    logs = tempfile.TemporaryDirectory(prefix="mantis-loadgen-")
     try:
-        for _, args in configs:
-            servers.append(ServerProcess(artifacts, args))
+        for i, (_, args) in enumerate(configs):
+            servers.append(ServerProcess(artifacts, Path(logs.name) / f"serve{i}.log", args).start())
         for server in servers:
             asyncio.run(_drive(server.url, model, bitstreams, clients, 2 * clients, time_cap, None))
         before = [_batch_stats(s.url) for s in servers]
@@ -225,4 +173,5 @@ def run_configs(
     finally:
         for server in servers:
             server.stop()
+        logs.cleanup()
     return results

@@ -18,11 +18,11 @@ import pytest
 
 import codec
 from codec.bundle import load_bundle
-from mantis_demo.server import ServerProcess
 from runtime_edge import run as edge_cli
 from runtime_edge.client import CoreMLModel, EdgeRuntime, EdgeRuntimeError, ImageError, load_image
 from runtime_edge.predict import request_predictions
 from runtime_edge.transport import KServeClient, RetryPolicy, ServerRejectedError
+from runtime_server.process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_IMAGES = 6

@@ -21,6 +21,8 @@ import pytest
 from codec.bundle import load_bundle
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.backends import BackendUnavailableError
+from runtime_server.benchmark import main as benchmark_main
+from runtime_server.process import ServerProcess, ServerStartError
 from runtime_server.protocol import HEADER_LENGTH, pack_bytes
 from runtime_server.serve import main as serve_main
 
@@ -152,3 +154,32 @@ def test_startup_errors_are_clear(onnx_bundle, tmp_path, capsys):
     (mismatched / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BackendUnavailableError, match="shapes"):
         BackgroundServer(ServerConfig(mismatched)).start()
+
+
+def test_server_process_that_cannot_start_says_why(tmp_path: Path) -> None:
+    """The helper that runs serve.py as a child (demo, benchmark, tests) reports the exit and the log's end."""
+    log = tmp_path / "serve.log"
+    with pytest.raises(ServerStartError, match="exited with status 2") as info:
+        ServerProcess(tmp_path / "no_bundle", log, ready_timeout=60).start()
+    assert "no_bundle" in str(info.value) and log.read_text()
+
+
+def test_throughput_benchmark_drives_both_configurations(onnx_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """runtime_server/benchmark.py on a small load: both servers answer everything, the batch-1 server never
+    batches, and the JSON holds what the table prints. Structure only: no timing is asserted."""
+    out = tmp_path / "bench.json"
+    code = benchmark_main(["--artifacts", str(onnx_bundle), "--clients", "4", "--requests", "48", "--rounds", "2",
+                           "--time-cap", "60", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["failed"] == 0 and doc["ratio"] > 0
+    dynamic, single = doc["configs"]
+    assert dynamic["ok"] == single["ok"] == 48
+    assert single["mean_batch"] == 1.0 and dynamic["mean_batch"] >= 1.0
+    assert "throughput ratio dynamic / batch size 1" in capsys.readouterr().out
+
+
+def test_throughput_benchmark_reports_a_server_that_fails(onnx_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = benchmark_main(["--artifacts", str(onnx_bundle), "--backend", "tensorrt", "--requests", "4"])
+    assert code == 2
+    assert "serve.py exited" in capsys.readouterr().err
