@@ -11,18 +11,16 @@ Prints, per image, the bytes sent and each active task's top-k labels. ``--save`
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from codec.bundle import BundleError
-from codec.files import atomic_write_bytes
+from codec.files import TOKEN_ENV, atomic_write_bytes, read_token
 from runtime_edge.client import EdgeRuntime, EdgeRuntimeError, ImageError, load_image
 from runtime_edge.predict import request_predictions
 from runtime_edge.transport import KServeClient, RetryPolicy, TransportError
 
-TOKEN_ENV = "MANTIS_SERVER_TOKEN"
 BITSTREAM_SUFFIX = ".mtb"
 
 
@@ -43,18 +41,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.top_k < 1 or args.batch_size < 1 or args.retries < 0 or args.timeout <= 0:
         p.error("--top-k and --batch-size must be >= 1, --retries >= 0, --timeout > 0")
     return args
-
-
-def _token(path: Path | None) -> str | None:
-    if path is not None:
-        try:
-            token = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read token file {path}: {exc}") from None
-        if not token:
-            raise ValueError(f"token file {path} is empty")
-        return token
-    return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
 def save_bitstreams(runtime: EdgeRuntime, images: list[Path], out_dir: Path, out: TextIO) -> None:
@@ -111,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.save is not None:
             save_bitstreams(runtime, args.images, args.save, sys.stdout)
             return 0
-        client = KServeClient(args.server, timeout=args.timeout, retry=RetryPolicy(retries=args.retries), token=_token(args.token_file))
+        client = KServeClient(args.server, timeout=args.timeout, retry=RetryPolicy(retries=args.retries), token=read_token(args.token_file))
         with client:
             send_images(runtime, client, args.model or runtime.model_name, args.images, args.top_k, args.batch_size, sys.stdout)
     except (BundleError, ImageError, EdgeRuntimeError, ValueError, OSError) as exc:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
 import signal
 import threading
 import time
@@ -33,7 +32,6 @@ from runtime_server.protocol import HEADER_LENGTH, ProtocolError, encode_infer_r
 
 log = logging.getLogger("mantis.server")
 
-TOKEN_ENV = "MANTIS_SERVER_TOKEN"
 SERVER_NAME = "mantis"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
@@ -71,20 +69,6 @@ class ServerConfig:
             raise ValueError(f"compute threads must be >= 0 (0: the backend's default), got {self.compute_threads}")
         if self.token is not None and not self.token:
             raise ValueError("the bearer token is empty")
-
-
-def read_token(token_file: str | os.PathLike | None) -> str | None:
-    """The bearer token from ``token_file`` (stripped), else from ``$MANTIS_SERVER_TOKEN``, else None."""
-    if token_file is not None:
-        try:
-            token = Path(token_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read token file {token_file}: {exc}") from None
-        if not token:
-            raise ValueError(f"token file {token_file} is empty")
-        return token
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    return token or None
 
 
 @dataclass

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from codec.bundle import BundleError
-from runtime_server.app import STATE, TOKEN_ENV, ServerConfig, create_app, read_token, serve
+from codec.files import TOKEN_ENV, read_token
+from runtime_server.app import STATE, ServerConfig, create_app, serve
 from runtime_server.backends import BACKENDS, BackendUnavailableError
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from codec.files import atomic_write, atomic_write_bytes, atomic_write_text
+from codec.files import TOKEN_ENV, atomic_write, atomic_write_bytes, atomic_write_text, read_token
 
 
 def test_replaces_the_file_with_plain_permissions(tmp_path: Path) -> None:
@@ -35,3 +35,20 @@ def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temporary(tmp_path: P
         atomic_write(path, half_then_fail, suffix=".png")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.png"]
+
+
+def test_read_token_from_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token the edge runtime sends and the server expects, read one way on both sides."""
+    monkeypatch.setenv(TOKEN_ENV, "  from-env \n")
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    assert read_token(token_file) == "s3cret"
+    assert read_token(None) == "from-env"
+    monkeypatch.delenv(TOKEN_ENV)
+    assert read_token(None) is None
+    empty = tmp_path / "empty"
+    empty.write_text(" \n")
+    with pytest.raises(ValueError, match="token file .*empty.* is empty"):
+        read_token(empty)
+    with pytest.raises(ValueError, match="cannot read token file .*missing"):
+        read_token(tmp_path / "missing")
