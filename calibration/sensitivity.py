@@ -13,6 +13,7 @@ from pathlib import Path
 from calibration.dataset import CalibrationSourceError
 from calibration.layers import format_sensitivity, layer_sensitivity
 from calibration.quantize import OBSERVERS
+from codec.files import atomic_write_text
 from export.errors import ExportError
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_sensitivity(result))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

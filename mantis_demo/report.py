@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from codec.files import atomic_write, atomic_write_bytes
+from codec.files import atomic_write, atomic_write_text
 
 BANDWIDTHS_MBIT = (1.0, 10.0, 100.0)
 TARGET_RATIO = 5.0
@@ -96,7 +96,7 @@ def bandwidth_table(
 
 
 def write_json(path: str | os.PathLike, report: dict[str, Any]) -> None:
-    atomic_write_bytes(path, (json.dumps(report, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_text(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
 
 
 def plot_rate_accuracy(report: dict[str, Any], path: str | os.PathLike) -> None:
@@ -310,7 +310,7 @@ def finalize(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, An
     plot_rate_accuracy(report, out / "rate_accuracy.png")
     plot_bandwidth(report, out / "bandwidth.png")
     write_json(out / "report.json", report)
-    atomic_write_bytes(out / "report.md", render_markdown(report).encode())
+    atomic_write_text(out / "report.md", render_markdown(report))
     return report
 
 

@@ -25,25 +25,23 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(json.loads((out / "metrics.json").read_text())["checkpoint"])
 
 
-@pytest.fixture(scope="session")
-def onnx_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle exported by ``export/split.py --target onnx`` from the tiny checkpoint."""
+def _export(checkpoint: Path, factory: pytest.TempPathFactory, target: str) -> Path:
     from export.split import main as split_main
 
-    out = tmp_path_factory.mktemp("bundles") / "onnx"
-    argv = ["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(out),
+    out = factory.mktemp("bundles") / target
+    argv = ["--checkpoint", str(checkpoint), "--target", target, "--out", str(out),
             "--calibration-samples", "32", "--check-samples", "16"]
     assert split_main(argv) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle exported by ``export/split.py --target onnx`` from the tiny checkpoint."""
+    return _export(tiny_checkpoint, tmp_path_factory, "onnx")
 
 
 @pytest.fixture(scope="session")
 def executorch_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle exported by ``export/split.py --target executorch`` (int8 ``edge.pte``) from the tiny checkpoint."""
-    from export.split import main as split_main
-
-    out = tmp_path_factory.mktemp("bundles") / "executorch"
-    argv = ["--checkpoint", str(tiny_checkpoint), "--target", "executorch", "--out", str(out),
-            "--calibration-samples", "32", "--check-samples", "16"]
-    assert split_main(argv) == 0
-    return out
+    return _export(tiny_checkpoint, tmp_path_factory, "executorch")
