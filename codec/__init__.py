@@ -4,7 +4,7 @@ See ``codec/FORMAT.md`` for the specification. Importing this package needs only
 rANS coder is used when installed (it writes the same bytes as the pure-Python coder).
 """
 
-from codec.bitstream import Decoded, decode, encode, payload_of
+from codec.bitstream import Decoded, compressai_string, decode, encode
 from codec.errors import (
     BadMagicError,
     ChecksumError,
@@ -34,7 +34,7 @@ __all__ = [
     "decode_latent",
     "quantize",
     "dequantize",
-    "payload_of",
+    "compressai_string",
     "available_backends",
     "get_backend",
     "FORMAT_VERSION",

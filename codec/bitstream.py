@@ -8,7 +8,7 @@ import numpy as np
 
 from codec import format as fmt
 from codec.errors import ShapeError, SymbolError
-from codec.rans import get_backend
+from codec import rans
 from codec.tables import EntropyTables
 
 
@@ -44,7 +44,7 @@ def encode(symbols: np.ndarray, task_mask: int, tables: EntropyTables, *, backen
     """
     mask = fmt.check_task_mask(task_mask)
     sym = check_symbols(symbols, tables)
-    payload = get_backend(backend).encode(sym, tables)
+    payload = rans.encode(sym, tables, backend)
     return fmt.pack(mask, tables.table_id, tables.sha256_digest, sym.shape, payload)
 
 
@@ -53,10 +53,11 @@ def decode(data: bytes, tables: EntropyTables, *, backend: str | None = None) ->
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"bitstream must be bytes, got {type(data).__name__}")
     header, payload = fmt.unpack(data, tables.table_id, tables.sha256_digest, tables.num_channels)
-    symbols = get_backend(backend).decode(payload, header.shape, tables)
+    symbols = rans.decode(payload, header.shape, tables, backend)
     return Decoded(symbols, header.task_mask, header.shape)
 
 
-def payload_of(data: bytes) -> bytes:
-    """The rANS payload section of a bitstream (no verification): what CompressAI's coder reads and writes."""
-    return bytes(data[fmt.HEADER_SIZE :])
+def compressai_string(data: bytes) -> bytes:
+    """The payload of a bitstream as CompressAI's coder writes and reads it (``EntropyBottleneck.compress``'s
+    string): the rANS state widened back to 8 bytes. Checks only the payload's state, not the header."""
+    return rans.unpack_state(bytes(data[fmt.HEADER_SIZE :]))

@@ -1,13 +1,13 @@
-"""Constants of bitstream format version 1 and its 16-byte header (see ``codec/FORMAT.md``).
+"""Constants of bitstream format version 2 and its 16-byte header (see ``codec/FORMAT.md``).
 
 Header layout, little-endian::
 
     offset size field
     0      2    magic            b"MT" (0x4D 0x54)
-    2      1    version          1
+    2      1    version          2
     3      1    task mask        bit t set = task t active (tasks 0..7)
     4      2    table id         first 2 bytes of the tables' SHA-256 content hash
-    6      6    dims (uint48 LE) bits 0-9: C-1, 10-19: H-1, 20-29: W-1, 30-47: payload length in 32-bit words
+    6      6    dims (uint48 LE) bits 0-9: C-1, 10-19: H-1, 20-29: W-1, 30-47: payload length in bytes
     12     4    crc32 (uint32 LE) CRC-32 of tables SHA-256 (32 bytes) || header[0:12] || payload
 """
 
@@ -30,7 +30,7 @@ from codec.errors import (
 )
 
 MAGIC = b"MT"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER_SIZE = 16
 TABLE_ID_SIZE = 2
 
@@ -41,16 +41,16 @@ MAX_DIM = 1 << 10
 """Largest C, H and W a header can carry (10 bits each, stored minus one)."""
 MAX_SYMBOLS = 1 << 20
 """Largest C*H*W a bitstream may announce; decoding never allocates for more."""
-MAX_PAYLOAD_WORDS = (1 << 18) - 1
-"""Largest payload, in 32-bit words (18-bit field): 1 MiB - 4 bytes."""
-MIN_PAYLOAD_WORDS = 2
-"""Every payload holds at least the flushed 64-bit rANS state."""
+MAX_PAYLOAD_BYTES = (1 << 18) - 1
+"""Largest payload (18-bit field): 256 KiB - 1 byte."""
+MIN_PAYLOAD_BYTES = 5
+"""Every payload holds at least the flushed rANS state, in 5 to 8 bytes (``codec.rans.pack_state``)."""
 SYMBOL_LIMIT = 1 << 24
 """Symbols must lie in ``[-SYMBOL_LIMIT, SYMBOL_LIMIT]``."""
 MAX_TASKS = 8
 
 _DIM_BITS = 10
-_WORDS_SHIFT = 3 * _DIM_BITS
+_LENGTH_SHIFT = 3 * _DIM_BITS
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Header:
     task_mask: int
     table_id: bytes
     shape: tuple[int, int, int]
-    payload_words: int
+    payload_bytes: int
     crc32: int
 
 
@@ -95,14 +95,14 @@ def checksum(table_sha256: bytes, header12: bytes, payload: bytes) -> int:
 
 
 def pack(task_mask: int, table_id: bytes, table_sha256: bytes, shape: tuple[int, int, int], payload: bytes) -> bytes:
-    """Header + payload. ``shape`` must already be validated; ``payload`` a whole number of words."""
-    if len(payload) % 4 or len(payload) < 4 * MIN_PAYLOAD_WORDS:
-        raise PayloadError(f"payload of {len(payload)} bytes is not a whole number (>= 2) of 32-bit words")
-    words = len(payload) // 4
-    if words > MAX_PAYLOAD_WORDS:
-        raise PayloadError(f"payload of {len(payload)} bytes exceeds the format limit of {4 * MAX_PAYLOAD_WORDS} bytes")
+    """Header + payload. ``shape`` must already be validated."""
+    n = len(payload)
+    if n < MIN_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {n} bytes is shorter than the {MIN_PAYLOAD_BYTES}-byte minimum (the rANS state)")
+    if n > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {n} bytes exceeds the format limit of {MAX_PAYLOAD_BYTES} bytes")
     c, h, w = shape
-    dims = (c - 1) | ((h - 1) << _DIM_BITS) | ((w - 1) << (2 * _DIM_BITS)) | (words << _WORDS_SHIFT)
+    dims = (c - 1) | ((h - 1) << _DIM_BITS) | ((w - 1) << (2 * _DIM_BITS)) | (n << _LENGTH_SHIFT)
     head12 = MAGIC + bytes((FORMAT_VERSION, check_task_mask(task_mask))) + table_id + dims.to_bytes(6, "little")
     return head12 + struct.pack("<I", checksum(table_sha256, head12, payload)) + payload
 
@@ -131,12 +131,12 @@ def unpack(data: bytes, table_id: bytes, table_sha256: bytes, num_channels: int)
     dims = int.from_bytes(view[6:12], "little")
     mask = (1 << _DIM_BITS) - 1
     shape = ((dims & mask) + 1, ((dims >> _DIM_BITS) & mask) + 1, ((dims >> (2 * _DIM_BITS)) & mask) + 1)
-    words = dims >> _WORDS_SHIFT
-    expected = HEADER_SIZE + 4 * words
+    length = dims >> _LENGTH_SHIFT
+    expected = HEADER_SIZE + length
     if n < expected:
-        raise TruncatedError(f"header announces a {4 * words}-byte payload, only {n - HEADER_SIZE} bytes follow")
+        raise TruncatedError(f"header announces a {length}-byte payload, only {n - HEADER_SIZE} bytes follow")
     if n > expected:
-        raise TrailingDataError(f"{n - expected} bytes follow the {4 * words}-byte payload")
+        raise TrailingDataError(f"{n - expected} bytes follow the {length}-byte payload")
     (crc,) = struct.unpack("<I", view[12:16])
     payload = view[HEADER_SIZE:]
     actual = checksum(table_sha256, view[0:12], payload)
@@ -145,7 +145,7 @@ def unpack(data: bytes, table_id: bytes, table_sha256: bytes, num_channels: int)
             f"CRC-32 mismatch (header says {crc:08x}, data gives {actual:08x}): the bitstream is corrupted"
             " (or was written with other tables that share the table id)"
         )
-    if words < MIN_PAYLOAD_WORDS:
-        raise PayloadError(f"payload of {4 * words} bytes is shorter than the 8-byte rANS state")
+    if length < MIN_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {length} bytes is shorter than the {MIN_PAYLOAD_BYTES}-byte minimum (the rANS state)")
     check_shape(shape, num_channels)
-    return Header(task_mask, got_id, shape, words, crc), payload
+    return Header(task_mask, got_id, shape, length, crc), payload

@@ -10,6 +10,11 @@ Two backends produce identical bytes (``codec/FORMAT.md``, section "Payload"):
   so it is used only when the payload provably fits (:func:`compressai_encode_fits`).
 
 Symbols are coded channel-major (C, H, W in C order), each with the CDF of its channel.
+
+Both backends read and write CompressAI's *word stream*: the final 64-bit state as two 32-bit words, then
+the emitted words. The bitstream's *payload* is that stream with the state's zero high bytes dropped
+(:func:`pack_state`), so a payload costs its information plus 4 fixed bytes plus at most one byte of
+alignment, not four; :func:`encode` and :func:`decode` convert.
 """
 
 from __future__ import annotations
@@ -52,10 +57,52 @@ class Backend(Protocol):
     name: str
 
     def encode(self, symbols: np.ndarray, tables: EntropyTables) -> bytes:
-        """``symbols``: int32 ``(C, H, W)``, already range-checked. Returns the payload."""
+        """``symbols``: int32 ``(C, H, W)``, already range-checked. Returns the word stream."""
 
-    def decode(self, payload: bytes, shape: tuple[int, int, int], tables: EntropyTables) -> np.ndarray:
-        """Payload -> int32 ``(C, H, W)``, or :class:`PayloadError`."""
+    def decode(self, stream: bytes, shape: tuple[int, int, int], tables: EntropyTables) -> np.ndarray:
+        """Word stream -> int32 ``(C, H, W)``, or :class:`PayloadError`."""
+
+
+# ---------------------------------------------------------------------------- state packing
+
+STATE_MIN_BYTES = 5
+"""The packed final state takes 5 to 8 bytes: its length is the payload length modulo 4 (5 for 1, ..., 8 for
+0), which is why a state below 2^32, which 4 bytes would hold, still takes 5."""
+
+
+def state_bytes(payload_length: int) -> int:
+    """Bytes of the packed state at the start of a payload of ``payload_length`` bytes (>= 5)."""
+    return STATE_MIN_BYTES + (payload_length - STATE_MIN_BYTES) % 4
+
+
+def pack_state(stream: bytes) -> bytes:
+    """Word stream -> payload: the final state (little-endian) in the fewest bytes in 5..8 that hold it,
+    then the emitted words unchanged."""
+    x = int.from_bytes(stream[:8], "little")
+    keep = max(STATE_MIN_BYTES, (x.bit_length() + 7) // 8)
+    return bytes(stream[:keep]) + bytes(stream[8:])
+
+
+def unpack_state(payload: bytes) -> bytes:
+    """Payload -> word stream (the inverse of :func:`pack_state`); :class:`PayloadError` for a payload that
+    :func:`pack_state` cannot have written (too short, or a state with a zero high byte it would have dropped)."""
+    n = len(payload)
+    if n < STATE_MIN_BYTES:
+        raise PayloadError(f"payload of {n} bytes is shorter than the {STATE_MIN_BYTES}-byte minimum (the rANS state)")
+    keep = state_bytes(n)
+    if keep > STATE_MIN_BYTES and payload[keep - 1] == 0:
+        raise PayloadError(f"the rANS state is written in {keep} bytes with a zero high byte (not the shortest form)")
+    return bytes(payload[:keep]) + bytes(8 - keep) + bytes(payload[keep:])
+
+
+def encode(symbols: np.ndarray, tables: EntropyTables, backend: str | None = None) -> bytes:
+    """Payload of int32 ``symbols`` ``(C, H, W)`` (already range-checked) on ``backend`` (:func:`get_backend`)."""
+    return pack_state(get_backend(backend).encode(symbols, tables))
+
+
+def decode(payload: bytes, shape: tuple[int, int, int], tables: EntropyTables, backend: str | None = None) -> np.ndarray:
+    """Payload -> int32 ``(C, H, W)``, or :class:`PayloadError`."""
+    return get_backend(backend).decode(unpack_state(payload), shape, tables)
 
 
 # ---------------------------------------------------------------------------- escape accounting
@@ -78,17 +125,17 @@ def escape_operations(symbols: np.ndarray, tables: EntropyTables) -> int:
 
 FLUSH_FIXED_BYTES = 4
 """Bytes of every payload that carry no information: the encoder starts from the state 2^31 (which the
-decoder must end on) and flushes its final 64-bit state, so a payload of ``I`` bits of information is
-``I / 8 + 4`` to ``I / 8 + 8`` bytes (the upper part is the final state's unused high bits, i.e. the
-32-bit word alignment), up to 2^-14 bits per coding operation of integer rounding
-(:func:`information_bits`). This is a constant per bitstream, like the header, not a share of its size."""
+decoder must end on), so the final state holds 31 bits that say nothing. A payload of ``I`` bits of
+information is ``I / 8 + 31 / 8`` to ``I / 8 + 5`` bytes (the rest is the packed state's byte alignment),
+up to 2^-14 bits per coding operation of integer rounding (:func:`information_bits`). This is a constant
+per bitstream, like the header, not a share of its size."""
 
 
 def information_bits(symbols: np.ndarray, tables: EntropyTables) -> float:
     """Ideal code length of ``symbols`` (int ``(C, ...)``) under the integer tables, in bits.
 
     ``sum(-log2(f / 2^16))`` over the symbol operations plus 4 bits per bypass operation: what the
-    payload carries besides :data:`FLUSH_FIXED_BYTES` and word alignment.
+    payload carries besides :data:`FLUSH_FIXED_BYTES` and the state's byte alignment.
     """
     flat = symbols.reshape(symbols.shape[0], -1).astype(np.int64)
     v = flat - tables.offsets.astype(np.int64)[:, None]
@@ -237,7 +284,7 @@ class PythonBackend:
                 x = (row[s + 1] - start) * (x >> PRECISION) + cum - start
                 if x < RANS_L:
                     if p >= nwords:
-                        raise PayloadError(f"payload ends early: {nwords * 4} bytes are not enough for {c * hw} symbols")
+                        raise PayloadError(f"payload ends early: {nwords} words are not enough for {c * hw} symbols")
                     x = (x << 32) | words[p]
                     p += 1
                 if s != mv:

@@ -23,7 +23,7 @@ from codec.bitstream import decode, encode
 from codec.errors import CodecError
 from codec.files import atomic_write_bytes
 from codec.latent import quantize
-from codec.rans import available_backends, encode_operations
+from codec.rans import available_backends, encode_operations, pack_state, state_bytes, unpack_state
 from codec.tables import EntropyTables, table_file_bytes
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "tests" / "vectors"
@@ -86,8 +86,8 @@ def _reheader(stream: bytes, tables: EntropyTables, *, dims: int | None = None, 
     return bytes(head) + body
 
 
-def _dims(c: int, h: int, w: int, words: int) -> int:
-    return (c - 1) | ((h - 1) << 10) | ((w - 1) << 20) | (words << 30)
+def _dims(c: int, h: int, w: int, length: int) -> int:
+    return (c - 1) | ((h - 1) << 10) | ((w - 1) << 20) | (length << 30)
 
 
 def _escape_ops(tables: EntropyTables, count_nibbles: list[int], raw_nibbles: list[int]) -> list[tuple[int, int]]:
@@ -98,8 +98,8 @@ def _escape_ops(tables: EntropyTables, count_nibbles: list[int], raw_nibbles: li
 
 def _malformed_cases(tables: EntropyTables, valid: bytes, shape: tuple[int, int, int]) -> list[dict[str, Any]]:
     c, h, w = shape
-    words = (len(valid) - fmt.HEADER_SIZE) // 4
     payload = valid[fmt.HEADER_SIZE :]
+    n = len(payload)
     rng = np.random.default_rng(11)
 
     def patched(offset: int, value: int) -> bytes:
@@ -117,39 +117,53 @@ def _malformed_cases(tables: EntropyTables, valid: bytes, shape: tuple[int, int,
 
     def crafted(ops: list[tuple[int, int]]) -> bytes:
         """A (C, 1, 1) stream: ``ops`` for channel 0, then symbol 0 for the other channels, valid CRC."""
-        p = encode_operations(ops + [zero_op(ch) for ch in range(1, c)])
-        return _reheader(valid, tables, dims=_dims(c, 1, 1, len(p) // 4), payload=p)
+        p = pack_state(encode_operations(ops + [zero_op(ch) for ch in range(1, c)]))
+        return _reheader(valid, tables, dims=_dims(c, 1, 1, len(p)), payload=p)
 
-    garbage = rng.integers(0, 2**32, size=words, dtype=np.uint64).astype("<u4").tobytes()
-    big_state = payload[:4] + struct.pack("<I", 0x80000000 | struct.unpack_from("<I", payload, 4)[0]) + payload[8:]
+    def widened(p: bytes) -> bytes:
+        """``p`` with its packed state one byte longer (a zero high byte): decodes, but is not canonical."""
+        keep = state_bytes(len(p))
+        if keep == 8:
+            raise RuntimeError("the state of this payload takes 8 bytes and cannot be widened")
+        return p[:keep] + b"\0" + p[keep:]
+
+    candidates = [(payload, (h, w)), (crafted([zero_op(0)])[fmt.HEADER_SIZE :], (1, 1))]
+    short_state, (sh, sw) = next((p, hw) for p, hw in candidates if state_bytes(len(p)) < 8)
+    garbage = rng.integers(0, 256, size=n, dtype=np.uint16).astype(np.uint8).tobytes()
+    stream = unpack_state(payload)
+    big_state = pack_state(stream[:4] + struct.pack("<I", 0x80000000 | struct.unpack_from("<I", stream, 4)[0]) + stream[8:])
     return [
         {"name": "empty", "data": b"", "error": "TruncatedError", "what": "no bytes at all"},
         {"name": "short_header", "data": valid[:10], "error": "TruncatedError", "what": "10 of the 16 header bytes"},
-        {"name": "short_payload", "data": valid[:-4], "error": "TruncatedError", "what": "last payload word missing"},
+        {"name": "short_payload", "data": valid[:-1], "error": "TruncatedError", "what": "last payload byte missing"},
         {"name": "bad_magic", "data": patched(0, ord("X")), "error": "BadMagicError", "what": "first byte X"},
-        {"name": "version_2", "data": patched(2, 2), "error": "UnsupportedVersionError", "what": "version byte 2"},
+        {"name": "version_1", "data": patched(2, 1), "error": "UnsupportedVersionError",
+         "what": "version byte 1 (the earlier, word-aligned payload)"},
         {"name": "other_tables", "data": patched(4, valid[4] ^ 0xFF), "error": "TableMismatchError",
          "what": "table id of other tables"},
         {"name": "payload_bit_flip", "data": bytes(flipped), "error": "ChecksumError", "what": "one payload bit flipped"},
         {"name": "crc_field", "data": patched(12, valid[12] ^ 1), "error": "ChecksumError", "what": "CRC field altered"},
         {"name": "trailing_byte", "data": valid + b"\0", "error": "TrailingDataError", "what": "one byte appended"},
         {"name": "trailing_word", "data": valid + b"\0\0\0\0", "error": "TrailingDataError", "what": "a word appended"},
-        {"name": "channels_mismatch", "data": _reheader(valid, tables, dims=_dims(c + 1, h, w, words)),
+        {"name": "channels_mismatch", "data": _reheader(valid, tables, dims=_dims(c + 1, h, w, n)),
          "error": "ShapeError", "what": "C differs from the tables (valid CRC)"},
-        {"name": "absurd_shape", "data": _reheader(valid, tables, dims=_dims(c, 1024, 1024, words)),
+        {"name": "absurd_shape", "data": _reheader(valid, tables, dims=_dims(c, 1024, 1024, n)),
          "error": "ShapeError", "what": "C*1024*1024 symbols (valid CRC)"},
-        {"name": "payload_one_word", "data": _reheader(valid, tables, dims=_dims(c, h, w, 1), payload=payload[:4]),
-         "error": "PayloadError", "what": "a 4-byte payload (valid CRC)"},
+        {"name": "payload_four_bytes", "data": _reheader(valid, tables, dims=_dims(c, h, w, 4), payload=payload[:4]),
+         "error": "PayloadError", "what": "a 4-byte payload, shorter than any state (valid CRC)"},
         {"name": "payload_garbage", "data": _reheader(valid, tables, payload=garbage), "error": "PayloadError",
-         "what": "random payload words (valid CRC)"},
-        {"name": "payload_extra_word", "data": _reheader(valid, tables, dims=_dims(c, h, w, words + 1),
+         "what": "random payload bytes (valid CRC)"},
+        {"name": "payload_extra_word", "data": _reheader(valid, tables, dims=_dims(c, h, w, n + 4),
                                                          payload=payload + b"\0\0\0\0"),
          "error": "PayloadError", "what": "an unused word after the payload (valid CRC)"},
-        {"name": "payload_missing_word", "data": _reheader(valid, tables, dims=_dims(c, h, w, words - 1),
+        {"name": "payload_missing_word", "data": _reheader(valid, tables, dims=_dims(c, h, w, n - 4),
                                                            payload=payload[:-4]),
          "error": "PayloadError", "what": "payload one word short (valid CRC)"},
-        {"name": "state_too_large", "data": _reheader(valid, tables, payload=big_state), "error": "PayloadError",
-         "what": "initial rANS state >= 2^63 (valid CRC)"},
+        {"name": "state_too_large", "data": _reheader(valid, tables, dims=_dims(c, h, w, len(big_state)), payload=big_state),
+         "error": "PayloadError", "what": "initial rANS state >= 2^63 (valid CRC)"},
+        {"name": "state_not_shortest", "data": _reheader(valid, tables, dims=_dims(c, sh, sw, len(short_state) + 1),
+                                                         payload=widened(short_state)),
+         "error": "PayloadError", "what": "the rANS state written with a zero high byte (valid CRC)"},
         {"name": "escape_too_long", "data": crafted(_escape_ops(tables, [8], [1] * 8)), "error": "PayloadError",
          "what": "an escape announcing 8 nibbles (valid CRC)"},
         {"name": "escape_count_runaway", "data": crafted(_escape_ops(tables, [15] * 40 + [0], [])),

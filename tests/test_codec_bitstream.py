@@ -73,13 +73,18 @@ def test_extreme_symbols_round_trip(tables: EntropyTables) -> None:
 def test_header_layout(tables: EntropyTables) -> None:
     sym = _random_symbols(tables, (8, 5, 7), seed=1)
     data = codec.encode(sym, 0x81, tables)
-    assert data[:2] == b"MT" and data[2] == 1 and data[3] == 0x81 and data[4:6] == tables.table_id
+    assert data[:2] == b"MT" and data[2] == 2 and data[3] == 0x81 and data[4:6] == tables.table_id
     dims = int.from_bytes(data[6:12], "little")
     assert (dims & 1023) + 1 == 8 and ((dims >> 10) & 1023) + 1 == 5 and ((dims >> 20) & 1023) + 1 == 7
-    assert (dims >> 30) * 4 == len(data) - 16
+    assert dims >> 30 == len(data) - 16
     crc = zlib.crc32(tables.sha256_digest + data[:12] + data[16:])
     assert struct.unpack("<I", data[12:16])[0] == crc
-    assert codec.payload_of(data) == data[16:]
+    # The payload is the rANS word stream with the state's zero high bytes dropped (5 to 8 bytes).
+    stream = codec.compressai_string(data)
+    keep = 5 + (len(data) - 16 - 5) % 4
+    assert len(stream) % 4 == 0 and len(stream) == len(data) - 16 - keep + 8
+    assert stream[:keep] == data[16 : 16 + keep] and stream[keep:8] == bytes(8 - keep) and stream[8:] == data[16 + keep :]
+    assert keep == 5 or data[16 + keep - 1] != 0
 
 
 def test_latent_round_trip(tables: EntropyTables) -> None:
@@ -181,7 +186,7 @@ def _with_crc(tables: EntropyTables, head12: bytes, payload: bytes) -> bytes:
 def test_malformed_classes(tables: EntropyTables, backend: str) -> None:
     good = _valid(tables)
     head, payload = good[:12], good[16:]
-    words = len(payload) // 4
+    n = len(payload)
     dims = lambda c, h, w, n: ((c - 1) | ((h - 1) << 10) | ((w - 1) << 20) | (n << 30)).to_bytes(6, "little")  # noqa: E731
     cases = [
         (b"", TruncatedError, "shorter than the 16-byte header"),
@@ -192,14 +197,16 @@ def test_malformed_classes(tables: EntropyTables, backend: str) -> None:
         (good[:4] + bytes([good[4] ^ 1]) + good[5:], TableMismatchError, tables.table_id.hex()),
         (good[:20] + bytes([good[20] ^ 4]) + good[21:], ChecksumError, "corrupted"),
         (good + b"junk", TrailingDataError, "4 bytes follow"),
-        (_with_crc(tables, head[:6] + dims(9, 6, 6, words), payload), ShapeError, "9 channels"),
-        (_with_crc(tables, head[:6] + dims(8, 1024, 1024, words), payload), ShapeError, "more than the limit"),
-        (_with_crc(tables, head[:6] + dims(8, 6, 6, 1), payload[:4]), PayloadError, "shorter than the 8-byte"),
-        (_with_crc(tables, head[:6] + dims(8, 6, 6, 0), b""), PayloadError, "shorter than the 8-byte"),
-        (_with_crc(tables, head[:6] + dims(8, 6, 6, words + 1), payload + b"\1\0\0\0"), PayloadError, None),
-        (_with_crc(tables, head[:6] + dims(8, 6, 6, words - 1), payload[:-4]), PayloadError, None),
-        (_with_crc(tables, head[:6] + dims(8, 6, 7, words), payload), PayloadError, None),
-        (_with_crc(tables, head[:6] + dims(8, 6, 5, words), payload), PayloadError, None),
+        (_with_crc(tables, head[:6] + dims(9, 6, 6, n), payload), ShapeError, "9 channels"),
+        (_with_crc(tables, head[:6] + dims(8, 1024, 1024, n), payload), ShapeError, "more than the limit"),
+        (_with_crc(tables, head[:6] + dims(8, 6, 6, 4), payload[:4]), PayloadError, "shorter than the 5-byte"),
+        (_with_crc(tables, head[:6] + dims(8, 6, 6, 0), b""), PayloadError, "shorter than the 5-byte"),
+        (_with_crc(tables, head[:6] + dims(8, 6, 6, n + 4), payload + b"\1\0\0\0"), PayloadError, None),
+        (_with_crc(tables, head[:6] + dims(8, 6, 6, n - 4), payload[:-4]), PayloadError, None),
+        (_with_crc(tables, head[:6] + dims(8, 6, 6, n + 1), payload + b"\0"), PayloadError, None),
+        (_with_crc(tables, head[:6] + dims(8, 6, 6, n - 1), payload[:-1]), PayloadError, None),
+        (_with_crc(tables, head[:6] + dims(8, 6, 7, n), payload), PayloadError, None),
+        (_with_crc(tables, head[:6] + dims(8, 6, 5, n), payload), PayloadError, None),
     ]
     for data, exc, message in cases:
         with pytest.raises(exc, match=message):
@@ -236,7 +243,7 @@ def test_absurd_shape_is_rejected_before_allocation(tables: EntropyTables) -> No
     import tracemalloc
 
     good = _valid(tables)
-    bad = _with_crc(tables, good[:6] + ((7) | (1023 << 10) | (1023 << 20) | ((len(good) // 4 - 4) << 30)).to_bytes(6, "little"), good[16:])
+    bad = _with_crc(tables, good[:6] + ((7) | (1023 << 10) | (1023 << 20) | ((len(good) - 16) << 30)).to_bytes(6, "little"), good[16:])
     tracemalloc.start()
     with pytest.raises(ShapeError):
         codec.decode(bad, tables)

@@ -21,6 +21,7 @@ from codec.rans import (
     decode_padding_words,
     escape_operations,
     get_backend,
+    pack_state,
 )
 from codec.tables import EntropyTables
 
@@ -56,14 +57,14 @@ def test_entropy_bottleneck_compress_equals_our_payload(eb, tables: EntropyTable
     for lat in _latents(tables.num_channels):
         ref = eb.compress(torch.from_numpy(lat)[None])[0]
         ours = codec.encode_latent(lat, 9, tables, backend=backend)
-        assert codec.payload_of(ours) == ref
+        assert codec.compressai_string(ours) == ref
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_entropy_bottleneck_decompresses_our_payload(eb, tables: EntropyTables, backend: str) -> None:
     for lat in _latents(tables.num_channels):
         data = codec.encode_latent(lat, 1, tables, backend=backend)
-        y_ref = eb.decompress([codec.payload_of(data)], lat.shape[1:])[0].numpy()
+        y_ref = eb.decompress([codec.compressai_string(data)], lat.shape[1:])[0].numpy()
         y_ours, _ = codec.decode_latent(data, tables, backend=backend)
         np.testing.assert_array_equal(y_ref, y_ours)
         np.testing.assert_array_equal(codec.quantize(y_ref, tables), codec.quantize(lat, tables))
@@ -76,8 +77,8 @@ def test_we_decode_entropy_bottleneck_strings(eb, tables: EntropyTables, backend
         symbols = eb.quantize(torch.from_numpy(lat)[None], "symbols", eb._get_medians()).numpy()[0]
         got = get_backend(backend).decode(strings[0], lat.shape, tables)
         np.testing.assert_array_equal(got, symbols)
-        # Wrapped in our header, the string is a valid bitstream.
-        data = fmt.pack(4, tables.table_id, tables.sha256_digest, lat.shape, strings[0])
+        # Its state packed and wrapped in our header, the string is a valid bitstream.
+        data = fmt.pack(4, tables.table_id, tables.sha256_digest, lat.shape, pack_state(strings[0]))
         np.testing.assert_array_equal(codec.decode(data, tables, backend=backend).symbols, symbols)
 
 
@@ -95,8 +96,8 @@ def test_compressai_raw_coder_on_the_shared_vectors() -> None:
         idx = np.repeat(np.arange(shape[0]), shape[1] * shape[2]).tolist()
         if compressai_encode_fits(sym.size, escape_operations(sym, tables)):
             enc = ans.RansEncoder().encode_with_indexes(sym.reshape(-1).tolist(), idx, cdfs, lists.lengths, lists.offsets)
-            assert enc == codec.payload_of(stream), case["name"]
-        dec = ans.RansDecoder().decode_with_indexes(codec.payload_of(stream), idx, cdfs, lists.lengths, lists.offsets)
+            assert enc == codec.compressai_string(stream), case["name"]
+        dec = ans.RansDecoder().decode_with_indexes(codec.compressai_string(stream), idx, cdfs, lists.lengths, lists.offsets)
         assert dec == sym.reshape(-1).tolist(), case["name"]
 
 

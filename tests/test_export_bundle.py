@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from codec.bundle import Bundle, BundleError, load_bundle, read_manifest, task_mask_from_logits, tree_sha256
+from codec.format import FORMAT_VERSION
 from training.data.common import Normalizer, preprocessing_meta
 
 PRE = {"input_size": [24, 32], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3], "color": "RGB",
@@ -58,7 +59,7 @@ def test_tree_hash_covers_names_and_contents(tmp_path: Path) -> None:
 
 
 def _manifest(**over) -> dict:
-    m = {"format": "mantis-bundle/1", "bitstream_version": 1, "preprocessing": PRE, "tasks": [], "latent": {},
+    m = {"format": "mantis-bundle/1", "bitstream_version": FORMAT_VERSION, "preprocessing": PRE, "tasks": [], "latent": {},
          "tables": {"file": "t"}, "edge": {"file": "e"}, "server": {"onnx": {"file": "s"}}, "files": {"t": "0"}}
     m.update(over)
     return m

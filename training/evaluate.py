@@ -7,8 +7,8 @@ that applies to the image but is not in the mask counts as a miss. ``bytes_per_i
 estimate ``sum(-log2 p(y_hat)) / 8``. ``fixed_bytes_per_image`` is what every bitstream costs whatever it
 carries: the header plus the rANS flush floor (``codec.rans.FLUSH_FIXED_BYTES``).
 ``coding_overhead`` is the rest of the real bytes beyond the estimate, as a fraction of the estimate:
-``(bytes - fixed - estimated) / estimated``; it holds the 32-bit word alignment of the payload (0 to 4
-bytes) and the 16-bit precision of the integer tables. ``coding_overhead_bytes`` gives the same excess in
+``(bytes - fixed - estimated) / estimated``; it holds the byte alignment of the packed rANS state (0 to 1
+byte) and the 16-bit precision of the integer tables. ``coding_overhead_bytes`` gives the same excess in
 bytes per image (mean, min, max).
 """
 

@@ -3,21 +3,22 @@ package ai.mantis.codec;
 import java.util.zip.CRC32;
 
 /**
- * MANTiS bitstream format version 1 ({@code codec/FORMAT.md}): a 16-byte little-endian header (magic
+ * MANTiS bitstream format version 2 ({@code codec/FORMAT.md}): a 16-byte little-endian header (magic
  * "MT", version, task mask, table id, C/H/W and payload length, CRC-32) followed by the rANS payload.
  * Byte-identical to the Python codec ({@code codec.encode} / {@code codec.decode}).
  */
 public final class Bitstream {
-    public static final int FORMAT_VERSION = 1;
+    public static final int FORMAT_VERSION = 2;
     public static final int HEADER_SIZE = 16;
     public static final int TABLE_ID_SIZE = 2;
     public static final int MAX_DIM = 1 << 10;
     public static final int MAX_SYMBOLS = 1 << 20;
-    public static final int MAX_PAYLOAD_WORDS = (1 << 18) - 1;
+    public static final int MAX_PAYLOAD_BYTES = (1 << 18) - 1;
+    public static final int MIN_PAYLOAD_BYTES = Rans.STATE_MIN_BYTES;
     public static final int SYMBOL_LIMIT = 1 << 24;
     public static final int MAX_TASKS = 8;
     private static final int DIM_BITS = 10;
-    private static final int WORDS_SHIFT = 3 * DIM_BITS;
+    private static final int LENGTH_SHIFT = 3 * DIM_BITS;
     private static final byte[] MAGIC = {'M', 'T'};
 
     private Bitstream() {}
@@ -59,7 +60,7 @@ public final class Bitstream {
      * Encodes integer symbols of shape (C, H, W), channel-major, with the task mask (0..255).
      *
      * @throws CodecError.ShapeError, CodecError.SymbolError, CodecError.TaskMaskError or
-     *     CodecError.PayloadError (payload beyond the format's 1 MiB limit)
+     *     CodecError.PayloadError (payload beyond the format's 256 KiB limit)
      */
     public static byte[] encode(int[] symbols, int c, int h, int w, int taskMask, EntropyTables tables) throws CodecError {
         checkTaskMask(taskMask);
@@ -72,11 +73,10 @@ public final class Bitstream {
                 throw new CodecError.SymbolError("symbol " + s + " outside the coded range +-" + SYMBOL_LIMIT);
             }
         }
-        byte[] payload = Rans.encode(symbols, h * w, tables);
-        int words = payload.length / 4;
-        if (words > MAX_PAYLOAD_WORDS) {
+        byte[] payload = Rans.packState(Rans.encode(symbols, h * w, tables));
+        if (payload.length > MAX_PAYLOAD_BYTES) {
             throw new CodecError.PayloadError("payload of " + payload.length + " bytes exceeds the format limit of "
-                    + 4 * MAX_PAYLOAD_WORDS + " bytes");
+                    + MAX_PAYLOAD_BYTES + " bytes");
         }
         byte[] out = new byte[HEADER_SIZE + payload.length];
         out[0] = MAGIC[0];
@@ -86,7 +86,7 @@ public final class Bitstream {
         byte[] id = tables.tableId();
         out[4] = id[0];
         out[5] = id[1];
-        long dims = (c - 1) | ((long) (h - 1) << DIM_BITS) | ((long) (w - 1) << (2 * DIM_BITS)) | ((long) words << WORDS_SHIFT);
+        long dims = (c - 1) | ((long) (h - 1) << DIM_BITS) | ((long) (w - 1) << (2 * DIM_BITS)) | ((long) payload.length << LENGTH_SHIFT);
         for (int k = 0; k < 6; k++) {
             out[6 + k] = (byte) (dims >>> (8 * k));
         }
@@ -131,14 +131,14 @@ public final class Bitstream {
         int c = (int) (dims & mask) + 1;
         int h = (int) ((dims >>> DIM_BITS) & mask) + 1;
         int w = (int) ((dims >>> (2 * DIM_BITS)) & mask) + 1;
-        int words = (int) (dims >>> WORDS_SHIFT);
-        long expected = HEADER_SIZE + 4L * words;
+        int length = (int) (dims >>> LENGTH_SHIFT);
+        long expected = HEADER_SIZE + (long) length;
         if (n < expected) {
-            throw new CodecError.TruncatedError("header announces a " + 4L * words + "-byte payload, only "
+            throw new CodecError.TruncatedError("header announces a " + length + "-byte payload, only "
                     + (n - HEADER_SIZE) + " bytes follow");
         }
         if (n > expected) {
-            throw new CodecError.TrailingDataError((n - expected) + " bytes follow the " + 4L * words + "-byte payload");
+            throw new CodecError.TrailingDataError((n - expected) + " bytes follow the " + length + "-byte payload");
         }
         int stored = (data[12] & 0xFF) | (data[13] & 0xFF) << 8 | (data[14] & 0xFF) << 16 | (data[15] & 0xFF) << 24;
         int actual = checksum(tables.sha256Digest(), data, 0, HEADER_SIZE, n - HEADER_SIZE);
@@ -146,11 +146,13 @@ public final class Bitstream {
             throw new CodecError.ChecksumError(String.format("CRC-32 mismatch (header says %08x, data gives %08x): "
                     + "the bitstream is corrupted (or was written with other tables that share the table id)", stored, actual));
         }
-        if (words < 2) {
-            throw new CodecError.PayloadError("payload of " + 4 * words + " bytes is shorter than the 8-byte rANS state");
+        if (length < MIN_PAYLOAD_BYTES) {
+            throw new CodecError.PayloadError("payload of " + length + " bytes is shorter than the " + MIN_PAYLOAD_BYTES
+                    + "-byte minimum (the rANS state)");
         }
         checkShape(c, h, w, tables);
-        int[] symbols = Rans.decode(data, HEADER_SIZE, words, c, h * w, tables);
+        byte[] stream = Rans.unpackState(data, HEADER_SIZE, length);
+        int[] symbols = Rans.decode(stream, 0, stream.length / 4, c, h * w, tables);
         return new Decoded(symbols, c, h, w, taskMask);
     }
 }

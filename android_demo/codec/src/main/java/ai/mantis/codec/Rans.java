@@ -4,7 +4,9 @@ import java.util.Arrays;
 
 /**
  * The rANS payload ({@code codec/FORMAT.md}, "Payload"): 64-bit state, 16-bit CDF precision, 32-bit
- * little-endian words, and a 4-bit escape path; byte-identical to CompressAI's {@code RansEncoder}.
+ * little-endian words, and a 4-bit escape path. {@link #encode} and {@link #decode} work on the word
+ * stream that CompressAI's {@code RansEncoder} writes (byte-identical); the payload is that stream with the
+ * final state packed into 5 to 8 bytes ({@link #packState}, {@link #unpackState}).
  * States stay in [2^31, 2^63), so they fit a signed {@code long}.
  */
 final class Rans {
@@ -15,7 +17,39 @@ final class Rans {
     private static final long BYPASS_EMIT = 1L << 59;
     private static final int MASK = (1 << EntropyTables.PRECISION) - 1;
 
+    /** The packed state takes 5..8 bytes, told by the payload length modulo 4. */
+    static final int STATE_MIN_BYTES = 5;
+
     private Rans() {}
+
+    /** Word stream -> payload: the final state in the fewest bytes in 5..8 that hold it, then the words. */
+    static byte[] packState(byte[] stream) {
+        int keep = 8;
+        while (keep > STATE_MIN_BYTES && stream[keep - 1] == 0) {
+            keep--;
+        }
+        byte[] out = new byte[stream.length - 8 + keep];
+        System.arraycopy(stream, 0, out, 0, keep);
+        System.arraycopy(stream, 8, out, keep, stream.length - 8);
+        return out;
+    }
+
+    /** Payload at {@code data[start..start+length)} -> word stream; rejects a state not in its shortest form. */
+    static byte[] unpackState(byte[] data, int start, int length) throws CodecError.PayloadError {
+        if (length < STATE_MIN_BYTES) {
+            throw new CodecError.PayloadError("payload of " + length + " bytes is shorter than the " + STATE_MIN_BYTES
+                    + "-byte minimum (the rANS state)");
+        }
+        int keep = STATE_MIN_BYTES + (length - STATE_MIN_BYTES) % 4;
+        if (keep > STATE_MIN_BYTES && data[start + keep - 1] == 0) {
+            throw new CodecError.PayloadError("the rANS state is written in " + keep
+                    + " bytes with a zero high byte (not the shortest form)");
+        }
+        byte[] out = new byte[length - keep + 8];
+        System.arraycopy(data, start, out, 0, keep);
+        System.arraycopy(data, start + keep, out, 8, length - keep);
+        return out;
+    }
 
     /** A growable list of emitted 32-bit words (in emission order, i.e. reversed stream order). */
     private static final class Words {
@@ -38,7 +72,7 @@ final class Rans {
         return (x << BYPASS_BITS) | nibble;
     }
 
-    /** Payload for {@code symbols} (channel-major, {@code perChannel} values per channel), already range-checked. */
+    /** Word stream for {@code symbols} (channel-major, {@code perChannel} values per channel), already range-checked. */
     static byte[] encode(int[] symbols, int perChannel, EntropyTables tables) {
         int[][] rows = tables.rows();
         int[] lengths = tables.lengths();
@@ -127,7 +161,7 @@ final class Rans {
         }
     }
 
-    /** Decodes {@code channels * perChannel} symbols from the payload at {@code data[start..start+4*words)}. */
+    /** Decodes {@code channels * perChannel} symbols from the word stream at {@code data[start..start+4*words)}. */
     static int[] decode(byte[] data, int start, int words, int channels, int perChannel, EntropyTables tables)
             throws CodecError.PayloadError {
         if (words < 2) {
