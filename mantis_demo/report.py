@@ -224,7 +224,16 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {key.upper()} | {b['quality']} | {_fmt_bytes(b['bytes_per_image'])} | {_pct(b['mean_task_accuracy'])} | "
             f"{'yes' if b['reached'] else 'no (most accurate quality shown)'} | {ratio} |"
         )
-    lines += ["", f"Target met: **{'yes' if eq['meets_target'] else 'no'}**.", "", "## Latency (ms per image)", ""]
+    bound = any(not eq[k]["reached"] for k in ("jpeg", "webp"))
+    lines += [
+        "",
+        f"Target met: **{'yes' if eq['meets_target'] else 'no'}**"
+        + (" (\"> Nx\": no measured quality of that codec is as accurate as MANTiS; the ratio at its most accurate"
+           " quality is a lower bound)." if bound else "."),
+        "",
+        "## Latency (ms per image)",
+        "",
+    ]
     lat = report["latency_ms"]
     lines += ["| stage | mean | p50 | p95 | max |", "| --- | ---: | ---: | ---: | ---: |"]
     names = {
@@ -281,7 +290,8 @@ def finalize(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, An
     e = report["edge_int8"]
     eq = {key: equal_accuracy(e["bytes_per_image"], e["mean_task_accuracy"], report[key]) for key in ("jpeg", "webp")}
     eq["target_ratio"] = TARGET_RATIO
-    eq["meets_target"] = all(eq[k]["reached"] and eq[k]["ratio"] >= TARGET_RATIO for k in ("jpeg", "webp"))
+    # Where no quality reaches MANTiS's accuracy, the ratio at the most accurate one is a lower bound.
+    eq["meets_target"] = all(eq[k]["ratio"] >= TARGET_RATIO for k in ("jpeg", "webp"))
     report["equal_accuracy"] = eq
 
     m = report["measured_compute_ms"]

@@ -57,3 +57,32 @@ def test_stage2_trains_what_it_should_whatever_earlier_stages_froze() -> None:
         last = model.client.film_generator.net[-1].weight.grad
         assert (last is not None and last.abs().sum() > 0) == (mode == "film")
         assert all(p.grad is None for p in model.client.stem.parameters())
+
+
+def test_decoder_quantization_what_the_server_half_trains_on() -> None:
+    """``ste``: in training the server sees the latent rounded around the medians (what it decodes at
+    inference) while gradients reach the encoder; ``noise``: the noisy latent. The rate uses the noisy
+    likelihoods either way, and evaluation always rounds."""
+    import pytest
+
+    torch.manual_seed(0)
+    model = create_model("mantis_stage1", **STAGE1)
+    x = torch.randn(4, 3, 32, 32)
+    medians = model.entropy_bottleneck._get_medians().detach()
+    for mode in ("ste", "noise"):
+        Stage1Objective(model, beta=0.1, detection_weight=1.0, quantization=mode)
+        assert model.decoder_quantization == mode
+        model.train()
+        model.zero_grad()
+        out = model(x)
+        offset = out["y_hat"] - medians
+        assert torch.equal(offset, offset.round()) == (mode == "ste")
+        out["out"].square().mean().backward()
+        grad = model.client.encoder.project.weight.grad
+        assert grad is not None and grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        offset = model(x)["y_hat"] - medians
+    assert torch.equal(offset, offset.round())
+    with pytest.raises(ValueError, match="decoder_quantization"):
+        model.decoder_quantization = "round"

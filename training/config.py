@@ -79,6 +79,7 @@ POS_INT = Scalar(int, minimum=1)
 NUM = Scalar(float, minimum=0)
 BOOL = Scalar(bool)
 PATH = Scalar(str, nullable=True)
+QUANTIZATION = Scalar(str, choices=("noise", "ste"))
 
 
 def _optim() -> dict[str, Spec]:
@@ -125,11 +126,12 @@ SCHEMA: dict[str, Any] = {
         "film_hidden": POS_INT,
         "decoder_hidden": POS_INT,
     },
-    "stage1": {**_optim(), "aux_lr": NUM, "beta": NUM, "detection_weight": NUM},
+    "stage1": {**_optim(), "aux_lr": NUM, "beta": NUM, "detection_weight": NUM, "quantization": QUANTIZATION},
     "stage2": {
         **_optim(),
         "aux_lr": NUM,
         "beta": NUM,
+        "quantization": QUANTIZATION,
         "detection_weight": NUM,
         "encoder_lr_scale": NUM,
         "kd_weight": NUM,

@@ -174,7 +174,7 @@ def stage1(ctx: Context, teacher: nn.Module, teacher_spec: dict[str, Any]) -> tu
     kwargs = stage1_kwargs(ctx, teacher)
     _seed(ctx, "stage1")
     model = create_model("mantis_stage1", **kwargs).to(ctx.rt.device)
-    objective = Stage1Objective(model, s["beta"], s["detection_weight"])
+    objective = Stage1Objective(model, s["beta"], s["detection_weight"], s["quantization"])
     teacher.requires_grad_(False).eval()
 
     def with_teacher_features(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -206,7 +206,7 @@ def stage2(ctx: Context, name: str, film_mode: str, stage1_model: SplitModel, s1
     s = ctx.cfg["stage2"]
     _seed(ctx, name)
     model = mantis_stage2_from_stage1(stage1_model, teacher.task_tails(), film_mode).to(ctx.rt.device)
-    objective = Stage2Objective(model, s["beta"], s["detection_weight"], s["kd_weight"], s["kd_temperature"])
+    objective = Stage2Objective(model, s["beta"], s["detection_weight"], s["kd_weight"], s["kd_temperature"], s["quantization"])
     teacher.requires_grad_(False).eval()
     batch_fn = None
     if s["kd_weight"] > 0:

@@ -60,9 +60,10 @@ class TeacherObjective(nn.Module):
 class Stage1Objective(nn.Module):
     """Head distillation through the bottleneck; FiLM is the identity."""
 
-    def __init__(self, model: SplitModel, beta: float, detection_weight: float) -> None:
+    def __init__(self, model: SplitModel, beta: float, detection_weight: float, quantization: str = "noise") -> None:
         super().__init__()
         self.model = model
+        model.decoder_quantization = quantization
         self.beta = beta
         self.detection_weight = detection_weight
         model.requires_grad_(True)
@@ -91,9 +92,12 @@ class Stage1Objective(nn.Module):
 class Stage2Objective(nn.Module):
     """Task-aware fine-tuning: detection BCE + masked per-task CE (+ KD) + beta' * rate; stem frozen."""
 
-    def __init__(self, model: SplitModel, beta: float, detection_weight: float, kd_weight: float, kd_temperature: float) -> None:
+    def __init__(
+        self, model: SplitModel, beta: float, detection_weight: float, kd_weight: float, kd_temperature: float, quantization: str = "noise"
+    ) -> None:
         super().__init__()
         self.model = model
+        model.decoder_quantization = quantization
         self.beta = beta
         self.detection_weight = detection_weight
         self.kd_weight = kd_weight

@@ -11,8 +11,10 @@ Data flow (the split is at the bottleneck; each half is its own module)::
 
 Stage 1 uses the same client with FiLM switched to identity and a single ``DistillDecoder`` server that
 regresses a shallow teacher layer (head distillation). Stage 2 replaces the server by per-task decoders
-and tails. The entropy model is CompressAI's ``EntropyBottleneck`` (uniform noise while training,
-rounding around the learned medians at inference).
+and tails. The entropy model is CompressAI's ``EntropyBottleneck``: while training, the rate comes from the
+likelihoods of the latent plus uniform noise, and the server half sees either that noisy latent or (the
+default of both stages' configs) the latent rounded around the learned medians with straight-through
+gradients, i.e. exactly the values it gets at inference; at inference both are the rounded latent.
 """
 
 from __future__ import annotations
@@ -25,10 +27,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from compressai.entropy_models import EntropyBottleneck
 from compressai.models import CompressionModel
+from compressai.ops import quantize_ste
 
 from training.models.registry import create_model, register_model
 
 FILM_MODES = ("film", "identity")
+DECODER_QUANTIZATIONS = ("noise", "ste")
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
@@ -204,21 +208,41 @@ class TaskServer(nn.Module):
 class SplitModel(CompressionModel):
     """Client, bottleneck and server half, following CompressAI's forward/compress/decompress contract.
 
-    ``forward`` is the training path (noisy latent, likelihoods); ``compress`` returns the rANS payload of
-    every image plus the task mask its detector produced; ``decompress`` runs the server half on decoded
-    latents.
+    ``forward`` is the training path (likelihoods of the noisy latent, server outputs); ``compress`` returns
+    the rANS payload of every image plus the task mask its detector produced; ``decompress`` runs the server
+    half on decoded latents.
+
+    ``decoder_quantization`` says what the server half sees in training mode: ``"noise"`` (the noisy latent,
+    CompressAI's default) or ``"ste"`` (the latent rounded around the medians, gradients passed straight
+    through). Noise is a poor stand-in for rounding once most latent values are within a step of their
+    median, which is where a low rate puts them; ``"ste"`` trains the server on what it will decode.
     """
 
-    def __init__(self, client: EdgeClient, server: nn.Module) -> None:
+    def __init__(self, client: EdgeClient, server: nn.Module, decoder_quantization: str = "noise") -> None:
         super().__init__()
         self.client = client
         self.entropy_bottleneck = EntropyBottleneck(client.latent_channels)
         self.server = server
+        self.decoder_quantization = decoder_quantization
+
+    @property
+    def decoder_quantization(self) -> str:
+        return self._decoder_quantization
+
+    @decoder_quantization.setter
+    def decoder_quantization(self, mode: str) -> None:
+        if mode not in DECODER_QUANTIZATIONS:
+            raise ValueError(f"decoder_quantization must be one of {DECODER_QUANTIZATIONS}, got {mode!r}")
+        self._decoder_quantization = mode
 
     def forward(self, x: torch.Tensor, task_vector: torch.Tensor | None = None) -> dict:
         y, task_logits = self.client(x, task_vector)
         with torch.autocast(device_type=y.device.type, enabled=False):  # the entropy model stays in float32
-            y_hat, y_likelihoods = self.entropy_bottleneck(y.float())
+            y = y.float()
+            y_hat, y_likelihoods = self.entropy_bottleneck(y)
+            if self.training and self.decoder_quantization == "ste":
+                medians = self.entropy_bottleneck._get_medians().detach()
+                y_hat = quantize_ste(y - medians) + medians
         return {"y_hat": y_hat, "likelihoods": {"y": y_likelihoods}, "task_logits": task_logits, "out": self.server(y_hat)}
 
     @torch.no_grad()
