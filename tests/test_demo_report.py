@@ -12,7 +12,7 @@ import pytest
 
 from mantis_demo.baselines import compress
 from mantis_demo.pipeline import DemoOptions, run_demo
-from mantis_demo.report import bandwidth_table, equal_accuracy
+from mantis_demo.report import bandwidth_table, equal_accuracy, equal_accuracy_summary
 from runtime_edge.client import EdgeRuntime, load_image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +32,17 @@ def test_equal_accuracy_takes_the_smallest_reaching_point() -> None:
     assert eq["ratio"] == pytest.approx(5.5)
     miss = equal_accuracy(200, 0.99, curve)
     assert (miss["quality"], miss["reached"], miss["ratio"]) == (90, False, pytest.approx(15.0))
+
+
+def test_bytes_target_counts_lower_bounds() -> None:
+    """5x fewer bytes than the smallest reaching quality, or than the most accurate one when none reaches."""
+    jpeg = [_point(50, 1000, 0.90), _point(90, 3000, 0.95)]
+    webp = [_point(10, 300, 0.93), _point(30, 480, 0.955)]
+    met = equal_accuracy_summary(50, 0.96, {"jpeg": jpeg, "webp": webp})
+    assert met["meets_target"] and not met["webp"]["reached"] and met["webp"]["ratio"] == pytest.approx(9.6)
+    assert not equal_accuracy_summary(100, 0.96, {"jpeg": jpeg, "webp": webp})["meets_target"]  # 4.8x vs WebP q30
+    reached = equal_accuracy_summary(50, 0.92, {"jpeg": jpeg, "webp": webp})
+    assert reached["meets_target"] and reached["webp"]["reached"] and reached["webp"]["quality"] == 10
 
 
 def test_bandwidth_table_follows_the_stated_formula() -> None:
