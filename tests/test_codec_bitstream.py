@@ -87,6 +87,33 @@ def test_header_layout(tables: EntropyTables) -> None:
     assert keep == 5 or data[16 + keep - 1] != 0
 
 
+def test_every_packed_state_length_round_trips(tables: EntropyTables) -> None:
+    """States of 5, 6, 7 and 8 bytes all occur; each payload is the word stream with the state's zero high
+    bytes dropped (the shortest form), decodes on every backend, and one more zero byte is rejected."""
+    from codec.rans import STATE_MIN_BYTES, state_bytes
+
+    seen = set()
+    for seed in range(400):
+        sym = _random_symbols(tables, (8, 2, 3), seed=seed, escapes=0.0)
+        data = codec.encode(sym, 1, tables)
+        payload, stream = data[16:], codec.compressai_string(data)
+        keep = state_bytes(len(payload))
+        x = int.from_bytes(stream[:8], "little")
+        assert keep == max(STATE_MIN_BYTES, (x.bit_length() + 7) // 8)
+        if keep in seen:
+            continue
+        seen.add(keep)
+        for backend in BACKENDS:
+            np.testing.assert_array_equal(codec.decode(data, tables, backend=backend).symbols, sym)
+        if keep < 8:
+            wide = payload[:keep] + b"\0" + payload[keep:]
+            head = bytearray(data[:12])
+            head[6:12] = ((int.from_bytes(head[6:12], "little") & ((1 << 30) - 1)) | (len(wide) << 30)).to_bytes(6, "little")
+            with pytest.raises(PayloadError, match="shortest form"):
+                codec.decode(_with_crc(tables, bytes(head), wide), tables)
+    assert seen == {5, 6, 7, 8}
+
+
 def test_latent_round_trip(tables: EntropyTables) -> None:
     from codec.fit import synthetic_latent
 
