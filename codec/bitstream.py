@@ -7,8 +7,8 @@ from typing import NamedTuple
 import numpy as np
 
 from codec import format as fmt
-from codec.errors import ShapeError, SymbolError
 from codec import rans
+from codec.errors import ShapeError, SymbolError
 from codec.tables import EntropyTables
 
 

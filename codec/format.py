@@ -89,6 +89,15 @@ def check_shape(shape: tuple[int, int, int], num_channels: int) -> tuple[int, in
     return c, h, w
 
 
+def check_payload_length(n: int) -> None:
+    """:class:`PayloadError` unless a payload of ``n`` bytes fits the format: at least the packed rANS state,
+    at most what the 18-bit length field holds."""
+    if n < MIN_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {n} bytes is shorter than the {MIN_PAYLOAD_BYTES}-byte minimum (the rANS state)")
+    if n > MAX_PAYLOAD_BYTES:
+        raise PayloadError(f"payload of {n} bytes exceeds the format limit of {MAX_PAYLOAD_BYTES} bytes")
+
+
 def checksum(table_sha256: bytes, header12: bytes, payload: bytes) -> int:
     """CRC-32 (IEEE, as zlib) of the tables' raw SHA-256, the first 12 header bytes, and the payload."""
     return zlib.crc32(payload, zlib.crc32(header12, zlib.crc32(table_sha256))) & 0xFFFFFFFF
@@ -96,13 +105,9 @@ def checksum(table_sha256: bytes, header12: bytes, payload: bytes) -> int:
 
 def pack(task_mask: int, table_id: bytes, table_sha256: bytes, shape: tuple[int, int, int], payload: bytes) -> bytes:
     """Header + payload. ``shape`` must already be validated."""
-    n = len(payload)
-    if n < MIN_PAYLOAD_BYTES:
-        raise PayloadError(f"payload of {n} bytes is shorter than the {MIN_PAYLOAD_BYTES}-byte minimum (the rANS state)")
-    if n > MAX_PAYLOAD_BYTES:
-        raise PayloadError(f"payload of {n} bytes exceeds the format limit of {MAX_PAYLOAD_BYTES} bytes")
+    check_payload_length(len(payload))
     c, h, w = shape
-    dims = (c - 1) | ((h - 1) << _DIM_BITS) | ((w - 1) << (2 * _DIM_BITS)) | (n << _LENGTH_SHIFT)
+    dims = (c - 1) | ((h - 1) << _DIM_BITS) | ((w - 1) << (2 * _DIM_BITS)) | (len(payload) << _LENGTH_SHIFT)
     head12 = MAGIC + bytes((FORMAT_VERSION, check_task_mask(task_mask))) + table_id + dims.to_bytes(6, "little")
     return head12 + struct.pack("<I", checksum(table_sha256, head12, payload)) + payload
 
@@ -145,7 +150,6 @@ def unpack(data: bytes, table_id: bytes, table_sha256: bytes, num_channels: int)
             f"CRC-32 mismatch (header says {crc:08x}, data gives {actual:08x}): the bitstream is corrupted"
             " (or was written with other tables that share the table id)"
         )
-    if length < MIN_PAYLOAD_BYTES:
-        raise PayloadError(f"payload of {length} bytes is shorter than the {MIN_PAYLOAD_BYTES}-byte minimum (the rANS state)")
+    check_payload_length(length)
     check_shape(shape, num_channels)
     return Header(task_mask, got_id, shape, length, crc), payload

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from codec.errors import CodecError, PayloadError
-from codec.format import PRECISION, SYMBOL_LIMIT
+from codec.format import MIN_PAYLOAD_BYTES, PRECISION, SYMBOL_LIMIT, check_payload_length
 from codec.tables import EntropyTables
 
 RANS_L = 1 << 31
@@ -65,32 +65,29 @@ class Backend(Protocol):
 
 # ---------------------------------------------------------------------------- state packing
 
-STATE_MIN_BYTES = 5
-"""The packed final state takes 5 to 8 bytes: its length is the payload length modulo 4 (5 for 1, ..., 8 for
-0), which is why a state below 2^32, which 4 bytes would hold, still takes 5."""
+# The packed final state takes 5 (MIN_PAYLOAD_BYTES) to 8 bytes: its length is the payload length modulo 4
+# (5 for 1, ..., 8 for 0), which is why a state below 2^32, which 4 bytes would hold, still takes 5.
 
 
 def state_bytes(payload_length: int) -> int:
     """Bytes of the packed state at the start of a payload of ``payload_length`` bytes (>= 5)."""
-    return STATE_MIN_BYTES + (payload_length - STATE_MIN_BYTES) % 4
+    return MIN_PAYLOAD_BYTES + (payload_length - MIN_PAYLOAD_BYTES) % 4
 
 
 def pack_state(stream: bytes) -> bytes:
     """Word stream -> payload: the final state (little-endian) in the fewest bytes in 5..8 that hold it,
     then the emitted words unchanged."""
     x = int.from_bytes(stream[:8], "little")
-    keep = max(STATE_MIN_BYTES, (x.bit_length() + 7) // 8)
+    keep = max(MIN_PAYLOAD_BYTES, (x.bit_length() + 7) // 8)
     return bytes(stream[:keep]) + bytes(stream[8:])
 
 
 def unpack_state(payload: bytes) -> bytes:
     """Payload -> word stream (the inverse of :func:`pack_state`); :class:`PayloadError` for a payload that
     :func:`pack_state` cannot have written (too short, or a state with a zero high byte it would have dropped)."""
-    n = len(payload)
-    if n < STATE_MIN_BYTES:
-        raise PayloadError(f"payload of {n} bytes is shorter than the {STATE_MIN_BYTES}-byte minimum (the rANS state)")
-    keep = state_bytes(n)
-    if keep > STATE_MIN_BYTES and payload[keep - 1] == 0:
+    check_payload_length(len(payload))
+    keep = state_bytes(len(payload))
+    if keep > MIN_PAYLOAD_BYTES and payload[keep - 1] == 0:
         raise PayloadError(f"the rANS state is written in {keep} bytes with a zero high byte (not the shortest form)")
     return bytes(payload[:keep]) + bytes(8 - keep) + bytes(payload[keep:])
 

@@ -120,15 +120,14 @@ def _malformed_cases(tables: EntropyTables, valid: bytes, shape: tuple[int, int,
         p = pack_state(encode_operations(ops + [zero_op(ch) for ch in range(1, c)]))
         return _reheader(valid, tables, dims=_dims(c, 1, 1, len(p)), payload=p)
 
-    def widened(p: bytes) -> bytes:
-        """``p`` with its packed state one byte longer (a zero high byte): decodes, but is not canonical."""
-        keep = state_bytes(len(p))
-        if keep == 8:
-            raise RuntimeError("the state of this payload takes 8 bytes and cannot be widened")
-        return p[:keep] + b"\0" + p[keep:]
-
+    # A payload whose state takes fewer than 8 bytes, widened by a zero high byte: decodes, but not canonical.
     candidates = [(payload, (h, w)), (crafted([zero_op(0)])[fmt.HEADER_SIZE :], (1, 1))]
-    short_state, (sh, sw) = next((p, hw) for p, hw in candidates if state_bytes(len(p)) < 8)
+    short = next(((p, hw) for p, hw in candidates if state_bytes(len(p)) < 8), None)
+    if short is None:
+        raise RuntimeError("every candidate payload has an 8-byte state: none can be widened")
+    short_state, (sh, sw) = short
+    keep = state_bytes(len(short_state))
+    widened = short_state[:keep] + b"\0" + short_state[keep:]
     garbage = rng.integers(0, 256, size=n, dtype=np.uint16).astype(np.uint8).tobytes()
     stream = unpack_state(payload)
     big_state = pack_state(stream[:4] + struct.pack("<I", 0x80000000 | struct.unpack_from("<I", stream, 4)[0]) + stream[8:])
@@ -161,8 +160,7 @@ def _malformed_cases(tables: EntropyTables, valid: bytes, shape: tuple[int, int,
          "error": "PayloadError", "what": "payload one word short (valid CRC)"},
         {"name": "state_too_large", "data": _reheader(valid, tables, dims=_dims(c, h, w, len(big_state)), payload=big_state),
          "error": "PayloadError", "what": "initial rANS state >= 2^63 (valid CRC)"},
-        {"name": "state_not_shortest", "data": _reheader(valid, tables, dims=_dims(c, sh, sw, len(short_state) + 1),
-                                                         payload=widened(short_state)),
+        {"name": "state_not_shortest", "data": _reheader(valid, tables, dims=_dims(c, sh, sw, len(widened)), payload=widened),
          "error": "PayloadError", "what": "the rANS state written with a zero high byte (valid CRC)"},
         {"name": "escape_too_long", "data": crafted(_escape_ops(tables, [8], [1] * 8)), "error": "PayloadError",
          "what": "an escape announcing 8 nibbles (valid CRC)"},

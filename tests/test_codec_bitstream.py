@@ -90,7 +90,7 @@ def test_header_layout(tables: EntropyTables) -> None:
 def test_every_packed_state_length_round_trips(tables: EntropyTables) -> None:
     """States of 5, 6, 7 and 8 bytes all occur; each payload is the word stream with the state's zero high
     bytes dropped (the shortest form), decodes on every backend, and one more zero byte is rejected."""
-    from codec.rans import STATE_MIN_BYTES, state_bytes
+    from codec.rans import state_bytes
 
     seen = set()
     for seed in range(400):
@@ -99,7 +99,7 @@ def test_every_packed_state_length_round_trips(tables: EntropyTables) -> None:
         payload, stream = data[16:], codec.compressai_string(data)
         keep = state_bytes(len(payload))
         x = int.from_bytes(stream[:8], "little")
-        assert keep == max(STATE_MIN_BYTES, (x.bit_length() + 7) // 8)
+        assert keep == max(fmt.MIN_PAYLOAD_BYTES, (x.bit_length() + 7) // 8)
         if keep in seen:
             continue
         seen.add(keep)

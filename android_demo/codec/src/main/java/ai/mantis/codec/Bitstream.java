@@ -146,10 +146,7 @@ public final class Bitstream {
             throw new CodecError.ChecksumError(String.format("CRC-32 mismatch (header says %08x, data gives %08x): "
                     + "the bitstream is corrupted (or was written with other tables that share the table id)", stored, actual));
         }
-        if (length < MIN_PAYLOAD_BYTES) {
-            throw new CodecError.PayloadError("payload of " + length + " bytes is shorter than the " + MIN_PAYLOAD_BYTES
-                    + "-byte minimum (the rANS state)");
-        }
+        Rans.checkPayloadLength(length);
         checkShape(c, h, w, tables);
         byte[] stream = Rans.unpackState(data, HEADER_SIZE, length);
         int[] symbols = Rans.decode(stream, 0, stream.length / 4, c, h * w, tables);

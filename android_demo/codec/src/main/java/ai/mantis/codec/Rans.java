@@ -34,12 +34,17 @@ final class Rans {
         return out;
     }
 
-    /** Payload at {@code data[start..start+length)} -> word stream; rejects a state not in its shortest form. */
-    static byte[] unpackState(byte[] data, int start, int length) throws CodecError.PayloadError {
+    /** Rejects a payload too short to hold the packed state. */
+    static void checkPayloadLength(int length) throws CodecError.PayloadError {
         if (length < STATE_MIN_BYTES) {
             throw new CodecError.PayloadError("payload of " + length + " bytes is shorter than the " + STATE_MIN_BYTES
                     + "-byte minimum (the rANS state)");
         }
+    }
+
+    /** Payload at {@code data[start..start+length)} -> word stream; rejects a state not in its shortest form. */
+    static byte[] unpackState(byte[] data, int start, int length) throws CodecError.PayloadError {
+        checkPayloadLength(length);
         int keep = STATE_MIN_BYTES + (length - STATE_MIN_BYTES) % 4;
         if (keep > STATE_MIN_BYTES && data[start + keep - 1] == 0) {
             throw new CodecError.PayloadError("the rANS state is written in " + keep
