@@ -141,7 +141,7 @@ def run_check(
     ``int8_check.json`` body and writes it into ``artifacts``."""
     from calibration.dataset import CalibrationSourceError, data_config, load_split, select_samples
     from codec.bundle import BundleError, load_bundle
-    from export.bundle_writer import write_json_atomic
+    from codec.files import atomic_write_json
     from export.runners import coreml_available, edge_runner, onnx_runner
     from export.verify import eager_outputs
 
@@ -180,5 +180,5 @@ def run_check(
         "split": split,
         **compare(float_out, int8_out, labels, bundle.task_names, max_drop),
     }
-    write_json_atomic(bundle.root / "int8_check.json", result)
+    atomic_write_json(bundle.root / "int8_check.json", result)
     return result

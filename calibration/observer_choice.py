@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from calibration.accuracy import run_check
-from export.bundle_writer import write_json_atomic
+from codec.files import atomic_write_json
 from export.exporter import ExportOptions, export_bundle
 
 
@@ -51,7 +51,7 @@ def compare_observers(
     best = max(results, key=lambda o: _score(results[o]))
     summary = {"checkpoint": str(checkpoint), "target": target, "calibration_samples": calibration_samples,
                "keep_float": list(keep_float), "observers": results, "better": best}
-    write_json_atomic(out / "observer_comparison.json", summary)
+    atomic_write_json(out / "observer_comparison.json", summary)
     return summary
 
 

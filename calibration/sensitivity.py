@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from calibration.dataset import CalibrationSourceError
 from calibration.layers import format_sensitivity, layer_sensitivity
 from calibration.quantize import OBSERVERS
-from codec.files import atomic_write_text
+from codec.files import atomic_write_json
 from export.errors import ExportError
 
 
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(format_sensitivity(result))
     if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        atomic_write_json(args.json, result)
     return 0
 
 

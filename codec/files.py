@@ -8,10 +8,11 @@ old file or the new one, never a half-written one, and a failed write leaves not
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 TOKEN_ENV = "MANTIS_SERVER_TOKEN"
 """Environment variable holding the bearer token when no token file is given (edge runtime and server)."""
@@ -52,6 +53,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
+    """Write ``obj`` as indented JSON plus a final newline to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
 def read_token(token_file: str | os.PathLike | None) -> str | None:

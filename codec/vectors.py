@@ -21,7 +21,7 @@ import numpy as np
 from codec import format as fmt
 from codec.bitstream import decode, encode
 from codec.errors import CodecError
-from codec.files import atomic_write_bytes
+from codec.files import atomic_write_bytes, atomic_write_json
 from codec.latent import quantize
 from codec.rans import available_backends, encode_operations, pack_state, state_bytes, unpack_state
 from codec.tables import EntropyTables, table_file_bytes
@@ -234,7 +234,7 @@ def regenerate(out_dir: Path) -> dict[str, Any]:
         atomic_write_bytes(out_dir / name, case["data"])
         index["malformed_tables"].append({"name": case["name"], "file": name, "sha256": sha256_hex(case["data"]),
                                           "error": case["error"], "what": case["what"]})
-    atomic_write_bytes(out_dir / INDEX, (json.dumps(index, indent=1) + "\n").encode("utf-8"))
+    atomic_write_json(out_dir / INDEX, index, indent=1)
     return index
 
 

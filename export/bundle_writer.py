@@ -13,7 +13,6 @@ A non-empty directory that is not a bundle is never replaced.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from codec.bundle import MANIFEST_NAME, BundleError, path_sha256, read_manifest
-from codec.files import atomic_write_text
+from codec.files import atomic_write_json
 from export.errors import ExportError
 
 
@@ -68,11 +67,6 @@ def file_hashes(root: Path) -> dict[str, str]:
     return {p.name: path_sha256(p) for p in sorted(root.iterdir()) if p.name != MANIFEST_NAME}
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
 def finalize(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
     """Hash the staged files into ``manifest['files']``, write the manifest, and move the bundle to ``out``.
 
@@ -80,7 +74,7 @@ def finalize(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
     only after the new bundle is in place; if the final rename fails it is put back.
     """
     manifest["files"] = file_hashes(staging)
-    write_json_atomic(staging / MANIFEST_NAME, manifest)
+    atomic_write_json(staging / MANIFEST_NAME, manifest)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from codec.bundle import BundleError, file_sha256, load_bundle
-from codec.files import atomic_write_text
+from codec.files import atomic_write_json
 from mantis_demo import report as report_mod
 from mantis_demo.baselines import DEFAULT_QUALITIES, TeacherClassifier, codec_curve, task_accuracy
 from runtime_edge.client import EdgeRuntime, load_image
@@ -142,7 +142,7 @@ def save_held_out(cfg: dict[str, Any], out: Path, limit: int | None) -> HeldOut:
         labels.append(lab)
     names = [t.name for t in tasks]
     doc = {p.name: {t.name: (t.labels[int(l[k])] if l[k] >= 0 else None) for k, t in enumerate(tasks)} for p, l in zip(paths, labels)}
-    atomic_write_text(out / "labels.json", json.dumps(doc, indent=1) + "\n")
+    atomic_write_json(out / "labels.json", doc, indent=1)
     h, w = Image.open(paths[0]).size[::-1]
     return HeldOut(paths, np.stack(labels).astype(np.int64), names, (h, w))
 

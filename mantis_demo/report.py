@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from codec.files import atomic_write, atomic_write_text
+from codec.files import atomic_write, atomic_write_json, atomic_write_text
 
 BANDWIDTHS_MBIT = (1.0, 10.0, 100.0)
 TARGET_RATIO = 5.0
@@ -103,10 +102,6 @@ def bandwidth_table(
             }
         )
     return rows
-
-
-def write_json(path: str | os.PathLike, report: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(report, indent=2, sort_keys=False) + "\n")
 
 
 def plot_rate_accuracy(report: dict[str, Any], path: str | os.PathLike) -> None:
@@ -327,7 +322,7 @@ def finalize(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, An
     out.mkdir(parents=True, exist_ok=True)
     plot_rate_accuracy(report, out / "rate_accuracy.png")
     plot_bandwidth(report, out / "bandwidth.png")
-    write_json(out / "report.json", report)
+    atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_markdown(report))
     return report
 

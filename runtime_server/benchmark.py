@@ -13,13 +13,12 @@ failures). Exit status 1 when a request failed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from codec.bundle import BundleError, read_manifest
-from codec.files import atomic_write_text
+from codec.files import atomic_write_json
 from runtime_server.backends import BACKENDS
 from runtime_server.loadgen import read_bitstreams, run_configs, synthetic_bitstreams
 from runtime_server.process import LOOPBACK, ServerError
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         doc = {"model": model, "backend": args.backend, "clients": args.clients, "ratio": ratio, "failed": failed,
                "configs": [r.summary() for r in results]}
-        atomic_write_text(args.json, json.dumps(doc, indent=2) + "\n")
+        atomic_write_json(args.json, doc)
     return 0 if failed == 0 else 1
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from codec.files import TOKEN_ENV, atomic_write, atomic_write_bytes, atomic_write_text, read_token
+from codec.files import TOKEN_ENV, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text, read_token
 
 
 def test_replaces_the_file_with_plain_permissions(tmp_path: Path) -> None:
@@ -20,6 +20,14 @@ def test_replaces_the_file_with_plain_permissions(tmp_path: Path) -> None:
     os.umask(mask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
     assert [p.name for p in path.parent.iterdir()] == ["out.bin"]
+
+
+def test_json_reports_are_indented_and_end_with_a_newline(tmp_path: Path) -> None:
+    path = tmp_path / "report.json"
+    atomic_write_json(path, {"b": [1, 2], "a": "\u00e9"})
+    assert path.read_text(encoding="utf-8") == '{\n  "b": [\n    1,\n    2\n  ],\n  "a": "\\u00e9"\n}\n'
+    atomic_write_json(path, {"x": 1}, indent=1)
+    assert path.read_text(encoding="utf-8") == '{\n "x": 1\n}\n'
 
 
 def test_a_failing_writer_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:

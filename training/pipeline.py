@@ -8,7 +8,6 @@ state, and retrains the rest. Only rank 0 writes files under ``torchrun``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-from codec.files import atomic_write_text
+from codec.files import atomic_write_json
 from torch.utils.data import DataLoader
 
 from training.build import load_model
@@ -270,8 +269,7 @@ def run(cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallba
             "cached_stages": ctx.cached,
         }
         if rt.is_main:
-            text = json.dumps(metrics, indent=2, sort_keys=False) + "\n"
-            atomic_write_text(out / METRICS_FILE, text)
+            atomic_write_json(out / METRICS_FILE, metrics)
         rt.barrier()
         return metrics
     finally:
