@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from codec.files import atomic_write
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from codec.files import atomic_write
 
 CHECKPOINT_FORMAT = "mantis-checkpoint/1"
 STAGES = ("teacher", "stage1", "stage2")

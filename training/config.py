@@ -9,7 +9,6 @@ schema key must have a value: configs chain to ``default.yaml``, which defines t
 from __future__ import annotations
 
 import abc
-
 import copy
 import hashlib
 import json

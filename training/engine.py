@@ -18,12 +18,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
-from codec.files import atomic_write
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from codec.files import atomic_write
 from training.checkpoint import CheckpointError
 
 log = logging.getLogger("mantis.training")

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import codec
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from codec.rans import FLUSH_FIXED_BYTES
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+import codec
+from codec.rans import FLUSH_FIXED_BYTES
 from training.data.common import TaskSpec
 from training.models.mantis import SplitModel, TaskServer, task_mask_from_logits
 

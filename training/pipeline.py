@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-from codec.files import atomic_write_json
 from torch.utils.data import DataLoader
 
+from codec.files import atomic_write_json
 from training.build import load_model
 from training.checkpoint import CheckpointError, save_checkpoint
 from training.config import fingerprint

@@ -12,8 +12,8 @@ Data flow (the split is at the bottleneck; each half is its own module)::
 Stage 1 uses the same client with FiLM switched to identity and a single ``DistillDecoder`` server that
 regresses a shallow teacher layer (head distillation). Stage 2 replaces the server by per-task decoders
 and tails. The entropy model is CompressAI's ``EntropyBottleneck``: while training, the rate comes from the
-likelihoods of the latent plus uniform noise, and the server half sees either that noisy latent or (the
-default of both stages' configs) the latent rounded around the learned medians with straight-through
+likelihoods of the latent plus uniform noise, and the server half sees either that noisy latent (Stage 1's
+default) or (Stage 2's default) the latent rounded around the learned medians with straight-through
 gradients, i.e. exactly the values it gets at inference; at inference both are the rounded latent.
 """
 
