@@ -1,10 +1,14 @@
 """Accuracy of the int8 edge client against the float model, end to end through the real codec.
 
-Both paths run the same pipeline on held-out images: edge client -> task mask (the manifest's rule) ->
-``codec.quantize`` -> ``codec.encode`` (the bytes that would be sent) -> ``codec.decode`` ->
-``codec.dequantize`` -> server half (``server.onnx`` on ONNX Runtime) -> per-task logits. The float path's
-edge client is the eager PyTorch client from the source checkpoint; the int8 path's is the bundle's edge
-file on its real runtime (ExecuTorch for ``.pte``, ONNX Runtime for ``.onnx``, Core ML on macOS).
+The int8 path is what a device runs: :class:`runtime_edge.client.EdgeRuntime` on the raw held-out images
+(the manifest's preprocessing, the bundle's edge file on its runtime, the task-mask rule, quantization and
+rANS), giving the exact bitstreams a device would send. The float path runs the eager PyTorch client of the
+source checkpoint on training's preprocessing of the same images and codes its latents with the same
+tables. Both sets of bitstreams are then decoded (``codec.decode_latent``) and run through the server half
+on the backend ``serve.py`` uses (``server.onnx`` on ONNX Runtime)::
+
+    raw image ─► EdgeRuntime.encode ───────────────────────────► bitstream ─┐
+    tensor    ─► eager client ─► task mask, quantize, encode ──► bitstream ─┴► decode ─► server half ─► logits
 
 A task's accuracy counts the images that show that task (label >= 0); an answer is correct when the task
 is in the image's task mask (the server only answers the tasks the bitstream names) and the argmax of the
@@ -15,17 +19,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 import codec
-from codec.bundle import Bundle, file_sha256, task_mask_from_logits
-from export.runners import Runner
+from codec.manifest import Bundle, file_sha256, task_mask_from_logits
 
 SERVER_BATCH = 32
 _EPS = 1e-9  # accuracy differences are ratios of counts; ignore float rounding at the threshold
+
+ServerRun = Callable[[np.ndarray], list[np.ndarray]]
 
 
 class CheckError(RuntimeError):
@@ -42,29 +47,32 @@ class PathOutputs:
     logits: list[np.ndarray]  # per task (N, n_labels)
 
 
-def run_path(edge: Runner, images: Sequence[np.ndarray], tables: Any, server: Runner) -> PathOutputs:
-    """Edge client -> task mask -> codec round trip -> server half, for every image."""
-    symbols, masks, sizes, decoded = [], [], [], []
-    num_tasks = 0
-    for x in images:
-        latent, task_logits = edge(x)[:2]
-        mask = task_mask_from_logits(np.asarray(task_logits).reshape(-1))
-        num_tasks = np.asarray(task_logits).size
-        sym = codec.quantize(np.asarray(latent, np.float32)[0], tables)
-        data = codec.encode(sym, mask, tables)
-        dec = codec.decode(data, tables)
-        if dec.task_mask != mask or not np.array_equal(dec.symbols, sym):
-            raise CheckError("the codec did not round-trip a bitstream (decoded symbols or task mask differ)")
-        symbols.append(sym)
-        masks.append(mask)
-        sizes.append(len(data))
-        decoded.append(codec.dequantize(dec.symbols, tables).astype(np.float32))
-    y_hat = np.stack(decoded)
+def eager_bitstreams(client: torch.nn.Module, images: Sequence[np.ndarray], tables: Any) -> list[bytes]:
+    """Bitstreams of a PyTorch edge client (float or its int8 graph) on preprocessed ``(1,3,H,W)`` images:
+    task mask by the manifest's rule, the codec's quantization and rANS."""
+    out = []
+    with torch.no_grad():
+        for x in images:
+            latent, task_logits = client(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+            mask = task_mask_from_logits(task_logits.numpy().reshape(-1))
+            out.append(codec.encode(codec.quantize(latent.numpy()[0], tables), mask, tables))
+    return out
+
+
+def serve_bitstreams(bitstreams: Sequence[bytes], tables: Any, server: ServerRun, num_tasks: int) -> PathOutputs:
+    """Decode every bitstream as the server does and run the server half on the decoded latents."""
+    decoded = [codec.decode(data, tables) for data in bitstreams]
+    y_hat = np.stack([codec.dequantize(d.symbols, tables).astype(np.float32) for d in decoded])
     outs: list[list[np.ndarray]] = [[] for _ in range(num_tasks)]
     for start in range(0, len(y_hat), SERVER_BATCH):
         for t, o in enumerate(server(y_hat[start : start + SERVER_BATCH])):
             outs[t].append(np.asarray(o))
-    return PathOutputs(np.stack(symbols), np.array(masks), np.array(sizes), [np.concatenate(o) for o in outs])
+    return PathOutputs(
+        np.stack([d.symbols for d in decoded]),
+        np.array([d.task_mask for d in decoded]),
+        np.array([len(b) for b in bitstreams]),
+        [np.concatenate(o) for o in outs],
+    )
 
 
 def task_accuracy(out: PathOutputs, labels: np.ndarray, task_names: Sequence[str]) -> dict[str, float]:
@@ -115,11 +123,11 @@ def source_model(bundle: Bundle, checkpoint: Path | None) -> tuple[torch.nn.Modu
     from training.build import load_model
     from training.checkpoint import CheckpointError
 
-    src = bundle.manifest.get("source_checkpoint", {})
-    path = Path(checkpoint if checkpoint is not None else src.get("path", ""))
+    src = bundle.manifest.source_checkpoint
+    path = Path(checkpoint if checkpoint is not None else src["path"])
     if not path.is_file():
         raise CheckError(f"source checkpoint {path}: no such file (pass --checkpoint if it moved)")
-    if file_sha256(path) != src.get("sha256"):
+    if file_sha256(path) != src["sha256"]:
         raise CheckError(f"checkpoint {path} is not the one bundle {bundle.root} was exported from (sha256 differs)")
     try:
         model, meta = load_model(path, stage="stage2")
@@ -139,18 +147,22 @@ def run_check(
 ) -> dict[str, Any]:
     """Float vs int8 on ``samples`` held-out images (all of ``split`` by default); returns the
     ``int8_check.json`` body and writes it into ``artifacts``."""
-    from calibration.dataset import CalibrationSourceError, data_config, load_split, select_samples
-    from codec.bundle import BundleError, load_bundle
     from codec.files import atomic_write_json
-    from export.runners import coreml_available, edge_runner, onnx_runner
-    from export.verify import eager_outputs
+    from codec.manifest import BundleError
+    from export.calibration_set import CalibrationSourceError, data_config, load_split, select_samples
+    from runtime_edge.client import EdgeRuntime
+    from runtime_edge.models import EdgeRuntimeError
+    from runtime_server.backends import BackendUnavailableError, load_backend
 
     try:
-        bundle = load_bundle(artifacts)
+        device = EdgeRuntime(artifacts)
     except BundleError as exc:
         raise CheckError(str(exc)) from None
+    except EdgeRuntimeError as exc:
+        raise CheckError(f"cannot run the bundle's edge client here: {exc}") from None
+    bundle = device.bundle
     model, meta, ckpt = source_model(bundle, checkpoint)
-    calib = bundle.edge.get("quantization", {}).get("calibration", {})
+    calib = bundle.manifest.edge.quantization.get("calibration", {})
     if calib.get("split") == split:
         raise CheckError(f"the edge client was calibrated on the {split} split; check on another split (--split)")
     try:
@@ -160,23 +172,23 @@ def run_check(
         held_out = select_samples(dataset, split, n, seed, bundle.task_names)
     except CalibrationSourceError as exc:
         raise CheckError(str(exc)) from None
-    images = [x.numpy() for x in held_out.batches()]
-    labels = held_out.labels.numpy()
-    edge = bundle.edge
-    if edge["runtime"] == "coreml":
-        ok, reason = coreml_available()
-        if not ok:
-            raise CheckError(f"{edge['file']}: {reason}; run this check on macOS, or export --target executorch or onnx here")
     try:
-        int8_edge = edge_runner(bundle.path(edge["file"]), edge["runtime"], edge["inputs"][0]["name"], tuple(o["name"] for o in edge["outputs"]))
-    except Exception as exc:  # each runtime raises its own types when it cannot load a program
-        raise CheckError(f"cannot run {edge['file']} on {edge['runtime']}: {exc}") from None
-    server = onnx_runner(bundle.path(bundle.server["onnx"]["file"]))
-    float_out = run_path(eager_outputs(model.client.eval()), images, bundle.tables, server)
-    int8_out = run_path(int8_edge, images, bundle.tables, server)
+        server = load_backend("onnxruntime", bundle).run
+    except BackendUnavailableError as exc:
+        raise CheckError(str(exc)) from None
+    labels = held_out.labels.numpy()
+    num_tasks = len(bundle.task_names)
+    float_bits = eager_bitstreams(model.client.eval(), [x.numpy() for x in held_out.batches()], bundle.tables)
+    try:
+        int8_bits = [device.encode(dataset.pil(i)).bitstream for i in held_out.info["indices"]]
+    except EdgeRuntimeError as exc:
+        raise CheckError(f"the bundle's edge client failed: {exc}") from None
+    float_out = serve_bitstreams(float_bits, bundle.tables, server, num_tasks)
+    int8_out = serve_bitstreams(int8_bits, bundle.tables, server, num_tasks)
+    edge = bundle.manifest.edge
     result = {
         "bundle": str(bundle.root),
-        "edge": {k: edge[k] for k in ("target", "file", "runtime")},
+        "edge": {"target": edge.target, "file": edge.file, "runtime": edge.runtime},
         "split": split,
         **compare(float_out, int8_out, labels, bundle.task_names, max_drop),
     }

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from calibration.accuracy import CheckError
 from calibration.observer_choice import compare_observers, format_comparison
-from calibration.quantize import OBSERVERS
+from export.quantize import OBSERVERS
 from export.edge import EDGE_TARGETS
 from export.errors import ExportError
 
@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--observers", nargs="+", default=list(OBSERVERS), choices=OBSERVERS)
     p.add_argument("--calibration-samples", type=int, default=128)
     p.add_argument("--keep-float", nargs="+", default=[], metavar="MODULE")
-    p.add_argument("--samples", type=int, default=None, help="held-out images per check (default: the whole test split)")
+    p.add_argument("--samples", type=int, default=None, help="validation images per check (default: the whole validation split)")
     p.add_argument("--max-drop", type=float, default=1.0)
     return p.parse_args(argv)
 

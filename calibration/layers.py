@@ -14,14 +14,12 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-import codec
-from calibration.accuracy import compare, run_path, task_accuracy
-from calibration.dataset import data_config, load_split, select_samples
-from calibration.quantize import quantize_pt2e
-from export.edge import EdgeModule
+from calibration.accuracy import compare, eager_bitstreams, serve_bitstreams, task_accuracy
+from export.calibration_set import data_config, load_split, select_samples
 from export.exporter import load_source
-from export.server import ServerHalf
+from export.quantize import quantize_pt2e
 from export.verify import eager_outputs
+from training.tables import tables_from_bottleneck
 
 
 def quantizable_layers(client: nn.Module) -> list[str]:
@@ -45,15 +43,16 @@ def layer_sensitivity(
     held = select_samples(load_split(cfg, split, task_names), split, samples, 1, task_names)
     images = [x.numpy() for x in held.batches()]
     labels = held.labels.numpy()
-    tables = codec.EntropyTables.from_entropy_bottleneck(model.entropy_bottleneck)
-    server = eager_outputs(ServerHalf(model.server).eval())
-    edge = EdgeModule(model.client).eval()
+    tables = tables_from_bottleneck(model.entropy_bottleneck)
+    server = eager_outputs(model.server.eval())
+    edge = model.client.eval()
     example = calib.images[:1].clone()
-    float_out = run_path(eager_outputs(edge), images, tables, server)
+    float_out = serve_bitstreams(eager_bitstreams(edge, images, tables), tables, server, len(task_names))
 
     def evaluate(keep: Sequence[str]) -> dict[str, Any]:
-        q = quantize_pt2e(edge, example, calib.batches(), observer, [f"client.{k}" for k in keep])
-        r = compare(float_out, run_path(eager_outputs(q), images, tables, server), labels, task_names, max_drop=1.0)
+        q = quantize_pt2e(edge, example, calib.batches(), observer, keep)
+        int8_out = serve_bitstreams(eager_bitstreams(q, images, tables), tables, server, len(task_names))
+        r = compare(float_out, int8_out, labels, task_names, max_drop=1.0)
         return {"drop_points": r["drop_points"], "int8_task_accuracy": r["int8"]["task_accuracy"],
                 "symbol_agreement": r["symbol_agreement"], "task_mask_agreement": r["task_mask_agreement"]}
 

@@ -1,7 +1,8 @@
 """Comparing activation observers end to end (export + accuracy-vs-int8 check per observer).
 
 The better observer is the one whose worst task loses the fewest accuracy points against the float model;
-ties go to the higher mean int8 accuracy, then to the higher symbol agreement.
+ties go to the higher mean int8 accuracy, then to the higher symbol agreement. The choice is made on the
+validation split (``SELECTION_SPLIT``): the test split is only for reporting the chosen bundle.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any, Sequence
 from calibration.accuracy import run_check
 from codec.files import atomic_write_json
 from export.exporter import ExportOptions, export_bundle
+
+SELECTION_SPLIT = "val"
 
 
 def _score(row: dict[str, Any]) -> tuple[float, float, float]:
@@ -38,7 +41,7 @@ def compare_observers(
             calibration_samples=calibration_samples, keep_float=keep_float, force=True,
         )
         export_bundle(opts)
-        check = run_check(out / observer, samples=samples, max_drop=max_drop)
+        check = run_check(out / observer, split=SELECTION_SPLIT, samples=samples, max_drop=max_drop)
         results[observer] = {
             "task_accuracy": check["int8"]["task_accuracy"],
             "float_task_accuracy": check["float"]["task_accuracy"],
@@ -49,7 +52,7 @@ def compare_observers(
             "passed": check["passed"],
         }
     best = max(results, key=lambda o: _score(results[o]))
-    summary = {"checkpoint": str(checkpoint), "target": target, "calibration_samples": calibration_samples,
+    summary = {"checkpoint": str(checkpoint), "target": target, "split": SELECTION_SPLIT, "calibration_samples": calibration_samples,
                "keep_float": list(keep_float), "observers": results, "better": best}
     atomic_write_json(out / "observer_comparison.json", summary)
     return summary

@@ -9,9 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from calibration.dataset import CalibrationSourceError
+from export.calibration_set import CalibrationSourceError
 from calibration.layers import format_sensitivity, layer_sensitivity
-from calibration.quantize import OBSERVERS
+from export.quantize import OBSERVERS
 from codec.files import atomic_write_json
 from export.errors import ExportError
 

@@ -1,5 +1,5 @@
-"""Files every MANTiS package reads or writes (``codec`` is the one package all of them import): atomic
-writes, and the bearer token that the edge runtime and the server share.
+"""Atomic file writing: how the codec writes its table files and bitstreams, and how every other package
+(lower ones import nothing above ``codec``) writes checkpoints, manifests, reports and metrics.
 
 A file is written to a temporary name in its own directory, flushed to disk, given the permissions a
 plain ``open()`` would give it, and moved over the destination with ``os.replace``: a reader sees the
@@ -13,10 +13,6 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
-
-TOKEN_ENV = "MANTIS_SERVER_TOKEN"
-"""Environment variable holding the bearer token when no token file is given (edge runtime and server)."""
-
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -58,17 +54,3 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
     """Write ``obj`` as indented JSON plus a final newline to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
-
-
-def read_token(token_file: str | os.PathLike | None) -> str | None:
-    """The bearer token from ``token_file`` (stripped), else from ``$MANTIS_SERVER_TOKEN``, else None.
-    An unreadable or empty token file is a ``ValueError`` naming the file."""
-    if token_file is not None:
-        try:
-            token = Path(token_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read token file {token_file}: {exc}") from None
-        if not token:
-            raise ValueError(f"token file {token_file} is empty")
-        return token
-    return os.environ.get(TOKEN_ENV, "").strip() or None

@@ -22,12 +22,12 @@ from __future__ import annotations
 import array
 import importlib.machinery
 import importlib.util
+import logging
 import os
 import sys
 import threading
 from bisect import bisect_right
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -35,6 +35,8 @@ import numpy as np
 from codec.errors import CodecError, PayloadError
 from codec.format import MIN_PAYLOAD_BYTES, PRECISION, SYMBOL_LIMIT, check_payload_length
 from codec.tables import EntropyTables
+
+log = logging.getLogger("mantis.codec")
 
 RANS_L = 1 << 31
 """Lower bound of the normalized state interval [2^31, 2^63); the encoder starts and the decoder ends here."""
@@ -333,26 +335,30 @@ class PythonBackend:
 def _load_compressai_ans() -> Any:
     """``compressai.ans`` without importing the ``compressai`` package (which imports torch).
 
-    The extension module is loaded under its own name and registered in ``sys.modules``, so a later
-    ``import compressai`` reuses it (loading the file twice would register its types twice)."""
+    The import system's path finder locates the ``ans`` extension module in the package's directory; it
+    is loaded under its own name and registered in ``sys.modules``, so a later ``import compressai`` reuses
+    it (loading the file twice would register its types twice). ``ModuleNotFoundError`` when compressai
+    is not installed; ``ImportError`` when it is installed but its coder cannot be loaded."""
     if "compressai.ans" in sys.modules:
         return sys.modules["compressai.ans"]
     if "compressai" in sys.modules:
         return importlib.import_module("compressai.ans")
     spec = importlib.util.find_spec("compressai")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("compressai is not installed")
-    for folder in spec.submodule_search_locations:
-        for f in sorted(Path(folder).glob("ans.*")):
-            if any(f.name.endswith(sfx) for sfx in importlib.machinery.EXTENSION_SUFFIXES):
-                ext_spec = importlib.util.spec_from_file_location("compressai.ans", f)
-                if ext_spec is None or ext_spec.loader is None:
-                    continue
-                module = importlib.util.module_from_spec(ext_spec)
-                ext_spec.loader.exec_module(module)
-                sys.modules["compressai.ans"] = module
-                return module
-    raise ImportError("compressai is installed without its ans extension")
+        raise ModuleNotFoundError("compressai is not installed", name="compressai")
+    found = importlib.machinery.PathFinder.find_spec("ans", list(spec.submodule_search_locations))
+    if found is None or found.origin is None:
+        raise ImportError(f"compressai is installed in {list(spec.submodule_search_locations)} without its ans extension module")
+    ext_spec = importlib.util.spec_from_file_location("compressai.ans", found.origin)
+    if ext_spec is None or ext_spec.loader is None:
+        raise ImportError(f"cannot load compressai's ans extension {found.origin}")
+    module = importlib.util.module_from_spec(ext_spec)
+    try:
+        ext_spec.loader.exec_module(module)
+    except (OSError, ImportError) as exc:
+        raise ImportError(f"compressai's ans extension {found.origin} does not load: {exc}") from exc
+    sys.modules["compressai.ans"] = module
+    return module
 
 
 class CompressAIBackend:
@@ -416,10 +422,15 @@ class CompressAIBackend:
 
 @lru_cache(maxsize=None)
 def _compressai_backend() -> CompressAIBackend | None:
+    """CompressAI's coder, or None when compressai is not installed (logged once). An installed compressai
+    whose coder fails to load is logged as a warning, with the reason, before falling back to Python."""
     try:
         return CompressAIBackend(_load_compressai_ans())
-    except (ImportError, OSError, AttributeError):
-        return None
+    except ModuleNotFoundError:
+        log.info("compressai is not installed: rANS coding uses the pure-Python coder (same bytes, slower)")
+    except (ImportError, AttributeError) as exc:
+        log.warning("compressai is installed but its rANS coder cannot be used (%s): falling back to the pure-Python coder, about 3x slower", exc)
+    return None
 
 
 def available_backends() -> list[str]:

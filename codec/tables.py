@@ -204,27 +204,6 @@ class EntropyTables:
         c, lmax = self.cdfs.shape
         return f"EntropyTables(channels={c}, max_cdf_length={lmax}, precision={self.precision}, sha256={self.sha256[:16]}...)"
 
-    # ------------------------------------------------------------------ building
-
-    @classmethod
-    def from_entropy_bottleneck(cls, eb: Any) -> "EntropyTables":
-        """Tables of an updated CompressAI ``EntropyBottleneck`` (its ``_quantized_cdf``, ``_cdf_length``,
-        ``_offset`` and current medians). Nothing is retrained or recomputed: call ``eb.update()`` (or
-        ``eb.update(force=True)`` after further training) first, else :class:`TableError`."""
-        for attr in ("_quantized_cdf", "_cdf_length", "_offset", "quantiles"):
-            if not hasattr(eb, attr):
-                raise TableError(f"{type(eb).__name__} is not a CompressAI EntropyBottleneck (no {attr})")
-        if eb._offset.numel() == 0 or eb._quantized_cdf.numel() == 0:
-            raise TableError("the EntropyBottleneck has no quantized CDFs yet: call eb.update() first")
-        precision = int(getattr(eb, "entropy_coder_precision", PRECISION))
-        return cls(
-            cdfs=eb._quantized_cdf.detach().cpu().numpy(),
-            cdf_lengths=eb._cdf_length.detach().cpu().reshape(-1).numpy(),
-            offsets=eb._offset.detach().cpu().reshape(-1).numpy(),
-            medians=eb.quantiles[:, 0, 1].detach().cpu().float().numpy(),
-            precision=precision,
-        )
-
     # ------------------------------------------------------------------ file I/O
 
     def to_bytes(self) -> bytes:

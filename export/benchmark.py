@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from calibration.dataset import CalibrationSourceError
+from export.calibration_set import CalibrationSourceError
 from codec.files import atomic_write_json
 from export.errors import ExportError
 from export.latency import benchmark, format_report

@@ -13,14 +13,15 @@ A non-empty directory that is not a bundle is never replaced.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-from codec.bundle import MANIFEST_NAME, BundleError, path_sha256, read_manifest
 from codec.files import atomic_write_json
+from codec.manifest import MANIFEST_NAME, BundleError, Manifest, ManifestError, path_sha256, read_manifest
 from export.errors import ExportError
 
 
@@ -38,12 +39,12 @@ def check_destination(out: Path, source_sha256: str, target: str, force: bool) -
         raise ExportError(
             f"output directory {out} is not empty and is not a bundle ({exc}); refusing to replace it, choose another --out"
         ) from None
-    old_sha = manifest.get("source_checkpoint", {}).get("sha256")
-    old_target = manifest.get("edge", {}).get("target")
+    old_sha = manifest.source_checkpoint["sha256"]
+    old_target = manifest.edge.target
     if (old_sha, old_target) == (source_sha256, target) or force:
         return
     raise ExportError(
-        f"output directory {out} holds a different bundle (checkpoint {manifest.get('source_checkpoint', {}).get('path')!r}, "
+        f"output directory {out} holds a different bundle (checkpoint {manifest.source_checkpoint['path']!r}, "
         f"target {old_target!r}); choose another --out, or pass --force to replace it"
     )
 
@@ -67,21 +68,26 @@ def file_hashes(root: Path) -> dict[str, str]:
     return {p.name: path_sha256(p) for p in sorted(root.iterdir()) if p.name != MANIFEST_NAME}
 
 
-def finalize(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
-    """Hash the staged files into ``manifest['files']``, write the manifest, and move the bundle to ``out``.
+def finalize(staging: Path, out: Path, manifest: Manifest) -> Manifest:
+    """Hash the staged files into the manifest's ``files``, check and write the manifest, and move the
+    bundle to ``out``; returns the manifest as written.
 
     An existing ``out`` (already cleared by :func:`check_destination`) is first renamed aside and removed
     only after the new bundle is in place; if the final rename fails it is put back.
     """
-    manifest["files"] = file_hashes(staging)
-    atomic_write_json(staging / MANIFEST_NAME, manifest)
+    manifest = dataclasses.replace(manifest, files=file_hashes(staging))
+    try:
+        manifest.validate()
+    except ManifestError as exc:
+        raise ExportError(f"the bundle's manifest is inconsistent: {exc}") from None
+    atomic_write_json(staging / MANIFEST_NAME, manifest.to_dict())
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)
     os.chmod(staging / MANIFEST_NAME, 0o666 & ~umask)
     if not out.exists():
         os.rename(staging, out)
-        return
+        return manifest
     aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
     os.rmdir(aside)
     os.rename(out, aside)
@@ -91,3 +97,4 @@ def finalize(staging: Path, out: Path, manifest: dict[str, Any]) -> None:
         os.rename(aside, out)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+    return manifest

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from calibration.quantize import quantize_onnx, quantize_pt2e
+from codec.manifest import EDGE_INPUT, EDGE_OUTPUTS
+from export.quantize import check_keep_float, quantize_onnx, quantize_pt2e
 
 EDGE_TARGETS = ("executorch", "coreml", "onnx", "tensorrt")
 EDGE_FILES = {
@@ -33,21 +34,8 @@ EDGE_FILES = {
     "onnx": ("edge.onnx", "onnxruntime"),
     "tensorrt": ("edge.onnx", "onnxruntime"),
 }
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("latent", "task_logits")
 COREML_INT8_OPS = ("quantize", "dequantize", "constexpr_affine_dequantize")
-
-
-class EdgeModule(nn.Module):
-    """``image -> (latent, task_logits)``: the client with FiLM conditioned on its own task detector."""
-
-    def __init__(self, client: nn.Module) -> None:
-        super().__init__()
-        self.client = client
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        latent, task_logits = self.client(image)
-        return latent, task_logits
+"""Ops of an ML program that show it is int8: activation quantize/dequantize pairs and int8 weights."""
 
 
 @dataclass
@@ -88,8 +76,8 @@ def _convert_coreml(quantized: torch.nn.Module, example: torch.Tensor, path: Pat
         program,
         convert_to="mlprogram",
         minimum_deployment_target=ct.target.iOS17,
-        inputs=[ct.TensorType(name=INPUT_NAME, shape=tuple(example.shape), dtype=np.float32)],
-        outputs=[ct.TensorType(name=n, dtype=np.float32) for n in OUTPUT_NAMES],
+        inputs=[ct.TensorType(name=EDGE_INPUT, shape=tuple(example.shape), dtype=np.float32)],
+        outputs=[ct.TensorType(name=n, dtype=np.float32) for n in EDGE_OUTPUTS],
     )
     model.save(str(path))
     return {}
@@ -126,7 +114,7 @@ def inspect_coreml(path: Path) -> dict[str, Any]:
 
 def _export_onnx_float(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     torch.onnx.export(
-        module.eval(), (example,), str(path), dynamo=True, input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), verbose=False, external_data=False
+        module.eval(), (example,), str(path), dynamo=True, input_names=[EDGE_INPUT], output_names=list(EDGE_OUTPUTS), verbose=False, external_data=False
     )
 
 
@@ -145,10 +133,10 @@ def export_edge(
         raise ValueError(f"unknown target {target!r}; expected one of {EDGE_TARGETS}")
     name, runtime = EDGE_FILES[target]
     path = out_dir / name
-    module = EdgeModule(client).eval()
-    prefixed = [f"client.{k}" for k in keep_float]
+    module = client.eval()
+    check_keep_float(module, keep_float)
     if target in ("executorch", "coreml"):
-        quantized = quantize_pt2e(module, example, calibration, observer, prefixed)
+        quantized = quantize_pt2e(module, example, calibration, observer, keep_float)
         if target == "executorch":
             details = lower_executorch(quantized, example, path)
         else:
@@ -157,7 +145,7 @@ def export_edge(
     float_path = out_dir / "edge.float.onnx"
     try:
         _export_onnx_float(module, example, float_path)
-        quantize_onnx(float_path, path, INPUT_NAME, [x.numpy() for x in calibration], observer, prefixed)
+        quantize_onnx(float_path, path, EDGE_INPUT, [x.numpy() for x in calibration], observer, keep_float)
     finally:
         float_path.unlink(missing_ok=True)
         float_path.with_name(float_path.name + ".data").unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Splitting a Stage 2 checkpoint into a self-describing bundle (see ``codec/bundle.py`` for the layout).
+"""Splitting a Stage 2 checkpoint into a self-describing bundle (layout and manifest: ``codec/MANIFEST.md``).
 
 ``export_bundle(ExportOptions(...))`` loads the checkpoint, picks the calibration set and a held-out check
 set from the training data pipeline, builds the entropy tables, exports and checks the int8 edge client
@@ -17,15 +17,33 @@ import numpy as np
 import torch
 
 import codec
-from calibration.dataset import CalibrationSourceError, SampleSet, data_config, load_split, select_samples
-from calibration.quantize import OBSERVERS, SCHEME
-from codec.bundle import BUNDLE_FORMAT, TASK_MASK_RULE, file_sha256
 from codec.format import FORMAT_VERSION
+from codec.manifest import (
+    EDGE_INPUT,
+    EDGE_OUTPUTS,
+    SERVER_INPUT,
+    TABLES_FILE,
+    EdgeSection,
+    Manifest,
+    Preprocessing,
+    ServerFile,
+    TaskInfo,
+    TensorSpec,
+    file_sha256,
+)
+from codec.wire import logits_output
 from export import bundle_writer, server as server_export, verify
-from export.edge import EDGE_TARGETS, INPUT_NAME, OUTPUT_NAMES, export_edge, inspect_coreml
+from export.calibration_set import CalibrationSourceError, SampleSet, data_config, load_split, select_samples
+from export.edge import COREML_INT8_OPS, EDGE_TARGETS, export_edge, inspect_coreml
+from training.tables import tables_from_bottleneck
 from export.errors import ExportError
-from export.runners import coreml_available, edge_runner, onnx_runner
+from export.quantize import OBSERVERS, SCHEME
 from export.tensorrt_engine import TensorRTUnavailable, build_engine
+from runtime_edge.models import EdgeRuntimeError, coreml_available, load_edge_model
+from runtime_server.backends import BackendUnavailableError, open_backend
+
+TASK_MASK_RULE = "positive-else-argmax"
+"""The rule the edge runtime applies to the task detector's logits (``codec.manifest.task_mask_from_logits``)."""
 
 SERVER_ENGINES = ("tensorrt",)
 PRODUCER_PACKAGES = ("torch", "executorch", "onnx", "onnxruntime", "coremltools", "compressai", "numpy")
@@ -53,7 +71,7 @@ class ExportOptions:
 @dataclass
 class ExportResult:
     out: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     notes: list[str] = field(default_factory=list)
 
 
@@ -101,28 +119,43 @@ def pick_samples(cfg: dict[str, Any], split: str, n: int, seed: int, task_names:
         raise ExportError(str(exc)) from None
 
 
-def _tensor_desc(name: str, shape: list[Any]) -> dict[str, Any]:
-    return {"name": name, "dtype": "float32", "shape": shape}
+def _tensor(name: str, shape: list[Any]) -> TensorSpec:
+    return TensorSpec(name, "float32", tuple(shape))
 
 
 def _check_coreml(path: Path, reference: torch.nn.Module, client: torch.nn.Module, images, tables, shapes) -> dict[str, Any]:
     """Structure of the ``.mlpackage`` here; numbers on macOS, else the int8 graph it was converted from."""
     info = inspect_coreml(path)
-    want_in = [_tensor_desc(INPUT_NAME, shapes["image"])]
-    want_out = [_tensor_desc(n, shapes[n]) for n in OUTPUT_NAMES]
+    want_in = [_tensor(EDGE_INPUT, shapes[EDGE_INPUT]).to_dict()]
+    want_out = [_tensor(n, shapes[n]).to_dict() for n in EDGE_OUTPUTS]
     if info["inputs"] != want_in or info["outputs"] != want_out:
         raise ExportError(f"{path.name}: inputs/outputs {info['inputs']} {info['outputs']}, expected {want_in} {want_out}")
-    missing = [op for op in ("quantize", "dequantize", "constexpr_affine_dequantize") if not info["ops"].get(op)]
+    missing = [op for op in COREML_INT8_OPS if not info["ops"].get(op)]
     if missing:
         raise ExportError(f"{path.name}: not int8, the ML program has no {missing} ops (ops: {info['ops']})")
     ok, reason = coreml_available()
     if ok:
-        runner = edge_runner(path, "coreml", INPUT_NAME, OUTPUT_NAMES)
-        return {**verify.check_edge(runner, client, images, tables, reference), "structure": info}
+        return {**verify.check_edge(_edge_model(path, "coreml").run, client, images, tables, reference), "structure": info}
     result = verify.check_edge(verify.eager_outputs(reference), client, images, tables)
     result["numeric"] = f"skipped: {reason}; checked the int8 PyTorch graph that was converted instead"
     result["structure"] = info
     return result
+
+
+def _edge_model(path: Path, runtime: str) -> Any:
+    """The exported edge client on the runtime devices use (:mod:`runtime_edge.models`)."""
+    try:
+        return load_edge_model(path, runtime)
+    except EdgeRuntimeError as exc:
+        raise ExportError(f"cannot check {path.name}: {exc}") from None
+
+
+def _server_backend(kind: str, path: Path, task_names: list[str]) -> Any:
+    """A server-half file on the backend ``serve.py`` uses for it (:mod:`runtime_server.backends`)."""
+    try:
+        return open_backend(kind, path, task_names, threads=1)
+    except BackendUnavailableError as exc:
+        raise ExportError(f"cannot check {path.name}: {exc}") from None
 
 
 def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> ExportResult:
@@ -156,22 +189,21 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
     with torch.no_grad():
         latent, logits = client(example)
     c, lh, lw = (int(v) for v in latent.shape[1:])
-    shapes = {"image": [1, 3, h, w], "latent": [1, c, lh, lw], "task_logits": [1, int(logits.shape[1])]}
+    shapes = {EDGE_INPUT: [1, 3, h, w], EDGE_OUTPUTS[0]: [1, c, lh, lw], EDGE_OUTPUTS[1]: [1, int(logits.shape[1])]}
     check_images = [x.numpy() for x in checks.batches()]
     notes: list[str] = []
     engine = "tensorrt" if opts.target == "tensorrt" else opts.server_engine
 
     with bundle_writer.staging_dir(out) as staging:
-        tables = codec.EntropyTables.from_entropy_bottleneck(model.entropy_bottleneck)
-        tables.save(staging / "tables.safetensors")
-        tables = codec.EntropyTables.load(staging / "tables.safetensors")
+        tables_from_bottleneck(model.entropy_bottleneck).save(staging / TABLES_FILE)
+        tables = codec.EntropyTables.load(staging / TABLES_FILE)
 
         log(f"edge client: int8 {opts.target} ({opts.observer} observer" + (f", float: {list(opts.keep_float)})" if opts.keep_float else ")"))
         edge = export_edge(client, opts.target, staging, example, calib.batches(), opts.observer, opts.keep_float)
         if opts.target == "coreml":
             edge_check = _check_coreml(staging / edge.file, edge.reference, client, check_images, tables, shapes)
         else:
-            edge_check = verify.check_edge(edge_runner(staging / edge.file, edge.runtime), client, check_images, tables, edge.reference)
+            edge_check = verify.check_edge(_edge_model(staging / edge.file, edge.runtime).run, client, check_images, tables, edge.reference)
         log(
             f"edge check: symbol agreement {edge_check['symbol_agreement']:.4f}, "
             f"task-mask agreement {edge_check['task_mask_agreement']:.3f}, latent rel. RMSE {edge_check['latent_rel_rmse']:.4f}"
@@ -183,43 +215,34 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
         decoded = codec.dequantize(codec.quantize(float_latents, tables), tables).astype(np.float32)
         server_manifest = _export_server(model.server, meta["tasks"], (c, lh, lw), decoded, staging, engine, notes)
 
-        manifest = {
-            "format": BUNDLE_FORMAT,
-            "model_name": f"{meta['model']['name']}-{checkpoint.stem}",
-            "bitstream_version": FORMAT_VERSION,
-            "source_checkpoint": {"path": str(checkpoint.resolve()), "sha256": sha},
-            "producer": producer_versions(),
-            "preprocessing": {
-                "input_size": [h, w],
-                "mean": [float(v) for v in meta["preprocessing"]["mean"]],
-                "std": [float(v) for v in meta["preprocessing"]["std"]],
-                "color": "RGB",
-                "value_range": [0, 1],
-                "resize": "bilinear",
-                "layout": "NCHW",
-            },
-            "tasks": [{"name": t["name"], "labels": list(t["labels"])} for t in meta["tasks"]],
-            "task_mask_rule": TASK_MASK_RULE,
-            "latent": {"channels": c, "height": lh, "width": lw},
-            "tables": {"file": "tables.safetensors", "sha256": file_sha256(staging / "tables.safetensors"), "table_id": tables.table_id.hex()},
-            "edge": {
-                "target": opts.target,
-                "file": edge.file,
-                "runtime": edge.runtime,
-                "inputs": [_tensor_desc(INPUT_NAME, shapes["image"])],
-                "outputs": [_tensor_desc(n, shapes[n]) for n in OUTPUT_NAMES],
-                "quantization": {
+        manifest = Manifest(
+            model_name=f"{meta['model']['name']}-{checkpoint.stem}",
+            bitstream_version=FORMAT_VERSION,
+            source_checkpoint={"path": str(checkpoint.resolve()), "sha256": sha},
+            producer=producer_versions(),
+            preprocessing=Preprocessing.from_dict(meta["preprocessing"], f"checkpoint {checkpoint} preprocessing"),
+            tasks=tuple(TaskInfo(t["name"], tuple(t["labels"])) for t in meta["tasks"]),
+            task_mask_rule=TASK_MASK_RULE,
+            latent=(c, lh, lw),
+            tables={"file": TABLES_FILE, "sha256": file_sha256(staging / TABLES_FILE), "table_id": tables.table_id.hex()},
+            edge=EdgeSection(
+                target=opts.target,
+                file=edge.file,
+                runtime=edge.runtime,
+                inputs=(_tensor(EDGE_INPUT, shapes[EDGE_INPUT]),),
+                outputs=tuple(_tensor(n, shapes[n]) for n in EDGE_OUTPUTS),
+                quantization={
                     "scheme": SCHEME,
                     "observer": opts.observer,
                     "keep_float": list(opts.keep_float),
                     "calibration": {**calib.info, "data": _data_description(cfg)},
                     **edge.details,
                 },
-                "check": {**edge_check, "check_set": {k: v for k, v in checks.info.items() if k != "indices"}},
-            },
-            "server": server_manifest,
-        }
-        bundle_writer.finalize(staging, out, manifest)
+                check={**edge_check, "check_set": {k: v for k, v in checks.info.items() if k != "indices"}},
+            ),
+            server=server_manifest,
+        )
+        manifest = bundle_writer.finalize(staging, out, manifest)
     log(f"bundle written to {out}")
     return ExportResult(out, manifest, notes)
 
@@ -239,46 +262,51 @@ def _export_server(
     staging: Path,
     engine: str | None,
     notes: list[str],
-) -> dict[str, Any]:
+) -> dict[str, ServerFile]:
     """Write and check ``server.onnx``, ``server.pt2`` (and for a TensorRT engine ``server_fp16.onnx`` and,
     where TensorRT exists, ``server.plan``); return the manifest's ``server`` section."""
     c, lh, lw = latent_shape
     task_names = [t["name"] for t in tasks]
-    half = server_export.ServerHalf(server).eval()
+    half = server.eval()
     server_export.export_onnx(half, latent_shape, task_names, staging / "server.onnx")
-    onnx_check = verify.check_server("server.onnx", onnx_runner(staging / "server.onnx"), half, decoded, verify.SERVER_TOLERANCE)
+    onnx_run = _server_backend("onnxruntime", staging / "server.onnx", task_names).run
+    onnx_check = verify.check_server("server.onnx", onnx_run, half, decoded, verify.SERVER_TOLERANCE)
     server_export.export_pt2(half, latent_shape, staging / "server.pt2")
-    loaded = torch.export.load(str(staging / "server.pt2")).module()
-    pt2_check = verify.check_server("server.pt2", verify.eager_outputs(loaded), half, decoded, verify.SERVER_TOLERANCE)
-    section: dict[str, Any] = {
-        "onnx": {
-            "file": "server.onnx",
-            "inputs": [_tensor_desc("latent", ["batch", c, lh, lw])],
-            "outputs": [_tensor_desc(f"logits_{t['name']}", ["batch", len(t["labels"])]) for t in tasks],
-            "check": onnx_check,
-        },
-        "torch": {"file": "server.pt2", "check": pt2_check},
+    pt2_run = _server_backend("torch", staging / "server.pt2", task_names).run
+    pt2_check = verify.check_server("server.pt2", pt2_run, half, decoded, verify.SERVER_TOLERANCE)
+    section = {
+        "onnx": ServerFile(
+            file="server.onnx",
+            check=onnx_check,
+            inputs=(_tensor(SERVER_INPUT, ["batch", c, lh, lw]),),
+            outputs=tuple(_tensor(logits_output(t["name"]), ["batch", len(t["labels"])]) for t in tasks),
+        ),
+        "torch": ServerFile(file="server.pt2", check=pt2_check),
     }
     if engine != "tensorrt":
         return section
     fp16 = server_export.Fp16ServerHalf(server).eval()
     server_export.export_onnx(fp16, latent_shape, task_names, staging / "server_fp16.onnx")
-    fp16_check = verify.check_server(
-        "server_fp16.onnx", onnx_runner(staging / "server_fp16.onnx"), half, decoded, verify.FP16_TOLERANCE
-    )
-    section["onnx_fp16"] = {"file": "server_fp16.onnx", "check": fp16_check}
+    fp16_run = _server_backend("onnxruntime", staging / "server_fp16.onnx", task_names).run
+    fp16_check = verify.check_server("server_fp16.onnx", fp16_run, half, decoded, verify.FP16_TOLERANCE)
+    section["onnx_fp16"] = ServerFile(file="server_fp16.onnx", check=fp16_check)
     try:
         info = build_engine(staging, staging / "server.plan", latent_shape)
     except TensorRTUnavailable as exc:
         notes.append(str(exc))
         print(f"[export] {exc}", file=sys.stderr, flush=True)
         return section
-    section["tensorrt"] = {
-        "file": "server.plan",
-        "precision": "fp16",
-        "tensorrt": info.tensorrt_version,
-        "source": info.source_onnx,
-        "typing": info.typing,
-        "batch_profile": list(info.batch_profile),
-    }
+    plan_run = _server_backend("tensorrt", staging / "server.plan", task_names).run
+    plan_check = verify.check_server("server.plan", plan_run, half, decoded, verify.FP16_TOLERANCE)
+    section["tensorrt"] = ServerFile(
+        file="server.plan",
+        check=plan_check,
+        details={
+            "precision": "fp16",
+            "tensorrt": info.tensorrt_version,
+            "source": info.source_onnx,
+            "typing": info.typing,
+            "batch_profile": list(info.batch_profile),
+        },
+    )
     return section

@@ -20,11 +20,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from calibration.dataset import data_config, load_split, select_samples
-from calibration.quantize import quantize_pt2e
-from export.edge import EdgeModule, lower_executorch
+from export.calibration_set import data_config, load_split, select_samples
+from export.edge import lower_executorch
 from export.exporter import load_source
-from export.runners import executorch_runner
+from export.quantize import quantize_pt2e
+from runtime_edge.models import ExecuTorchModel
 
 
 @dataclass
@@ -88,7 +88,7 @@ def benchmark(
     task_names = [t["name"] for t in meta["tasks"]]
     calib = select_samples(load_split(cfg, "train", task_names), "train", calibration_samples, 0, task_names)
     x = calib.images[:1].clone()
-    edge = EdgeModule(model.client).eval()
+    edge = model.client.eval()
     teacher, teacher_source = teacher_model(meta, checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         int8_path, fp32_path = Path(tmp) / "edge_int8.pte", Path(tmp) / "edge_fp32.pte"
@@ -97,7 +97,7 @@ def benchmark(
         lower_executorch(copy.deepcopy(edge), x, fp32_path)
         # Before any program is loaded: the XNNPACK delegates keep the thread pool they were loaded with.
         thread_counts = set_threads(threads)
-        int8_run, fp32_run = executorch_runner(int8_path), executorch_runner(fp32_path)
+        int8_run, fp32_run = ExecuTorchModel(int8_path).run, ExecuTorchModel(fp32_path).run
         xn = x.numpy()
         with torch.no_grad():
             timings = time_round_robin(

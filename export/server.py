@@ -14,18 +14,10 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from codec.manifest import SERVER_INPUT
+from codec.wire import logits_output
+
 MAX_BATCH = 1024
-
-
-class ServerHalf(nn.Module):
-    """``(B, C, h, w)`` float latent -> tuple of ``(B, n_labels_t)`` logits, one per task."""
-
-    def __init__(self, server: nn.Module) -> None:
-        super().__init__()
-        self.server = server
-
-    def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.server(latent))
 
 
 class Fp16ServerHalf(nn.Module):
@@ -40,12 +32,9 @@ class Fp16ServerHalf(nn.Module):
         return tuple(o.float() for o in self.server(latent.half()))
 
 
-def output_names(task_names: Sequence[str]) -> list[str]:
-    return [f"logits_{t}" for t in task_names]
-
-
-def _batch_dim() -> dict:
-    return {"latent": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}
+def _batch_dim() -> tuple[dict, ...]:
+    """Dynamic batch on the one input (positional, whatever the module calls its argument)."""
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
 
 
 def export_onnx(module: nn.Module, latent_shape: Sequence[int], task_names: Sequence[str], path: Path) -> None:
@@ -56,8 +45,8 @@ def export_onnx(module: nn.Module, latent_shape: Sequence[int], task_names: Sequ
         (example,),
         str(path),
         dynamo=True,
-        input_names=["latent"],
-        output_names=output_names(task_names),
+        input_names=[SERVER_INPUT],
+        output_names=[logits_output(t) for t in task_names],
         dynamic_shapes=_batch_dim(),
         verbose=False,
         external_data=False,

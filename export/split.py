@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from calibration.quantize import OBSERVERS
+from export.quantize import OBSERVERS
 from export.edge import EDGE_TARGETS
 from export.errors import ExportError
 from export.exporter import SERVER_ENGINES, ExportOptions, export_bundle

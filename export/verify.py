@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import codec
-from codec.bundle import task_mask_from_logits
+from codec.manifest import task_mask_from_logits
 from export.errors import ExportError
 
 EDGE_TOLERANCE = {"min_symbol_agreement": 0.90, "min_task_mask_agreement": 0.90, "max_latent_rel_rmse": 0.25}

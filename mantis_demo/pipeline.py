@@ -22,11 +22,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from codec.bundle import BundleError, file_sha256, load_bundle
+from codec.manifest import BundleError, file_sha256, load_bundle
 from codec.files import atomic_write_json
 from mantis_demo import report as report_mod
 from mantis_demo.baselines import DEFAULT_QUALITIES, TeacherClassifier, codec_curve, task_accuracy
-from runtime_edge.client import EdgeRuntime, load_image
+from runtime_edge.client import EdgeRuntime
+from runtime_edge.preprocess import load_image
 from runtime_edge.predict import request_predictions
 from runtime_edge.transport import KServeClient
 from runtime_server.process import ServerProcess
@@ -103,10 +104,10 @@ def export(checkpoint: Path, out: Path, opts: DemoOptions, log: Callable[[str], 
     if (out / "manifest.json").is_file():
         try:
             manifest = load_bundle(out).manifest
-            if manifest["source_checkpoint"]["sha256"] == file_sha256(checkpoint) and manifest["edge"]["target"] == "executorch":
+            if manifest.source_checkpoint["sha256"] == file_sha256(checkpoint) and manifest.edge.target == "executorch":
                 log(f"reusing the bundle in {out}")
                 return out
-        except (BundleError, KeyError) as exc:
+        except BundleError as exc:
             log(f"not reusing {out}: {exc}")
     argv = ["--checkpoint", str(checkpoint), "--target", "executorch", "--out", str(out), "--force",
             "--calibration-samples", str(opts.calibration_samples), "--check-samples", str(opts.check_samples)]
@@ -248,7 +249,7 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
     with _Stage(opts, "export", log):
         bundle_dir = opts.artifacts or export(checkpoint, out / "bundle", opts, log)
     bundle = load_bundle(bundle_dir)
-    if bundle.manifest["source_checkpoint"]["sha256"] != file_sha256(checkpoint):
+    if bundle.manifest.source_checkpoint["sha256"] != file_sha256(checkpoint):
         raise DemoError(f"bundle {bundle_dir} was exported from another checkpoint than {checkpoint}")
     with _Stage(opts, "held-out images", log):
         held = save_held_out(cfg, out / "heldout", opts.limit)
@@ -262,10 +263,10 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
         base = run_baselines(checkpoint, held, opts.qualities, log)
     lat = edge.pop("latency_ms")
     report = {
-        "model_name": bundle.manifest["model_name"],
+        "model_name": bundle.manifest.model_name,
         "config": str(opts.config),
         "checkpoint": str(checkpoint),
-        "edge": {"file": bundle.edge["file"], "runtime": bundle.edge.get("runtime"), "quantization": bundle.edge.get("quantization", {}).get("scheme")},
+        "edge": {"file": bundle.manifest.edge.file, "runtime": bundle.manifest.edge.runtime, "quantization": bundle.manifest.edge.quantization.get("scheme")},
         "server": {"backend": opts.backend},
         "dataset": {"split": "test", "images": len(held.paths), "height": held.size[0], "width": held.size[1], "tasks": held.task_names},
         "float": float_metrics,

@@ -40,11 +40,6 @@ def summarize_ms(values: Sequence[float]) -> dict[str, float]:
     }
 
 
-def mean_accuracy(task_accuracy: dict[str, float]) -> float:
-    """Unweighted mean over tasks."""
-    return float(np.mean(list(task_accuracy.values())))
-
-
 def equal_accuracy(mantis_bytes: float, mantis_accuracy: float, curve: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The smallest-bytes point of ``curve`` whose mean task accuracy reaches ``mantis_accuracy``.
 

@@ -1,11 +1,11 @@
 """The device side: image -> preprocessing -> edge client -> quantize -> rANS -> bitstream.
 
-``EdgeRuntime(artifacts_dir)`` reads an exported bundle (``codec.bundle.load_bundle``: manifest, file hashes,
-entropy tables) and loads its edge client on the runtime the manifest names:
+``EdgeRuntime(artifacts_dir)`` reads an exported bundle (:func:`codec.manifest.load_bundle`: manifest,
+file hashes, entropy tables) and loads its edge client on the runtime the manifest names
+(:mod:`runtime_edge.models`)::
 
-- ``edge.pte``: the ExecuTorch runtime (``executorch.runtime``; its Python wheel links libtorch),
-- ``edge.onnx``: ONNX Runtime (CPU),
-- ``edge.mlpackage``: Core ML, on macOS only.
+    image ─► preprocess (manifest) ─► edge client ─► latent y ─► codec.quantize ─► codec.encode ─► bitstream
+                                              └────► task logits ─► task mask (manifest's rule) ─┘
 
 Nothing here imports ``training/``: a device needs the bundle, ``codec/`` and this package.
 """
@@ -13,27 +13,19 @@ Nothing here imports ``training/``: a device needs the bundle, ``codec/`` and th
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol, Union
+from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 import codec
-from codec.bundle import Bundle, load_bundle
+from codec.manifest import load_bundle
+from runtime_edge.models import EdgeModel, EdgeRuntimeError, load_edge_model
+from runtime_edge.preprocess import DEFAULT_MAX_PIXELS, load_image, preprocess
 
 ImageInput = Union[Image.Image, str, os.PathLike]
-
-
-class EdgeRuntimeError(RuntimeError):
-    """The edge client cannot be loaded or run (wrong platform, missing runtime, unexpected outputs)."""
-
-
-class ImageError(ValueError):
-    """An input image is missing or unreadable; the message names the file."""
 
 
 @dataclass
@@ -49,122 +41,24 @@ class EncodedImage:
         return len(self.bitstream)
 
 
-class EdgeModel(Protocol):
-    """A loaded edge client: ``run(x (1,3,H,W) float32) -> (latent (1,C,h,w), task_logits (1,T))``."""
-
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-class ExecuTorchModel:
-    """``.pte`` program on the ExecuTorch runtime (XNNPACK-delegated int8 kernels where exported so)."""
-
-    def __init__(self, path: Path) -> None:
-        try:
-            import torch
-            from executorch.runtime import Runtime
-        except ImportError as exc:
-            raise EdgeRuntimeError(f"{path.name} needs the ExecuTorch runtime: pip install executorch ({exc})") from None
-        self._torch = torch
-        try:
-            self._method = Runtime.get().load_program(path).load_method("forward")
-        except Exception as exc:  # the runtime raises plain RuntimeError/ValueError with its own codes
-            raise EdgeRuntimeError(f"ExecuTorch cannot load {path}: {exc}") from None
-
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = self._method.execute([self._torch.from_numpy(x)])
-        if len(outputs) != 2:
-            raise EdgeRuntimeError(f"edge program returned {len(outputs)} outputs, expected (latent, task_logits)")
-        return outputs[0].detach().numpy(), outputs[1].detach().numpy()
-
-
-class OnnxModel:
-    """``.onnx`` edge client on ONNX Runtime's CPU provider."""
-
-    def __init__(self, path: Path, output_names: list[str]) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise EdgeRuntimeError(f"{path.name} needs ONNX Runtime: pip install onnxruntime ({exc})") from None
-        try:
-            self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise EdgeRuntimeError(f"ONNX Runtime cannot load {path}: {exc}") from None
-        self._input = self._session.get_inputs()[0].name
-        names = [o.name for o in self._session.get_outputs()]
-        self._outputs = output_names if set(output_names) <= set(names) else names[:2]
-
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        latent, logits = self._session.run(self._outputs, {self._input: x})
-        return latent, logits
-
-
-class CoreMLModel:
-    """``.mlpackage`` edge client; Core ML predicts on macOS only."""
-
-    def __init__(self, path: Path, input_name: str, output_names: list[str]) -> None:
-        if platform.system() != "Darwin":
-            raise EdgeRuntimeError(
-                f"{path.name} is a Core ML model: it runs on macOS/iOS only, this is {platform.system()}; "
-                "export the bundle with --target executorch or --target onnx for this device"
-            )
-        try:
-            import coremltools as ct
-        except ImportError as exc:
-            raise EdgeRuntimeError(f"{path.name} needs coremltools: pip install coremltools ({exc})") from None
-        self._model = ct.models.MLModel(str(path))
-        self._input = input_name
-        self._outputs = output_names
-
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = self._model.predict({self._input: x})
-        try:
-            return np.asarray(out[self._outputs[0]]), np.asarray(out[self._outputs[1]])
-        except KeyError as exc:
-            raise EdgeRuntimeError(f"Core ML model has no output {exc}; it has {sorted(out)}") from None
-
-
-def load_edge_model(bundle: Bundle) -> EdgeModel:
-    """Load the bundle's edge client on the runtime its manifest names."""
-    edge = bundle.edge
-    path = bundle.path(edge["file"])
-    runtime = edge.get("runtime", edge.get("target"))
-    outputs = [o["name"] for o in edge.get("outputs", [])] or ["latent", "task_logits"]
-    inputs = [i["name"] for i in edge.get("inputs", [])] or ["image"]
-    if runtime == "executorch" or path.suffix == ".pte":
-        return ExecuTorchModel(path)
-    if runtime == "onnxruntime" or runtime == "onnx" or path.suffix == ".onnx":
-        return OnnxModel(path, outputs)
-    if runtime == "coreml" or path.suffix == ".mlpackage":
-        return CoreMLModel(path, inputs[0], outputs)
-    raise EdgeRuntimeError(f"bundle {bundle.root}: unknown edge runtime {runtime!r} for {edge['file']}")
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open and fully decode an image file; ``ImageError`` names the file when it cannot."""
-    p = Path(path)
-    if not p.is_file():
-        raise ImageError(f"image {p}: no such file")
-    try:
-        with Image.open(p) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"image {p}: not a readable image ({exc})") from None
-
-
-
 class EdgeRuntime:
     """The edge half of MANTiS for one bundle: ``encode(image) -> EncodedImage``."""
 
-    def __init__(self, artifacts_dir: str | os.PathLike, verify: bool = True) -> None:
+    def __init__(self, artifacts_dir: str | os.PathLike, verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         self.bundle = load_bundle(artifacts_dir, verify=verify)
-        self.model = load_edge_model(self.bundle)
+        edge = self.bundle.manifest.edge
+        self.model: EdgeModel = load_edge_model(self.bundle.path(edge.file), edge.runtime)
         self.latent_shape = self.bundle.latent_shape
         self.num_tasks = len(self.bundle.task_names)
+        self.max_pixels = max_pixels
 
     @property
     def model_name(self) -> str:
-        return str(self.bundle.manifest.get("model_name", "mantis"))
+        return self.bundle.manifest.model_name
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """The edge client's input for ``image``, as the manifest's preprocessing says."""
+        return preprocess(image, self.bundle.manifest.preprocessing)
 
     def run_model(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Edge client on a preprocessed ``(1,3,H,W)`` batch; returns ``(latent (C,h,w), task_logits (T,))``."""
@@ -182,8 +76,8 @@ class EdgeRuntime:
     def encode(self, image: ImageInput) -> EncodedImage:
         """Preprocess as the manifest says, run the edge client, quantize and entropy-code the latent."""
         t0 = time.perf_counter()
-        img = image if isinstance(image, Image.Image) else load_image(image)
-        x = self.bundle.preprocess(img)
+        img = image if isinstance(image, Image.Image) else load_image(image, self.max_pixels)
+        x = self.preprocess(img)
         t1 = time.perf_counter()
         latent, logits = self.run_model(x)
         t2 = time.perf_counter()
@@ -202,13 +96,3 @@ class EdgeRuntime:
     def active_tasks(self, task_mask: int) -> list[str]:
         """Names of the tasks whose bit is set in ``task_mask``."""
         return [name for t, name in enumerate(self.bundle.task_names) if task_mask >> t & 1]
-
-    def describe(self) -> dict[str, Any]:
-        """A short summary: model name, edge file and runtime, tasks, latent shape."""
-        return {
-            "model_name": self.model_name,
-            "edge": self.bundle.edge["file"],
-            "runtime": self.bundle.edge.get("runtime"),
-            "tasks": self.bundle.task_names,
-            "latent": list(self.latent_shape),
-        }

@@ -11,9 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime_edge.transport import InferResult, KServeClient, ProtocolError
-
-ACTIVE_OUTPUT = "active_tasks"
+from codec.wire import ACTIVE_TASKS_OUTPUT, TOP_K_PARAMETER, labels_output, logits_output
+from runtime_edge.transport import InferResult, KServeClient, MalformedResponseError
 
 
 @dataclass
@@ -50,32 +49,32 @@ def _text(value: object) -> str:
 def predictions_from_outputs(
     outputs: dict[str, np.ndarray], task_names: Sequence[str], labels: dict[str, list[str]]
 ) -> list[ImagePrediction]:
-    """Turn decoded response outputs into one :class:`ImagePrediction` per image (``ProtocolError`` when
+    """Turn decoded response outputs into one :class:`ImagePrediction` per image (``MalformedResponseError`` when
     an output is missing or has the wrong shape)."""
-    missing = [n for n in [ACTIVE_OUTPUT, *(f"logits_{t}" for t in task_names), *(f"labels_{t}" for t in task_names)] if n not in outputs]
+    missing = [n for n in [ACTIVE_TASKS_OUTPUT, *(logits_output(t) for t in task_names), *(labels_output(t) for t in task_names)] if n not in outputs]
     if missing:
-        raise ProtocolError(f"server answer lacks outputs {missing} (has {sorted(outputs)})")
-    active = np.asarray(outputs[ACTIVE_OUTPUT]).astype(bool)
+        raise MalformedResponseError(f"server answer lacks outputs {missing} (has {sorted(outputs)})")
+    active = np.asarray(outputs[ACTIVE_TASKS_OUTPUT]).astype(bool)
     n = active.shape[0]
     if active.shape != (n, len(task_names)):
-        raise ProtocolError(f"output {ACTIVE_OUTPUT!r} has shape {active.shape}, expected ({n}, {len(task_names)})")
+        raise MalformedResponseError(f"output {ACTIVE_TASKS_OUTPUT!r} has shape {active.shape}, expected ({n}, {len(task_names)})")
     results = []
     for i in range(n):
         tasks: dict[str, TaskPrediction] = {}
         logits: dict[str, np.ndarray] = {}
         for t, task in enumerate(task_names):
-            task_logits = np.asarray(outputs[f"logits_{task}"], dtype=np.float32)
+            task_logits = np.asarray(outputs[logits_output(task)], dtype=np.float32)
             if task_logits.shape != (n, len(labels[task])):
-                raise ProtocolError(f"output 'logits_{task}' has shape {task_logits.shape}, expected ({n}, {len(labels[task])})")
+                raise MalformedResponseError(f"output {logits_output(task)!r} has shape {task_logits.shape}, expected ({n}, {len(labels[task])})")
             logits[task] = task_logits[i]
             if not active[i, t]:
                 continue
-            names = [_text(v) for v in np.asarray(outputs[f"labels_{task}"])[i].reshape(-1)]
+            names = [_text(v) for v in np.asarray(outputs[labels_output(task)])[i].reshape(-1)]
             probs = _softmax(task_logits[i].astype(np.float64))
             index = {name: j for j, name in enumerate(labels[task])}
             unknown = [x for x in names if x not in index]
             if unknown:
-                raise ProtocolError(f"server labels {unknown} are not labels of task {task!r}")
+                raise MalformedResponseError(f"server labels {unknown} are not labels of task {task!r}")
             tasks[task] = TaskPrediction(task, names, [float(probs[index[x]]) for x in names])
         results.append(ImagePrediction([t for j, t in enumerate(task_names) if active[i, j]], tasks, logits))
     return results
@@ -90,8 +89,8 @@ def request_predictions(
     top_k: int = 1,
 ) -> tuple[list[ImagePrediction], InferResult]:
     """Send ``bitstreams`` in one request and read the answers."""
-    result = client.infer(model_name, list(bitstreams), {"top_k": int(top_k)})
+    result = client.infer(model_name, list(bitstreams), {TOP_K_PARAMETER: int(top_k)})
     preds = predictions_from_outputs(result.outputs, task_names, labels)
     if len(preds) != len(bitstreams):
-        raise ProtocolError(f"sent {len(bitstreams)} bitstreams, the server answered for {len(preds)} images")
+        raise MalformedResponseError(f"sent {len(bitstreams)} bitstreams, the server answered for {len(preds)} images")
     return preds, result

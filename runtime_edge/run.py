@@ -15,9 +15,12 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from codec.bundle import BundleError
-from codec.files import TOKEN_ENV, atomic_write_bytes, read_token
-from runtime_edge.client import EdgeRuntime, EdgeRuntimeError, ImageError, load_image
+from codec.files import atomic_write_bytes
+from codec.manifest import BundleError
+from codec.wire import TOKEN_ENV, read_token
+from runtime_edge.client import EdgeRuntime
+from runtime_edge.models import EdgeRuntimeError
+from runtime_edge.preprocess import DEFAULT_MAX_PIXELS, ImageError, load_image
 from runtime_edge.predict import request_predictions
 from runtime_edge.transport import KServeClient, RetryPolicy, TransportError
 
@@ -36,10 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and to wait for an answer")
     p.add_argument("--retries", type=int, default=3, help="retries for refused/reset connections and 503 (default 3)")
     p.add_argument("--token-file", type=Path, help=f"bearer token file (else ${TOKEN_ENV} if set)")
+    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     args = p.parse_args(argv)
-    if args.top_k < 1 or args.batch_size < 1 or args.retries < 0 or args.timeout <= 0:
-        p.error("--top-k and --batch-size must be >= 1, --retries >= 0, --timeout > 0")
+    if args.top_k < 1 or args.batch_size < 1 or args.retries < 0 or args.timeout <= 0 or args.max_image_pixels < 1:
+        p.error("--top-k, --batch-size and --max-image-pixels must be >= 1, --retries >= 0, --timeout > 0")
     return args
 
 
@@ -52,7 +57,7 @@ def save_bitstreams(runtime: EdgeRuntime, images: list[Path], out_dir: Path, out
     out_dir.mkdir(parents=True, exist_ok=True)
     total = 0
     for path in images:
-        enc = runtime.encode(load_image(path))
+        enc = runtime.encode(load_image(path, runtime.max_pixels))
         target = out_dir / f"{path.stem}{BITSTREAM_SUFFIX}"
         atomic_write_bytes(target, enc.bitstream)
         total += enc.num_bytes
@@ -68,7 +73,7 @@ def send_images(runtime: EdgeRuntime, client: KServeClient, model: str, images: 
     total = 0
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        encoded = [runtime.encode(load_image(p)) for p in chunk]
+        encoded = [runtime.encode(load_image(p, runtime.max_pixels)) for p in chunk]
         preds, _ = request_predictions(client, model, [e.bitstream for e in encoded], tasks, labels, top_k)
         for path, enc, pred in zip(chunk, encoded, preds):
             total += enc.num_bytes
@@ -86,14 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         bad = []
         for path in args.images:
             try:
-                load_image(path)
+                load_image(path, args.max_image_pixels)
             except ImageError as exc:
                 bad.append(str(exc))
         if bad:
             for msg in bad:
                 print(f"run.py: {msg}", file=sys.stderr)
             return 2
-        runtime = EdgeRuntime(args.artifacts)
+        runtime = EdgeRuntime(args.artifacts, max_pixels=args.max_image_pixels)
         if args.save is not None:
             save_bitstreams(runtime, args.images, args.save, sys.stdout)
             return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -23,23 +22,18 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-BITSTREAM_INPUT = "bitstream"
-HEADER_LENGTH = "Inference-Header-Content-Length"
-
-_DTYPES = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-}
+from codec.wire import (
+    BINARY_DATA_OUTPUT,
+    BINARY_DATA_SIZE,
+    BITSTREAM_INPUT,
+    DATATYPES,
+    HEADER_LENGTH,
+    AUTH_HEADER,
+    WireFormatError,
+    bearer,
+    pack_bytes,
+    unpack_bytes,
+)
 
 
 class TransportError(RuntimeError):
@@ -60,7 +54,7 @@ class ServerRejectedError(TransportError):
         super().__init__(f"server {url} rejected the request: HTTP {status}: {reason}")
 
 
-class ProtocolError(TransportError):
+class MalformedResponseError(TransportError):
     """The server's answer is not a well-formed KServe v2 inference response."""
 
 
@@ -89,44 +83,21 @@ class InferResult:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def pack_bytes_tensor(elements: Sequence[bytes]) -> bytes:
-    """Serialise a BYTES tensor for the binary extension: per element a uint32 LE length, then the bytes."""
-    return b"".join(struct.pack("<I", len(e)) + bytes(e) for e in elements)
-
-
-def unpack_bytes_tensor(data: bytes, count: int | None = None) -> list[bytes]:
-    """Inverse of ``pack_bytes_tensor``; raises ``ProtocolError`` on a truncated buffer."""
-    out: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise ProtocolError("truncated BYTES tensor: incomplete length prefix")
-        (n,) = struct.unpack_from("<I", data, pos)
-        pos += 4
-        if pos + n > len(data):
-            raise ProtocolError("truncated BYTES tensor: element longer than the buffer")
-        out.append(data[pos : pos + n])
-        pos += n
-    if count is not None and len(out) != count:
-        raise ProtocolError(f"BYTES tensor has {len(out)} elements, its shape says {count}")
-    return out
-
-
 def build_infer_request(
     bitstreams: Sequence[bytes], parameters: dict[str, Any] | None = None, binary_output: bool = True
 ) -> tuple[bytes, int]:
     """Return ``(body, json_header_length)`` for a KServe v2 binary-extension infer request."""
-    payload = pack_bytes_tensor(bitstreams)
+    payload = pack_bytes(bitstreams)
     header = {
         "inputs": [
             {
                 "name": BITSTREAM_INPUT,
                 "shape": [len(bitstreams)],
                 "datatype": "BYTES",
-                "parameters": {"binary_data_size": len(payload)},
+                "parameters": {BINARY_DATA_SIZE: len(payload)},
             }
         ],
-        "parameters": {**(parameters or {}), "binary_data_output": binary_output},
+        "parameters": {**(parameters or {}), BINARY_DATA_OUTPUT: binary_output},
     }
     head = json.dumps(header, separators=(",", ":")).encode()
     return head + payload, len(head)
@@ -139,23 +110,26 @@ def _output_array(spec: dict, binary: bytes | None) -> np.ndarray:
     count = int(np.prod(shape)) if shape else 1
     if datatype == "BYTES":
         if binary is not None:
-            elems = unpack_bytes_tensor(binary, count)
+            try:
+                elems = unpack_bytes(binary, count, f"output {name!r}")
+            except WireFormatError as exc:
+                raise MalformedResponseError(str(exc)) from None
         else:
             elems = [e.encode() if isinstance(e, str) else bytes(e) for e in spec.get("data", [])]
         arr = np.empty(len(elems), dtype=object)
         arr[:] = elems
-    elif datatype in _DTYPES:
-        dtype = np.dtype(_DTYPES[datatype])
+    elif datatype in DATATYPES:
+        dtype = DATATYPES[datatype]
         if binary is not None:
             if len(binary) != count * dtype.itemsize:
-                raise ProtocolError(f"output {name!r}: {len(binary)} bytes for shape {shape} of {datatype}")
-            arr = np.frombuffer(binary, dtype=dtype.newbyteorder("<")).astype(dtype)
+                raise MalformedResponseError(f"output {name!r}: {len(binary)} bytes for shape {shape} of {datatype}")
+            arr = np.frombuffer(binary, dtype=dtype).copy()
         else:
             arr = np.asarray(spec.get("data", []), dtype=dtype)
     else:
-        raise ProtocolError(f"output {name!r}: unsupported datatype {datatype!r}")
+        raise MalformedResponseError(f"output {name!r}: unsupported datatype {datatype!r}")
     if arr.size != count:
-        raise ProtocolError(f"output {name!r}: {arr.size} values for shape {shape}")
+        raise MalformedResponseError(f"output {name!r}: {arr.size} values for shape {shape}")
     return arr.reshape(shape)
 
 
@@ -163,22 +137,22 @@ def parse_infer_response(body: bytes, header_length: int | None) -> tuple[dict, 
     """Split a response into its JSON header and its outputs as numpy arrays (BYTES as object arrays)."""
     json_len = len(body) if header_length is None else header_length
     if json_len > len(body):
-        raise ProtocolError(f"inference header length {json_len} exceeds the body ({len(body)} bytes)")
+        raise MalformedResponseError(f"inference header length {json_len} exceeds the body ({len(body)} bytes)")
     try:
         header = json.loads(body[:json_len])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"response header is not JSON ({exc})") from None
+        raise MalformedResponseError(f"response header is not JSON ({exc})") from None
     if not isinstance(header, dict) or not isinstance(header.get("outputs"), list):
-        raise ProtocolError("response has no 'outputs' list")
+        raise MalformedResponseError("response has no 'outputs' list")
     outputs: dict[str, np.ndarray] = {}
     pos = json_len
     for spec in header["outputs"]:
-        size = (spec.get("parameters") or {}).get("binary_data_size")
+        size = (spec.get("parameters") or {}).get(BINARY_DATA_SIZE)
         binary = None
         if size is not None:
             binary = body[pos : pos + int(size)]
             if len(binary) != int(size):
-                raise ProtocolError(f"output {spec.get('name')!r}: binary data truncated")
+                raise MalformedResponseError(f"output {spec.get('name')!r}: binary data truncated")
             pos += int(size)
         outputs[spec["name"]] = _output_array(spec, binary)
     return header, outputs
@@ -263,7 +237,7 @@ class KServeClient:
         """
         headers = dict(headers or {})
         if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+            headers[AUTH_HEADER] = bearer(self.token)
         last = ""
         for attempt in range(self.retry.retries + 1):
             if attempt:
@@ -275,7 +249,7 @@ class KServeClient:
                 last = f"{type(exc).__name__}: {exc}"
                 continue
             except http.client.HTTPException as exc:
-                raise ProtocolError(f"server {self.url}: malformed HTTP answer ({type(exc).__name__}: {exc})") from None
+                raise MalformedResponseError(f"server {self.url}: malformed HTTP answer ({type(exc).__name__}: {exc})") from None
             except (socket.timeout, TimeoutError):
                 raise ServerUnreachableError(f"server {self.url}: no answer within {self.timeout:g} s") from None
             except socket.gaierror as exc:
@@ -295,23 +269,6 @@ class KServeClient:
         if status >= 400:
             raise ServerRejectedError(self.url, status, _error_reason(data))
 
-    def is_ready(self) -> bool:
-        """``GET /v2/health/ready`` without retries; False when the server does not answer 200."""
-        try:
-            return self._once("GET", "/v2/health/ready", None, {})[0] == 200
-        except (OSError, http.client.HTTPException):
-            self.close()
-            return False
-
-    def model_metadata(self, model: str) -> dict:
-        """``GET /v2/models/{model}``: the model's name, versions, inputs and outputs."""
-        status, _, data, _ = self.request("GET", f"/v2/models/{model}")
-        self._check(status, data)
-        try:
-            return json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise ProtocolError(f"server {self.url}: model metadata is not JSON ({exc})") from None
-
     def infer(self, model: str, bitstreams: Sequence[bytes], parameters: dict[str, Any] | None = None) -> InferResult:
         """Send the bitstreams as one request (a batch of ``len(bitstreams)``) and decode the outputs.
 
@@ -329,7 +286,7 @@ class KServeClient:
         try:
             header_len = int(raw_len) if raw_len is not None else None
         except ValueError:
-            raise ProtocolError(f"server {self.url}: {HEADER_LENGTH} is not an integer ({raw_len!r})") from None
+            raise MalformedResponseError(f"server {self.url}: {HEADER_LENGTH} is not an integer ({raw_len!r})") from None
         header, outputs = parse_infer_response(data, header_len)
         return InferResult(
             outputs=outputs,

@@ -23,12 +23,13 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from codec.bundle import load_bundle
+from codec.manifest import load_bundle
+from codec.wire import AUTH_HEADER, AUTH_SCHEME, HEADER_LENGTH, ProtocolError, bearer, kind_for_status
 from runtime_server.backends import load_backend
 from runtime_server.batching import BackendError, BatcherClosedError, DynamicBatcher
 from runtime_server.metrics import CONTENT_TYPE, ServerMetrics
 from runtime_server.model import VERSION, MantisModel
-from runtime_server.protocol import HEADER_LENGTH, ProtocolError, encode_infer_response, parse_infer_request
+from runtime_server.protocol import encode_infer_response, parse_infer_request
 
 log = logging.getLogger("mantis.server")
 
@@ -37,7 +38,6 @@ SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 # Probes need no token: they reveal nothing and orchestrators call them without credentials.
 _OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
-_HTTP_KINDS = {401: "unauthorized", 404: "not_found", 405: "bad_request", 413: "too_large", 503: "unavailable"}
 
 
 @dataclass
@@ -102,7 +102,8 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         kind = exc.kind
         response = _error(exc.status, str(exc), kind)
     except web.HTTPException as exc:
-        kind = _HTTP_KINDS.get(exc.status, "bad_request")
+        known = kind_for_status(exc.status)
+        kind = known.name if known is not None else "bad_request"
         response = _error(exc.status, exc.text or exc.reason, kind)
         for name in ("WWW-Authenticate", "Allow"):
             if name in exc.headers:
@@ -132,12 +133,12 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def _auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = request.app[STATE].token
     if token is not None and request.path not in _OPEN_PATHS:
-        given = request.headers.get("Authorization", "")
+        given = request.headers.get(AUTH_HEADER, "")
         scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode("utf-8"), token):
+        if scheme.lower() != AUTH_SCHEME.lower() or not hmac.compare_digest(value.strip().encode("utf-8"), token):
             raise web.HTTPUnauthorized(
-                text="missing or wrong bearer token (send 'Authorization: Bearer <token>')",
-                headers={"WWW-Authenticate": 'Bearer realm="mantis"'},
+                text=f"missing or wrong bearer token (send '{AUTH_HEADER}: {bearer('<token>')}')",
+                headers={"WWW-Authenticate": f'{AUTH_SCHEME} realm="mantis"'},
             )
     return await handler(request)
 
@@ -146,10 +147,10 @@ def _model(request: web.Request) -> MantisModel:
     model = request.app[STATE].model
     name = request.match_info["name"]
     if name != model.name:
-        raise ProtocolError(f"unknown model {name!r}; this server serves {model.name!r}", status=404, kind="not_found")
+        raise ProtocolError(f"unknown model {name!r}; this server serves {model.name!r}", kind="not_found")
     version = request.match_info.get("version")
     if version is not None and version != VERSION:
-        raise ProtocolError(f"model {name!r} has no version {version!r}; versions: [{VERSION!r}]", status=404, kind="not_found")
+        raise ProtocolError(f"model {name!r} has no version {version!r}; versions: [{VERSION!r}]", kind="not_found")
     return model
 
 
@@ -184,14 +185,11 @@ async def _infer(request: web.Request) -> web.Response:
     state = request.app[STATE]
     model = _model(request)
     if not state.ready:
-        raise ProtocolError("the server is not ready (starting or shutting down)", status=503, kind="unavailable")
+        raise ProtocolError("the server is not ready (starting or shutting down)", kind="unavailable")
     start = time.perf_counter()
     if request.content_length is not None and request.content_length > state.max_request_bytes:
         raise ProtocolError(
-            f"request body of {request.content_length} bytes exceeds the limit of {state.max_request_bytes} bytes",
-            status=413,
-            kind="too_large",
-        )
+            f"request body of {request.content_length} bytes exceeds the limit of {state.max_request_bytes} bytes", kind="too_large")
     body = await request.read()
     parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
     outputs = await model.infer(parsed)

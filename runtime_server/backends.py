@@ -11,13 +11,17 @@ Every backend returns the logits in the manifest's task order.
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from codec.bundle import Bundle
+from codec.manifest import Bundle
+from codec.wire import logits_output
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
+MANIFEST_SECTION = {"onnxruntime": "onnx", "torch": "torch", "tensorrt": "tensorrt"}
+"""Backend -> the manifest's ``server`` entry whose file it runs."""
 
 
 class BackendUnavailableError(RuntimeError):
@@ -38,13 +42,9 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, bundle: Bundle, threads: int = 0) -> None:
+    def __init__(self, path: Path, task_names: Sequence[str], threads: int = 0) -> None:
         import onnxruntime as ort
 
-        spec = bundle.server.get("onnx")
-        if not spec:
-            raise BackendUnavailableError(f"bundle {bundle.root}: manifest has no server.onnx entry")
-        path = bundle.path(spec["file"])
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         options = ort.SessionOptions()
@@ -62,7 +62,7 @@ class OnnxRuntimeBackend:
             raise BackendUnavailableError(f"{path}: expected one input (the latent), found {[i.name for i in inputs]}")
         self.input_name = inputs[0].name
         produced = {o.name for o in self.session.get_outputs()}
-        self.output_names = [f"logits_{t}" for t in bundle.task_names]
+        self.output_names = [logits_output(t) for t in task_names]
         missing = [n for n in self.output_names if n not in produced]
         if missing:
             raise BackendUnavailableError(f"{path}: outputs {missing} are missing (model has {sorted(produced)})")
@@ -77,21 +77,17 @@ class TorchBackend:
     name = "torch"
     device = "cpu"
 
-    def __init__(self, bundle: Bundle, threads: int = 0) -> None:
+    def __init__(self, path: Path, task_names: Sequence[str], threads: int = 0) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        spec = bundle.server.get("torch")
-        if not spec:
-            raise BackendUnavailableError(f"bundle {bundle.root}: manifest has no server.torch entry (server.pt2)")
-        path = bundle.path(spec["file"])
         try:
             self.module = torch.export.load(str(path)).module()
         except Exception as exc:  # torch.export.load raises several types for foreign or damaged files
             raise BackendUnavailableError(f"torch.export cannot load {path}: {exc}") from None
         self._torch = torch
-        self.num_tasks = len(bundle.task_names)
+        self.num_tasks = len(task_names)
 
     def run(self, latents: np.ndarray) -> list[np.ndarray]:
         with self._torch.inference_mode():
@@ -106,12 +102,24 @@ class TorchBackend:
 def load_backend(kind: str, bundle: Bundle, threads: int = 0) -> Backend:
     """Build the backend ``kind`` (one of :data:`BACKENDS`) for ``bundle``. ``threads`` bounds the CPU
     threads one batch may use (ONNX Runtime intra-op threads, torch threads; 0: the runtime's default)."""
+    if kind not in BACKENDS:
+        raise BackendUnavailableError(f"unknown backend {kind!r}; choose one of {BACKENDS}")
+    section = MANIFEST_SECTION[kind]
+    spec = bundle.manifest.server.get(section)
+    if spec is None:
+        hint = "; export it with `export/split.py --target tensorrt` on the serving machine" if kind == "tensorrt" else ""
+        raise BackendUnavailableError(f"bundle {bundle.root}: manifest has no server.{section} entry for backend {kind!r}{hint}")
+    return open_backend(kind, bundle.path(spec.file), bundle.task_names, threads)
+
+
+def open_backend(kind: str, path: Path, task_names: Sequence[str], threads: int = 0) -> Backend:
+    """Backend ``kind`` on the server-half file ``path`` (the export checks its files through this too)."""
     if kind == "onnxruntime":
-        return OnnxRuntimeBackend(bundle, threads)
+        return OnnxRuntimeBackend(path, task_names, threads)
     if kind == "torch":
-        return TorchBackend(bundle, threads)
+        return TorchBackend(path, task_names, threads)
     if kind == "tensorrt":
         from runtime_server.tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(bundle)
+        return TensorRTBackend(path, task_names)
     raise BackendUnavailableError(f"unknown backend {kind!r}; choose one of {BACKENDS}")

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from codec.bundle import BundleError, read_manifest
+from codec.manifest import BundleError, read_manifest
 from codec.files import atomic_write_json
 from runtime_server.backends import BACKENDS
 from runtime_server.loadgen import read_bitstreams, run_configs, synthetic_bitstreams
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=32, help="the dynamic configuration's max batch size")
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="the dynamic configuration's queue delay")
     p.add_argument("--compute-threads", type=int, default=0, help="serve.py --compute-threads for both configurations")
-    p.add_argument("--bitstreams", type=Path, help="directory of *.bin bitstreams (default: encode 64 synthetic images)")
+    p.add_argument("--bitstreams", type=Path, help="directory of *.mtb bitstreams, as runtime_edge/run.py --save writes them (default: encode 64 synthetic images)")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p.parse_args(argv)
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmark.py: --clients, --requests, --time-cap and --rounds must be positive", file=sys.stderr)
         return 2
     try:
-        model = str(read_manifest(args.artifacts).get("model_name"))
+        model = read_manifest(args.artifacts).model_name
         bitstreams = read_bitstreams(args.bitstreams) if args.bitstreams else synthetic_bitstreams(args.artifacts, 64)
     except (BundleError, OSError) as exc:
         print(f"benchmark.py: {exc}", file=sys.stderr)

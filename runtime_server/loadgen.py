@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from runtime_server.process import ServerProcess, scrape_metrics
-from runtime_server.protocol import HEADER_LENGTH, pack_bytes
+from codec.wire import BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, pack_bytes
 
 
 @dataclass
@@ -60,7 +60,7 @@ def synthetic_bitstreams(artifacts: Path, count: int, seed: int = 0) -> list[byt
     from runtime_edge.client import EdgeRuntime
 
     edge = EdgeRuntime(artifacts)
-    h, w = (int(v) for v in edge.bundle.preprocessing["input_size"])
+    h, w = edge.bundle.manifest.preprocessing.input_size
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(count):
@@ -71,10 +71,10 @@ def synthetic_bitstreams(artifacts: Path, count: int, seed: int = 0) -> list[byt
 
 
 def read_bitstreams(directory: Path) -> list[bytes]:
-    """Every ``*.bin`` file of ``directory`` (as written by ``runtime_edge/run.py --save``), sorted by name."""
-    files = sorted(directory.glob("*.bin"))
+    """Every ``*.mtb`` file of ``directory`` (as written by ``runtime_edge/run.py --save``), sorted by name."""
+    files = sorted(directory.glob("*.mtb"))
     if not files:
-        raise FileNotFoundError(f"no *.bin bitstreams in {directory}")
+        raise FileNotFoundError(f"no *.mtb bitstreams in {directory}")
     return [f.read_bytes() for f in files]
 
 
@@ -82,8 +82,8 @@ def _request(bitstream: bytes) -> tuple[bytes, dict[str, str]]:
     payload = pack_bytes([bitstream])
     head = json.dumps(
         {
-            "inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}],
-            "parameters": {"binary_data_output": True},
+            "inputs": [{"name": BITSTREAM_INPUT, "datatype": "BYTES", "shape": [1], "parameters": {BINARY_DATA_SIZE: len(payload)}}],
+            "parameters": {BINARY_DATA_OUTPUT: True},
         }
     ).encode()
     return head + payload, {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}

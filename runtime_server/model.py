@@ -23,15 +23,23 @@ from typing import Any
 import numpy as np
 
 import codec
-from codec.bundle import Bundle
 from codec.errors import CodecError, TableMismatchError
+from codec.manifest import Bundle
+from codec.wire import (
+    ACTIVE_TASKS_OUTPUT,
+    BITSTREAM_INPUT,
+    TOP_K_DEFAULT,
+    TOP_K_PARAMETER,
+    ProtocolError,
+    labels_output,
+    logits_output,
+    output_names,
+)
 from runtime_server.backends import Backend, BackendUnavailableError
 from runtime_server.batching import DynamicBatcher
 from runtime_server.metrics import ServerMetrics
-from runtime_server.protocol import InferRequest, OutputTensor, ProtocolError
+from runtime_server.protocol import InferRequest, OutputTensor
 
-INPUT_NAME = "bitstream"
-ACTIVE_OUTPUT = "active_tasks"
 VERSION = "1"
 
 
@@ -53,22 +61,22 @@ class MantisModel:
         self.decode_executor = decode_executor
         self.metrics = metrics
         self.max_request_images = max_request_images
-        self.name = str(bundle.manifest.get("model_name") or bundle.root.name)
+        self.name = bundle.manifest.model_name
         self.tasks = bundle.task_names
         self.labels = {t: bundle.labels(t) for t in self.tasks}
         self.latent_shape = bundle.latent_shape
-        self.output_names = [f"logits_{t}" for t in self.tasks] + [f"labels_{t}" for t in self.tasks] + [ACTIVE_OUTPUT]
+        self.output_names = output_names(self.tasks)
 
     def metadata(self) -> dict[str, Any]:
         """KServe v2 model metadata (``-1``: a dimension of any size)."""
-        outputs = [{"name": f"logits_{t}", "datatype": "FP32", "shape": [-1, len(self.labels[t])]} for t in self.tasks]
-        outputs += [{"name": f"labels_{t}", "datatype": "BYTES", "shape": [-1, -1]} for t in self.tasks]
-        outputs.append({"name": ACTIVE_OUTPUT, "datatype": "BOOL", "shape": [-1, len(self.tasks)]})
+        outputs = [{"name": logits_output(t), "datatype": "FP32", "shape": [-1, len(self.labels[t])]} for t in self.tasks]
+        outputs += [{"name": labels_output(t), "datatype": "BYTES", "shape": [-1, -1]} for t in self.tasks]
+        outputs.append({"name": ACTIVE_TASKS_OUTPUT, "datatype": "BOOL", "shape": [-1, len(self.tasks)]})
         return {
             "name": self.name,
             "versions": [VERSION],
             "platform": f"mantis_{self.backend.name}",
-            "inputs": [{"name": INPUT_NAME, "datatype": "BYTES", "shape": [-1]}],
+            "inputs": [{"name": BITSTREAM_INPUT, "datatype": "BYTES", "shape": [-1]}],
             "outputs": outputs,
         }
 
@@ -83,8 +91,8 @@ class MantisModel:
             "dynamic_batching": {"max_queue_delay_microseconds": int(round(self.batcher.max_queue_delay * 1e6))},
             "max_request_images": self.max_request_images,
             "tasks": [{"name": t, "labels": self.labels[t]} for t in self.tasks],
-            "bitstream_version": self.bundle.manifest["bitstream_version"],
-            "table_id": self.bundle.manifest["tables"]["table_id"],
+            "bitstream_version": self.bundle.manifest.bitstream_version,
+            "table_id": self.bundle.manifest.tables["table_id"],
             "latent": {"channels": self.latent_shape[0], "height": self.latent_shape[1], "width": self.latent_shape[2]},
         }
 
@@ -105,26 +113,23 @@ class MantisModel:
                 )
 
     def _bitstreams(self, request: InferRequest) -> list[bytes]:
-        if len(request.inputs) != 1 or request.inputs[0].name != INPUT_NAME:
+        if len(request.inputs) != 1 or request.inputs[0].name != BITSTREAM_INPUT:
             names = [i.name for i in request.inputs]
-            raise ProtocolError(f"model {self.name!r} takes exactly one input {INPUT_NAME!r}, got {names}")
+            raise ProtocolError(f"model {self.name!r} takes exactly one input {BITSTREAM_INPUT!r}, got {names}")
         tensor = request.inputs[0]
         if tensor.datatype != "BYTES":
-            raise ProtocolError(f"input {INPUT_NAME!r} must be BYTES, got {tensor.datatype}")
+            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must be BYTES, got {tensor.datatype}")
         if len(tensor.shape) != 1 or tensor.shape[0] < 1:
-            raise ProtocolError(f"input {INPUT_NAME!r} must have shape [N] with N >= 1 (one bitstream per image), got {tensor.shape}")
+            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must have shape [N] with N >= 1 (one bitstream per image), got {tensor.shape}")
         if tensor.shape[0] > self.max_request_images:
             raise ProtocolError(
-                f"request holds {tensor.shape[0]} bitstreams; this server takes at most {self.max_request_images} per request",
-                status=413,
-                kind="too_large",
-            )
+                f"request holds {tensor.shape[0]} bitstreams; this server takes at most {self.max_request_images} per request", kind="too_large")
         return list(tensor.data)
 
     def _top_k(self, request: InferRequest) -> int:
-        k = request.parameters.get("top_k", 1)
+        k = request.parameters.get(TOP_K_PARAMETER, TOP_K_DEFAULT)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ProtocolError(f"parameter 'top_k' must be an integer >= 1, got {k!r}")
+            raise ProtocolError(f"parameter {TOP_K_PARAMETER!r} must be an integer >= 1, got {k!r}")
         return k
 
     def _requested(self, request: InferRequest) -> list[str]:
@@ -150,25 +155,16 @@ class MantisModel:
             except TableMismatchError as exc:
                 raise ProtocolError(
                     f"bitstream[{i}]: {type(exc).__name__}: {exc} (the server's model uses tables "
-                    f"{self.bundle.manifest['tables']['table_id']})",
-                    status=409,
-                    kind="table_mismatch",
-                ) from None
+                    f"{self.bundle.manifest.tables['table_id']})", kind="table_mismatch") from None
             except CodecError as exc:
                 raise ProtocolError(f"bitstream[{i}]: {type(exc).__name__}: {exc}", kind="codec") from None
             if tuple(latent.shape) != self.latent_shape:
                 raise ProtocolError(
                     f"bitstream[{i}]: latent shape {tuple(latent.shape)} does not match model {self.name!r} "
-                    f"(expects {self.latent_shape}; was the image preprocessed for another model?)",
-                    status=409,
-                    kind="model_mismatch",
-                )
+                    f"(expects {self.latent_shape}; was the image preprocessed for another model?)", kind="model_mismatch")
             if int(mask) >> len(self.tasks):
                 raise ProtocolError(
-                    f"bitstream[{i}]: task mask {int(mask):#b} names tasks beyond the model's {len(self.tasks)} tasks {self.tasks}",
-                    status=409,
-                    kind="model_mismatch",
-                )
+                    f"bitstream[{i}]: task mask {int(mask):#b} names tasks beyond the model's {len(self.tasks)} tasks {self.tasks}", kind="model_mismatch")
             latents[i] = latent
             masks[i] = int(mask)
         return latents, masks
@@ -178,16 +174,16 @@ class MantisModel:
         active = ((masks[:, None] >> np.arange(len(self.tasks))[None, :]) & 1).astype(bool)
         tensors: dict[str, OutputTensor] = {}
         for t, (task, task_logits) in enumerate(zip(self.tasks, logits)):
-            tensors[f"logits_{task}"] = OutputTensor(f"logits_{task}", "FP32", np.asarray(task_logits, dtype=np.float32))
-            if f"labels_{task}" in names:
+            tensors[logits_output(task)] = OutputTensor(logits_output(task), "FP32", np.asarray(task_logits, dtype=np.float32))
+            if labels_output(task) in names:
                 labels = self.labels[task]
                 k = min(top_k, len(labels))
                 order = np.argsort(-task_logits, axis=1, kind="stable")[:, :k]
                 out = np.full((len(masks), k), b"", dtype=object)
                 for i in np.flatnonzero(active[:, t]):
                     out[i] = [labels[j].encode("utf-8") for j in order[i]]
-                tensors[f"labels_{task}"] = OutputTensor(f"labels_{task}", "BYTES", out)
-        tensors[ACTIVE_OUTPUT] = OutputTensor(ACTIVE_OUTPUT, "BOOL", active)
+                tensors[labels_output(task)] = OutputTensor(labels_output(task), "BYTES", out)
+        tensors[ACTIVE_TASKS_OUTPUT] = OutputTensor(ACTIVE_TASKS_OUTPUT, "BOOL", active)
         return [tensors[n] for n in names]
 
     async def infer(self, request: InferRequest) -> list[OutputTensor]:

@@ -20,38 +20,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-HEADER_LENGTH = "Inference-Header-Content-Length"
-
-# KServe v2 datatype -> little-endian numpy dtype (BYTES is handled separately).
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
-
-
-class ProtocolError(Exception):
-    """A request the server refuses; ``status`` is the HTTP status, ``kind`` the metrics label."""
-
-    def __init__(self, message: str, status: int = 400, kind: str = "bad_request") -> None:
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
+from codec.wire import (
+    BINARY_DATA,
+    BINARY_DATA_OUTPUT,
+    BINARY_DATA_SIZE,
+    DATATYPES,
+    HEADER_LENGTH,
+    ProtocolError,
+    WireFormatError,
+    pack_bytes,
+    unpack_bytes,
+)
 
 
 @dataclass
@@ -82,10 +66,10 @@ class InferRequest:
 
     def binary_output(self, name: str) -> bool:
         """Whether output ``name`` goes back in binary form."""
-        default = bool(self.parameters.get("binary_data_output", False))
+        default = bool(self.parameters.get(BINARY_DATA_OUTPUT, False))
         for out in self.outputs or []:
             if out.name == name:
-                return bool(out.parameters.get("binary_data", default))
+                return bool(out.parameters.get(BINARY_DATA, default))
         return default
 
 
@@ -96,34 +80,6 @@ class OutputTensor:
     name: str
     datatype: str
     data: np.ndarray
-
-
-def pack_bytes(elements: list[bytes]) -> bytes:
-    """Serialise BYTES elements: per element a uint32 little-endian length, then the bytes."""
-    return b"".join(struct.pack("<I", len(e)) + e for e in elements)
-
-
-def unpack_bytes(buf: bytes | memoryview, count: int, name: str) -> list[bytes]:
-    """Split a binary BYTES tensor into exactly ``count`` elements, or raise :class:`ProtocolError`."""
-    view = memoryview(buf)
-    out: list[bytes] = []
-    pos = 0
-    while pos < len(view):
-        if len(out) == count:
-            raise ProtocolError(f"input {name!r}: binary data has bytes after its {count} elements (shape says {count})")
-        if pos + 4 > len(view):
-            raise ProtocolError(f"input {name!r}: element {len(out)} has a truncated 4-byte length prefix")
-        (n,) = struct.unpack_from("<I", view, pos)
-        pos += 4
-        if pos + n > len(view):
-            raise ProtocolError(
-                f"input {name!r}: element {len(out)} claims {n} bytes but only {len(view) - pos} remain"
-            )
-        out.append(bytes(view[pos : pos + n]))
-        pos += n
-    if len(out) != count:
-        raise ProtocolError(f"input {name!r}: binary data holds {len(out)} elements, shape says {count}")
-    return out
 
 
 def _check_dict(value: Any, what: str) -> dict[str, Any]:
@@ -222,7 +178,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         shape = _shape(raw.get("shape"), name)
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         params = _check_dict(raw.get("parameters"), f"input {name!r} 'parameters'")
-        size = params.get("binary_data_size")
+        size = params.get(BINARY_DATA_SIZE)
         if size is not None:
             if "data" in raw:
                 raise ProtocolError(f"input {name!r} has both 'data' and 'binary_data_size'")
@@ -237,7 +193,10 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             chunk = binary[pos : pos + size]
             pos += size
             if datatype == "BYTES":
-                data: list[bytes] | np.ndarray = unpack_bytes(chunk, count, name)
+                try:
+                    data: list[bytes] | np.ndarray = unpack_bytes(chunk, count, f"input {name!r}")
+                except WireFormatError as exc:
+                    raise ProtocolError(str(exc)) from None
             else:
                 dtype = DATATYPES[datatype]
                 if size != count * dtype.itemsize:
@@ -297,7 +256,7 @@ def encode_infer_response(
         spec: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.data.shape)}
         if request.binary_output(tensor.name):
             raw = _binary_data(tensor)
-            spec["parameters"] = {"binary_data_size": len(raw)}
+            spec["parameters"] = {BINARY_DATA_SIZE: len(raw)}
             chunks.append(raw)
         else:
             spec["data"] = _json_data(tensor)

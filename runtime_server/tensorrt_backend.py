@@ -8,9 +8,12 @@ are specific to the GPU and TensorRT version). This path is not exercised on CPU
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Sequence
+
 import numpy as np
 
-from codec.bundle import Bundle
+from codec.wire import logits_output
 from runtime_server.backends import BackendUnavailableError
 
 
@@ -19,7 +22,7 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, path: Path, task_names: Sequence[str]) -> None:
         try:
             import tensorrt as trt
         except ImportError:
@@ -31,13 +34,6 @@ class TensorRTBackend:
 
         if not torch.cuda.is_available():
             raise BackendUnavailableError("backend 'tensorrt' needs a CUDA GPU; torch sees none")
-        spec = bundle.server.get("tensorrt")
-        if not spec:
-            raise BackendUnavailableError(
-                f"bundle {bundle.root} has no TensorRT engine (server.plan); export it with "
-                "`export/split.py --target tensorrt` on the serving machine"
-            )
-        path = bundle.path(spec["file"])
         self._trt = trt
         self._torch = torch
         self.device = f"cuda:{torch.cuda.current_device()} ({torch.cuda.get_device_name()})"
@@ -51,7 +47,7 @@ class TensorRTBackend:
         if len(inputs) != 1:
             raise BackendUnavailableError(f"{path}: expected one input tensor, found {inputs}")
         self.input_name = inputs[0]
-        self.output_names = [f"logits_{t}" for t in bundle.task_names]
+        self.output_names = [logits_output(t) for t in task_names]
         missing = [n for n in self.output_names if n not in names]
         if missing:
             raise BackendUnavailableError(f"{path}: output tensors {missing} are missing (engine has {names})")

@@ -15,9 +15,9 @@ import torch.nn as nn
 
 from calibration.accuracy import CheckError, PathOutputs, compare, run_check, task_accuracy
 from calibration.check import main as check_main
-from calibration.dataset import CalibrationSourceError, balanced_order, select_samples
-from calibration.quantize import OBSERVERS, pt2e_quantizer, quantize_onnx, quantize_pt2e
-from codec.bundle import load_bundle
+from export.calibration_set import CalibrationSourceError, balanced_order, select_samples
+from export.quantize import OBSERVERS, pt2e_quantizer, quantize_onnx, quantize_pt2e
+from codec.manifest import load_bundle
 
 
 class _Net(nn.Module):
@@ -46,7 +46,7 @@ def test_balanced_order_quota_and_fill() -> None:
 
 
 def test_select_samples_is_seeded_and_checked(tiny_checkpoint: Path) -> None:
-    from calibration.dataset import data_config, load_split
+    from export.calibration_set import data_config, load_split
     from training.checkpoint import read_checkpoint
 
     _, meta = read_checkpoint(tiny_checkpoint)
@@ -157,11 +157,24 @@ def test_check_cli_on_executorch_bundle(executorch_bundle: Path, tmp_path: Path,
     assert rc == 1 and "FAIL" in capsys.readouterr().err
 
 
-def test_check_on_onnx_bundle(onnx_bundle: Path, tmp_path: Path) -> None:
+def test_check_on_onnx_bundle_runs_the_device_runtime(onnx_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The int8 path is EdgeRuntime.encode on raw images: what a device runs, bytes included."""
+    from runtime_edge.client import EdgeRuntime
+
     bundle = tmp_path / "b"
     shutil.copytree(onnx_bundle, bundle)
+    sent: list[int] = []
+    real = EdgeRuntime.encode
+
+    def spy(self, image):
+        enc = real(self, image)
+        sent.append(enc.num_bytes)
+        return enc
+
+    monkeypatch.setattr(EdgeRuntime, "encode", spy)
     report = run_check(bundle, samples=8)
     assert report["edge"]["runtime"] == "onnxruntime" and report["images"] == 8
+    assert len(sent) == 8 and report["int8"]["bytes_per_image"] == pytest.approx(sum(sent) / 8)
     assert (bundle / "int8_check.json").is_file()
 
 

@@ -115,7 +115,7 @@ def test_every_packed_state_length_round_trips(tables: EntropyTables) -> None:
 
 
 def test_latent_round_trip(tables: EntropyTables) -> None:
-    from codec.fit import synthetic_latent
+    from tests.tools.fit import synthetic_latent
 
     lat = synthetic_latent((8, 6, 5), seed=9)
     data = codec.encode_latent(lat, 3, tables)

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from training.tables import tables_from_bottleneck
 import codec
 from codec import format as fmt
-from codec.fit import synthetic_latent
+from tests.tools.fit import synthetic_latent
 from codec.rans import (
     PythonBackend,
     compressai_encode_fits,
@@ -34,14 +35,14 @@ BACKENDS = codec.available_backends()
 
 @pytest.fixture(scope="module")
 def eb():
-    from codec.fit import fit_entropy_bottleneck
+    from tests.tools.fit import fit_entropy_bottleneck
 
     return fit_entropy_bottleneck(16, steps=60, seed=1, batch=2, size=8)
 
 
 @pytest.fixture(scope="module")
 def tables(eb) -> EntropyTables:
-    return EntropyTables.from_entropy_bottleneck(eb)
+    return tables_from_bottleneck(eb)
 
 
 def _latents(channels: int) -> list[np.ndarray]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from codec.files import TOKEN_ENV, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text, read_token
+from codec.files import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
+from codec.wire import TOKEN_ENV, read_token
 
 
 def test_replaces_the_file_with_plain_permissions(tmp_path: Path) -> None:

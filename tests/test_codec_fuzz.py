@@ -1,6 +1,6 @@
 """Fuzzing the decoder with hypothesis: random bytes and mutated valid streams raise CodecError subclasses only,
 and all backends agree. ``MANTIS_FUZZ_EXAMPLES`` raises the example count for a deeper run; the long
-fuzzer is ``uv run python -m codec.fuzz --seconds 600``."""
+fuzzer is ``uv run python -m tests.tools.fuzz --seconds 600``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codec import format as fmt
-from codec.fuzz import DEFAULT_VECTORS, mutate, outcome, reseal, seeds
+from tests.tools.fuzz import DEFAULT_VECTORS, mutate, outcome, reseal, rewrite_dims, seeds
 from codec.rans import available_backends
 
 TABLES, CORPUS = seeds(DEFAULT_VECTORS)
@@ -47,3 +47,16 @@ def test_mutated_valid_streams(which: int, seed: int) -> None:
 
 def test_corpus_itself_decodes() -> None:
     assert all(outcome(data, TABLES, BACKENDS) == "ok" for data in CORPUS)
+
+
+def test_dims_rewrites_reach_the_shape_checks() -> None:
+    """The mutator's dims edits keep the payload length (in bytes, format 2) equal to the data, so a resealed
+    edit is never stopped by the length checks: it reaches the shape checks and the payload decoder."""
+    rng = random.Random(1234)
+    seen: dict[str, int] = {}
+    for _ in range(400):
+        data = reseal(rewrite_dims(rng.choice(CORPUS), rng, TABLES), TABLES)
+        result = outcome(data, TABLES, BACKENDS)
+        seen[result] = seen.get(result, 0) + 1
+    assert "TruncatedError" not in seen and "TrailingDataError" not in seen, seen
+    assert seen.get("ShapeError", 0) > 0 and sum(v for k, v in seen.items() if k != "ShapeError") > 0, seen

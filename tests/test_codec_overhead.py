@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codec.fuzz import DEFAULT_VECTORS
+from tests.tools.fuzz import DEFAULT_VECTORS
 from codec.rans import FLUSH_FIXED_BYTES, available_backends, encode, escape_operations, information_bits
 from codec.tables import EntropyTables
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from training.tables import tables_from_bottleneck
 import codec
 from codec.errors import TableError, TableFileError
 from codec.tables import EntropyTables, content_bytes, table_file_bytes
@@ -23,17 +24,17 @@ def tables() -> EntropyTables:
 
 @pytest.fixture(scope="module")
 def eb():
-    from codec.fit import fit_entropy_bottleneck
+    from tests.tools.fit import fit_entropy_bottleneck
 
     return fit_entropy_bottleneck(6, steps=40, seed=3, batch=2, size=8)
 
 
 def test_from_entropy_bottleneck_copies_the_updated_tables(eb) -> None:
-    t = EntropyTables.from_entropy_bottleneck(eb)
+    t = tables_from_bottleneck(eb)
     assert t.num_channels == 6
-    np.testing.assert_array_equal(t.cdfs, eb._quantized_cdf.numpy())
-    np.testing.assert_array_equal(t.cdf_lengths, eb._cdf_length.numpy())
-    np.testing.assert_array_equal(t.offsets, eb._offset.numpy())
+    np.testing.assert_array_equal(t.cdfs, eb.quantized_cdf.numpy())
+    np.testing.assert_array_equal(t.cdf_lengths, eb.cdf_length.numpy())
+    np.testing.assert_array_equal(t.offsets, eb.offset.numpy())
     np.testing.assert_array_equal(t.medians, eb._get_medians().detach().reshape(-1).numpy())
     assert t.cdfs.dtype == np.int32 and t.medians.dtype == np.float32 and t.precision == 16
     assert not t.cdfs.flags.writeable
@@ -43,9 +44,9 @@ def test_from_entropy_bottleneck_requires_update() -> None:
     from compressai.entropy_models import EntropyBottleneck
 
     with pytest.raises(TableError, match="update"):
-        EntropyTables.from_entropy_bottleneck(EntropyBottleneck(4))
+        tables_from_bottleneck(EntropyBottleneck(4))
     with pytest.raises(TableError, match="not a CompressAI EntropyBottleneck"):
-        EntropyTables.from_entropy_bottleneck(object())
+        tables_from_bottleneck(object())
 
 
 def test_save_load_round_trip_is_exact_and_atomic(tables: EntropyTables, tmp_path: Path) -> None:

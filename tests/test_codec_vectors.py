@@ -10,7 +10,7 @@ import pytest
 
 import codec
 from codec.rans import available_backends
-from codec.vectors import DEFAULT_DIR, check, sha256_hex
+from tests.tools.vectors import DEFAULT_DIR, check, sha256_hex
 
 INDEX = json.loads((DEFAULT_DIR / "index.json").read_text())
 

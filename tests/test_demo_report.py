@@ -13,7 +13,8 @@ import pytest
 from mantis_demo.baselines import compress
 from mantis_demo.pipeline import DemoOptions, run_demo
 from mantis_demo.report import bandwidth_table, equal_accuracy, equal_accuracy_summary
-from runtime_edge.client import EdgeRuntime, load_image
+from runtime_edge.client import EdgeRuntime
+from runtime_edge.preprocess import load_image
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("demo_script", REPO / "demo.py")
@@ -91,7 +92,7 @@ def test_demo_smoke_on_the_tiny_config(tmp_path: Path, tiny_checkpoint: Path, ex
         assert [p["quality"] for p in report[fmt]] == [10, 50, 90]
         sizes = [p["bytes_per_image"] for p in report[fmt]]
         assert sizes == sorted(sizes)
-    h, w = edge.bundle.preprocessing["input_size"]
+    h, w = edge.bundle.manifest.preprocessing.input_size
     q50 = np.mean([len(compress(load_image(p).resize((w, h)), "jpeg", 50).data) for p in pngs])
     assert report["jpeg"][1]["bytes_per_image"] == pytest.approx(q50)
 

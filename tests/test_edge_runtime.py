@@ -17,9 +17,11 @@ import onnxruntime as ort
 import pytest
 
 import codec
-from codec.bundle import load_bundle
+from codec.manifest import load_bundle
 from runtime_edge import run as edge_cli
-from runtime_edge.client import CoreMLModel, EdgeRuntime, EdgeRuntimeError, ImageError, load_image
+from runtime_edge.client import EdgeRuntime
+from runtime_edge.models import CoreMLModel, EdgeRuntimeError
+from runtime_edge.preprocess import ImageError, load_image
 from runtime_edge.predict import request_predictions
 from runtime_edge.transport import KServeClient, RetryPolicy, ServerRejectedError
 from runtime_server.process import ServerProcess
@@ -68,7 +70,7 @@ def _reference_logits(bundle_dir: Path, bitstream: bytes) -> tuple[list[np.ndarr
     """In-process reference: codec decode + the server half (server.onnx) run directly."""
     bundle = load_bundle(bundle_dir)
     latent, mask = codec.decode_latent(bitstream, bundle.tables)
-    session = ort.InferenceSession(str(bundle.path(bundle.server["onnx"]["file"])), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(bundle.path(bundle.manifest.server["onnx"].file)), providers=["CPUExecutionProvider"])
     names = [f"logits_{t}" for t in bundle.task_names]
     return [o[0] for o in session.run(names, {session.get_inputs()[0].name: latent[None]})], mask
 
@@ -80,7 +82,7 @@ def test_encode_is_deterministic_and_decodable(edge: EdgeRuntime, images: list[P
     decoded = codec.decode(enc.bitstream, edge.bundle.tables)
     assert decoded.task_mask == enc.task_mask and decoded.symbols.shape == edge.latent_shape
     # the symbols are the quantized output of the real .pte on the manifest's preprocessing
-    latent, logits = edge.run_model(edge.bundle.preprocess(load_image(images[0])))
+    latent, logits = edge.run_model(edge.preprocess(load_image(images[0])))
     np.testing.assert_array_equal(decoded.symbols, codec.quantize(latent, edge.bundle.tables))
     assert enc.task_mask == edge.bundle.task_mask(logits)
     assert set(enc.timings) == {"preprocess_ms", "edge_ms", "entropy_ms", "total_ms"}
@@ -197,7 +199,7 @@ def test_coreml_needs_macos(tmp_path: Path) -> None:
     if platform.system() == "Darwin":
         pytest.skip("Core ML predicts on macOS")
     with pytest.raises(EdgeRuntimeError, match="macOS"):
-        CoreMLModel(tmp_path / "edge.mlpackage", "image", ["latent", "task_logits"])
+        CoreMLModel(tmp_path / "edge.mlpackage")
 
 
 def _modules_after(code: str) -> set[str]:

@@ -11,17 +11,15 @@ from typing import Iterator
 import numpy as np
 import pytest
 
+from codec.wire import HEADER_LENGTH, WireFormatError, pack_bytes, unpack_bytes
 from runtime_edge.transport import (
-    HEADER_LENGTH,
     KServeClient,
-    ProtocolError,
+    MalformedResponseError,
     RetryPolicy,
     ServerRejectedError,
     ServerUnreachableError,
     build_infer_request,
-    pack_bytes_tensor,
     parse_infer_response,
-    unpack_bytes_tensor,
 )
 from runtime_server.protocol import InferRequest, OutputTensor, encode_infer_response, parse_infer_request
 
@@ -58,12 +56,12 @@ def test_response_round_trip(binary: bool) -> None:
 
 
 def test_bytes_tensor_truncation_is_an_error() -> None:
-    data = pack_bytes_tensor([b"abcdef", b"xy"])
-    assert unpack_bytes_tensor(data, 2) == [b"abcdef", b"xy"]
-    with pytest.raises(ProtocolError, match="truncated"):
-        unpack_bytes_tensor(data[:-1])
-    with pytest.raises(ProtocolError, match="3"):
-        unpack_bytes_tensor(data, 3)
+    data = pack_bytes([b"abcdef", b"xy"])
+    assert unpack_bytes(data, 2) == [b"abcdef", b"xy"]
+    with pytest.raises(WireFormatError, match="claims"):
+        unpack_bytes(data[:-1], None)
+    with pytest.raises(WireFormatError, match="3"):
+        unpack_bytes(data, 3)
 
 
 def test_unreachable_server_retries_a_bounded_number_of_times() -> None:
@@ -156,7 +154,7 @@ def test_rejection_is_not_retried_and_quotes_the_reason(scripted_server: tuple[s
 def test_garbled_answer_is_a_protocol_error(scripted_server: tuple[str, type[_Scripted]]) -> None:
     url, handler = scripted_server
     handler.script += [(200, b"\x00not json", {"Content-Type": "application/json"})]
-    with pytest.raises(ProtocolError, match="not JSON"):
+    with pytest.raises(MalformedResponseError, match="not JSON"):
         KServeClient(url).infer("m", [b"x"])
 
 

@@ -20,13 +20,14 @@ import pytest
 import torch
 
 import codec
-from codec.bundle import BundleError, MANIFEST_NAME, load_bundle, path_sha256
+from codec.manifest import MANIFEST_NAME, BundleError, Manifest, load_bundle, path_sha256
+from tests.test_manifest import _manifest as _manifest_doc
 from export import exporter
 from export.bundle_writer import check_destination, finalize
 from export.edge import inspect_coreml
 from export.errors import ExportError
 from export.exporter import ExportOptions, export_bundle
-from export.runners import executorch_runner, onnx_runner
+from runtime_edge.models import ExecuTorchModel, OnnxModel
 from export.split import main as split_main
 from export.tensorrt_engine import TensorRTUnavailable, build_engine, engine_source
 from training.build import load_model
@@ -67,9 +68,14 @@ def eager(tiny_checkpoint: Path):
     return model, meta
 
 
+def _written(bundle) -> dict:
+    """The manifest as written on disk (JSON)."""
+    return json.loads((bundle.root / MANIFEST_NAME).read_text())
+
+
 def test_executorch_bundle_manifest_hashes_and_runtime(executorch_bundle: Path, tiny_checkpoint: Path, eager) -> None:
     bundle = load_bundle(executorch_bundle)
-    m = bundle.manifest
+    m = _written(bundle)
     model, meta = eager
     assert m["format"] == "mantis-bundle/1" and m["bitstream_version"] == codec.FORMAT_VERSION
     assert m["source_checkpoint"]["sha256"] == path_sha256(tiny_checkpoint)
@@ -93,7 +99,7 @@ def test_executorch_bundle_manifest_hashes_and_runtime(executorch_bundle: Path, 
 
     # the .pte runs on the ExecuTorch runtime with the shapes the manifest states, close to the eager client
     c, h, w = bundle.latent_shape
-    run = executorch_runner(bundle.path("edge.pte"))
+    run = ExecuTorchModel(bundle.path("edge.pte")).run
     x = torch.randn(*m["edge"]["inputs"][0]["shape"]) * 0.5
     latent, logits = run(x.numpy())
     assert list(latent.shape) == m["edge"]["outputs"][0]["shape"] == [1, c, h, w]
@@ -132,8 +138,8 @@ def test_onnx_bundle_edge_int8_and_server_dynamic_batch(onnx_bundle: Path, eager
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     int8_inits = [i for i in edge.graph.initializer if i.data_type == onnx.TensorProto.INT8]
     assert int8_inits, "weights are not stored as int8"
-    latent, logits = onnx_runner(bundle.path("edge.onnx"))(np.zeros(bundle.edge["inputs"][0]["shape"], np.float32))
-    assert list(latent.shape) == bundle.edge["outputs"][0]["shape"]
+    latent, logits = OnnxModel(bundle.path("edge.onnx")).run(np.zeros(_written(bundle)["edge"]["inputs"][0]["shape"], np.float32))
+    assert list(latent.shape) == _written(bundle)["edge"]["outputs"][0]["shape"]
 
     # server.onnx: dynamic batch, one output per task named logits_<task>, matches the eager server half
     session = ort.InferenceSession(str(bundle.path("server.onnx")), providers=["CPUExecutionProvider"])
@@ -146,34 +152,34 @@ def test_onnx_bundle_edge_int8_and_server_dynamic_batch(onnx_bundle: Path, eager
         with torch.no_grad():
             refs = model.server(torch.from_numpy(y))
             pt2 = loaded(torch.from_numpy(y))
-        for o, r, p, t in zip(outs, refs, pt2, bundle.manifest["tasks"]):
+        for o, r, p, t in zip(outs, refs, pt2, _written(bundle)["tasks"]):
             assert o.shape == (batch, len(t["labels"]))
             np.testing.assert_allclose(o, r.numpy(), rtol=1e-3, atol=1e-4)
             np.testing.assert_allclose(p.numpy(), r.numpy(), rtol=1e-5, atol=1e-6)
-    assert bundle.server["onnx"]["check"]["tolerance"]["atol"] > 0
+    assert _written(bundle)["server"]["onnx"]["check"]["tolerance"]["atol"] > 0
 
 
 def test_coreml_convert_and_inspect(coreml_bundle: Path) -> None:
     bundle = load_bundle(coreml_bundle)
-    assert bundle.edge["file"] == "edge.mlpackage" and (coreml_bundle / "edge.mlpackage").is_dir()
+    assert _written(bundle)["edge"]["file"] == "edge.mlpackage" and (coreml_bundle / "edge.mlpackage").is_dir()
     info = inspect_coreml(bundle.path("edge.mlpackage"))
-    assert info["inputs"] == bundle.edge["inputs"]
-    assert info["outputs"] == bundle.edge["outputs"]
+    assert info["inputs"] == _written(bundle)["edge"]["inputs"]
+    assert info["outputs"] == _written(bundle)["edge"]["outputs"]
     assert info["ops"]["quantize"] > 0 and info["ops"]["dequantize"] > 0
     assert info["ops"]["constexpr_affine_dequantize"] > 0  # int8 weights
     assert info["ops"].get("conv", 0) > 0
     if platform.system() != "Darwin":
-        assert "skipped" in bundle.edge["check"]["numeric"] and "macOS" in bundle.edge["check"]["numeric"]
+        assert "skipped" in _written(bundle)["edge"]["check"]["numeric"] and "macOS" in _written(bundle)["edge"]["check"]["numeric"]
 
 
 @pytest.mark.skipif(platform.system() != "Darwin", reason="Core ML prediction needs macOS")
 def test_coreml_numeric_on_macos(coreml_bundle: Path, eager) -> None:
-    from export.runners import coreml_runner
+    from runtime_edge.models import CoreMLModel
 
     bundle = load_bundle(coreml_bundle)
     model, _ = eager
-    x = np.zeros(bundle.edge["inputs"][0]["shape"], np.float32)
-    latent, _ = coreml_runner(bundle.path("edge.mlpackage"), "image", ["latent", "task_logits"])(x)
+    x = np.zeros(_written(bundle)["edge"]["inputs"][0]["shape"], np.float32)
+    latent, _ = CoreMLModel(bundle.path("edge.mlpackage")).run(x)
     with torch.no_grad():
         ref = model.client(torch.from_numpy(x))[0].numpy()
     assert np.mean(codec.quantize(latent[0], bundle.tables) == codec.quantize(ref[0], bundle.tables)) > 0.9
@@ -183,10 +189,10 @@ def test_tensorrt_target_without_tensorrt(tensorrt_bundle: tuple[Path, str], tmp
     path, printed = tensorrt_bundle
     assert "TensorRT is not installed" in printed and "server.onnx" in printed and "usable" in printed
     bundle = load_bundle(path)
-    assert "tensorrt" not in bundle.server and not (path / "server.plan").exists()
-    assert bundle.edge["file"] == "edge.onnx" and bundle.edge["target"] == "tensorrt"
+    assert "tensorrt" not in _written(bundle)["server"] and not (path / "server.plan").exists()
+    assert _written(bundle)["edge"]["file"] == "edge.onnx" and _written(bundle)["edge"]["target"] == "tensorrt"
     # the fp16 ONNX the TensorRT 11 engine would be built from exists and was checked against eager
-    assert bundle.server["onnx_fp16"]["check"]["argmax_agreement"] >= 0.95
+    assert _written(bundle)["server"]["onnx_fp16"]["check"]["argmax_agreement"] >= 0.95
     with pytest.raises(TensorRTUnavailable, match="TensorRT is not installed.*server.onnx.*usable"):
         build_engine(path, tmp_path / "server.plan", bundle.latent_shape)
     assert engine_source(11)[0] == "server_fp16.onnx" and "strongly typed" in engine_source(11)[1]
@@ -245,7 +251,7 @@ def test_output_dir_holding_a_different_bundle(executorch_bundle: Path, tiny_che
 
 
 def test_destination_rules(executorch_bundle: Path, tmp_path: Path) -> None:
-    sha = load_bundle(executorch_bundle).manifest["source_checkpoint"]["sha256"]
+    sha = load_bundle(executorch_bundle).manifest.source_checkpoint["sha256"]
     check_destination(executorch_bundle, sha, "executorch", force=False)  # same checkpoint + target: replace
     check_destination(executorch_bundle, "0" * 64, "executorch", force=True)  # different, forced
     with pytest.raises(ExportError, match="different bundle"):
@@ -264,10 +270,12 @@ def test_finalize_replaces_atomically(tmp_path: Path) -> None:
     staging = tmp_path / ".b.x.tmp"
     staging.mkdir()
     (staging / "new.bin").write_bytes(b"new")
-    manifest: dict = {"format": "mantis-bundle/1"}
+    for name in ("tables.safetensors", "edge.pte", "server.onnx", "server.pt2"):
+        (staging / name).write_bytes(name.encode())
+    manifest = Manifest.from_dict(_manifest_doc())
     finalize(staging, out, manifest)
-    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME, "new.bin"]
-    assert json.loads((out / MANIFEST_NAME).read_text())["files"] == {"new.bin": path_sha256(out / "new.bin")}
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME, "new.bin", "tables.safetensors", "edge.pte", "server.onnx", "server.pt2"])
+    assert json.loads((out / MANIFEST_NAME).read_text())["files"]["new.bin"] == path_sha256(out / "new.bin")
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
 
 

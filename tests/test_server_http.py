@@ -20,9 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 import codec
-from codec.bundle import load_bundle
+from codec.manifest import load_bundle
+from runtime_edge.preprocess import preprocess
 from runtime_server.app import BackgroundServer, ServerConfig
-from runtime_server.protocol import HEADER_LENGTH, pack_bytes
+from codec.wire import HEADER_LENGTH, pack_bytes
 from training.data.synthetic import SyntheticMultiTask
 
 NUM_SAMPLES = 12
@@ -36,13 +37,13 @@ def bundle(onnx_bundle):
 @pytest.fixture(scope="module")
 def samples(bundle):
     """Real bitstreams: held-out synthetic images through the bundle's ONNX edge client and the codec."""
-    edge = ort.InferenceSession(str(bundle.path(bundle.edge["file"])), providers=["CPUExecutionProvider"])
-    names = [o["name"] for o in bundle.edge["outputs"]]
-    h, _ = bundle.preprocessing["input_size"]
+    edge = ort.InferenceSession(str(bundle.path(bundle.manifest.edge.file)), providers=["CPUExecutionProvider"])
+    names = [o.name for o in bundle.manifest.edge.outputs]
+    h, _ = bundle.manifest.preprocessing.input_size
     data = SyntheticMultiTask(NUM_SAMPLES, image_size=int(h), seed=7, split="test")
     out = []
     for i in range(NUM_SAMPLES):
-        latent, task_logits = edge.run(names, {edge.get_inputs()[0].name: bundle.preprocess(data.pil(i))})
+        latent, task_logits = edge.run(names, {edge.get_inputs()[0].name: preprocess(data.pil(i), bundle.manifest.preprocessing)})
         mask = bundle.task_mask(task_logits[0])
         out.append((codec.encode_latent(latent[0], mask, bundle.tables), mask))
     return out
@@ -136,7 +137,7 @@ def _metrics(url: str, headers: dict | None = None) -> dict[str, float]:
 
 def test_health_and_metadata(server, bundle):
     c = Http(server.url)
-    name = bundle.manifest["model_name"]
+    name = bundle.manifest.model_name
     assert c.request("GET", "/v2/health/live")[0] == 200
     status, _, body = c.request("GET", "/v2/health/ready")
     assert status == 200 and json.loads(body) == {"ready": True}
@@ -164,7 +165,7 @@ def test_health_and_metadata(server, bundle):
 
 def test_infer_binary_matches_reference(server, bundle, samples, reference):
     c = Http(server.url)
-    status, headers, body = c.infer(bundle.manifest["model_name"], [bs for bs, _ in samples])
+    status, headers, body = c.infer(bundle.manifest.model_name, [bs for bs, _ in samples])
     assert status == 200, body
     assert int(headers[HEADER_LENGTH]) < len(body)
     _check_answers(bundle, samples, reference, _outputs(headers, body))
@@ -172,7 +173,7 @@ def test_infer_binary_matches_reference(server, bundle, samples, reference):
 
 def test_infer_json_base64_with_top_k(server, bundle, samples, reference):
     c = Http(server.url)
-    name = bundle.manifest["model_name"]
+    name = bundle.manifest.model_name
     doc = {
         "id": "abc",
         "inputs": [
@@ -197,7 +198,7 @@ def test_infer_json_base64_with_top_k(server, bundle, samples, reference):
 
 def test_requested_outputs_and_parameters(server, bundle, samples, reference):
     c = Http(server.url)
-    name = bundle.manifest["model_name"]
+    name = bundle.manifest.model_name
     task = bundle.task_names[-1]
     bitstreams = [bs for bs, _ in samples[:3]]
     outputs = [{"name": f"labels_{task}", "parameters": {"binary_data": False}}, {"name": "active_tasks", "parameters": {"binary_data": True}}]
@@ -218,7 +219,7 @@ def test_requested_outputs_and_parameters(server, bundle, samples, reference):
 
 
 def test_tritonclient_talks_to_server(server, bundle, samples, reference):
-    name = bundle.manifest["model_name"]
+    name = bundle.manifest.model_name
     client = triton.InferenceServerClient(urlsplit(server.url).netloc)
     try:
         assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(name)
@@ -266,7 +267,7 @@ def _corruptions(bitstream: bytes, count: int, seed: int) -> list[bytes]:
 
 def test_malformed_bitstreams_are_answered_not_crashed(server, bundle, samples):
     c = Http(server.url)
-    name = bundle.manifest["model_name"]
+    name = bundle.manifest.model_name
     good = samples[0][0]
     checks = [
         (b"", 400, "TruncatedError"),
@@ -301,7 +302,7 @@ def test_malformed_bitstreams_are_answered_not_crashed(server, bundle, samples):
 
 def test_hostile_requests(server, bundle, samples):
     c = Http(server.url)
-    name = bundle.manifest["model_name"]
+    name = bundle.manifest.model_name
     url = f"/v2/models/{name}/infer"
     good = samples[0][0]
     ok_head = {"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 4 + len(good)}}]}
@@ -364,7 +365,7 @@ def test_hostile_requests(server, bundle, samples):
 
 def test_bearer_token(onnx_bundle, bundle, samples, tmp_path):
     config = ServerConfig(onnx_bundle, token="s3cret-token")
-    name = bundle.manifest["model_name"]
+    name = bundle.manifest.model_name
     with BackgroundServer(config) as srv:
         c = Http(srv.url)
         assert c.request("GET", "/v2/health/ready")[0] == 200  # probes stay open
@@ -388,7 +389,7 @@ def test_bearer_token(onnx_bundle, bundle, samples, tmp_path):
 
 def test_concurrent_clients_are_batched(onnx_bundle, bundle, samples, reference):
     config = ServerConfig(onnx_bundle, max_batch_size=16, max_queue_delay_ms=50)
-    name = bundle.manifest["model_name"]
+    name = bundle.manifest.model_name
     n_clients, rounds = 12, 3
 
     def client(k: int) -> list[tuple[int, dict]]:
@@ -423,6 +424,6 @@ def test_torch_backend_matches_its_reference(onnx_bundle, bundle, samples, refer
     for a, b in zip(expected, reference):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)  # the two exports of one server half agree
     with BackgroundServer(ServerConfig(onnx_bundle, backend="torch")) as srv:
-        status, headers, body = Http(srv.url).infer(bundle.manifest["model_name"], [bs for bs, _ in samples], parameters={"top_k": 2})
+        status, headers, body = Http(srv.url).infer(bundle.manifest.model_name, [bs for bs, _ in samples], parameters={"top_k": 2})
         assert status == 200, body
         _check_answers(bundle, samples, expected, _outputs(headers, body), top_k=2)

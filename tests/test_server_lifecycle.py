@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from codec.bundle import load_bundle
+from codec.manifest import load_bundle
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.backends import BackendUnavailableError
 from runtime_server.benchmark import main as benchmark_main
 from runtime_server.process import ServerProcess, ServerStartError
-from runtime_server.protocol import HEADER_LENGTH, pack_bytes
+from codec.wire import HEADER_LENGTH, pack_bytes
 from runtime_server.serve import main as serve_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def _start_serve(args: list[str], timeout: float = 120.0) -> tuple[subprocess.Po
 
 def test_sigterm_finishes_in_flight_request(onnx_bundle):
     bundle = load_bundle(onnx_bundle)
-    name = bundle.manifest["model_name"]
+    name = bundle.manifest.model_name
     # A long queue delay keeps the request in flight (queued for a batch) when SIGTERM arrives.
     proc, url = _start_serve(["--artifacts", str(onnx_bundle), "--port", "0", "--max-batch-size", "64", "--max-queue-delay-ms", "1500"])
     try:
@@ -103,7 +103,7 @@ def test_sigterm_finishes_in_flight_request(onnx_bundle):
 
 def test_restart_while_client_is_sending(onnx_bundle):
     bundle = load_bundle(onnx_bundle)
-    name = bundle.manifest["model_name"]
+    name = bundle.manifest.model_name
     body, headers = _infer_body(_bitstream(bundle))
     config = ServerConfig(onnx_bundle)
     first = BackgroundServer(config, shutdown_timeout=1.0).start()

@@ -18,15 +18,8 @@ import tritonclient.http as triton
 
 from runtime_server.batching import BackendError, BatcherClosedError, DynamicBatcher
 from runtime_server.metrics import ServerMetrics
-from runtime_server.protocol import (
-    InferRequest,
-    OutputTensor,
-    ProtocolError,
-    encode_infer_response,
-    pack_bytes,
-    parse_infer_request,
-    unpack_bytes,
-)
+from codec.wire import ProtocolError, WireFormatError, pack_bytes, unpack_bytes
+from runtime_server.protocol import InferRequest, OutputTensor, encode_infer_response, parse_infer_request
 
 
 def _triton_body(elements: list[bytes], binary: bool, outputs=None, parameters=None) -> tuple[bytes, str | None]:
@@ -43,13 +36,13 @@ def test_bytes_tensor_round_trip_and_errors():
     packed = pack_bytes(elements)
     assert packed[:4] == b"\x00\x00\x00\x00" and struct.unpack_from("<I", packed, 4)[0] == 200
     assert unpack_bytes(packed, 3, "x") == elements
-    with pytest.raises(ProtocolError, match="holds 3 elements, shape says 4"):
+    with pytest.raises(WireFormatError, match="holds 3 elements, shape says 4"):
         unpack_bytes(packed, 4, "x")
-    with pytest.raises(ProtocolError, match="after its 2 elements"):
+    with pytest.raises(WireFormatError, match="after its 2 elements"):
         unpack_bytes(packed, 2, "x")
-    with pytest.raises(ProtocolError, match="claims 200 bytes"):
+    with pytest.raises(WireFormatError, match="claims 200 bytes"):
         unpack_bytes(packed[:50], 3, "x")
-    with pytest.raises(ProtocolError, match="truncated 4-byte length"):
+    with pytest.raises(WireFormatError, match="truncated 4-byte length"):
         unpack_bytes(packed[:6], 3, "x")
 
 

@@ -34,7 +34,7 @@ def _stage2(path: Path) -> torch.nn.Module:
                 t.add_(0.05 * torch.randn_like(t))
                 if name.endswith("running_var"):
                     t.abs_()
-    model.entropy_bottleneck.update(force=True)
+    model.update(force=True)
     save_checkpoint(path, model.state_dict(), _meta())
     return model.eval()
 

@@ -31,6 +31,6 @@ def load_model(path: str | os.PathLike, stage: str | None = None) -> tuple[nn.Mo
     except (RuntimeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"checkpoint {path}: weights do not match model {spec['name']!r} ({exc})") from None
     if isinstance(model, CompressionModel):
-        model.entropy_bottleneck.update(force=False)
+        model.update(force=False)
     model.eval()
     return model, meta

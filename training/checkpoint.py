@@ -3,13 +3,14 @@
 A checkpoint is one ``.safetensors`` file. Its metadata entry ``"mantis"`` holds a JSON object with at
 least ``format`` (``CHECKPOINT_FORMAT``), ``stage`` (``teacher``, ``stage1`` or ``stage2``), ``model``
 (constructor name and keyword arguments), ``tasks`` (names and label names) and ``preprocessing``
-(input size, mean, std, colour order, value range). Files are written atomically, so an interrupted
+(:class:`codec.manifest.Preprocessing`, the schema bundles carry too). Files are written atomically, so an interrupted
 write never leaves a truncated checkpoint behind.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from codec.files import atomic_write
+from codec.manifest import ManifestError, Preprocessing
+
+log = logging.getLogger("mantis.training")
 
 CHECKPOINT_FORMAT = "mantis-checkpoint/1"
 STAGES = ("teacher", "stage1", "stage2")
@@ -61,4 +65,20 @@ def read_checkpoint(path: str | os.PathLike, stage: str | None = None) -> tuple[
             raise CheckpointError(f"checkpoint {path}: metadata lacks {key!r}")
     if stage is not None and meta["stage"] != stage:
         raise CheckpointError(f"checkpoint {path}: holds a {meta['stage']} model, a {stage} checkpoint is needed")
+    meta["preprocessing"] = _preprocessing(meta["preprocessing"], path)
     return tensors, meta
+
+
+def _preprocessing(doc: Any, path: Path) -> dict[str, Any]:
+    """The checkpoint's preprocessing in the bundle schema (:class:`codec.manifest.Preprocessing`).
+
+    Checkpoints written before the schema existed call the resize method ``interpolation`` and store no
+    ``layout``; they are read with those two keys renamed/added (NCHW, the only layout training ever
+    wrote), and the upgrade is logged."""
+    if isinstance(doc, dict) and "interpolation" in doc and "resize" not in doc:
+        log.info("checkpoint %s: preprocessing metadata in the pre-schema form (interpolation -> resize, layout NCHW)", path)
+        doc = {**{k: v for k, v in doc.items() if k != "interpolation"}, "resize": doc["interpolation"], "layout": doc.get("layout", "NCHW")}
+    try:
+        return Preprocessing.from_dict(doc, f"checkpoint {path}: preprocessing").to_dict()
+    except ManifestError as exc:
+        raise CheckpointError(str(exc)) from None

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from training.tables import tables_from_bottleneck
 import codec
 from codec.rans import FLUSH_FIXED_BYTES
 from training.data.common import TaskSpec
@@ -32,8 +33,8 @@ class LatentCoder:
     """Real coding of one image's latent plus its task mask, in the project's bitstream format."""
 
     def __init__(self, model: SplitModel) -> None:
-        model.entropy_bottleneck.update(force=False)
-        self.tables = codec.EntropyTables.from_entropy_bottleneck(model.entropy_bottleneck)
+        model.update(force=False)
+        self.tables = tables_from_bottleneck(model.entropy_bottleneck)
         self.header_bytes = codec.HEADER_SIZE
         self.fixed_bytes = codec.HEADER_SIZE + FLUSH_FIXED_BYTES
 

@@ -183,7 +183,7 @@ def stage1(ctx: Context, teacher: nn.Module, teacher_spec: dict[str, Any]) -> tu
 
     fit(objective, model, objective.param_groups(s["lr"], s["aux_lr"], s["weight_decay"]), ctx.train,
         ctx.fit_spec("stage1", s, fp), ctx.rt, with_teacher_features)
-    model.entropy_bottleneck.update(force=True)
+    model.update(force=True)
     model.eval()
     metrics = evaluate(model, ctx.test_loader(), ctx.tasks, teacher=teacher, device=ctx.rt.device, desc="stage1 eval") if ctx.rt.is_main else {}
     ctx.finish("stage1", model, ctx.meta("stage1", {"name": "mantis_stage1", "kwargs": kwargs}, fp,
@@ -215,7 +215,7 @@ def stage2(ctx: Context, name: str, film_mode: str, stage1_model: SplitModel, s1
 
     fit(objective, model, objective.param_groups(s["lr"], s["aux_lr"], s["weight_decay"], s["encoder_lr_scale"]),
         ctx.train, ctx.fit_spec(name, s, fp), ctx.rt, batch_fn)
-    model.entropy_bottleneck.update(force=True)
+    model.update(force=True)
     model.eval()
     metrics: dict[str, Any] = {}
     if ctx.rt.is_main:

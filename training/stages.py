@@ -75,7 +75,7 @@ class Stage1Objective(nn.Module):
         out = self.model(x)
         mse = F.mse_loss(out["out"].float(), target.float())
         bpp = rate_bpp(out["likelihoods"]["y"], x.shape[0] * x.shape[2] * x.shape[3])
-        aux = self.model.entropy_bottleneck.loss()
+        aux = self.model.aux_loss()
         loss = mse + self.beta * bpp + aux
         logs = _logs(mse=mse, bpp=bpp)
         if self.detection_weight:
@@ -117,7 +117,7 @@ class Stage2Objective(nn.Module):
         ce = masked_task_ce(out["out"], labels)
         bce = detection_bce(out["task_logits"], task_vector)
         bpp = rate_bpp(out["likelihoods"]["y"], x.shape[0] * x.shape[2] * x.shape[3])
-        aux = self.model.entropy_bottleneck.loss()
+        aux = self.model.aux_loss()
         loss = ce + self.detection_weight * bce + self.beta * bpp + aux
         logs = _logs(ce=ce, bce=bce, bpp=bpp)
         if teacher_logits:

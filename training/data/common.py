@@ -11,6 +11,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from codec.manifest import Preprocessing
+
 
 class DatasetError(ValueError):
     """A dataset folder, image or task map cannot be used; the message names the file."""
@@ -28,18 +30,15 @@ class TaskSpec:
 
 
 def preprocessing_meta(input_size: Sequence[int], mean: Sequence[float], std: Sequence[float]) -> dict[str, Any]:
-    """The preprocessing description stored in every checkpoint.
-
-    Meaning: PIL RGB image -> resize to ``input_size`` (H, W; bilinear) -> float in [0, 1] -> (x - mean) / std.
-    """
-    return {
-        "input_size": [int(input_size[0]), int(input_size[1])],
-        "mean": [float(m) for m in mean],
-        "std": [float(s) for s in std],
-        "color": "RGB",
-        "value_range": [0, 1],
-        "interpolation": "bilinear",
-    }
+    """The preprocessing description stored in every checkpoint, in the bundle manifest's schema
+    (:class:`codec.manifest.Preprocessing`): PIL RGB image -> resize to ``input_size`` (H, W; bilinear) ->
+    float in [0, 1] -> (x - mean) / std, NCHW."""
+    spec = Preprocessing(
+        input_size=(int(input_size[0]), int(input_size[1])),
+        mean=tuple(float(m) for m in mean),  # type: ignore[arg-type]
+        std=tuple(float(s) for s in std),  # type: ignore[arg-type]
+    )
+    return spec.to_dict()
 
 
 class Normalizer:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import yaml
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from training.data.common import DatasetError, Normalizer, TaskSpec
 
@@ -126,7 +126,7 @@ class FolderMultiTask:
         try:
             with Image.open(path) as img:
                 img.load()
-                return img.convert("RGB")
+                return ImageOps.exif_transpose(img).convert("RGB")  # upright, as the edge runtime reads it
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise DatasetError(f"image {path}: unreadable ({exc})") from None
 

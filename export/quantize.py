@@ -51,6 +51,16 @@ def pt2e_quantizer(observer: str, keep_float: Sequence[str] = ()):
     return quantizer
 
 
+def check_keep_float(module: torch.nn.Module, keep_float: Sequence[str]) -> None:
+    """``ValueError`` naming every ``keep_float`` entry that is not a module of ``module`` (a misspelled
+    name would otherwise quantize everything without a word)."""
+    names = {name for name, _ in module.named_modules() if name}
+    unknown = [k for k in keep_float if k not in names]
+    if unknown:
+        leaves = sorted(n for n, m in module.named_modules() if n and not any(True for _ in m.children()))
+        raise ValueError(f"layers to keep in float {unknown} are not modules of the edge client; its layers are {leaves}")
+
+
 def quantize_pt2e(
     module: torch.nn.Module,
     example: torch.Tensor,
@@ -64,6 +74,7 @@ def quantize_pt2e(
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     module = module.eval()
+    check_keep_float(module, keep_float)
     with torch.no_grad():
         graph = torch.export.export(module, (example,)).module()
         prepared = prepare_pt2e(graph, pt2e_quantizer(observer, keep_float))

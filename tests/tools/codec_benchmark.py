@@ -1,6 +1,6 @@
 """Codec throughput vs CompressAI, and coding overhead vs the ideal code length.
 
-``uv run python -m codec.benchmark`` fits a 48-channel ``EntropyBottleneck`` on synthetic data, then on one
+``uv run python -m tests.tools.codec_benchmark`` fits a 48-channel ``EntropyBottleneck`` on synthetic data, then on one
 48x28x28 latent times, interleaved in the same run, ``codec.encode_latent`` / ``codec.decode_latent`` (the
 default backend) against ``EntropyBottleneck.compress`` / ``decompress`` (same work: quantize + rANS,
 rANS + dequantize), the symbol-level ``encode`` / ``decode``, and the pure-Python backend. Torch runs with
@@ -18,10 +18,10 @@ from typing import Callable
 
 import numpy as np
 
+from training.tables import tables_from_bottleneck
 import codec
-from codec.fit import fit_entropy_bottleneck, synthetic_latent
+from tests.tools.fit import fit_entropy_bottleneck, synthetic_latent
 from codec.rans import information_bits
-from codec.tables import EntropyTables
 
 
 def _timings(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, tuple[float, float]]:
@@ -44,7 +44,7 @@ def run(rounds: int, seed: int, python_rounds: int) -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     eb = fit_entropy_bottleneck(48, steps=200, seed=seed, batch=4, size=8)
-    tables = EntropyTables.from_entropy_bottleneck(eb)
+    tables = tables_from_bottleneck(eb)
     print(f"fitted a 48-channel EntropyBottleneck in {time.perf_counter() - t0:.1f} s; tables {tables}")
     lat = synthetic_latent((48, 28, 28), seed=seed + 1)
     x = torch.from_numpy(lat)[None]
@@ -110,7 +110,7 @@ def run(rounds: int, seed: int, python_rounds: int) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m codec.benchmark", description="Codec vs CompressAI benchmark.")
+    p = argparse.ArgumentParser(prog="python -m tests.tools.codec_benchmark", description="Codec vs CompressAI benchmark.")
     p.add_argument("--rounds", type=int, default=50, help="timed runs per measurement (median reported)")
     p.add_argument("--python-rounds", type=int, default=5, help="timed runs of the pure-Python backend")
     p.add_argument("--seed", type=int, default=0)

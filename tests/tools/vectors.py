@@ -1,6 +1,6 @@
 """Shared test vectors in ``tests/vectors/``, checked by the Python and the Java tests.
 
-``uv run python -m codec.vectors --check`` verifies them; ``--regenerate`` (deliberate) rebuilds them from
+``uv run python -m tests.tools.vectors --check`` verifies them; ``--regenerate`` (deliberate) rebuilds them from
 a freshly fitted 8-channel ``EntropyBottleneck`` (needs torch and CompressAI) and rewrites ``index.json``
 with every file's SHA-256. Files: ``tables.safetensors``; per valid case ``<name>.symbols.i32`` (int32 LE,
 C-order), ``<name>.mtb`` (the bitstream) and optionally ``<name>.latent.f32`` (float32 LE); per malformed
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from training.tables import tables_from_bottleneck
 from codec import format as fmt
 from codec.bitstream import decode, encode
 from codec.errors import CodecError
@@ -26,7 +27,7 @@ from codec.latent import quantize
 from codec.rans import available_backends, encode_operations, pack_state, state_bytes, unpack_state
 from codec.tables import EntropyTables, table_file_bytes
 
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "tests" / "vectors"
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "vectors"
 INDEX = "index.json"
 TABLES = "tables.safetensors"
 CHANNELS = 8
@@ -40,7 +41,7 @@ def sha256_hex(data: bytes) -> str:
 
 
 def _valid_cases(tables: EntropyTables) -> list[dict[str, Any]]:
-    from codec.fit import synthetic_latent
+    from tests.tools.fit import synthetic_latent
 
     c = tables.num_channels
     rng = np.random.default_rng(7)
@@ -194,10 +195,10 @@ def _malformed_tables(tables: EntropyTables) -> list[dict[str, Any]]:
 
 def regenerate(out_dir: Path) -> dict[str, Any]:
     """Fit the tables, build every case and write the vector files and ``index.json``."""
-    from codec.fit import fit_entropy_bottleneck
+    from tests.tools.fit import fit_entropy_bottleneck
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = EntropyTables.from_entropy_bottleneck(fit_entropy_bottleneck(CHANNELS, steps=200, seed=0, batch=4, size=8))
+    tables = tables_from_bottleneck(fit_entropy_bottleneck(CHANNELS, steps=200, seed=0, batch=4, size=8))
     tables.save(out_dir / TABLES)
     table_bytes = (out_dir / TABLES).read_bytes()
     index: dict[str, Any] = {
@@ -296,7 +297,7 @@ def check(vector_dir: Path, backends: list[str] | None = None) -> list[str]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m codec.vectors", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tests.tools.vectors", description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="vector directory (default: tests/vectors)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--regenerate", action="store_true", help="rebuild all vectors (changes the pinned bytes)")

@@ -1,0 +1,70 @@
+"""Image files as devices make them -> the edge client's input, exactly as the bundle's manifest says.
+
+::
+
+    file ─► load_image: decode, refuse bombs, apply EXIF orientation, convert to RGB
+         ─► preprocess: resize to input_size (PIL bilinear) ─► /255 ─► (x - mean) / std ─► NCHW float32
+
+Every step is read from :class:`codec.manifest.Preprocessing`; the schema refuses values this code does
+not implement, so nothing here guesses. Training's ``Normalizer`` performs the same arithmetic (a test
+checks that both give identical tensors for the same file).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from codec.manifest import Preprocessing
+
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Images with more pixels than this are refused before they are decoded (``--max-image-pixels``)."""
+
+_RESAMPLE = {"bilinear": Image.BILINEAR}
+
+
+class ImageError(ValueError):
+    """An input image is missing, unreadable or too large; the message names the file."""
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open and fully decode an image file as RGB, upright as its EXIF orientation says.
+
+    :class:`ImageError` names the file when it is missing, not an image, truncated, or larger than
+    ``max_pixels`` (checked from the header, before any pixel is decoded)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImageError(f"image {p}: no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageError(f"image {p}: {w}x{h} pixels is over the limit of {max_pixels:,} pixels (--max-image-pixels)")
+                img.load()
+                upright = ImageOps.exif_transpose(img)
+                return upright.convert("RGB")
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image {p}: refused as a decompression bomb ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"image {p}: not a readable image ({exc})") from None
+
+
+def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
+    """PIL image -> float32 ``(1, 3, H, W)`` as ``spec`` says."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"preprocess expects a PIL image, got {type(image).__name__}")
+    h, w = spec.input_size
+    img = image.convert(spec.color)
+    if img.size != (w, h):
+        img = img.resize((w, h), _RESAMPLE[spec.resize])
+    x = np.asarray(img, dtype=np.float32) / np.float32(255.0)  # value_range [0, 1], the one the schema admits
+    x = (x - np.asarray(spec.mean, dtype=np.float32)) / np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)

@@ -1,0 +1,79 @@
+"""The package structure the project keeps: dependencies run one way, the codec needs numpy alone, and the
+runtimes never load the training code or torch."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("codec", "runtime_edge", "runtime_server", "training", "export", "calibration", "mantis_demo")
+ALLOWED = {
+    "codec": set(),
+    "runtime_edge": {"codec"},
+    "runtime_server": {"codec", "runtime_edge"},  # only the load generator: real bitstreams from the edge runtime
+    "training": {"codec"},
+    "export": {"codec", "runtime_edge", "runtime_server", "training"},
+    "calibration": {"codec", "runtime_edge", "runtime_server", "training", "export"},
+    "mantis_demo": {"codec", "runtime_edge", "runtime_server", "training", "export", "calibration"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports, at module level or inside functions."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def package_graph() -> dict[str, dict[str, list[str]]]:
+    """``{package: {imported package: [files]}}`` over the project's own packages."""
+    graph: dict[str, dict[str, list[str]]] = {p: {} for p in PACKAGES}
+    for pkg in PACKAGES:
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            for name in _imports(f) & set(PACKAGES) - {pkg}:
+                graph[pkg].setdefault(name, []).append(str(f.relative_to(ROOT)))
+    return graph
+
+
+def test_dependencies_run_one_way() -> None:
+    graph = package_graph()
+    wrong = {pkg: {dep: files for dep, files in deps.items() if dep not in ALLOWED[pkg]} for pkg, deps in graph.items()}
+    assert not any(wrong.values()), f"imports against the allowed direction: {wrong}"
+
+
+def test_no_cycle_between_packages() -> None:
+    graph = {pkg: set(deps) for pkg, deps in package_graph().items()}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep})) for dep in graph[start])
+
+    cycles = [pkg for pkg in PACKAGES if reaches(pkg, pkg, {pkg})]
+    assert not cycles, f"packages on an import cycle: {cycles}"
+
+
+def test_codec_needs_numpy_alone() -> None:
+    third_party = set()
+    for f in (ROOT / "codec").rglob("*.py"):
+        third_party |= {n for n in _imports(f) if n not in sys.stdlib_module_names and n != "codec"}
+    assert third_party == {"numpy"}, third_party
+
+
+def test_runtimes_load_neither_training_nor_torch() -> None:
+    """Importing the device side and the server in a fresh interpreter where torch cannot be imported."""
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"  # any 'import torch' now fails
+        "import codec, codec.manifest, codec.wire, runtime_edge.client, runtime_edge.run, runtime_edge.transport\n"
+        "import runtime_server.app, runtime_server.serve\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('training', 'export', 'calibration', 'mantis_demo'))\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
