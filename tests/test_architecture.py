@@ -77,3 +77,18 @@ def test_runtimes_load_neither_training_nor_torch() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_entry_points_name_existing_mains() -> None:
+    """Every console script names a module-level ``main`` of a file that is also run as documented
+    (``python export/split.py``); read with ast, so the check costs no heavy import."""
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    assert {"mantis-train", "mantis-split", "mantis-check", "mantis-serve", "mantis-edge"} <= set(scripts)
+    for name, target in scripts.items():
+        module, _, attr = target.partition(":")
+        path = ROOT / (module.replace(".", "/") + ".py")
+        assert path.is_file(), f"{name}: {path} is gone"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assert any(isinstance(n, ast.FunctionDef) and n.name == attr for n in tree.body), f"{name}: {path} has no {attr}()"
