@@ -1,18 +1,22 @@
 package ai.mantis.codec;
 
+import java.io.File;
+import java.io.FileInputStream;
+import java.io.FileNotFoundException;
 import java.io.IOException;
+import java.io.InputStream;
+import java.math.BigInteger;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.NoSuchFileException;
-import java.nio.file.Path;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.Collections;
+import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeSet;
@@ -89,7 +93,7 @@ public final class EntropyTables {
             if (Math.abs((long) offsets[ch]) > OFFSET_LIMIT) {
                 throw new CodecError.TableError("offsets must lie in -" + OFFSET_LIMIT + ".." + OFFSET_LIMIT);
             }
-            if (!Float.isFinite(medians[ch]) || Math.abs(medians[ch]) > MEDIAN_LIMIT) {
+            if (Float.isNaN(medians[ch]) || Float.isInfinite(medians[ch]) || Math.abs(medians[ch]) > MEDIAN_LIMIT) {
                 throw new CodecError.TableError("medians must be finite and within +-" + MEDIAN_LIMIT);
             }
         }
@@ -205,20 +209,30 @@ public final class EntropyTables {
         return sb.toString();
     }
 
-    /** Reads and verifies a table file. */
-    public static EntropyTables load(Path path) throws CodecError.TableFileError {
-        byte[] data;
-        try {
-            if (Files.isDirectory(path)) {
-                throw new CodecError.TableFileError("entropy table file " + path + " is a directory");
+    /** Reads and verifies a table file (java.io, so it runs on Android API 23). */
+    public static EntropyTables load(File path) throws CodecError.TableFileError {
+        if (path.isDirectory()) {
+            throw new CodecError.TableFileError("entropy table file " + path + " is a directory");
+        }
+        long size = path.length();
+        if (size > MAX_FILE_BYTES) {
+            throw new CodecError.TableFileError(
+                    "entropy table file " + path + ": " + size + " bytes, larger than " + MAX_FILE_BYTES);
+        }
+        byte[] data = new byte[(int) size];
+        try (InputStream in = new FileInputStream(path)) {
+            int pos = 0;
+            while (pos < data.length) {
+                int n = in.read(data, pos, data.length - pos);
+                if (n < 0) {
+                    throw new CodecError.TableFileError("entropy table file " + path + " shrank while it was read");
+                }
+                pos += n;
             }
-            long size = Files.size(path);
-            if (size > MAX_FILE_BYTES) {
-                throw new CodecError.TableFileError(
-                        "entropy table file " + path + ": " + size + " bytes, larger than " + MAX_FILE_BYTES);
+            if (in.read() >= 0) {
+                throw new CodecError.TableFileError("entropy table file " + path + " grew while it was read");
             }
-            data = Files.readAllBytes(path);
-        } catch (NoSuchFileException e) {
+        } catch (FileNotFoundException e) {
             throw new CodecError.TableFileError("entropy table file " + path + " does not exist");
         } catch (IOException e) {
             throw new CodecError.TableFileError("entropy table file " + path + " cannot be read: " + e.getMessage());
@@ -247,7 +261,7 @@ public final class EntropyTables {
         }
         long hlen = ByteBuffer.wrap(data, 0, 8).order(ByteOrder.LITTLE_ENDIAN).getLong();
         if (hlen < 0 || hlen > MAX_JSON_HEADER_BYTES || 8 + hlen > data.length) {
-            throw bad("header length " + Long.toUnsignedString(hlen) + " does not fit the " + data.length + "-byte file");
+            throw bad("header length " + new BigInteger(1, ByteBuffer.allocate(8).putLong(hlen).array()) + " does not fit the " + data.length + "-byte file");
         }
         Object parsed;
         try {
@@ -320,7 +334,12 @@ public final class EntropyTables {
             buffers[t] = ByteBuffer.wrap(data, bodyStart + (int) offs[0], (int) (offs[1] - offs[0])).slice()
                     .order(ByteOrder.LITTLE_ENDIAN);
         }
-        spans.sort((a, b) -> Long.compare(a[0], b[0]));
+        Collections.sort(spans, new Comparator<long[]>() {
+            @Override
+            public int compare(long[] a, long[] b) {
+                return Long.compare(a[0], b[0]);
+            }
+        });
         long covered = 0;
         for (long[] s : spans) {
             if (s[0] != covered) {

@@ -176,7 +176,7 @@ final class Rans {
         long x = r.word(0) | (r.word(1) << 32);
         if (x < L) {
             // Also true for states >= 2^63, which are negative as a long.
-            throw new CodecError.PayloadError("initial rANS state 0x" + Long.toUnsignedString(x, 16) + " outside [2^31, 2^63)");
+            throw new CodecError.PayloadError("initial rANS state 0x" + Long.toHexString(x) + " outside [2^31, 2^63)");
         }
         int[][] rows = tables.rows();
         int[] lengths = tables.lengths();

@@ -97,7 +97,7 @@ public final class VectorTests {
         check(intOf(index.get("format_version")) == Bitstream.FORMAT_VERSION, "format version of the vectors");
         Map<String, Object> t = (Map<String, Object>) index.get("tables");
         pinned(dir, (String) t.get("file"), t.get("sha256"));
-        EntropyTables tables = EntropyTables.load(dir.resolve((String) t.get("file")));
+        EntropyTables tables = EntropyTables.load(dir.resolve((String) t.get("file")).toFile());
         check(tables.sha256().equals(t.get("content_sha256")), "table content hash");
         check(EntropyTables.hex(tables.tableId()).equals(t.get("table_id")), "table id");
         check(tables.numChannels() == intOf(t.get("channels")), "table channel count");
@@ -146,9 +146,9 @@ public final class VectorTests {
             Map<String, Object> c = (Map<String, Object>) o;
             pinned(dir, (String) c.get("file"), c.get("sha256"));
             expectError((String) c.get("error"), "table file " + c.get("file"),
-                    () -> EntropyTables.load(dir.resolve((String) c.get("file"))));
+                    () -> EntropyTables.load(dir.resolve((String) c.get("file")).toFile()));
         }
-        expectError("TableFileError", "missing table file", () -> EntropyTables.load(dir.resolve("missing.safetensors")));
+        expectError("TableFileError", "missing table file", () -> EntropyTables.load(dir.resolve("missing.safetensors").toFile()));
         apiContracts(tables);
     }
 
@@ -191,7 +191,7 @@ public final class VectorTests {
     }
 
     private static void runCross(Path tablesFile, Path dir) throws Exception {
-        EntropyTables tables = EntropyTables.load(tablesFile);
+        EntropyTables tables = EntropyTables.load(tablesFile.toFile());
         for (String line : Files.readAllLines(dir.resolve("cases.txt"), StandardCharsets.UTF_8)) {
             if (line.isBlank()) {
                 continue;
