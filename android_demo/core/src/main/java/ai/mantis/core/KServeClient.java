@@ -89,10 +89,6 @@ public final class KServeClient {
         });
     }
 
-    public String url() {
-        return url;
-    }
-
     /** One decoded output tensor. Exactly one of {@code fp32}, {@code bool}, {@code bytes} is set. */
     public static final class Output {
         public final String name;
