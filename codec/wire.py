@@ -33,6 +33,10 @@ BITSTREAM_INPUT: str = SPEC["inputs"]["bitstream"]["name"]
 ACTIVE_TASKS_OUTPUT: str = SPEC["outputs"]["active_tasks"]["name"]
 LOGITS_PREFIX: str = SPEC["outputs"]["logits"]["prefix"]
 LABELS_PREFIX: str = SPEC["outputs"]["labels"]["prefix"]
+LABEL_INDEX_OUTPUT: str = SPEC["outputs"]["label_index"]["name"]
+"""INT32 ``[N, T, k]``: per image and task the indices of the k best labels (the manifest's order), best first."""
+LABEL_INDEX_INACTIVE: int = int(SPEC["outputs"]["label_index"]["inactive"])
+"""The ``label_index`` value where a task is inactive for an image (or has fewer than k labels)."""
 TOP_K_PARAMETER: str = SPEC["parameters"]["top_k"]["name"]
 TOP_K_DEFAULT: int = int(SPEC["parameters"]["top_k"]["default"])
 HEADER_LENGTH: str = SPEC["binary_extension"]["header_length"]
@@ -43,6 +47,15 @@ AUTH_HEADER: str = SPEC["auth"]["header"]
 AUTH_SCHEME: str = SPEC["auth"]["scheme"]
 TOKEN_ENV: str = SPEC["auth"]["token_env"]
 """Environment variable holding the bearer token when no token file is given (edge runtime and server)."""
+GRPC_PROTO: Path = SPEC_FILE.with_name(SPEC["grpc"]["proto"])
+"""The KServe v2 gRPC service definition (package ``inference``), the one source of the gRPC messages."""
+GRPC_SERVICE: str = SPEC["grpc"]["service"]
+GRPC_AUTH_METADATA: str = SPEC["grpc"]["auth_metadata"]
+"""gRPC metadata key carrying ``Bearer <token>`` (gRPC metadata keys are lower case)."""
+ERROR_KIND_PARAMETER: str = SPEC["grpc"]["error_kind_parameter"]
+"""Response parameter naming the error kind of a refused request on the gRPC stream."""
+STREAM_PATH: str = SPEC["stream"]["path"]
+"""Route of the compact stream (``codec/STREAM.md``); ``{model}`` is the model name."""
 
 # KServe v2 datatype -> little-endian numpy dtype (BYTES is handled separately).
 DATATYPES: dict[str, np.dtype] = {
@@ -68,13 +81,17 @@ class ErrorKind:
     name: str
     http: int
     grpc: str
+    stream: int
     meaning: str
 
 
-ERRORS: dict[str, ErrorKind] = {k: ErrorKind(k, int(v["http"]), str(v["grpc"]), str(v["meaning"])) for k, v in SPEC["errors"].items()}
+ERRORS: dict[str, ErrorKind] = {
+    k: ErrorKind(k, int(v["http"]), str(v["grpc"]), int(v["stream"]), str(v["meaning"])) for k, v in SPEC["errors"].items()
+}
 _BY_HTTP = {}
 for _kind in ERRORS.values():
     _BY_HTTP.setdefault(_kind.http, _kind)
+_BY_STREAM = {kind.stream: kind for kind in ERRORS.values()}
 
 
 def error_kind(name: str) -> ErrorKind:
@@ -88,6 +105,11 @@ def error_kind(name: str) -> ErrorKind:
 def kind_for_status(status: int) -> ErrorKind | None:
     """The first error kind with HTTP status ``status`` (None for a status the contract does not use)."""
     return _BY_HTTP.get(status)
+
+
+def kind_for_stream_code(code: int) -> ErrorKind | None:
+    """The error kind with compact-stream status ``code`` (None for a code the contract does not define)."""
+    return _BY_STREAM.get(code)
 
 
 class ProtocolError(Exception):
@@ -127,7 +149,7 @@ def labels_output(task: str) -> str:
 
 def output_names(tasks: Sequence[str]) -> list[str]:
     """Every output a model with ``tasks`` offers, in the contract's order."""
-    return [logits_output(t) for t in tasks] + [labels_output(t) for t in tasks] + [ACTIVE_TASKS_OUTPUT]
+    return [logits_output(t) for t in tasks] + [labels_output(t) for t in tasks] + [ACTIVE_TASKS_OUTPUT, LABEL_INDEX_OUTPUT]
 
 
 def pack_bytes(elements: Sequence[bytes]) -> bytes:

@@ -1,7 +1,8 @@
 """Reading serve.py's answers: per image, the active tasks and each active task's top-k labels.
 
-serve.py answers with ``logits_<task>`` (FP32 ``[N, n_labels]``), ``labels_<task>`` (BYTES ``[N, k]``, empty
-strings where the task is inactive) and ``active_tasks`` (BOOL ``[N, T]``, the mask each bitstream carried).
+The edge runtime asks for the smallest answer that holds what it prints: ``label_index`` (INT32
+``[N, T, k]``, the k best label indices per task, -1 where the task is inactive), names the labels from its
+own bundle, and asks for ``logits_<task>`` too only when it prints probabilities (``scores=True``).
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ from typing import Sequence
 
 import numpy as np
 
-from codec.wire import ACTIVE_TASKS_OUTPUT, TOP_K_PARAMETER, labels_output, logits_output
-from runtime_edge.transport import InferResult, KServeClient, MalformedResponseError
+from codec.wire import LABEL_INDEX_INACTIVE, LABEL_INDEX_OUTPUT, TOP_K_PARAMETER, logits_output
+from runtime_edge.transport import InferResult, MalformedResponseError
+from runtime_edge.transports import Transport
 
 
 @dataclass
 class TaskPrediction:
-    """One active task's answer: labels best first and their softmax probabilities."""
+    """One active task's answer: labels best first and, when asked for, their softmax probabilities."""
 
     task: str
     labels: list[str]
-    probabilities: list[float]
+    probabilities: list[float] | None = None
 
     @property
     def label(self) -> str:
@@ -30,7 +32,7 @@ class TaskPrediction:
 
 @dataclass
 class ImagePrediction:
-    """What the server answered for one image."""
+    """What the server answered for one image (``logits`` only when they were asked for)."""
 
     active_tasks: list[str]
     tasks: dict[str, TaskPrediction]
@@ -42,54 +44,53 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return z / z.sum()
 
 
-def _text(value: object) -> str:
-    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
-
-
 def predictions_from_outputs(
     outputs: dict[str, np.ndarray], task_names: Sequence[str], labels: dict[str, list[str]]
 ) -> list[ImagePrediction]:
-    """Turn decoded response outputs into one :class:`ImagePrediction` per image (``MalformedResponseError`` when
-    an output is missing or has the wrong shape)."""
-    missing = [n for n in [ACTIVE_TASKS_OUTPUT, *(logits_output(t) for t in task_names), *(labels_output(t) for t in task_names)] if n not in outputs]
-    if missing:
-        raise MalformedResponseError(f"server answer lacks outputs {missing} (has {sorted(outputs)})")
-    active = np.asarray(outputs[ACTIVE_TASKS_OUTPUT]).astype(bool)
-    n = active.shape[0]
-    if active.shape != (n, len(task_names)):
-        raise MalformedResponseError(f"output {ACTIVE_TASKS_OUTPUT!r} has shape {active.shape}, expected ({n}, {len(task_names)})")
+    """Turn decoded response outputs (``label_index``, and ``logits_<task>`` where present) into one
+    :class:`ImagePrediction` per image (``MalformedResponseError`` for a missing or ill-shaped output)."""
+    if LABEL_INDEX_OUTPUT not in outputs:
+        raise MalformedResponseError(f"server answer lacks output {LABEL_INDEX_OUTPUT!r} (has {sorted(outputs)})")
+    index = np.asarray(outputs[LABEL_INDEX_OUTPUT])
+    if index.ndim != 3 or index.shape[1] != len(task_names) or index.shape[2] < 1:
+        raise MalformedResponseError(f"output {LABEL_INDEX_OUTPUT!r} has shape {index.shape}, expected (N, {len(task_names)}, k >= 1)")
+    n = index.shape[0]
+    logits: dict[str, np.ndarray] = {}
+    for task in task_names:
+        if logits_output(task) in outputs:
+            logits[task] = np.asarray(outputs[logits_output(task)], dtype=np.float32)
+            if logits[task].shape != (n, len(labels[task])):
+                raise MalformedResponseError(f"output {logits_output(task)!r} has shape {logits[task].shape}, expected ({n}, {len(labels[task])})")
     results = []
     for i in range(n):
         tasks: dict[str, TaskPrediction] = {}
-        logits: dict[str, np.ndarray] = {}
         for t, task in enumerate(task_names):
-            task_logits = np.asarray(outputs[logits_output(task)], dtype=np.float32)
-            if task_logits.shape != (n, len(labels[task])):
-                raise MalformedResponseError(f"output {logits_output(task)!r} has shape {task_logits.shape}, expected ({n}, {len(labels[task])})")
-            logits[task] = task_logits[i]
-            if not active[i, t]:
+            ids = [int(j) for j in index[i, t] if j != LABEL_INDEX_INACTIVE]
+            if not ids:
                 continue
-            names = [_text(v) for v in np.asarray(outputs[labels_output(task)])[i].reshape(-1)]
-            probs = _softmax(task_logits[i].astype(np.float64))
-            index = {name: j for j, name in enumerate(labels[task])}
-            unknown = [x for x in names if x not in index]
-            if unknown:
-                raise MalformedResponseError(f"server labels {unknown} are not labels of task {task!r}")
-            tasks[task] = TaskPrediction(task, names, [float(probs[index[x]]) for x in names])
-        results.append(ImagePrediction([t for j, t in enumerate(task_names) if active[i, j]], tasks, logits))
+            if any(not 0 <= j < len(labels[task]) for j in ids):
+                raise MalformedResponseError(f"server label indices {ids} are not labels of task {task!r} ({len(labels[task])} labels)")
+            probs = None
+            if task in logits:
+                p = _softmax(logits[task][i].astype(np.float64))
+                probs = [float(p[j]) for j in ids]
+            tasks[task] = TaskPrediction(task, [labels[task][j] for j in ids], probs)
+        results.append(ImagePrediction(list(tasks), tasks, {t: v[i] for t, v in logits.items()}))
     return results
 
 
 def request_predictions(
-    client: KServeClient,
+    client: Transport,
     model_name: str,
     bitstreams: Sequence[bytes],
     task_names: Sequence[str],
     labels: dict[str, list[str]],
     top_k: int = 1,
+    scores: bool = False,
 ) -> tuple[list[ImagePrediction], InferResult]:
-    """Send ``bitstreams`` in one request and read the answers."""
-    result = client.infer(model_name, list(bitstreams), {TOP_K_PARAMETER: int(top_k)})
+    """Send ``bitstreams`` in one request, asking for ``label_index`` (and the logits with ``scores``)."""
+    outputs = [LABEL_INDEX_OUTPUT] + ([logits_output(t) for t in task_names] if scores else [])
+    result = client.infer(model_name, list(bitstreams), {TOP_K_PARAMETER: int(top_k)}, outputs)
     preds = predictions_from_outputs(result.outputs, task_names, labels)
     if len(preds) != len(bitstreams):
         raise MalformedResponseError(f"sent {len(bitstreams)} bitstreams, the server answered for {len(preds)} images")

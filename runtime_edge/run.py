@@ -3,7 +3,10 @@
     uv run python runtime_edge/run.py --artifacts DIR --server URL IMAGE...
     uv run python runtime_edge/run.py --artifacts DIR --save OUT_DIR IMAGE...
 
-Prints, per image, the bytes sent and each active task's top-k labels. ``--save`` writes
+``URL`` picks the transport by its scheme: ``http://HOST:PORT`` (KServe v2 HTTP), ``grpc://HOST:PORT``
+(KServe v2 gRPC, one stream kept open for all images) or ``ws://HOST:PORT`` (the compact stream,
+codec/STREAM.md). Prints, per image, the bytes sent and each active task's top-k labels (with
+``--scores`` also their probabilities, for which the server sends the logits). ``--save`` writes
 ``OUT_DIR/<image stem>.mtb`` (the exact bitstream that would be sent) instead of sending. Exit status:
 0 success, 2 bad input (image, bundle, arguments), 1 the server was unreachable or rejected the request.
 """
@@ -22,7 +25,8 @@ from runtime_edge.client import EdgeRuntime
 from runtime_edge.models import EdgeRuntimeError
 from runtime_edge.preprocess import DEFAULT_MAX_PIXELS, ImageError, load_image
 from runtime_edge.predict import request_predictions
-from runtime_edge.transport import KServeClient, RetryPolicy, TransportError
+from runtime_edge.transport import RetryPolicy, TransportError
+from runtime_edge.transports import Transport, connect
 
 BITSTREAM_SUFFIX = ".mtb"
 
@@ -31,10 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="MANTiS edge runtime: image -> bitstream -> server -> per-task answers")
     p.add_argument("--artifacts", type=Path, required=True, help="bundle directory written by export/split.py")
     dest = p.add_mutually_exclusive_group(required=True)
-    dest.add_argument("--server", help="serve.py base URL, e.g. http://127.0.0.1:8000")
+    dest.add_argument("--server", help="serve.py URL: http://HOST:PORT, grpc://HOST:PORT or ws://HOST:PORT")
     dest.add_argument("--save", type=Path, metavar="DIR", help="write <image stem>.mtb bitstreams to DIR instead of sending")
     p.add_argument("--model", help="model name on the server (default: the bundle's model_name)")
     p.add_argument("--top-k", type=int, default=1, help="labels per active task (default 1)")
+    p.add_argument("--scores", action="store_true", help="also print each label's probability (the server then sends logits)")
     p.add_argument("--batch-size", type=int, default=1, help="images per request (default 1)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and to wait for an answer")
     p.add_argument("--retries", type=int, default=3, help="retries for refused/reset connections and 503 (default 3)")
@@ -66,7 +71,9 @@ def save_bitstreams(runtime: EdgeRuntime, images: list[Path], out_dir: Path, out
     print(f"{len(images)} images, {total / len(images):.1f} bytes per image on average", file=out)
 
 
-def send_images(runtime: EdgeRuntime, client: KServeClient, model: str, images: list[Path], top_k: int, batch_size: int, out: TextIO) -> None:
+def send_images(
+    runtime: EdgeRuntime, client: Transport, model: str, images: list[Path], top_k: int, batch_size: int, out: TextIO, scores: bool = False
+) -> None:
     """Encode, send in batches of ``batch_size``, and print each image's answers."""
     tasks = runtime.bundle.task_names
     labels = {t: runtime.bundle.labels(t) for t in tasks}
@@ -74,13 +81,16 @@ def send_images(runtime: EdgeRuntime, client: KServeClient, model: str, images: 
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         encoded = [runtime.encode(load_image(p, runtime.max_pixels)) for p in chunk]
-        preds, _ = request_predictions(client, model, [e.bitstream for e in encoded], tasks, labels, top_k)
+        preds, _ = request_predictions(client, model, [e.bitstream for e in encoded], tasks, labels, top_k, scores)
         for path, enc, pred in zip(chunk, encoded, preds):
             total += enc.num_bytes
             print(f"{path}: {enc.num_bytes} bytes sent, active tasks: {', '.join(pred.active_tasks)}", file=out)
             for task in pred.active_tasks:
                 tp = pred.tasks[task]
-                answer = ", ".join(f"{lab} ({p:.2f})" for lab, p in zip(tp.labels, tp.probabilities))
+                if tp.probabilities is None:
+                    answer = ", ".join(tp.labels)
+                else:
+                    answer = ", ".join(f"{lab} ({p:.2f})" for lab, p in zip(tp.labels, tp.probabilities))
                 print(f"  {task}: {answer}", file=out)
     print(f"{len(images)} images, {total / len(images):.1f} bytes per image on average", file=out)
 
@@ -102,9 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.save is not None:
             save_bitstreams(runtime, args.images, args.save, sys.stdout)
             return 0
-        client = KServeClient(args.server, timeout=args.timeout, retry=RetryPolicy(retries=args.retries), token=read_token(args.token_file))
+        label_counts = [len(runtime.bundle.labels(t)) for t in runtime.bundle.task_names]
+        client = connect(args.server, timeout=args.timeout, retry=RetryPolicy(retries=args.retries), token=read_token(args.token_file),
+                         label_counts=label_counts)
         with client:
-            send_images(runtime, client, args.model or runtime.model_name, args.images, args.top_k, args.batch_size, sys.stdout)
+            send_images(runtime, client, args.model or runtime.model_name, args.images, args.top_k, args.batch_size, sys.stdout, args.scores)
     except (BundleError, ImageError, EdgeRuntimeError, ValueError, OSError) as exc:
         print(f"run.py: {exc}", file=sys.stderr)
         return 2

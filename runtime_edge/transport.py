@@ -84,9 +84,11 @@ class InferResult:
 
 
 def build_infer_request(
-    bitstreams: Sequence[bytes], parameters: dict[str, Any] | None = None, binary_output: bool = True
+    bitstreams: Sequence[bytes], parameters: dict[str, Any] | None = None, binary_output: bool = True,
+    outputs: Sequence[str] | None = None,
 ) -> tuple[bytes, int]:
-    """Return ``(body, json_header_length)`` for a KServe v2 binary-extension infer request."""
+    """Return ``(body, json_header_length)`` for a KServe v2 binary-extension infer request (asking for
+    the ``outputs`` named, or for all when None)."""
     payload = pack_bytes(bitstreams)
     header = {
         "inputs": [
@@ -99,6 +101,8 @@ def build_infer_request(
         ],
         "parameters": {**(parameters or {}), BINARY_DATA_OUTPUT: binary_output},
     }
+    if outputs is not None:
+        header["outputs"] = [{"name": name} for name in outputs]
     head = json.dumps(header, separators=(",", ":")).encode()
     return head + payload, len(head)
 
@@ -269,14 +273,17 @@ class KServeClient:
         if status >= 400:
             raise ServerRejectedError(self.url, status, _error_reason(data))
 
-    def infer(self, model: str, bitstreams: Sequence[bytes], parameters: dict[str, Any] | None = None) -> InferResult:
+    def infer(
+        self, model: str, bitstreams: Sequence[bytes], parameters: dict[str, Any] | None = None, outputs: Sequence[str] | None = None
+    ) -> InferResult:
         """Send the bitstreams as one request (a batch of ``len(bitstreams)``) and decode the outputs.
 
-        ``parameters`` are request parameters (``{"top_k": 3}`` for serve.py's top-k labels).
+        ``parameters`` are request parameters (``{"top_k": 3}`` for serve.py's top-k labels); ``outputs``
+        names the outputs wanted (None: every output).
         """
         if not bitstreams:
             raise ValueError("infer needs at least one bitstream")
-        body, head_len = build_infer_request(bitstreams, parameters)
+        body, head_len = build_infer_request(bitstreams, parameters, outputs=outputs)
         headers = {HEADER_LENGTH: str(head_len), "Content-Type": "application/octet-stream"}
         start = time.perf_counter()
         status, resp_headers, data, attempts = self.request("POST", f"/v2/models/{model}/infer", body, headers)

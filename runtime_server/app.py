@@ -245,6 +245,9 @@ def create_app(config: ServerConfig) -> web.Application:
     app.router.add_get("/v2/health/live", _live)
     app.router.add_get("/v2/health/ready", _ready)
     app.router.add_get("/metrics", _metrics)
+    from runtime_server.stream import add_stream_routes  # here, not above: the stream builds on this module
+
+    add_stream_routes(app)
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)

@@ -18,6 +18,9 @@ class ServerMetrics:
     - ``mantis_errors_total{kind}``: refused or failed requests by kind (``bad_request``, ``codec``,
       ``table_mismatch``, ``model_mismatch``, ``too_large``, ``not_found``, ``unauthorized``, ``unavailable``,
       ``disconnected``, ``backend``, ``internal``).
+    - ``mantis_grpc_requests_total{method,code}``: every gRPC call (a stream counts once), by method and status.
+    - ``mantis_stream_messages_total{protocol,status}``: messages answered on the gRPC stream (``grpc``) and
+      the compact stream (``compact``), ``ok`` or the error kind.
     - ``mantis_batch_size``: images per batch run on the backend.
     - ``mantis_queue_seconds``: time an image waited in the batching queue.
     - ``mantis_compute_seconds``: backend time per batch; ``mantis_decode_seconds``: entropy decoding per
@@ -30,6 +33,8 @@ class ServerMetrics:
         self.http_requests = Counter("mantis_http_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
         self.infer_requests = Counter("mantis_infer_requests", "Successful inference requests", ["model"], registry=r)
         self.infer_images = Counter("mantis_infer_images", "Images answered by successful inference requests", ["model"], registry=r)
+        self.grpc_requests = Counter("mantis_grpc_requests", "gRPC calls by method and status code", ["method", "code"], registry=r)
+        self.stream_messages = Counter("mantis_stream_messages", "Stream messages answered, by protocol and status", ["protocol", "status"], registry=r)
         self.errors = Counter("mantis_errors", "Refused or failed requests by kind", ["kind"], registry=r)
         buckets = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, max_batch_size} & set(range(1, max_batch_size + 1)))
         self.batch_size = Histogram("mantis_batch_size", "Images per backend batch", buckets=buckets, registry=r)

@@ -7,6 +7,8 @@ One input, ``bitstream`` (BYTES, shape ``[N]``): one MANTiS bitstream per image.
 - ``labels_<t>`` (BYTES, ``[N, k_t]``): the ``k_t = min(top_k, n_labels_t)`` most likely labels, best
   first, for images where task ``t`` is active; ``k_t`` empty strings where it is not.
 - ``active_tasks`` (BOOL, ``[N, T]``): the task mask each bitstream carries (the edge's task detector).
+- ``label_index`` (INT32, ``[N, T, k]``): the k best label indices per task (the manifest's label order),
+  best first, -1 where the task is inactive: the smallest answer, all a client needs to print labels.
 
 A task's logits for an image where it is inactive are still computed (the batch runs every head), but the
 encoder was not conditioned for that task, so they carry no meaning; clients read ``active_tasks``.
@@ -28,6 +30,8 @@ from codec.manifest import Bundle
 from codec.wire import (
     ACTIVE_TASKS_OUTPUT,
     BITSTREAM_INPUT,
+    LABEL_INDEX_INACTIVE,
+    LABEL_INDEX_OUTPUT,
     TOP_K_DEFAULT,
     TOP_K_PARAMETER,
     ProtocolError,
@@ -72,6 +76,7 @@ class MantisModel:
         outputs = [{"name": logits_output(t), "datatype": "FP32", "shape": [-1, len(self.labels[t])]} for t in self.tasks]
         outputs += [{"name": labels_output(t), "datatype": "BYTES", "shape": [-1, -1]} for t in self.tasks]
         outputs.append({"name": ACTIVE_TASKS_OUTPUT, "datatype": "BOOL", "shape": [-1, len(self.tasks)]})
+        outputs.append({"name": LABEL_INDEX_OUTPUT, "datatype": "INT32", "shape": [-1, len(self.tasks), -1]})
         return {
             "name": self.name,
             "versions": [VERSION],
@@ -184,7 +189,20 @@ class MantisModel:
                     out[i] = [labels[j].encode("utf-8") for j in order[i]]
                 tensors[labels_output(task)] = OutputTensor(labels_output(task), "BYTES", out)
         tensors[ACTIVE_TASKS_OUTPUT] = OutputTensor(ACTIVE_TASKS_OUTPUT, "BOOL", active)
+        if LABEL_INDEX_OUTPUT in names:
+            tensors[LABEL_INDEX_OUTPUT] = OutputTensor(LABEL_INDEX_OUTPUT, "INT32", self._label_index(logits, active, top_k))
         return [tensors[n] for n in names]
+
+    def _label_index(self, logits: list[np.ndarray], active: np.ndarray, top_k: int) -> np.ndarray:
+        """``[N, T, k]`` int32: per image and task the k best label indices, best first; -1 where the task is
+        inactive and past a task's last label (``k = min(top_k, most labels of any task)``)."""
+        k = min(top_k, max(len(self.labels[t]) for t in self.tasks))
+        out = np.full((active.shape[0], len(self.tasks), k), LABEL_INDEX_INACTIVE, dtype=np.int32)
+        for t, task_logits in enumerate(logits):
+            kt = min(k, task_logits.shape[1])
+            order = np.argsort(-task_logits, axis=1, kind="stable")[:, :kt]
+            out[:, t, :kt] = np.where(active[:, t : t + 1], order, LABEL_INDEX_INACTIVE)
+        return out
 
     async def infer(self, request: InferRequest) -> list[OutputTensor]:
         """Validate, decode (thread pool), run through the batcher, and build the outputs."""

@@ -2,10 +2,12 @@
 
     uv run python runtime_server/serve.py --artifacts DIR [--host 127.0.0.1] [--port 8000]
         [--backend onnxruntime|tensorrt|torch] [--max-batch-size N] [--max-queue-delay-ms M]
-        [--max-request-bytes B] [--token-file F]
+        [--max-request-bytes B] [--token-file F] [--grpc-port P]
 
 Prints ``serving MODEL (BACKEND on DEVICE) at http://HOST:PORT`` once ready (``--port 0`` picks a free
-port). SIGINT/SIGTERM stop it gracefully.
+port), then ``serving MODEL over gRPC at grpc://HOST:P`` with ``--grpc-port`` (KServe v2 gRPC on the same
+model, batcher, token, limits and metrics). The compact stream (codec/STREAM.md) is a route of the HTTP
+port. SIGINT/SIGTERM stop it gracefully.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from codec.manifest import BundleError
 from codec.wire import TOKEN_ENV, read_token
 from runtime_server.app import STATE, ServerConfig, create_app, serve
 from runtime_server.backends import BACKENDS, BackendUnavailableError
+from runtime_server.grpc_server import GrpcFrontend
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decode-threads", type=int, default=2, help="threads for entropy decoding")
     p.add_argument("--compute-threads", type=int, default=0, help="CPU threads per batch (0: the backend's default)")
     p.add_argument("--token-file", type=Path, help=f"require 'Authorization: Bearer <token>' (else ${TOKEN_ENV} if set)")
+    p.add_argument("--grpc-port", type=int, help="also serve KServe v2 gRPC on this port (0: any free port; default: off)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on exit")
     return p.parse_args(argv)
 
@@ -71,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     if not _is_loopback(args.host) and config.token is None:
         print(f"serve.py: warning: listening on {args.host} without a bearer token", file=sys.stderr)
     model = app[STATE].model
+    grpc_frontend = GrpcFrontend(app, args.host, args.grpc_port, args.shutdown_timeout) if args.grpc_port is not None else None
 
     def announce(url: str) -> None:
         print(f"serving {model.name} ({model.backend.name} on {model.backend.device}) at {url}", flush=True)
+        if grpc_frontend is not None:
+            print(f"serving {model.name} over gRPC at {grpc_frontend.url}", flush=True)
 
     try:
         asyncio.run(serve(app, args.host, args.port, args.shutdown_timeout, announce))

@@ -1,0 +1,258 @@
+"""serve.py's KServe v2 gRPC endpoint (``inference.GRPCInferenceService``, ``codec/kserve_grpc.proto``).
+
+It runs on grpc.aio in the aiohttp application's event loop and shares everything behind the HTTP routes:
+the model (``MantisModel.infer`` validates, decodes and batches), the batcher, the readiness flag, the
+bearer token (gRPC metadata ``authorization: Bearer <token>``; ServerLive and ServerReady stay open like
+the HTTP probes), the limits (a message over the HTTP body limit is refused by gRPC itself with
+RESOURCE_EXHAUSTED before any work; the image count by the model) and the Prometheus metrics. A refusal
+ends a unary call with the gRPC code of its error kind (``codec.wire``). On ``ModelStreamInfer`` a
+refusal is an answer, as in Triton: ``error_message`` is set and ``infer_response`` carries the request's
+id and the kind (parameter ``error_kind``); the stream goes on.
+
+    frontend = GrpcFrontend(app, "127.0.0.1", 8001)   # before the app starts; serves while it runs
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Awaitable, Callable
+
+import grpc
+import numpy as np
+from aiohttp import web
+
+from codec.wire import DATATYPES, ERROR_KIND_PARAMETER, GRPC_AUTH_METADATA, GRPC_SERVICE, ProtocolError, WireFormatError, unpack_bytes
+from runtime_edge import kserve_grpc as pb
+from runtime_server.app import EXTENSIONS, SERVER_NAME, SERVER_VERSION, STATE, ServerState
+from runtime_server.frontends import as_protocol_error, check_bearer, run_inference
+from runtime_server.model import VERSION
+from runtime_server.protocol import InferRequest, InputTensor, OutputTensor, RequestedOutput, _binary_data
+
+MAX_IN_FLIGHT_PER_STREAM = 64
+"""Requests of one stream being answered at once; the stream is not read further until one is done."""
+
+# Where each datatype's elements sit in InferTensorContents (FP16 travels only as raw bytes).
+_CONTENTS = {
+    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+}
+
+
+def _parameters(params: Any) -> dict[str, Any]:
+    return {key: pb.parameter_value(value) for key, value in params.items()}
+
+
+def _input_data(tensor: Any, count: int, raw: bytes | None) -> list[bytes] | np.ndarray:
+    name, datatype = tensor.name, tensor.datatype
+    if raw is not None:
+        if datatype == "BYTES":
+            try:
+                return unpack_bytes(raw, count, f"input {name!r}")
+            except WireFormatError as exc:
+                raise ProtocolError(str(exc)) from None
+        dtype = DATATYPES[datatype]
+        if len(raw) != count * dtype.itemsize:
+            raise ProtocolError(f"input {name!r}: {len(raw)} raw bytes for shape {list(tensor.shape)} of {datatype}")
+        return np.frombuffer(raw, dtype=dtype).copy()
+    field = _CONTENTS.get(datatype)
+    if field is None:
+        raise ProtocolError(f"input {name!r}: {datatype} data must come in raw_input_contents")
+    values = list(getattr(tensor.contents, field))
+    if len(values) != count:
+        raise ProtocolError(f"input {name!r}: {len(values)} values for shape {list(tensor.shape)}")
+    return [bytes(v) for v in values] if datatype == "BYTES" else np.asarray(values, dtype=DATATYPES[datatype])
+
+
+def to_infer_request(msg: Any) -> InferRequest:
+    """A ``ModelInferRequest`` as the :class:`InferRequest` that ``MantisModel.infer`` takes."""
+    raw = list(msg.raw_input_contents)
+    if raw and len(raw) != len(msg.inputs):
+        raise ProtocolError(f"request has {len(raw)} raw_input_contents for {len(msg.inputs)} inputs")
+    inputs = []
+    for i, tensor in enumerate(msg.inputs):
+        if tensor.datatype != "BYTES" and tensor.datatype not in DATATYPES:
+            raise ProtocolError(f"input {tensor.name!r}: unknown datatype {tensor.datatype!r}")
+        shape = [int(d) for d in tensor.shape]
+        if any(d < 0 for d in shape):
+            raise ProtocolError(f"input {tensor.name!r}: 'shape' must be non-negative, got {shape}")
+        data = _input_data(tensor, math.prod(shape), raw[i] if raw else None)
+        inputs.append(InputTensor(tensor.name, tensor.datatype, shape, _parameters(tensor.parameters), data))
+    outputs = [RequestedOutput(o.name, _parameters(o.parameters)) for o in msg.outputs] or None
+    return InferRequest(msg.id or None, inputs, outputs, _parameters(msg.parameters))
+
+
+def to_infer_response(model_name: str, request_id: str | None, outputs: list[OutputTensor]) -> Any:
+    """The ``ModelInferResponse``: every output's bytes in ``raw_output_contents`` (WIRE.md layout)."""
+    response = pb.ModelInferResponse(model_name=model_name, model_version=VERSION, id=request_id or "")
+    for tensor in outputs:
+        response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.data.shape))
+        response.raw_output_contents.append(_binary_data(tensor))
+    return response
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v if isinstance(v, str) else v.decode("utf-8", errors="replace")
+    return None
+
+
+class GrpcFrontend:
+    """The gRPC server of one aiohttp app: started after the app's own startup (model warm, batcher
+    running), stopped at its shutdown (in-flight calls get ``grace`` seconds) before the batcher stops."""
+
+    def __init__(self, app: web.Application, host: str, port: int, grace: float = 30.0) -> None:
+        self.state: ServerState = app[STATE]
+        self.host = host
+        self.port = port
+        self.grace = grace
+        self.server: grpc.aio.Server | None = None
+        self.bound_port: int | None = None
+        app.on_startup.append(self._start)
+        app.on_shutdown.append(self._stop)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"grpc://{host}:{self.bound_port}"
+
+    def _handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        unary: dict[str, tuple[Callable[[Any], Awaitable[Any]], bool]] = {
+            "ServerLive": (self._server_live, True),
+            "ServerReady": (self._server_ready, True),
+            "ModelReady": (self._model_ready, False),
+            "ServerMetadata": (self._server_metadata, False),
+            "ModelMetadata": (self._model_metadata, False),
+            "ModelInfer": (self._infer, False),
+        }
+        handlers = {}
+        for name, (fn, public) in unary.items():
+            m = pb.METHODS[name]
+            handlers[name] = grpc.unary_unary_rpc_method_handler(
+                self._unary(name, fn, public), request_deserializer=m.request.FromString, response_serializer=m.response.SerializeToString)
+        m = pb.METHODS["ModelStreamInfer"]
+        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self._stream, request_deserializer=m.request.FromString, response_serializer=m.response.SerializeToString)
+        return handlers
+
+    async def _start(self, app: web.Application) -> None:
+        options = [
+            ("grpc.max_receive_message_length", self.state.max_request_bytes),
+            ("grpc.http2.bdp_probe", 0),  # no bandwidth-probing PINGs next to small messages
+        ]
+        server = grpc.aio.server(options=options)
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(GRPC_SERVICE, self._handlers())])
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        try:
+            self.bound_port = server.add_insecure_port(f"{host}:{self.port}")
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for gRPC on {self.host}:{self.port}: {exc}") from None
+        await server.start()
+        self.server = server
+
+    async def _stop(self, app: web.Application) -> None:
+        if self.server is not None:
+            await self.server.stop(self.grace)
+            self.server = None
+
+    def _count(self, method: str, code: str, kind: str | None = None) -> None:
+        self.state.metrics.grpc_requests.labels(method, code).inc()
+        if kind is not None:
+            self.state.metrics.errors.labels(kind).inc()
+
+    def _unary(self, method: str, fn: Callable[[Any], Awaitable[Any]], public: bool) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                if not public:
+                    check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
+                response = await fn(request)
+            except Exception as exc:
+                err = as_protocol_error(exc, method)
+                self._count(method, err.grpc_code, err.kind)
+                await context.abort(grpc.StatusCode[err.grpc_code], str(err))
+            self._count(method, "OK")
+            return response
+
+        return handler
+
+    def _check_model(self, name: str, version: str) -> None:
+        model = self.state.model
+        if name != model.name:
+            raise ProtocolError(f"unknown model {name!r}; this server serves {model.name!r}", kind="not_found")
+        if version not in ("", VERSION):
+            raise ProtocolError(f"model {name!r} has no version {version!r}; versions: [{VERSION!r}]", kind="not_found")
+
+    async def _server_live(self, request: Any) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def _server_ready(self, request: Any) -> Any:
+        return pb.ServerReadyResponse(ready=self.state.ready)
+
+    async def _model_ready(self, request: Any) -> Any:
+        self._check_model(request.name, request.version)
+        return pb.ModelReadyResponse(ready=self.state.ready)
+
+    async def _server_metadata(self, request: Any) -> Any:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
+
+    async def _model_metadata(self, request: Any) -> Any:
+        self._check_model(request.name, request.version)
+        meta = self.state.model.metadata()
+        response = pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"])
+        for spec in meta["inputs"]:
+            response.inputs.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
+        for spec in meta["outputs"]:
+            response.outputs.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
+        return response
+
+    async def _infer(self, msg: Any) -> Any:
+        self._check_model(msg.model_name, msg.model_version)
+        request = to_infer_request(msg)
+        outputs = await run_inference(self.state, request)
+        return to_infer_response(self.state.model.name, request.id, outputs)
+
+    async def _stream(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
+        method = "ModelStreamInfer"
+        try:
+            check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
+        except ProtocolError as err:
+            self._count(method, err.grpc_code, err.kind)
+            await context.abort(grpc.StatusCode[err.grpc_code], str(err))
+        write_lock = asyncio.Lock()
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_STREAM)
+        pending: set[asyncio.Task] = set()
+
+        async def answer(msg: Any) -> None:
+            try:
+                try:
+                    response = pb.ModelStreamInferResponse(infer_response=await self._infer(msg))
+                    status = "ok"
+                except Exception as exc:
+                    err = as_protocol_error(exc, method)
+                    self.state.metrics.errors.labels(err.kind).inc()
+                    status = err.kind
+                    response = pb.ModelStreamInferResponse(error_message=str(err))
+                    response.infer_response.model_name = msg.model_name
+                    response.infer_response.id = msg.id
+                    response.infer_response.parameters[ERROR_KIND_PARAMETER].string_param = err.kind
+                self.state.metrics.stream_messages.labels("grpc", status).inc()
+                async with write_lock:
+                    if not context.done():
+                        await context.write(response)
+            finally:
+                slots.release()
+
+        try:
+            async for msg in requests:
+                await slots.acquire()
+                task = asyncio.get_running_loop().create_task(answer(msg))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            if pending:
+                await asyncio.gather(*pending)
+        finally:
+            for task in pending:
+                task.cancel()
+        self._count(method, "OK")

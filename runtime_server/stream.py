@@ -1,0 +1,111 @@
+"""The compact stream (``codec/STREAM.md``): WebSocket binary messages on the HTTP server's route
+``/v2/models/{model}/stream``.
+
+The handshake is an ordinary request of the aiohttp app, so the bearer token (``Authorization`` header),
+the unknown-model 404 and the not-ready 503 apply before the upgrade. Then every binary message is one
+request (``codec.stream``): its size is capped by the HTTP body limit (a bigger message closes the
+connection with 1009 before it is read), its image count is checked before any bitstream is copied, and
+it runs through ``MantisModel.infer`` like every other request, asking for the ``label_index`` output
+only. Requests of one connection are answered concurrently (up to :data:`MAX_IN_FLIGHT`), each answer
+carrying its request's id; a refusal is an answer with the error kind's code, the stream goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import WSMsgType, web
+
+from codec.stream import StreamFormatError, TooManyImagesError, decode_request, encode_answer, encode_refusal, read_request_id
+from codec.wire import BITSTREAM_INPUT, LABEL_INDEX_OUTPUT, STREAM_PATH, TOP_K_PARAMETER, ProtocolError
+from runtime_server.app import STATE, _model
+from runtime_server.frontends import as_protocol_error, run_inference
+from runtime_server.protocol import InferRequest, InputTensor, RequestedOutput
+
+log = logging.getLogger("mantis.server")
+
+MAX_IN_FLIGHT = 64
+"""Requests of one connection being answered at once; the connection is not read further until one is done."""
+PROTOCOL = "compact"
+
+
+async def _answer(request: web.Request, data: bytes) -> bytes:
+    state = request.app[STATE]
+    model = state.model
+    request_id = read_request_id(data)
+    try:
+        try:
+            parsed = decode_request(data, model.max_request_images)
+        except TooManyImagesError as exc:
+            raise ProtocolError(str(exc), kind="too_large") from None
+        except StreamFormatError as exc:
+            raise ProtocolError(f"malformed stream message: {exc}") from None
+        infer = InferRequest(
+            None,
+            [InputTensor(BITSTREAM_INPUT, "BYTES", [len(parsed.bitstreams)], {}, parsed.bitstreams)],
+            [RequestedOutput(LABEL_INDEX_OUTPUT)],
+            {TOP_K_PARAMETER: parsed.top_k},
+        )
+        [label_index] = await run_inference(state, infer)
+    except Exception as exc:
+        err = as_protocol_error(exc, request.path)
+        state.metrics.errors.labels(err.kind).inc()
+        state.metrics.stream_messages.labels(PROTOCOL, err.kind).inc()
+        return encode_refusal(request_id, err.kind, str(err))
+    state.metrics.stream_messages.labels(PROTOCOL, "ok").inc()
+    return encode_answer(parsed.id, label_index.data, [len(model.labels[t]) for t in model.tasks])
+
+
+async def stream_handler(request: web.Request) -> web.StreamResponse:
+    """Upgrade to a WebSocket and answer binary request messages until the client closes."""
+    state = request.app[STATE]
+    _model(request)
+    if not state.ready:
+        raise ProtocolError("the server is not ready (starting or shutting down)", kind="unavailable")
+    ws = web.WebSocketResponse(max_msg_size=state.max_request_bytes, compress=False, autoping=True)
+    await ws.prepare(request)
+    send_lock = asyncio.Lock()
+    slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+    pending: set[asyncio.Task] = set()
+
+    async def serve_one(data: bytes) -> None:
+        try:
+            answer = await _answer(request, data)
+            async with send_lock:
+                if not ws.closed:
+                    await ws.send_bytes(answer)
+        finally:
+            slots.release()
+
+    try:
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                await slots.acquire()
+                task = asyncio.get_running_loop().create_task(serve_one(msg.data))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            elif msg.type == WSMsgType.TEXT:
+                state.metrics.errors.labels("bad_request").inc()
+                state.metrics.stream_messages.labels(PROTOCOL, "bad_request").inc()
+                async with send_lock:
+                    await ws.send_bytes(encode_refusal(read_request_id(b""), "bad_request", "the compact stream takes binary messages only"))
+            elif msg.type == WSMsgType.ERROR:
+                # aiohttp closes the connection itself (1009 for a message over max_msg_size).
+                state.metrics.errors.labels("too_large" if ws.close_code == 1009 else "bad_request").inc()
+                log.info("compact stream closed on a protocol error: %s", ws.exception())
+        if pending:
+            await asyncio.gather(*pending)
+    finally:
+        for task in pending:
+            task.cancel()
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+def add_stream_routes(app: web.Application) -> None:
+    """Register the compact stream's route (also under ``/versions/{version}``)."""
+    base, _, tail = STREAM_PATH.partition("{model}")
+    app.router.add_get(f"{base}{{name}}{tail}", stream_handler)
+    app.router.add_get(f"{base}{{name}}/versions/{{version}}{tail}", stream_handler)
