@@ -42,6 +42,14 @@ for _kind in ERRORS.values():
     _KIND_BY_CODE.setdefault(_kind.grpc, _kind)
 
 
+def _kind_of(error: grpc.RpcError) -> str | None:
+    """The error kind serve.py put in the trailing metadata (None from another server)."""
+    for key, value in error.trailing_metadata() or ():
+        if key == ERROR_KIND_PARAMETER:
+            return value
+    return None
+
+
 class _Closed:
     """The stream ended (``error`` None: the server closed it cleanly)."""
 
@@ -174,7 +182,7 @@ class GrpcClient:
                     if error is None or error.code() == grpc.StatusCode.UNAVAILABLE:
                         last = f"stream closed ({code}: {error.details() if error is not None else 'by the server'})"
                         continue
-                    raise self._refusal(code, error.details() or "")
+                    raise self._refusal(code, error.details() or "", _kind_of(error))
                 if item.error_message:
                     kind = item.infer_response.parameters[ERROR_KIND_PARAMETER].string_param
                     if kind == "unavailable":
@@ -191,7 +199,7 @@ class GrpcClient:
                         continue
                     if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                         raise ServerUnreachableError(f"server {self.url}: no answer within {self.timeout:g} s") from None
-                    raise self._refusal(exc.code().name, exc.details() or "") from None
+                    raise self._refusal(exc.code().name, exc.details() or "", _kind_of(exc)) from None
             return InferResult(
                 outputs=parse_response(response),
                 request_bytes=msg.ByteSize(),

@@ -5,7 +5,8 @@ the model (``MantisModel.infer`` validates, decodes and batches), the batcher, t
 bearer token (gRPC metadata ``authorization: Bearer <token>``; ServerLive and ServerReady stay open like
 the HTTP probes), the limits (a message over the HTTP body limit is refused by gRPC itself with
 RESOURCE_EXHAUSTED before any work; the image count by the model) and the Prometheus metrics. A refusal
-ends a unary call with the gRPC code of its error kind (``codec.wire``). On ``ModelStreamInfer`` a
+ends a unary call with the gRPC code of its error kind (``codec.wire``) and the kind in the trailing
+metadata ``error_kind``. On ``ModelStreamInfer`` a
 refusal is an answer, as in Triton: ``error_message`` is set and ``infer_response`` carries the request's
 id and the kind (parameter ``error_kind``); the stream goes on.
 
@@ -171,7 +172,7 @@ class GrpcFrontend:
             except Exception as exc:
                 err = as_protocol_error(exc, method)
                 self._count(method, err.grpc_code, err.kind)
-                await context.abort(grpc.StatusCode[err.grpc_code], str(err))
+                await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
             self._count(method, "OK")
             return response
 
@@ -219,7 +220,7 @@ class GrpcFrontend:
             check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
         except ProtocolError as err:
             self._count(method, err.grpc_code, err.kind)
-            await context.abort(grpc.StatusCode[err.grpc_code], str(err))
+            await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
         write_lock = asyncio.Lock()
         slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_STREAM)
         pending: set[asyncio.Task] = set()
