@@ -8,7 +8,9 @@
 5. start ``runtime_server/serve.py`` on loopback, run the edge runtime over every held-out PNG (the real
    ``.pte`` on the ExecuTorch runtime, rANS, HTTP), stop the server,
 6. the JPEG and WebP baselines (teacher on decoded images), teacher timings,
-7. ``report.json``, ``report.md`` and plots (``mantis_demo.report``).
+7. bytes on the wire per image for every transport, MANTiS against JPEG and WebP at their equal-accuracy
+   qualities, counted on the socket by a TCP proxy (``mantis_demo.wire_benchmark``),
+8. ``report.json``, ``report.md`` and plots (``mantis_demo.report``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from PIL import Image
 from codec.manifest import BundleError, file_sha256, load_bundle
 from codec.files import atomic_write_json
 from mantis_demo import report as report_mod
+from mantis_demo import wire_benchmark
 from mantis_demo.baselines import DEFAULT_QUALITIES, TeacherClassifier, codec_curve, task_accuracy
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.preprocess import load_image
@@ -261,6 +264,10 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
         log(f"MANTiS int8 end to end: {edge['bytes_per_image']:.1f} bytes per image, mean task accuracy {edge['mean_task_accuracy']:.3f}")
     with _Stage(opts, "baselines", log):
         base = run_baselines(checkpoint, held, opts.qualities, log)
+    with _Stage(opts, "wire bytes", log):
+        eq = report_mod.equal_accuracy_summary(edge["bytes_per_image"], edge["mean_task_accuracy"], {k: base[k] for k in ("jpeg", "webp")})
+        wire = wire_benchmark.measure(bundle_dir, held.paths, {k: eq[k]["quality"] for k in ("jpeg", "webp")}, out, opts.backend,
+                                      lambda msg: log(f"wire: {msg}"))
     lat = edge.pop("latency_ms")
     report = {
         "model_name": bundle.manifest.model_name,
@@ -275,6 +282,7 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
         "jpeg": base["jpeg"],
         "webp": base["webp"],
         "latency_ms": lat,
+        "wire": wire,
         "measured_compute_ms": {
             "mantis_edge": lat["edge_encode"]["p50"] + lat["entropy_coding"]["p50"],
             "mantis_server": edge["server_side_ms"]["decode"] + edge["server_side_ms"]["server_half"],

@@ -275,11 +275,39 @@ def render_markdown(report: dict[str, Any]) -> str:
     for r in bw["rows"]:
         lines.append(f"| {r['mbit_s']:g} Mbit/s | {r['mantis_ms']:.2f} ms | {r['jpeg_ms']:.2f} ms | {r['teacher_on_edge_ms']:.2f} ms |")
     lines += ["", "![bandwidth](bandwidth.png)", ""]
+    if "wire" in report:
+        lines += wire_markdown(report["wire"])
     if report.get("stages_s"):
         lines += ["## Where the time went", "", "| stage | seconds |", "| --- | ---: |"]
         lines += [f"| {k} | {v:.1f} |" for k, v in report["stages_s"].items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def wire_markdown(wire: dict[str, Any]) -> list[str]:
+    """The "Bytes on the wire" section: per payload and transport, bytes per image counted on the socket,
+    and the equal-accuracy comparison on wire bytes next to the one on payload bytes."""
+    q = wire["qualities"]
+    lines = [
+        "## Bytes on the wire",
+        "",
+        f"{wire['images']} held-out images sent one configuration after another through a TCP proxy on loopback that counts "
+        "every byte crossing the socket each way (protocol headers, framing, handshakes and connection set-up included), "
+        f"divided by the images. JPEG q{q['jpeg']} and WebP q{q['webp']} are the equal-accuracy qualities above, sent as the "
+        "same BYTES tensor; serve.py refuses them (they are no bitstreams), so only their uplink is comparable.",
+        "",
+        "| payload | transport | payload bytes | uplink per image | uplink / payload | downlink per image |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in wire["rows"]:
+        down = f"{r['down_per_image']:.1f}" if r["refused"] == 0 else f"({r['down_per_image']:.1f}, refusals)"
+        lines.append(f"| {r['payload']} | {r['transport']} | {_fmt_bytes(r['payload_bytes'])} | {r['up_per_image']:.1f} | "
+                     f"{r['up_ratio']:.2f}x | {down} |")
+    lines += ["", "| check | measured | target | met |", "| --- | ---: | --- | --- |"]
+    for c in wire["checks"]:
+        lines.append(f"| {c['what']} | {c['value']:.2f} | {c['limit']} | {'yes' if c['met'] else '**no**'} |")
+    lines.append("")
+    return lines
 
 
 def finalize(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:

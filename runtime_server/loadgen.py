@@ -19,8 +19,8 @@ import aiohttp
 import numpy as np
 from PIL import Image
 
-from runtime_server.process import ServerProcess, scrape_metrics
-from codec.wire import BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, pack_bytes
+from runtime_server.process import LOOPBACK, ServerProcess, free_port, scrape_metrics
+from codec.wire import BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, LABEL_INDEX_OUTPUT, TOP_K_PARAMETER, pack_bytes
 
 
 @dataclass
@@ -78,20 +78,23 @@ def read_bitstreams(directory: Path) -> list[bytes]:
     return [f.read_bytes() for f in files]
 
 
-def _request(bitstream: bytes) -> tuple[bytes, dict[str, str]]:
+def _request(bitstream: bytes, small: bool = False) -> tuple[bytes, dict[str, str]]:
     payload = pack_bytes([bitstream])
-    head = json.dumps(
-        {
-            "inputs": [{"name": BITSTREAM_INPUT, "datatype": "BYTES", "shape": [1], "parameters": {BINARY_DATA_SIZE: len(payload)}}],
-            "parameters": {BINARY_DATA_OUTPUT: True},
-        }
-    ).encode()
+    doc = {
+        "inputs": [{"name": BITSTREAM_INPUT, "datatype": "BYTES", "shape": [1], "parameters": {BINARY_DATA_SIZE: len(payload)}}],
+        "parameters": {BINARY_DATA_OUTPUT: True},
+    }
+    if small:  # the labels-only answer the edge runtime asks for
+        doc["outputs"] = [{"name": LABEL_INDEX_OUTPUT}]
+    head = json.dumps(doc).encode()
     return head + payload, {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
 
 
-async def _drive(url: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float, result: LoadResult | None) -> None:
-    """``clients`` workers share ``requests`` requests; ``result`` None is a warm-up (nothing recorded)."""
-    bodies = [_request(b) for b in bitstreams]
+async def _drive(url: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float, result: LoadResult | None,
+                 small: bool = False) -> None:
+    """``clients`` workers share ``requests`` requests; ``result`` None is a warm-up (nothing recorded);
+    ``small`` asks for ``label_index`` alone."""
+    bodies = [_request(b, small) for b in bitstreams]
     endpoint = f"{url}/v2/models/{model}/infer"
     counter = iter(range(requests))
     connector = aiohttp.TCPConnector(limit=clients)
@@ -175,3 +178,80 @@ def run_configs(
             server.stop()
         logs.cleanup()
     return results
+
+
+async def _drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float,
+                             result: LoadResult | None) -> None:
+    """Like :func:`_drive` over gRPC: ``clients`` workers, each with its own channel and one
+    ``ModelStreamInfer`` stream, sending one single-image request at a time (asking for ``label_index``)."""
+    import grpc
+
+    from runtime_edge import kserve_grpc as pb
+    from runtime_edge.grpc_transport import build_request
+
+    method = pb.METHODS["ModelStreamInfer"]
+    counter = iter(range(requests))
+    start = time.perf_counter()
+    stop_at = start + time_cap
+
+    async def worker() -> None:
+        async with grpc.aio.insecure_channel(target, options=[("grpc.http2.bdp_probe", 0)]) as channel:
+            call = channel.stream_stream(method.path, request_serializer=method.request.SerializeToString,
+                                         response_deserializer=method.response.FromString)()
+            try:
+                for i in counter:
+                    if time.perf_counter() >= stop_at:
+                        return
+                    t0 = time.perf_counter()
+                    try:
+                        await call.write(build_request(model, str(i), [bitstreams[i % len(bitstreams)]], {TOP_K_PARAMETER: 1}, [LABEL_INDEX_OUTPUT]))
+                        answer = await asyncio.wait_for(call.read(), 60)
+                        error = "stream closed" if answer is grpc.aio.EOF else answer.error_message
+                    except (grpc.RpcError, asyncio.TimeoutError) as exc:
+                        error = type(exc).__name__
+                    if result is None:
+                        continue
+                    if not error:
+                        result.ok += 1
+                        result.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
+                    else:
+                        result.failed += 1
+                        result.errors[error[:80]] = result.errors.get(error[:80], 0) + 1
+            finally:
+                await call.done_writing()
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    if result is not None:
+        result.seconds = time.perf_counter() - start
+
+
+def run_transports(
+    artifacts: Path, model: str, server_args: list[str], bitstreams: list[bytes], clients: int, requests: int, time_cap: float, rounds: int = 4,
+) -> list[LoadResult]:
+    """One serve.py with ``--grpc-port``, loaded by ``clients`` concurrent HTTP clients and, in alternating
+    rounds, by as many gRPC stream clients (single-image requests, labels only); a warm-up of ``2 * clients``
+    requests each is not counted. Returns ``[HTTP, gRPC stream]``."""
+    grpc_port = free_port()
+    http = LoadResult("HTTP/1.1 keep-alive", server_args)
+    stream = LoadResult("gRPC stream", server_args)
+    logs = tempfile.TemporaryDirectory(prefix="mantis-loadgen-")
+    try:
+        with ServerProcess(artifacts, Path(logs.name) / "serve.log", [*server_args, "--grpc-port", str(grpc_port)]) as server:
+            target = f"{LOOPBACK}:{grpc_port}"
+            asyncio.run(_drive(server.url, model, bitstreams, clients, 2 * clients, time_cap, None, small=True))
+            asyncio.run(_drive_grpc_stream(target, model, bitstreams, clients, 2 * clients, time_cap, None))
+            for r in range(rounds):
+                share = requests // rounds + (1 if r < requests % rounds else 0)
+                for result, drive in ((http, lambda p: _drive(server.url, model, bitstreams, clients, share, time_cap / rounds, p, small=True)),
+                                      (stream, lambda p: _drive_grpc_stream(target, model, bitstreams, clients, share, time_cap / rounds, p))):
+                    part = LoadResult(result.label, server_args)
+                    asyncio.run(drive(part))
+                    result.ok += part.ok
+                    result.failed += part.failed
+                    result.seconds += part.seconds
+                    result.latencies_ms += part.latencies_ms
+                    for k, v in part.errors.items():
+                        result.errors[k] = result.errors.get(k, 0) + v
+    finally:
+        logs.cleanup()
+    return [http, stream]

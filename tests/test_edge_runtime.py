@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -54,9 +55,11 @@ def edge(executorch_bundle: Path) -> EdgeRuntime:
 
 @pytest.fixture(scope="module")
 def server(executorch_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
-    """serve.py as a child process on a free loopback port."""
+    """serve.py as a child process on a free loopback port, with gRPC on another."""
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with ServerProcess(executorch_bundle, log) as srv:
+    grpc_port = _free_port()
+    with ServerProcess(executorch_bundle, log, ["--grpc-port", str(grpc_port)]) as srv:
+        srv.grpc_url = f"grpc://127.0.0.1:{grpc_port}"
         yield srv
 
 
@@ -94,8 +97,8 @@ def test_end_to_end_answers_equal_the_in_process_reference(edge: EdgeRuntime, se
     labels = {t: edge.bundle.labels(t) for t in tasks}
     encoded = [edge.encode(p) for p in images]
     with KServeClient(server.url, timeout=10) as client:
-        batch, result = request_predictions(client, edge.model_name, [e.bitstream for e in encoded], tasks, labels, top_k=3)
-        single = [request_predictions(client, edge.model_name, [e.bitstream], tasks, labels, top_k=3)[0][0] for e in encoded]
+        batch, result = request_predictions(client, edge.model_name, [e.bitstream for e in encoded], tasks, labels, top_k=3, scores=True)
+        single = [request_predictions(client, edge.model_name, [e.bitstream], tasks, labels, top_k=3, scores=True)[0][0] for e in encoded]
     assert result.request_bytes > sum(e.num_bytes for e in encoded)
     for enc, pred, one in zip(encoded, batch, single):
         ref_logits, ref_mask = _reference_logits(executorch_bundle, enc.bitstream)
@@ -122,6 +125,30 @@ def test_cli_sends_and_prints_answers(executorch_bundle: Path, server: ServerPro
         assert f"{enc.num_bytes} bytes sent" in line
         assert line.endswith("active tasks: " + ", ".join(edge.active_tasks(enc.task_mask)))
     assert f"{len(images)} images" in out
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc", "ws"])
+def test_cli_over_each_transport(scheme: str, executorch_bundle: Path, server: ServerProcess, images: list[Path], edge: EdgeRuntime,
+                                 capsys: pytest.CaptureFixture) -> None:
+    """The same answers over KServe HTTP, one gRPC stream, and the compact stream; --scores adds probabilities."""
+    url = {"http": server.url, "grpc": server.grpc_url, "ws": server.url.replace("http://", "ws://")}[scheme]
+    assert edge_cli.main(["--artifacts", str(executorch_bundle), "--server", url, "--top-k", "2", *map(str, images)]) == 0
+    out = capsys.readouterr().out
+    tasks = edge.bundle.task_names
+    for path in images:
+        enc = edge.encode(path)
+        ref_logits, _ = _reference_logits(executorch_bundle, enc.bitstream)
+        lines = out.splitlines()
+        at = next(i for i, l in enumerate(lines) if l.startswith(f"{path}:"))
+        active = edge.active_tasks(enc.task_mask)
+        assert lines[at].endswith("active tasks: " + ", ".join(active))
+        for k, task in enumerate(active):
+            order = np.argsort(-ref_logits[tasks.index(task)], kind="stable")[:2]
+            assert lines[at + 1 + k] == f"  {task}: " + ", ".join(edge.bundle.labels(task)[j] for j in order)
+    if scheme != "ws":
+        assert edge_cli.main(["--artifacts", str(executorch_bundle), "--server", url, "--scores", str(images[0])]) == 0
+        scored = capsys.readouterr().out
+        assert re.search(r"^  \S+: \S+ \([01]\.\d\d\)$", scored, re.M), scored
 
 
 def test_cli_save_writes_the_bitstreams(executorch_bundle: Path, images: list[Path], edge: EdgeRuntime, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
