@@ -34,7 +34,7 @@ from codec.wire import (
     pack_bytes,
 )
 from runtime_edge import kserve_grpc as pb
-from runtime_edge.transport import InferResult, MalformedResponseError, RetryPolicy, ServerUnreachableError, _output_array
+from runtime_edge.transport import InferResult, MalformedResponseError, RetryPolicy, ServerUnreachableError, TransportError, _output_array
 from runtime_edge.transports import DEFAULT_MAX_RESPONSE_BYTES, RefusedError
 
 _KIND_BY_CODE = {}
@@ -97,6 +97,7 @@ class GrpcClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.stream = stream
+        self.max_response_bytes = max_response_bytes
         self._sleep = sleep
         self._metadata = ((GRPC_AUTH_METADATA, bearer(token)),) if token else ()
         options = [("grpc.max_receive_message_length", max_response_bytes), ("grpc.http2.bdp_probe", 0)]
@@ -157,7 +158,9 @@ class GrpcClient:
             if item.infer_response.id == msg.id:
                 return item
 
-    def _refusal(self, code: str, message: str, kind_name: str | None = None) -> RefusedError:
+    def _refusal(self, code: str, message: str, kind_name: str | None = None) -> TransportError:
+        if kind_name is None and code == "RESOURCE_EXHAUSTED":  # serve.py names its refusals: this limit is ours
+            return MalformedResponseError(f"server {self.url}: answer over the client's limit of {self.max_response_bytes} bytes ({message})")
         kind = error_kind(kind_name) if kind_name in ERRORS else _KIND_BY_CODE.get(code, ERRORS["bad_request"])
         return RefusedError(self.url, kind, code, message)
 

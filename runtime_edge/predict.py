@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from codec.wire import LABEL_INDEX_INACTIVE, LABEL_INDEX_OUTPUT, TOP_K_PARAMETER, logits_output
+from codec.wire import LABEL_INDEX_INACTIVE, LABEL_INDEX_OUTPUT, TOP_K_DEFAULT, TOP_K_PARAMETER, logits_output
 from runtime_edge.transport import InferResult, MalformedResponseError
 from runtime_edge.transports import Transport
 
@@ -88,9 +88,11 @@ def request_predictions(
     top_k: int = 1,
     scores: bool = False,
 ) -> tuple[list[ImagePrediction], InferResult]:
-    """Send ``bitstreams`` in one request, asking for ``label_index`` (and the logits with ``scores``)."""
+    """Send ``bitstreams`` in one request, asking for ``label_index`` (and the logits with ``scores``);
+    ``top_k`` travels only when it is not the contract's default."""
     outputs = [LABEL_INDEX_OUTPUT] + ([logits_output(t) for t in task_names] if scores else [])
-    result = client.infer(model_name, list(bitstreams), {TOP_K_PARAMETER: int(top_k)}, outputs)
+    parameters = {TOP_K_PARAMETER: int(top_k)} if top_k != TOP_K_DEFAULT else None
+    result = client.infer(model_name, list(bitstreams), parameters, outputs)
     preds = predictions_from_outputs(result.outputs, task_names, labels)
     if len(preds) != len(bitstreams):
         raise MalformedResponseError(f"sent {len(bitstreams)} bitstreams, the server answered for {len(preds)} images")

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from runtime_server.process import LOOPBACK, ServerProcess, free_port, scrape_metrics
-from codec.wire import BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, LABEL_INDEX_OUTPUT, TOP_K_PARAMETER, pack_bytes
+from codec.wire import BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, LABEL_INDEX_OUTPUT, pack_bytes
 
 
 @dataclass
@@ -204,7 +204,7 @@ async def _drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], c
                         return
                     t0 = time.perf_counter()
                     try:
-                        await call.write(build_request(model, str(i), [bitstreams[i % len(bitstreams)]], {TOP_K_PARAMETER: 1}, [LABEL_INDEX_OUTPUT]))
+                        await call.write(build_request(model, str(i), [bitstreams[i % len(bitstreams)]], None, [LABEL_INDEX_OUTPUT]))
                         answer = await asyncio.wait_for(call.read(), 60)
                         error = "stream closed" if answer is grpc.aio.EOF else answer.error_message
                     except (grpc.RpcError, asyncio.TimeoutError) as exc:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from codec.wire import LABEL_INDEX_OUTPUT, TOP_K_PARAMETER
+from codec.wire import LABEL_INDEX_OUTPUT
 from runtime_edge.grpc_transport import GrpcClient
 from runtime_edge.transport import TransportError
 from runtime_edge.transports import Transport, connect
@@ -209,7 +209,7 @@ def measure_transports(
                         chunk = items[start : start + config.batch_size]
                         outputs = [LABEL_INDEX_OUTPUT] if config.small else None
                         try:
-                            client.infer(model, chunk, {TOP_K_PARAMETER: 1} if config.small else None, outputs)
+                            client.infer(model, chunk, None, outputs)  # top-1: the contract's default
                             row.answered += len(chunk)
                         except TransportError as exc:
                             row.refused += len(chunk)

@@ -202,6 +202,9 @@ def test_every_error_kind_maps_to_its_grpc_code(server, bundle, samples):
             assert status == "StatusCode.INTERNAL" and "device lost" in message
         finally:
             batcher.run_batch = original
+        # not HTTP/2 at all, then a hang-up: the server carries on
+        with socket.create_connection(("127.0.0.1", server.grpc.bound_port), timeout=5) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\n\r\n" + bytes(range(256)) * 4)
         assert client.infer(name, [_triton_input([good])], headers=AUTH).as_numpy("label_index").shape[0] == 1
         # A stream without the token is refused at once.
         with grpc.insecure_channel(channel_target) as channel:
@@ -274,6 +277,19 @@ def test_edge_clients_have_a_deadline(scheme):
         with client, pytest.raises(ServerUnreachableError, match="no answer within 0.5 s"):
             client.infer("m", [b"x"])
         assert time.monotonic() - start < 5
+
+
+def test_edge_clients_bound_the_answer_size(server, bundle, samples):
+    name = bundle.manifest.model_name
+    for stream in (True, False):
+        with GrpcClient(server.grpc.url, token=TOKEN, stream=stream, max_response_bytes=200, retry=RetryPolicy(retries=0)) as client:
+            client.infer(name, [samples[0][0]], outputs=["label_index"])  # a small answer fits
+            with pytest.raises(MalformedResponseError, match="client's limit of 200 bytes"):
+                client.infer(name, [samples[0][0]] * 4)  # every output of four images does not
+    counts = [len(bundle.labels(t)) for t in bundle.task_names]
+    with StreamClient(f"ws://{urlsplit(server.url).netloc}", counts, token=TOKEN, max_response_bytes=4, retry=RetryPolicy(retries=0)) as client:
+        with pytest.raises(MalformedResponseError, match="over the client's limit of 4"):
+            client.infer(name, [samples[0][0]] * 4)
 
 
 def test_unknown_scheme_is_a_clear_error():
