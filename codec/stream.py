@@ -117,7 +117,7 @@ def decode_request(buf: bytes | memoryview, max_images: int) -> StreamRequest:
 
 
 def encode_answer(request_id: int, label_index: np.ndarray, label_counts: Sequence[int]) -> bytes:
-    """The answer to ``request_id`` from the ``label_index`` output (``[N, T, k]``, -1 where inactive):
+    """The answer to ``request_id`` from the ``top`` output (``[N, T, k]``, -1 where inactive):
     per image the active-task mask, then per active task its ``min(k, labels_t)`` best label indices."""
     out = bytearray()
     put_varint(request_id, out)

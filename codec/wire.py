@@ -33,10 +33,10 @@ BITSTREAM_INPUT: str = SPEC["inputs"]["bitstream"]["name"]
 ACTIVE_TASKS_OUTPUT: str = SPEC["outputs"]["active_tasks"]["name"]
 LOGITS_PREFIX: str = SPEC["outputs"]["logits"]["prefix"]
 LABELS_PREFIX: str = SPEC["outputs"]["labels"]["prefix"]
-LABEL_INDEX_OUTPUT: str = SPEC["outputs"]["label_index"]["name"]
+LABEL_INDEX_OUTPUT: str = SPEC["outputs"]["top"]["name"]
 """INT32 ``[N, T, k]``: per image and task the indices of the k best labels (the manifest's order), best first."""
-LABEL_INDEX_INACTIVE: int = int(SPEC["outputs"]["label_index"]["inactive"])
-"""The ``label_index`` value where a task is inactive for an image (or has fewer than k labels)."""
+LABEL_INDEX_INACTIVE: int = int(SPEC["outputs"]["top"]["inactive"])
+"""The ``top`` value where a task is inactive for an image (or has fewer than k labels)."""
 TOP_K_PARAMETER: str = SPEC["parameters"]["top_k"]["name"]
 TOP_K_DEFAULT: int = int(SPEC["parameters"]["top_k"]["default"])
 HEADER_LENGTH: str = SPEC["binary_extension"]["header_length"]

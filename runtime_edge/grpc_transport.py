@@ -1,7 +1,8 @@
 """The edge runtime's KServe v2 gRPC client (``grpc://HOST:PORT``).
 
 By default every request goes on one ``ModelStreamInfer`` stream that stays open for the client's life
-(one HTTP/2 stream: no per-request headers), each answer matched to its request by ``id``; with
+(one HTTP/2 stream: no per-request headers), with one request in flight at a time, so answers come in
+order and requests carry no ``id`` (bytes saved on every message); with
 ``stream=False`` each request is a unary ``ModelInfer`` call. Bitstreams travel in ``raw_input_contents``,
 answers come back in ``raw_output_contents``.
 
@@ -14,7 +15,6 @@ over ``max_response_bytes`` is refused by gRPC on the client.
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 import time
@@ -106,7 +106,6 @@ class GrpcClient:
         self._unary = self._channel.unary_unary(infer.path, request_serializer=infer.request.SerializeToString, response_deserializer=infer.response.FromString)
         self._bidi = self._channel.stream_stream(
             stream_infer.path, request_serializer=stream_infer.request.SerializeToString, response_deserializer=stream_infer.response.FromString)
-        self._ids = itertools.count(1)
         self._call: Any = None
         self._outbox: queue.Queue | None = None
         self._inbox: queue.Queue | None = None
@@ -140,8 +139,8 @@ class GrpcClient:
         self._call = self._outbox = self._inbox = None
 
     def _stream_once(self, msg: Any) -> Any:
-        """Send ``msg`` on the stream and wait for its answer: the ``ModelInferResponse``, or a
-        :class:`_Closed` / the refusing ``ModelStreamInferResponse``."""
+        """Send ``msg`` on the stream and wait for its answer (the next one: one request is in flight, and
+        a stream whose answer is late is dropped): a ``ModelStreamInferResponse`` or a :class:`_Closed`."""
         if self._call is None:
             self._open_stream()
         self._outbox.put(msg)
@@ -155,8 +154,7 @@ class GrpcClient:
             if isinstance(item, _Closed):
                 self._call = self._outbox = self._inbox = None
                 return item
-            if item.infer_response.id == msg.id:
-                return item
+            return item
 
     def _refusal(self, code: str, message: str, kind_name: str | None = None) -> TransportError:
         if kind_name is None and code == "RESOURCE_EXHAUSTED":  # serve.py names its refusals: this limit is ours
@@ -171,7 +169,7 @@ class GrpcClient:
         """Send the bitstreams as one request (on the stream, or as a unary call) and decode the answer."""
         if not bitstreams:
             raise ValueError("infer needs at least one bitstream")
-        msg = build_request(model, str(next(self._ids)), bitstreams, parameters, outputs)
+        msg = build_request(model, "", bitstreams, parameters, outputs)
         start = time.perf_counter()
         last = ""
         for attempt in range(self.retry.retries + 1):

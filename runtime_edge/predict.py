@@ -1,6 +1,6 @@
 """Reading serve.py's answers: per image, the active tasks and each active task's top-k labels.
 
-The edge runtime asks for the smallest answer that holds what it prints: ``label_index`` (INT32
+The edge runtime asks for the smallest answer that holds what it prints: ``top`` (INT32
 ``[N, T, k]``, the k best label indices per task, -1 where the task is inactive), names the labels from its
 own bundle, and asks for ``logits_<task>`` too only when it prints probabilities (``scores=True``).
 """
@@ -47,7 +47,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def predictions_from_outputs(
     outputs: dict[str, np.ndarray], task_names: Sequence[str], labels: dict[str, list[str]]
 ) -> list[ImagePrediction]:
-    """Turn decoded response outputs (``label_index``, and ``logits_<task>`` where present) into one
+    """Turn decoded response outputs (``top``, and ``logits_<task>`` where present) into one
     :class:`ImagePrediction` per image (``MalformedResponseError`` for a missing or ill-shaped output)."""
     if LABEL_INDEX_OUTPUT not in outputs:
         raise MalformedResponseError(f"server answer lacks output {LABEL_INDEX_OUTPUT!r} (has {sorted(outputs)})")
@@ -88,7 +88,7 @@ def request_predictions(
     top_k: int = 1,
     scores: bool = False,
 ) -> tuple[list[ImagePrediction], InferResult]:
-    """Send ``bitstreams`` in one request, asking for ``label_index`` (and the logits with ``scores``);
+    """Send ``bitstreams`` in one request, asking for ``top`` (and the logits with ``scores``);
     ``top_k`` travels only when it is not the contract's default."""
     outputs = [LABEL_INDEX_OUTPUT] + ([logits_output(t) for t in task_names] if scores else [])
     parameters = {TOP_K_PARAMETER: int(top_k)} if top_k != TOP_K_DEFAULT else None

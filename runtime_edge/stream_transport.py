@@ -186,7 +186,7 @@ class StreamClient:
     def infer(
         self, model: str, bitstreams: Sequence[bytes], parameters: dict[str, Any] | None = None, outputs: Sequence[str] | None = None
     ) -> InferResult:
-        """Send the bitstreams as one request message; the answer as the ``label_index`` output."""
+        """Send the bitstreams as one request message; the answer as the ``top`` output."""
         if outputs is not None and list(outputs) != [LABEL_INDEX_OUTPUT]:
             raise ValueError(f"the compact stream answers {LABEL_INDEX_OUTPUT!r} only, not {list(outputs)}")
         unknown = set(parameters or {}) - {TOP_K_PARAMETER}

@@ -93,7 +93,7 @@ def _request(bitstream: bytes, small: bool = False) -> tuple[bytes, dict[str, st
 async def _drive(url: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float, result: LoadResult | None,
                  small: bool = False) -> None:
     """``clients`` workers share ``requests`` requests; ``result`` None is a warm-up (nothing recorded);
-    ``small`` asks for ``label_index`` alone."""
+    ``small`` asks for ``top`` alone."""
     bodies = [_request(b, small) for b in bitstreams]
     endpoint = f"{url}/v2/models/{model}/infer"
     counter = iter(range(requests))
@@ -183,7 +183,7 @@ def run_configs(
 async def _drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float,
                              result: LoadResult | None) -> None:
     """Like :func:`_drive` over gRPC: ``clients`` workers, each with its own channel and one
-    ``ModelStreamInfer`` stream, sending one single-image request at a time (asking for ``label_index``)."""
+    ``ModelStreamInfer`` stream, sending one single-image request at a time (asking for ``top``)."""
     import grpc
 
     from runtime_edge import kserve_grpc as pb
@@ -204,7 +204,7 @@ async def _drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], c
                         return
                     t0 = time.perf_counter()
                     try:
-                        await call.write(build_request(model, str(i), [bitstreams[i % len(bitstreams)]], None, [LABEL_INDEX_OUTPUT]))
+                        await call.write(build_request(model, "", [bitstreams[i % len(bitstreams)]], None, [LABEL_INDEX_OUTPUT]))
                         answer = await asyncio.wait_for(call.read(), 60)
                         error = "stream closed" if answer is grpc.aio.EOF else answer.error_message
                     except (grpc.RpcError, asyncio.TimeoutError) as exc:

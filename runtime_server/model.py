@@ -7,7 +7,7 @@ One input, ``bitstream`` (BYTES, shape ``[N]``): one MANTiS bitstream per image.
 - ``labels_<t>`` (BYTES, ``[N, k_t]``): the ``k_t = min(top_k, n_labels_t)`` most likely labels, best
   first, for images where task ``t`` is active; ``k_t`` empty strings where it is not.
 - ``active_tasks`` (BOOL, ``[N, T]``): the task mask each bitstream carries (the edge's task detector).
-- ``label_index`` (INT32, ``[N, T, k]``): the k best label indices per task (the manifest's label order),
+- ``top`` (INT32, ``[N, T, k]``): the k best label indices per task (the manifest's label order),
   best first, -1 where the task is inactive: the smallest answer, all a client needs to print labels.
 
 A task's logits for an image where it is inactive are still computed (the batch runs every head), but the

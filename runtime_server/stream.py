@@ -5,7 +5,7 @@ The handshake is an ordinary request of the aiohttp app, so the bearer token (``
 the unknown-model 404 and the not-ready 503 apply before the upgrade. Then every binary message is one
 request (``codec.stream``): its size is capped by the HTTP body limit (a bigger message closes the
 connection with 1009 before it is read), its image count is checked before any bitstream is copied, and
-it runs through ``MantisModel.infer`` like every other request, asking for the ``label_index`` output
+it runs through ``MantisModel.infer`` like every other request, asking for the ``top`` output
 only. Requests of one connection are answered concurrently (up to :data:`MAX_IN_FLIGHT`), each answer
 carrying its request's id; a refusal is an answer with the error kind's code, the stream goes on.
 """

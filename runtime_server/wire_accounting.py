@@ -159,7 +159,7 @@ class WireRow:
 @dataclass(frozen=True)
 class TransportConfig:
     """How the client talks: ``scheme`` (``http``, ``grpc``, ``ws``), images per request, gRPC unary or
-    stream, and whether it asks only for ``label_index`` (the small answer) or for every output."""
+    stream, and whether it asks only for ``top`` (the small answer) or for every output."""
 
     label: str
     scheme: str

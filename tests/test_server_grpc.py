@@ -114,15 +114,15 @@ def test_tritonclient_grpc_unary_and_metadata(server, bundle, samples):
         model = client.get_model_metadata(name, headers=AUTH)
         assert model.name == name and list(model.versions) == ["1"]
         assert [(i.name, i.datatype, list(i.shape)) for i in model.inputs] == [("bitstream", "BYTES", [-1])]
-        assert "label_index" in [o.name for o in model.outputs]
+        assert "top" in [o.name for o in model.outputs]
         outputs = [tgrpc.InferRequestedOutput(f"logits_{t}") for t in bundle.task_names]
-        outputs += [tgrpc.InferRequestedOutput("active_tasks"), tgrpc.InferRequestedOutput("label_index")]
+        outputs += [tgrpc.InferRequestedOutput("active_tasks"), tgrpc.InferRequestedOutput("top")]
         result = client.infer(name, [_triton_input([s[0] for s in samples[:4]])], outputs=outputs, parameters={"top_k": 2}, headers=AUTH)
         for i, sample in enumerate(samples[:4]):
             for t, task in enumerate(bundle.task_names):
                 np.testing.assert_allclose(result.as_numpy(f"logits_{task}")[i], sample[2][t], rtol=0, atol=1e-5)
             assert result.as_numpy("active_tasks")[i].tolist() == [bool(sample[1] >> t & 1) for t in range(len(bundle.task_names))]
-            np.testing.assert_array_equal(result.as_numpy("label_index")[i], _expected_index(bundle, sample, 2))
+            np.testing.assert_array_equal(result.as_numpy("top")[i], _expected_index(bundle, sample, 2))
         # no outputs asked for: all of them, labels included
         full = client.infer(name, [_triton_input([samples[0][0]])], headers=AUTH)
         assert full.as_numpy(f"labels_{bundle.task_names[0]}").shape[0] == 1
@@ -137,7 +137,7 @@ def test_tritonclient_grpc_streaming(server, bundle, samples):
     try:
         client.start_stream(callback=lambda result, error: answers.put((result, error)), headers=AUTH)
         for i, sample in enumerate(samples):
-            client.async_stream_infer(name, [_triton_input([sample[0]])], request_id=str(i), outputs=[tgrpc.InferRequestedOutput("label_index")])
+            client.async_stream_infer(name, [_triton_input([sample[0]])], request_id=str(i), outputs=[tgrpc.InferRequestedOutput("top")])
         client.async_stream_infer(name, [_triton_input([b"MT" + bytes(30)])], request_id="bad")
         got = {}
         for _ in range(len(samples) + 1):
@@ -145,7 +145,7 @@ def test_tritonclient_grpc_streaming(server, bundle, samples):
             if error is not None:
                 got["bad"] = error
             else:
-                got[result.get_response().id] = result.as_numpy("label_index")[0]
+                got[result.get_response().id] = result.as_numpy("top")[0]
         client.stop_stream()
     finally:
         client.close()
@@ -205,7 +205,7 @@ def test_every_error_kind_maps_to_its_grpc_code(server, bundle, samples):
         # not HTTP/2 at all, then a hang-up: the server carries on
         with socket.create_connection(("127.0.0.1", server.grpc.bound_port), timeout=5) as raw:
             raw.sendall(b"GET / HTTP/1.1\r\n\r\n" + bytes(range(256)) * 4)
-        assert client.infer(name, [_triton_input([good])], headers=AUTH).as_numpy("label_index").shape[0] == 1
+        assert client.infer(name, [_triton_input([good])], headers=AUTH).as_numpy("top").shape[0] == 1
         # A stream without the token is refused at once.
         with grpc.insecure_channel(channel_target) as channel:
             from runtime_edge import kserve_grpc as pb
@@ -283,7 +283,7 @@ def test_edge_clients_bound_the_answer_size(server, bundle, samples):
     name = bundle.manifest.model_name
     for stream in (True, False):
         with GrpcClient(server.grpc.url, token=TOKEN, stream=stream, max_response_bytes=200, retry=RetryPolicy(retries=0)) as client:
-            client.infer(name, [samples[0][0]], outputs=["label_index"])  # a small answer fits
+            client.infer(name, [samples[0][0]], outputs=["top"])  # a small answer fits
             with pytest.raises(MalformedResponseError, match="client's limit of 200 bytes"):
                 client.infer(name, [samples[0][0]] * 4)  # every output of four images does not
     counts = [len(bundle.labels(t)) for t in bundle.task_names]
@@ -307,10 +307,10 @@ def test_small_answers_over_http(server, bundle, samples):
         full = client.infer(name, [samples[0][0]])
         [pred], small = request_predictions(client, name, [samples[0][0]], tasks, labels)
         [scored], with_logits = request_predictions(client, name, [samples[0][0]], tasks, labels, scores=True)
-    assert set(small.outputs) == {"label_index"}
-    assert set(with_logits.outputs) == {"label_index", *(f"logits_{t}" for t in tasks)}
+    assert set(small.outputs) == {"top"}
+    assert set(with_logits.outputs) == {"top", *(f"logits_{t}" for t in tasks)}
     assert small.response_bytes < with_logits.response_bytes < full.response_bytes
-    np.testing.assert_array_equal(small.outputs["label_index"][0], _expected_index(bundle, samples[0], 1))
+    np.testing.assert_array_equal(small.outputs["top"][0], _expected_index(bundle, samples[0], 1))
     assert scored.active_tasks == pred.active_tasks and all(p.probabilities for p in scored.tasks.values())
 
 
@@ -322,18 +322,18 @@ def test_compact_stream_round_trip(server, bundle, samples):
     with StreamClient(f"ws://{urlsplit(server.url).netloc}", counts, token=TOKEN) as client:
         for sample in samples:
             [pred], result = request_predictions(client, name, [sample[0]], tasks, labels)
-            np.testing.assert_array_equal(result.outputs["label_index"][0], _expected_index(bundle, sample, 1))
+            np.testing.assert_array_equal(result.outputs["top"][0], _expected_index(bundle, sample, 1))
             assert result.request_bytes == len(sample[0]) + 3  # id, top_k, length: one byte each here
         preds, result = request_predictions(client, name, [s[0] for s in samples[:4]], tasks, labels, top_k=3)
         for i, sample in enumerate(samples[:4]):
-            np.testing.assert_array_equal(result.outputs["label_index"][i], _expected_index(bundle, sample, 3))
+            np.testing.assert_array_equal(result.outputs["top"][i], _expected_index(bundle, sample, 3))
         with pytest.raises(RefusedError) as info:
             client.infer(name, [samples[0][0][:-3]])
         assert info.value.kind.name == "codec" and "bitstream[0]" in info.value.reason
         with pytest.raises(RefusedError) as info:
             client.infer(name, [samples[0][0]] * 5)
         assert info.value.kind.name == "too_large" and "more than 4" in info.value.reason
-        with pytest.raises(ValueError, match="label_index"):
+        with pytest.raises(ValueError, match="top"):
             request_predictions(client, name, [samples[0][0]], tasks, labels, scores=True)
         [pred], _ = request_predictions(client, name, [samples[1][0]], tasks, labels)  # still open
     with StreamClient(f"ws://{urlsplit(server.url).netloc}", counts, token="wrong") as client:
@@ -406,13 +406,13 @@ def test_compact_stream_hostile_messages(server, bundle, samples):
 
 
 def test_http_response_binary_requested_outputs(server, bundle, samples):
-    """Over raw HTTP, asking for label_index alone gets a few dozen bytes of tensor data back."""
+    """Over raw HTTP, asking for `top` alone gets a few dozen bytes of tensor data back."""
     import http.client
 
     name = bundle.manifest.model_name
     payload = pack_bytes([samples[0][0]])
     head = json.dumps({"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}],
-                       "outputs": [{"name": "label_index", "parameters": {"binary_data": True}}]}).encode()
+                       "outputs": [{"name": "top", "parameters": {"binary_data": True}}]}).encode()
     conn = http.client.HTTPConnection(urlsplit(server.url).hostname, urlsplit(server.url).port, timeout=10)
     conn.request("POST", f"/v2/models/{name}/infer", head + payload, {HEADER_LENGTH: str(len(head)), "Authorization": f"Bearer {TOKEN}"})
     resp = conn.getresponse()
