@@ -148,8 +148,14 @@ def labels_output(task: str) -> str:
 
 
 def output_names(tasks: Sequence[str]) -> list[str]:
-    """Every output a model with ``tasks`` offers, in the contract's order."""
-    return [logits_output(t) for t in tasks] + [labels_output(t) for t in tasks] + [ACTIVE_TASKS_OUTPUT, LABEL_INDEX_OUTPUT]
+    """The outputs a model with ``tasks`` answers when a request names none, in the contract's order
+    (everything but ``top``, which comes only when asked for, so older clients get what they always did)."""
+    return [logits_output(t) for t in tasks] + [labels_output(t) for t in tasks] + [ACTIVE_TASKS_OUTPUT]
+
+
+def requestable_outputs(tasks: Sequence[str]) -> list[str]:
+    """Every output a request may name: :func:`output_names` and ``top``."""
+    return output_names(tasks) + [LABEL_INDEX_OUTPUT]
 
 
 def pack_bytes(elements: Sequence[bytes]) -> bytes:

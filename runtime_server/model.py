@@ -9,6 +9,7 @@ One input, ``bitstream`` (BYTES, shape ``[N]``): one MANTiS bitstream per image.
 - ``active_tasks`` (BOOL, ``[N, T]``): the task mask each bitstream carries (the edge's task detector).
 - ``top`` (INT32, ``[N, T, k]``): the k best label indices per task (the manifest's label order),
   best first, -1 where the task is inactive: the smallest answer, all a client needs to print labels.
+  Sent only when a request names it; a request without ``outputs`` gets the three above.
 
 A task's logits for an image where it is inactive are still computed (the batch runs every head), but the
 encoder was not conditioned for that task, so they carry no meaning; clients read ``active_tasks``.
@@ -38,6 +39,7 @@ from codec.wire import (
     labels_output,
     logits_output,
     output_names,
+    requestable_outputs,
 )
 from runtime_server.backends import Backend, BackendUnavailableError
 from runtime_server.batching import DynamicBatcher
@@ -70,6 +72,7 @@ class MantisModel:
         self.labels = {t: bundle.labels(t) for t in self.tasks}
         self.latent_shape = bundle.latent_shape
         self.output_names = output_names(self.tasks)
+        self.requestable = requestable_outputs(self.tasks)
 
     def metadata(self) -> dict[str, Any]:
         """KServe v2 model metadata (``-1``: a dimension of any size)."""
@@ -141,9 +144,9 @@ class MantisModel:
         if request.outputs is None:
             return self.output_names
         names = [o.name for o in request.outputs]
-        unknown = [n for n in names if n not in self.output_names]
+        unknown = [n for n in names if n not in self.requestable]
         if unknown:
-            raise ProtocolError(f"unknown outputs {unknown}; model {self.name!r} has {self.output_names}")
+            raise ProtocolError(f"unknown outputs {unknown}; model {self.name!r} has {self.requestable}")
         return names
 
     def decode(self, bitstreams: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
