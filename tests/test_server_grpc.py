@@ -205,7 +205,7 @@ def test_every_error_kind_maps_to_its_grpc_code(server, bundle, samples):
         # not HTTP/2 at all, then a hang-up: the server carries on
         with socket.create_connection(("127.0.0.1", server.grpc.bound_port), timeout=5) as raw:
             raw.sendall(b"GET / HTTP/1.1\r\n\r\n" + bytes(range(256)) * 4)
-        assert client.infer(name, [_triton_input([good])], headers=AUTH).as_numpy("top").shape[0] == 1
+        assert client.infer(name, [_triton_input([good])], headers=AUTH).as_numpy("active_tasks").shape[0] == 1
         # A stream without the token is refused at once.
         with grpc.insecure_channel(channel_target) as channel:
             from runtime_edge import kserve_grpc as pb
