@@ -26,7 +26,9 @@ from training.data import MultiTaskDataset, TaskSpec, build_datasets, load_task_
 from training.engine import FitSpec, Runtime, StepCallback, fit, setup_runtime, shutdown_runtime
 from training.evaluate import evaluate, evaluate_teacher
 from training.models import create_model
+from training.balancing import FamoBalancer
 from training.models.mantis import SplitModel, mantis_stage2_from_stage1
+from training.saliency import saliency_weight, teacher_grad_cam
 from training.stages import Stage1Objective, Stage2Objective, TeacherObjective, param_groups
 
 log = logging.getLogger("mantis.training")
@@ -76,12 +78,17 @@ class Context:
             **extra,
         }
 
+    def seed(self, name: str) -> int:
+        """The seed of a stage: the global one, or ``stage2.seed`` for Stage 2 and its No-FiLM ablation."""
+        own = self.cfg["stage2"]["seed"] if name in ("stage2", "no_film") else None
+        return self.cfg["seed"] if own is None else own
+
     def fit_spec(self, name: str, section: dict[str, Any], fp: str) -> FitSpec:
         return FitSpec(
             name=name,
             epochs=section["epochs"],
             batch_size=self.cfg["data"]["batch_size"],
-            seed=self.cfg["seed"] + _SEED_OFFSET[name],
+            seed=self.seed(name) + _SEED_OFFSET[name],
             warmup=section["warmup"],
             fingerprint=fp,
             resume_path=self.out / f"{name}.resume.pt",
@@ -118,7 +125,7 @@ def _cached(ctx: Context, name: str, stage: str, fp: str) -> tuple[nn.Module, di
 
 
 def _seed(ctx: Context, name: str) -> None:
-    torch.manual_seed(ctx.cfg["seed"] * 1000 + _SEED_OFFSET[name])
+    torch.manual_seed(ctx.seed(name) * 1000 + _SEED_OFFSET[name])
 
 
 def teacher_stage(ctx: Context) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
@@ -173,11 +180,14 @@ def stage1(ctx: Context, teacher: nn.Module, teacher_spec: dict[str, Any]) -> tu
     kwargs = stage1_kwargs(ctx, teacher)
     _seed(ctx, "stage1")
     model = create_model("mantis_stage1", **kwargs).to(ctx.rt.device)
-    objective = Stage1Objective(model, s["beta"], s["detection_weight"], s["quantization"])
+    objective = Stage1Objective(model, s["beta"], s["detection_weight"], s["quantization"], s["beta_warmup"])
     teacher.requires_grad_(False).eval()
 
     def with_teacher_features(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        x, _, task_vector = batch
+        x, labels, task_vector = batch
+        if s["saliency"] > 0:
+            features, cam = teacher_grad_cam(teacher, x, labels)
+            return x, features, task_vector, saliency_weight(cam, s["saliency"])
         with torch.no_grad(), ctx.rt.autocast():
             return x, teacher.head(x), task_vector
 
@@ -205,7 +215,11 @@ def stage2(ctx: Context, name: str, film_mode: str, stage1_model: SplitModel, s1
     s = ctx.cfg["stage2"]
     _seed(ctx, name)
     model = mantis_stage2_from_stage1(stage1_model, teacher.task_tails(), film_mode).to(ctx.rt.device)
-    objective = Stage2Objective(model, s["beta"], s["detection_weight"], s["kd_weight"], s["kd_temperature"], s["quantization"])
+    balancer = None
+    if s["balancing"] == "famo":
+        balancer = FamoBalancer([t.name for t in ctx.tasks] + ["rate"], s["balancing_lr"], s["balancing_decay"]).to(ctx.rt.device)
+    objective = Stage2Objective(model, s["beta"], s["detection_weight"], s["kd_weight"], s["kd_temperature"], s["quantization"],
+                                beta_warmup=s["beta_warmup"], label_smoothing=s["label_smoothing"], balancer=balancer)
     teacher.requires_grad_(False).eval()
     batch_fn = None
     if s["kd_weight"] > 0:
@@ -213,13 +227,16 @@ def stage2(ctx: Context, name: str, film_mode: str, stage1_model: SplitModel, s1
             with torch.no_grad(), ctx.rt.autocast():
                 return (*batch, *teacher(batch[0]))
 
-    fit(objective, model, objective.param_groups(s["lr"], s["aux_lr"], s["weight_decay"], s["encoder_lr_scale"]),
-        ctx.train, ctx.fit_spec(name, s, fp), ctx.rt, batch_fn)
+    last_epoch = fit(objective, model, objective.param_groups(s["lr"], s["aux_lr"], s["weight_decay"], s["encoder_lr_scale"]),
+                     ctx.train, ctx.fit_spec(name, s, fp), ctx.rt, batch_fn)
     model.update(force=True)
     model.eval()
     metrics: dict[str, Any] = {}
     if ctx.rt.is_main:
         metrics = evaluate(model, ctx.test_loader(), ctx.tasks, device=ctx.rt.device, desc=f"{name} eval")
+        metrics["train_last_epoch"] = last_epoch
+        if balancer is not None:
+            metrics["loss_weights"] = balancer.named_weights()
         if film_mode == "film" and ctx.cfg["ablations"]["oracle"]:
             metrics["oracle"] = evaluate(model, ctx.test_loader(), ctx.tasks, oracle=True, device=ctx.rt.device, desc="oracle eval")
     kwargs = {"stage1": s1_kwargs, "teacher": teacher_spec, "film_mode": film_mode}
