@@ -107,6 +107,11 @@ class Context:
         return path
 
 
+def stage_fingerprints(cfg: dict[str, Any]) -> dict[str, str]:
+    """The fingerprint each checkpoint of ``CHECKPOINTS`` must carry to be reused under ``cfg``."""
+    return {name: fingerprint(cfg, _DEPENDS["stage2" if name == "no_film" else name]) for name in CHECKPOINTS}
+
+
 def _cached(ctx: Context, name: str, stage: str, fp: str) -> tuple[nn.Module, dict[str, Any]] | None:
     path = ctx.out / CHECKPOINTS[name]
     if not path.exists():
@@ -252,14 +257,27 @@ def _timed(ctx: Context, name: str, fn: Any, *args: Any) -> Any:
     return result
 
 
-def run(cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallback] = ()) -> dict[str, Any]:
-    """Run every stage of a validated config into ``out_dir`` and return (and write) the metrics."""
+Datasets = tuple[MultiTaskDataset, MultiTaskDataset, list[TaskSpec], dict[str, Any]]
+
+
+def load_datasets(cfg: dict[str, Any]) -> Datasets:
+    """``(train, test, tasks, preprocessing)`` as ``run`` uses them (build once to run several configs
+    that share the ``data`` section)."""
+    train, _, test, tasks, preprocessing = build_datasets(cfg, splits=("train", "test"))
+    return train, test, tasks, preprocessing
+
+
+def run(cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallback] = (), datasets: Datasets | None = None) -> dict[str, Any]:
+    """Run every stage of a validated config into ``out_dir`` and return (and write) the metrics.
+
+    ``datasets`` (from ``load_datasets`` with the same ``data`` section) saves building them again.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rt = setup_runtime(cfg["device"], cfg["amp"], cfg["threads"])
     try:
         start = time.perf_counter()
-        train, _, test, tasks, preprocessing = build_datasets(cfg, splits=("train", "test"))
+        train, test, tasks, preprocessing = datasets if datasets is not None else load_datasets(cfg)
         ctx = Context(cfg, out, rt, train, test, tasks, preprocessing, callbacks)
         ctx.seconds["data"] = round(time.perf_counter() - start, 2)
         teacher, teacher_spec, teacher_metrics = _timed(ctx, "teacher", teacher_stage, ctx)
