@@ -1,7 +1,7 @@
 """Rate-accuracy curves: train variants of Stage 2 at several beta' values and compare them by BD-rate.
 
     uv run python training/sweep.py --config training/configs/sweep.yaml --out runs/sweep \\
-        --betas 1 2 4 10 --variants film no_film --seeds 0 1 --reuse runs/demo/train
+        --betas 1 2 4 10 --variants film no_film film@1 no_film@1 saliency --reuse runs/demo/train
     uv run python training/sweep.py ... --baselines runs/demo/report.json   # + BD-rate vs JPEG / WebP
 
 Every point is one ``training.pipeline.run`` into ``OUT/<curve>/beta_<b>/`` and is measured there with
@@ -78,21 +78,30 @@ class Point:
         return out / self.label / f"beta_{self.beta:g}"
 
 
-def plan(variants: Sequence[str], betas: Sequence[float], seeds: Sequence[int | None], global_seed: int, sets: Sequence[str]) -> list[Point]:
-    """The points of a sweep, in the order they run: by seed, variant, then beta."""
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SweepError(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+def parse_variant(spec: str) -> tuple[str, int | None]:
+    """``NAME`` or ``NAME@SEED`` (``SEED``: Stage 2's seed, ``stage2.seed``) -> ``(name, seed)``."""
+    name, _, seed = spec.partition("@")
+    if name not in VARIANTS:
+        raise SweepError(f"unknown variant {name!r} in {spec!r}; known: {', '.join(VARIANTS)}")
+    if not seed:
+        return name, None
+    if not seed.isdigit():
+        raise SweepError(f"variant {spec!r}: the seed after '@' must be a non-negative integer")
+    return name, int(seed)
+
+
+def plan(variants: Sequence[str], betas: Sequence[float], global_seed: int, sets: Sequence[str]) -> list[Point]:
+    """The points of a sweep, in the order they run: by variant as given, then by beta'."""
     if not betas:
         raise SweepError("--betas needs at least one value")
     points = []
-    for seed in seeds:
+    for spec in variants:
+        name, seed = parse_variant(spec)
         own = seed is not None and seed != global_seed
-        for v in variants:
-            label = f"{v}@seed{seed}" if own else v
-            for beta in sorted(betas):
-                extra = (f"stage2.seed={seed}",) if own else ()
-                points.append(Point(label, v, seed if own else None, float(beta), SWEEP_DEFAULTS + VARIANTS[v].overrides + tuple(sets) + extra))
+        label = f"{name}@seed{seed}" if own else name
+        extra = (f"stage2.seed={seed}",) if own else ()
+        for beta in sorted(set(betas)):
+            points.append(Point(label, name, seed if own else None, float(beta), SWEEP_DEFAULTS + VARIANTS[name].overrides + tuple(sets) + extra))
     return points
 
 
@@ -314,13 +323,13 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     plot_curves(report, out / "curves.png")
 
 
-def sweep(config: Path, out: Path, betas: Sequence[float], variants: Sequence[str] = ("film",), seeds: Sequence[int] = (),
+def sweep(config: Path, out: Path, betas: Sequence[float], variants: Sequence[str] = ("film",),
           sets: Sequence[str] = (), reuse: Sequence[Path] = (), reference: str = "film", pairs: Sequence[Sequence[str]] = (),
           baselines: Path | None = None) -> dict[str, Any]:
     """Run (or resume) a sweep and write its curves; returns the report."""
     base_cfg = load_config(config, sets)
     base_lines = load_baselines(baselines) if baselines is not None else None
-    points = plan(variants, betas, list(seeds) or [None], base_cfg["seed"], sets)
+    points = plan(variants, betas, base_cfg["seed"], sets)
     configs = [load_config(config, p.config_overrides()) for p in points]
     data_keys = {fingerprint(c, ["seed", "data"]) for c in configs}
     if len(data_keys) != 1:
@@ -349,8 +358,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", required=True, type=Path, help="YAML config (e.g. training/configs/sweep.yaml)")
     p.add_argument("--out", required=True, type=Path, help="sweep directory: OUT/<curve>/beta_<b>/, curves.json, curves.md, curves.png")
     p.add_argument("--betas", required=True, type=float, nargs="+", help="the beta' values (stage2.beta) of every curve")
-    p.add_argument("--variants", "--variant", nargs="+", default=["film"], help=f"methods to sweep (default film): {', '.join(VARIANTS)}")
-    p.add_argument("--seeds", type=int, nargs="+", default=[], help="Stage 2 seeds (stage2.seed); one curve per variant and seed")
+    p.add_argument("--variants", "--variant", nargs="+", default=["film"], metavar="NAME[@SEED]",
+                   help=f"methods to sweep (default film), each optionally with its own Stage 2 seed: {', '.join(VARIANTS)}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value for every point")
     p.add_argument("--reuse", action="append", type=Path, default=[], metavar="DIR",
                    help="a training output directory whose matching finished checkpoints are copied in (e.g. runs/demo/train)")
@@ -364,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        sweep(args.config, args.out, args.betas, args.variants, args.seeds, args.set, args.reuse, args.reference, args.compare, args.baselines)
+        sweep(args.config, args.out, args.betas, args.variants, args.set, args.reuse, args.reference, args.compare, args.baselines)
     except (ConfigError, DatasetError, CheckpointError, SweepError, CurveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
