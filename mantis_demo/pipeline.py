@@ -52,6 +52,7 @@ class DemoOptions:
     backend: str = "onnxruntime"
     calibration_samples: int = 128
     check_samples: int = 32
+    sweep: Path | None = None  # a finished training/sweep.py directory: MANTiS and No-FiLM as curves
     stages_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -236,6 +237,25 @@ def run_baselines(checkpoint: Path, held: HeldOut, qualities: Sequence[int], log
     return out
 
 
+def load_sweep(sweep_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's ``curves.json``, checked to be measured on the same data (seed and data section) as ``cfg``."""
+    from training.config import ConfigError, fingerprint, load_config
+    from training.sweep import CURVES_FILE
+
+    path = sweep_dir / CURVES_FILE
+    if not path.is_file():
+        raise DemoError(f"sweep {sweep_dir}: no {CURVES_FILE} (run training/sweep.py into it first)")
+    try:
+        sweep = json.loads(path.read_text())
+        sweep_cfg = load_config(sweep["config"], sweep.get("sets", []))
+    except (OSError, ValueError, KeyError, ConfigError) as exc:
+        raise DemoError(f"sweep {path}: unreadable ({exc})") from None
+    if fingerprint(sweep_cfg, ["seed", "data"]) != fingerprint(cfg, ["seed", "data"]):
+        raise DemoError(f"sweep {sweep_dir} was measured on other data ({sweep['config']}) than the demo's --config; "
+                        "pass the sweep's config so both use the same held-out images")
+    return sweep
+
+
 def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Run every stage into ``opts.out`` and return the report (also written as report.json / report.md)."""
     from training.config import load_config
@@ -244,6 +264,7 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(opts.config)
+    sweep = load_sweep(opts.sweep, cfg) if opts.sweep is not None else None
     with _Stage(opts, "train", log):
         checkpoint = opts.checkpoint or train(opts.config, out / "train", log)
     with _Stage(opts, "export", log):
@@ -283,6 +304,11 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
         },
         "stages_s": opts.stages_s,
     }
+    if sweep is not None:
+        report["sweep"] = report_mod.sweep_section(sweep, {k: base[k] for k in ("jpeg", "webp")}, str(opts.sweep))
+        best = report["sweep"].get("vs_best_baseline")
+        if best:
+            log(f"MANTiS vs the best baseline ({best['format'].upper()}): BD-rate {best['bd_rate_percent']:+.1f} %")
     report["wall_s"] = round(time.perf_counter() - start, 1)
     report = report_mod.finalize(report, out)
     eq = report["equal_accuracy"]

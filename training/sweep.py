@@ -198,17 +198,20 @@ def _bd(reference: Curve, test: Curve) -> dict[str, Any]:
         return {"error": str(exc)}
 
 
+BASELINE_FORMATS = ("jpeg", "webp")
+
+
 def load_baselines(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """JPEG / WebP curves from a demo ``report.json`` (its ``baselines`` entry) or a file holding only that."""
+    """The JPEG and WebP curves (``jpeg``, ``webp``: lists of points) of a demo ``report.json``."""
     if not path.is_file():
         raise SweepError(f"baselines {path}: no such file")
     try:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SweepError(f"baselines {path}: not valid JSON ({exc})") from None
-    curves = doc.get("baselines", doc) if isinstance(doc, dict) else None
-    if not isinstance(curves, dict) or not curves or not all(isinstance(v, list) for v in curves.values()):
-        raise SweepError(f"baselines {path}: expected {{'baselines': {{format: [points]}}}} as in a demo report.json")
+    curves = {k: doc[k] for k in BASELINE_FORMATS if isinstance(doc, dict) and isinstance(doc.get(k), list)}
+    if not curves:
+        raise SweepError(f"baselines {path}: no 'jpeg' or 'webp' list of points (expected a demo report.json)")
     return curves
 
 
@@ -365,7 +368,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="a training output directory whose matching finished checkpoints are copied in (e.g. runs/demo/train)")
     p.add_argument("--reference", default="film", help="the curve every other is compared with (default film)")
     p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("REF", "TEST"), help="also the BD-rate of TEST against REF")
-    p.add_argument("--baselines", type=Path, help="JPEG/WebP curves: a demo report.json (its 'baselines')")
+    p.add_argument("--baselines", type=Path, help="JPEG/WebP curves: a demo report.json measured on the same data")
     return p.parse_args(argv)
 
 
