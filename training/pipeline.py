@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from codec.files import atomic_write_json
+from training.balancing import FamoBalancer
 from training.build import load_model
 from training.checkpoint import CheckpointError, save_checkpoint
 from training.config import fingerprint
@@ -26,7 +27,6 @@ from training.data import MultiTaskDataset, TaskSpec, build_datasets, load_task_
 from training.engine import FitSpec, Runtime, StepCallback, fit, setup_runtime, shutdown_runtime
 from training.evaluate import evaluate, evaluate_teacher
 from training.models import create_model
-from training.balancing import FamoBalancer
 from training.models.mantis import SplitModel, mantis_stage2_from_stage1
 from training.saliency import saliency_weight, teacher_grad_cam
 from training.stages import Stage1Objective, Stage2Objective, TeacherObjective, param_groups
