@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 from braceexpand import braceexpand
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from codec.files import atomic_write
 from training.data.common import DatasetError, Normalizer
@@ -102,7 +102,7 @@ class ShardMultiTask:
         try:
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
-                return img.convert("RGB")
+                return ImageOps.exif_transpose(img).convert("RGB")  # upright, as a folder source reads it
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise DatasetError(f"image {where}: unreadable ({exc})") from None
 
