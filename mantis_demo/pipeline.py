@@ -213,11 +213,10 @@ def run_edge(bundle_dir: Path, held: HeldOut, opts: DemoOptions, log: Callable[[
     }
 
 
-def run_baselines(checkpoint: Path, held: HeldOut, qualities: Sequence[int], log: Callable[[str], None] = _log) -> dict[str, Any]:
-    """Teacher on lossless PNG, JPEG and WebP curves, and the teacher's batch-1 timings."""
+def run_baselines(teacher_path: Path, held: HeldOut, qualities: Sequence[int], log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Teacher (a ``teacher.safetensors``) on lossless PNG, JPEG and WebP curves, and its batch-1 timings."""
     from training.build import load_model
 
-    teacher_path = checkpoint.parent / "teacher.safetensors"
     teacher, meta = load_model(teacher_path, stage="teacher")
     classifier = TeacherClassifier(teacher, meta["preprocessing"])
     images = [load_image(p) for p in held.paths]
@@ -281,7 +280,7 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
         edge = run_edge(bundle_dir, held, opts, log)
         log(f"MANTiS int8 end to end: {edge['bytes_per_image']:.1f} bytes per image, mean task accuracy {edge['mean_task_accuracy']:.3f}")
     with _Stage(opts, "baselines", log):
-        base = run_baselines(checkpoint, held, opts.qualities, log)
+        base = run_baselines(checkpoint.parent / "teacher.safetensors", held, opts.qualities, log)
     lat = edge.pop("latency_ms")
     report = {
         "model_name": bundle.manifest.model_name,
