@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, help="use only the first N held-out images")
     p.add_argument("--qualities", type=int, nargs="+", default=list(DEFAULT_QUALITIES), help="JPEG/WebP qualities")
     p.add_argument("--backend", default="onnxruntime", help="serve.py backend (default onnxruntime)")
+    p.add_argument("--sweep", type=Path, help="a training/sweep.py output directory on the same --config: the report "
+                   "shows MANTiS and No-FiLM as curves and their BD-rate against JPEG/WebP")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be >= 1")
@@ -38,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     opts = DemoOptions(out=args.out, config=args.config, checkpoint=args.checkpoint, artifacts=args.artifacts,
-                       limit=args.limit, qualities=args.qualities, backend=args.backend)
+                       limit=args.limit, qualities=args.qualities, backend=args.backend, sweep=args.sweep)
     try:
         run_demo(opts)
     except (DemoError, ServerError, EdgeRuntimeError, TransportError, ValueError, OSError) as exc:

@@ -55,6 +55,7 @@ class DemoOptions:
     backend: str = "onnxruntime"
     calibration_samples: int = 128
     check_samples: int = 32
+    sweep: Path | None = None  # a finished training/sweep.py directory: MANTiS and No-FiLM as curves
     stages_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -215,11 +216,10 @@ def run_edge(bundle_dir: Path, held: HeldOut, opts: DemoOptions, log: Callable[[
     }
 
 
-def run_baselines(checkpoint: Path, held: HeldOut, qualities: Sequence[int], log: Callable[[str], None] = _log) -> dict[str, Any]:
-    """Teacher on lossless PNG, JPEG and WebP curves, and the teacher's batch-1 timings."""
+def run_baselines(teacher_path: Path, held: HeldOut, qualities: Sequence[int], log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Teacher (a ``teacher.safetensors``) on lossless PNG, JPEG and WebP curves, and its batch-1 timings."""
     from training.build import load_model
 
-    teacher_path = checkpoint.parent / "teacher.safetensors"
     teacher, meta = load_model(teacher_path, stage="teacher")
     classifier = TeacherClassifier(teacher, meta["preprocessing"])
     images = [load_image(p) for p in held.paths]
@@ -239,6 +239,25 @@ def run_baselines(checkpoint: Path, held: HeldOut, qualities: Sequence[int], log
     return out
 
 
+def load_sweep(sweep_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """A sweep's ``curves.json``, checked to be measured on the same data (seed and data section) as ``cfg``."""
+    from training.config import ConfigError, fingerprint, load_config
+    from training.sweep import CURVES_FILE
+
+    path = sweep_dir / CURVES_FILE
+    if not path.is_file():
+        raise DemoError(f"sweep {sweep_dir}: no {CURVES_FILE} (run training/sweep.py into it first)")
+    try:
+        sweep = json.loads(path.read_text())
+        sweep_cfg = load_config(sweep["config"], sweep.get("sets", []))
+    except (OSError, ValueError, KeyError, ConfigError) as exc:
+        raise DemoError(f"sweep {path}: unreadable ({exc})") from None
+    if fingerprint(sweep_cfg, ["seed", "data"]) != fingerprint(cfg, ["seed", "data"]):
+        raise DemoError(f"sweep {sweep_dir} was measured on other data ({sweep['config']}) than the demo's --config; "
+                        "pass the sweep's config so both use the same held-out images")
+    return sweep
+
+
 def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Run every stage into ``opts.out`` and return the report (also written as report.json / report.md)."""
     from training.config import load_config
@@ -247,6 +266,7 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(opts.config)
+    sweep = load_sweep(opts.sweep, cfg) if opts.sweep is not None else None
     with _Stage(opts, "train", log):
         checkpoint = opts.checkpoint or train(opts.config, out / "train", log)
     with _Stage(opts, "export", log):
@@ -263,7 +283,7 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
         edge = run_edge(bundle_dir, held, opts, log)
         log(f"MANTiS int8 end to end: {edge['bytes_per_image']:.1f} bytes per image, mean task accuracy {edge['mean_task_accuracy']:.3f}")
     with _Stage(opts, "baselines", log):
-        base = run_baselines(checkpoint, held, opts.qualities, log)
+        base = run_baselines(checkpoint.parent / "teacher.safetensors", held, opts.qualities, log)
     with _Stage(opts, "wire bytes", log):
         eq = report_mod.equal_accuracy_summary(edge["bytes_per_image"], edge["mean_task_accuracy"], {k: base[k] for k in ("jpeg", "webp")})
         wire = wire_benchmark.measure(bundle_dir, held.paths, {k: eq[k]["quality"] for k in ("jpeg", "webp")}, out, opts.backend,
@@ -291,6 +311,11 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
         },
         "stages_s": opts.stages_s,
     }
+    if sweep is not None:
+        report["sweep"] = report_mod.sweep_section(sweep, {k: base[k] for k in ("jpeg", "webp")}, str(opts.sweep))
+        best = report["sweep"].get("vs_best_baseline")
+        if best:
+            log(f"MANTiS vs the best baseline ({best['format'].upper()}): BD-rate {best['bd_rate_percent']:+.1f} %")
     report["wall_s"] = round(time.perf_counter() - start, 1)
     report = report_mod.finalize(report, out)
     eq = report["equal_accuracy"]

@@ -99,8 +99,41 @@ def bandwidth_table(
     return rows
 
 
+SWEEP_CURVES = {"film": ("MANTiS float (sweep)", "r*-"), "no_film": ("No-FiLM float (sweep)", "m^--")}
+
+
+def sweep_section(sweep: dict[str, Any], baselines: dict[str, Sequence[dict[str, Any]]], sweep_dir: str) -> dict[str, Any]:
+    """The MANTiS (``film``) and No-FiLM curves of a sweep's ``curves.json`` and their BD-rates (percent,
+    ``training.curves``) against each baseline, the best baseline (the one MANTiS saves least against),
+    and No-FiLM against MANTiS. A comparison that cannot be made holds ``error`` instead."""
+    from training.curves import Curve, CurveError, bd_rate
+
+    curves = {k: sweep["curves"][k]["points"] for k in SWEEP_CURVES if k in sweep.get("curves", {})}
+    if "film" not in curves:
+        raise ValueError(f"sweep {sweep_dir}: no 'film' curve in its curves.json (run training/sweep.py with --variants film)")
+
+    def bd(ref: Curve, test: Curve) -> dict[str, Any]:
+        try:
+            return bd_rate(ref, test)
+        except CurveError as exc:
+            return {"error": str(exc)}
+
+    film = Curve.from_points("MANTiS", curves["film"])
+    out: dict[str, Any] = {"dir": sweep_dir, "curves": curves, "method": sweep["method"], "vs_baselines": {}}
+    for fmt, pts in baselines.items():
+        out["vs_baselines"][fmt] = bd(Curve.from_points(fmt.upper(), pts), film)
+    valid = {k: v for k, v in out["vs_baselines"].items() if "bd_rate_percent" in v}
+    if valid:
+        best = max(valid, key=lambda k: valid[k]["bd_rate_percent"])
+        out["vs_best_baseline"] = {"format": best, **valid[best]}
+    if "no_film" in curves:
+        out["no_film_vs_film"] = bd(film, Curve.from_points("No-FiLM", curves["no_film"]))
+    return out
+
+
 def plot_rate_accuracy(report: dict[str, Any], path: str | os.PathLike) -> None:
-    """Bytes per image (log) vs mean and per-task accuracy: JPEG and WebP curves, MANTiS points."""
+    """Bytes per image (log) vs mean and per-task accuracy: JPEG and WebP curves, and MANTiS as a point
+    (int8 end to end, float) or, with a sweep, as its MANTiS and No-FiLM curves."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,8 +153,13 @@ def plot_rate_accuracy(report: dict[str, Any], path: str | os.PathLike) -> None:
             pts = sorted(report[key], key=lambda p: p["bytes_per_image"])
             ax.plot([p["bytes_per_image"] for p in pts], [acc(p, panel) for p in pts], style, ms=4, label=f"{key.upper()} + teacher")
         e = report["edge_int8"]
-        ax.plot([e["bytes_per_image"]], [acc(e, panel)], "r*", ms=14, label="MANTiS int8 (end to end)")
-        if "bytes_per_image" in report["float"]:
+        if "sweep" in report:
+            for key, pts in report["sweep"]["curves"].items():
+                label, style = SWEEP_CURVES[key]
+                ax.plot([p["bytes_per_image"] for p in pts], [acc(p, panel) for p in pts], style, ms=7, label=label)
+        else:
+            ax.plot([e["bytes_per_image"]], [acc(e, panel)], "r*", ms=14, label="MANTiS int8 (end to end)")
+        if "bytes_per_image" in report["float"] and "sweep" not in report:
             f = report["float"]
             ax.plot([f["bytes_per_image"]], [acc(f, panel)], "kx", ms=10, label="MANTiS float")
         if "teacher" in report:
@@ -231,6 +269,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         + (" (\"> Nx\": no measured quality of that codec is as accurate as MANTiS; the ratio at its most accurate"
            " quality is a lower bound)." if bound else "."),
         "",
+    ]
+    if "sweep" in report:
+        lines += _sweep_markdown(report["sweep"])
+    lines += [
         "## Latency (ms per image)",
         "",
     ]
@@ -307,6 +349,35 @@ def wire_markdown(wire: dict[str, Any]) -> list[str]:
     for c in wire["checks"]:
         lines.append(f"| {c['what']} | {c['value']:.2f} | {c['limit']} | {'yes' if c['met'] else '**no**'} |")
     lines.append("")
+    return lines
+
+
+def _bd_cell(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"n/a ({r['error']})"
+    lo, hi = r["overlap"]
+    return f"{r['bd_rate_percent']:+.1f} % (accuracy {_pct(lo)} to {_pct(hi)})"
+
+
+def _sweep_markdown(sw: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Rate-accuracy curves (sweep)",
+        "",
+        f"From `{sw['dir']}` (`training/sweep.py`): float models, real bitstreams, on the same held-out images.",
+        "",
+        "| curve | beta' | bytes per image | mean accuracy |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key, pts in sw["curves"].items():
+        lines += [f"| {SWEEP_CURVES[key][0]} | {p['beta']:g} | {_fmt_bytes(p['bytes_per_image'])} | {_pct(p['mean_task_accuracy'])} |" for p in pts]
+    lines += ["", "| comparison | BD-rate |", "| --- | --- |"]
+    for fmt, r in sw["vs_baselines"].items():
+        lines.append(f"| MANTiS vs {fmt.upper()} + teacher | {_bd_cell(r)} |")
+    if "vs_best_baseline" in sw:
+        lines.append(f"| **MANTiS vs the best baseline ({sw['vs_best_baseline']['format'].upper()})** | **{_bd_cell(sw['vs_best_baseline'])}** |")
+    if "no_film_vs_film" in sw:
+        lines.append(f"| No-FiLM vs MANTiS | {_bd_cell(sw['no_film_vs_film'])} |")
+    lines += ["", f"BD-rate: {sw['method']}; negative = fewer bytes at equal accuracy.", ""]
     return lines
 
 

@@ -41,6 +41,21 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor]
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"mantis": json.dumps(meta)}))
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint's metadata alone (no tensors are read); ``CheckpointError`` when it has none."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            raw = (fh.metadata() or {}).get("mantis")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({exc})") from None
+    if raw is None:
+        raise CheckpointError(f"checkpoint {path}: no MANTiS metadata (was it written by this project?)")
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"checkpoint {path}: metadata is not valid JSON ({exc})") from None
+
+
 def read_checkpoint(path: str | os.PathLike, stage: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load weights and metadata; raise ``CheckpointError`` naming the file and the problem."""
     path = Path(path)

@@ -31,8 +31,11 @@ class Spec(abc.ABC):
 
 
 class Scalar(Spec):
-    def __init__(self, kind: type, *, minimum: float | None = None, choices: Sequence[str] | None = None, nullable: bool = False) -> None:
-        self.kind, self.minimum, self.choices, self.nullable = kind, minimum, choices, nullable
+    def __init__(
+        self, kind: type, *, minimum: float | None = None, maximum: float | None = None,
+        choices: Sequence[str] | None = None, nullable: bool = False,
+    ) -> None:
+        self.kind, self.minimum, self.maximum, self.choices, self.nullable = kind, minimum, maximum, choices, nullable
 
     def describe(self) -> str:
         name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
@@ -52,6 +55,8 @@ class Scalar(Spec):
             return f"must be {self.describe()}, got {value!r}"
         if self.minimum is not None and value < self.minimum:
             return f"must be >= {self.minimum}, got {value!r}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be <= {self.maximum}, got {value!r}"
         return None
 
 
@@ -79,6 +84,7 @@ NUM = Scalar(float, minimum=0)
 BOOL = Scalar(bool)
 PATH = Scalar(str, nullable=True)
 QUANTIZATION = Scalar(str, choices=("noise", "ste"))
+FRACTION = Scalar(float, minimum=0, maximum=1)
 
 
 def _optim() -> dict[str, Spec]:
@@ -92,7 +98,7 @@ SCHEMA: dict[str, Any] = {
     "amp": BOOL,
     "save_every": POS_INT,
     "data": {
-        "kind": Scalar(str, choices=("synthetic", "folder")),
+        "kind": Scalar(str, choices=("synthetic", "folder", "webdataset")),
         "image_size": POS_INT,
         "mean": ListOf(Scalar(float), length=3),
         "std": ListOf(Scalar(float, minimum=1e-6), length=3),
@@ -108,9 +114,10 @@ SCHEMA: dict[str, Any] = {
             "two_task_fraction": NUM,
         },
         "folder": {"root": PATH, "task_map": PATH},
+        "webdataset": {"train": PATH, "val": PATH, "test": PATH, "task_map": PATH},
     },
     "teacher": {
-        "kind": Scalar(str, choices=("cnn", "torchvision")),
+        "kind": Scalar(str, choices=("cnn", "torchvision", "timm")),
         "channels": ListOf(POS_INT, length=4),
         "arch": PATH,
         "weights": PATH,
@@ -125,7 +132,15 @@ SCHEMA: dict[str, Any] = {
         "film_hidden": POS_INT,
         "decoder_hidden": POS_INT,
     },
-    "stage1": {**_optim(), "aux_lr": NUM, "beta": NUM, "detection_weight": NUM, "quantization": QUANTIZATION},
+    "stage1": {
+        **_optim(),
+        "aux_lr": NUM,
+        "beta": NUM,
+        "beta_warmup": FRACTION,
+        "detection_weight": NUM,
+        "quantization": QUANTIZATION,
+        "saliency": FRACTION,
+    },
     "stage2": {
         **_optim(),
         "aux_lr": NUM,
@@ -135,6 +150,12 @@ SCHEMA: dict[str, Any] = {
         "encoder_lr_scale": NUM,
         "kd_weight": NUM,
         "kd_temperature": Scalar(float, minimum=1e-3),
+        "beta_warmup": FRACTION,
+        "label_smoothing": FRACTION,
+        "balancing": Scalar(str, choices=("fixed", "famo")),
+        "balancing_lr": NUM,
+        "balancing_decay": NUM,
+        "seed": Scalar(int, minimum=0, nullable=True),
     },
     "ablations": {"no_film": BOOL, "oracle": BOOL},
 }
@@ -243,14 +264,34 @@ def _check_consistency(cfg: dict[str, Any], source: str) -> None:
         raise ConfigError(f"{source}: data.image_size {data['image_size']} must be a multiple of {max(stride, 16)}")
     if data["kind"] == "folder" and not (data["folder"]["root"] and data["folder"]["task_map"]):
         raise ConfigError(f"{source}: data.kind 'folder' needs data.folder.root and data.folder.task_map")
+    if data["kind"] == "webdataset":
+        for key in ("train", "val", "task_map"):
+            if not data["webdataset"][key]:
+                raise ConfigError(f"{source}: data.kind 'webdataset' needs data.webdataset.{key}")
     if data["kind"] == "synthetic" and not 0 <= data["synthetic"]["two_task_fraction"] <= 1:
         raise ConfigError(f"{source}: data.synthetic.two_task_fraction must be in [0, 1]")
-    if teacher["kind"] == "torchvision":
+    if teacher["kind"] in ("torchvision", "timm"):
+        kind = teacher["kind"]
         for key in ("arch", "weights", "distill_layer"):
             if not teacher[key]:
-                raise ConfigError(f"{source}: teacher.kind 'torchvision' needs teacher.{key}")
-        if data["kind"] != "folder":
-            raise ConfigError(f"{source}: a torchvision teacher needs data.kind 'folder' with a teacher_index task map")
+                raise ConfigError(f"{source}: teacher.kind {kind!r} needs teacher.{key}")
+        if data["kind"] == "synthetic":
+            raise ConfigError(f"{source}: a {kind} teacher needs data.kind 'folder' or 'webdataset' with a teacher_index task map")
+
+
+# Options added after checkpoints were first made: while one holds this value (its default, which keeps
+# the earlier behaviour) it is left out of the fingerprint, so finished stages stay reusable.
+FINGERPRINT_NEUTRAL: dict[str, Any] = {
+    "data.webdataset": {"train": None, "val": None, "test": None, "task_map": None},
+    "stage1.beta_warmup": 0.0,
+    "stage1.saliency": 0.0,
+    "stage2.beta_warmup": 0.0,
+    "stage2.label_smoothing": 0.0,
+    "stage2.balancing": "fixed",
+    "stage2.balancing_lr": 0.025,
+    "stage2.balancing_decay": 0.001,
+    "stage2.seed": None,
+}
 
 
 def fingerprint(cfg: dict[str, Any], sections: Sequence[str]) -> str:
@@ -260,5 +301,7 @@ def fingerprint(cfg: dict[str, Any], sections: Sequence[str]) -> str:
         value = cfg[s]
         if s == "data":
             value = {k: v for k, v in value.items() if k not in ("num_workers", "eval_batch_size", "cache")}
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if FINGERPRINT_NEUTRAL.get(f"{s}.{k}", ...) != v}
         picked[s] = value
     return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]

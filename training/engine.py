@@ -1,8 +1,9 @@
 """The training loop shared by every stage: schedule, AMP, DDP, progress bars, resumable state.
 
 A stage is an ``nn.Module`` whose ``forward(*batch)`` returns ``(loss, logs)``; ``fit`` runs it for a number
-of epochs. Every ``save_every`` steps (and at each epoch end) the loop writes a resume state (weights,
-optimizer, AMP scaler, RNG, step) atomically; a rerun with the same fingerprint continues from it and
+of epochs, calling its ``schedule(step, total)`` (if it has one) before every step. Every ``save_every``
+steps (and at each epoch end) the loop writes a resume state (weights, optimizer, AMP scaler, RNG, step,
+the stage's own buffers) atomically; a rerun with the same fingerprint continues from it and
 reproduces the uninterrupted run. Data order is a pure function of (seed, epoch), so resuming mid-epoch
 skips exactly the batches already seen.
 """
@@ -133,11 +134,20 @@ class FitSpec:
     callbacks: list[StepCallback] = field(default_factory=list)
 
 
-def _save_resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, step: int, fingerprint: str, rt: Runtime) -> None:
+def _stage_buffers(stage: nn.Module, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The stage's buffers outside the model (e.g. learned loss weights): they belong in the resume state."""
+    owned = {id(b) for b in model.buffers()}
+    return {name: b for name, b in stage.named_buffers() if id(b) not in owned}
+
+
+def _save_resume(
+    path: Path, stage: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, step: int, fingerprint: str, rt: Runtime
+) -> None:
     state: dict[str, Any] = {
         "fingerprint": fingerprint,
         "step": step,
         "model": model.state_dict(),
+        "stage_buffers": _stage_buffers(stage, model),
         "optimizer": opt.state_dict(),
         "scaler": scaler.state_dict(),
         "rng": torch.get_rng_state(),
@@ -188,6 +198,12 @@ def fit(
         try:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
+            buffers = _stage_buffers(stage, model)
+            saved = state.get("stage_buffers", {})
+            if set(buffers) != set(saved):
+                raise KeyError(f"stage buffers {sorted(saved)}, expected {sorted(buffers)}")
+            for name, b in buffers.items():
+                b.copy_(saved[name])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"resume state {spec.resume_path}: does not fit this model ({exc}); delete it to start over") from None
         scaler.load_state_dict(state["scaler"])
@@ -200,6 +216,7 @@ def fit(
     if rt.distributed:
         runner = DistributedDataParallel(stage, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     stage.train()
+    schedule = getattr(stage, "schedule", None)
     means: dict[str, float] = {}
     bar = tqdm(total=total, initial=step, desc=spec.name, disable=None if rt.is_main else True, dynamic_ncols=True)
     while step < total:
@@ -218,6 +235,8 @@ def fit(
             factor = lr_factor(step, total, spec.warmup)
             for g, lr in zip(opt.param_groups, base_lrs):
                 g["lr"] = lr * factor
+            if schedule is not None:
+                schedule(step, total)
             batch = tuple(t.to(rt.device, non_blocking=True) for t in batch)
             inputs = batch_fn(batch) if batch_fn is not None else batch
             with rt.autocast():
@@ -232,7 +251,7 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + float(v)
             bar.update(1)
             if rt.is_main and (step % spec.save_every == 0 or step % per_epoch == 0):
-                _save_resume(spec.resume_path, model, opt, scaler, step, spec.fingerprint, rt)
+                _save_resume(spec.resume_path, stage, model, opt, scaler, step, spec.fingerprint, rt)
             for cb in spec.callbacks:
                 cb(spec.name, step)
         means = {k: v / max(count, 1) for k, v in sums.items()}

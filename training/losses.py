@@ -13,7 +13,7 @@ def rate_bpp(likelihoods: torch.Tensor, num_pixels: int) -> torch.Tensor:
     return likelihoods.clamp_min(1e-9).log2().sum().neg() / num_pixels
 
 
-def masked_task_ce(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+def masked_task_ce(logits: Sequence[torch.Tensor], labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy averaged over the (image, task) pairs where the task applies (label >= 0)."""
     total = logits[0].new_zeros(())
     count = 0
@@ -21,11 +21,34 @@ def masked_task_ce(logits: Sequence[torch.Tensor], labels: torch.Tensor) -> torc
         keep = labels[:, t] >= 0
         n = int(keep.sum())
         if n:
-            total = total + F.cross_entropy(task_logits[keep].float(), labels[keep, t], reduction="sum")
+            total = total + F.cross_entropy(task_logits[keep].float(), labels[keep, t], reduction="sum", label_smoothing=label_smoothing)
             count += n
         else:  # keep every head in the graph (DDP expects a gradient for every parameter)
             total = total + 0.0 * task_logits.sum()
     return total / max(count, 1)
+
+
+def per_task_ce(logits: Sequence[torch.Tensor], labels: torch.Tensor, label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per task, the cross-entropy averaged over the images it applies to, and whether any did.
+
+    Returns ``(losses, present)``, both of length ``len(logits)``; a task absent from the batch has loss
+    ``0 * sum(logits)`` (in the graph, no gradient) and ``present`` False.
+    """
+    losses, present = [], []
+    for t, task_logits in enumerate(logits):
+        keep = labels[:, t] >= 0
+        if bool(keep.any()):
+            losses.append(F.cross_entropy(task_logits[keep].float(), labels[keep, t], label_smoothing=label_smoothing))
+            present.append(True)
+        else:
+            losses.append(0.0 * task_logits.float().sum())
+            present.append(False)
+    return torch.stack(losses), torch.tensor(present, device=losses[0].device)
+
+
+def saliency_weighted_mse(prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``mean(weight * (prediction - target)^2)`` with a per-position ``weight`` (B, H, W) shared by the channels."""
+    return (weight[:, None] * (prediction.float() - target.float()).square()).mean()
 
 
 def masked_task_kd(

@@ -19,14 +19,16 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from codec.files import atomic_write_json
+from training.balancing import FamoBalancer
 from training.build import load_model
 from training.checkpoint import CheckpointError, save_checkpoint
 from training.config import fingerprint
-from training.data import MultiTaskDataset, TaskSpec, build_datasets, load_task_map
+from training.data import MultiTaskDataset, TaskSpec, build_datasets, load_task_map, task_map_path
 from training.engine import FitSpec, Runtime, StepCallback, fit, setup_runtime, shutdown_runtime
 from training.evaluate import evaluate, evaluate_teacher
 from training.models import create_model
 from training.models.mantis import SplitModel, mantis_stage2_from_stage1
+from training.saliency import saliency_weight, teacher_grad_cam
 from training.stages import Stage1Objective, Stage2Objective, TeacherObjective, param_groups
 
 log = logging.getLogger("mantis.training")
@@ -76,12 +78,17 @@ class Context:
             **extra,
         }
 
+    def seed(self, name: str) -> int:
+        """The seed of a stage: the global one, or ``stage2.seed`` for Stage 2 and its No-FiLM ablation."""
+        own = self.cfg["stage2"]["seed"] if name in ("stage2", "no_film") else None
+        return self.cfg["seed"] if own is None else own
+
     def fit_spec(self, name: str, section: dict[str, Any], fp: str) -> FitSpec:
         return FitSpec(
             name=name,
             epochs=section["epochs"],
             batch_size=self.cfg["data"]["batch_size"],
-            seed=self.cfg["seed"] + _SEED_OFFSET[name],
+            seed=self.seed(name) + _SEED_OFFSET[name],
             warmup=section["warmup"],
             fingerprint=fp,
             resume_path=self.out / f"{name}.resume.pt",
@@ -98,6 +105,11 @@ class Context:
             (self.out / f"{name}.resume.pt").unlink(missing_ok=True)
         self.rt.barrier()
         return path
+
+
+def stage_fingerprints(cfg: dict[str, Any]) -> dict[str, str]:
+    """The fingerprint each checkpoint of ``CHECKPOINTS`` must carry to be reused under ``cfg``."""
+    return {name: fingerprint(cfg, _DEPENDS["stage2" if name == "no_film" else name]) for name in CHECKPOINTS}
 
 
 def _cached(ctx: Context, name: str, stage: str, fp: str) -> tuple[nn.Module, dict[str, Any]] | None:
@@ -118,7 +130,7 @@ def _cached(ctx: Context, name: str, stage: str, fp: str) -> tuple[nn.Module, di
 
 
 def _seed(ctx: Context, name: str) -> None:
-    torch.manual_seed(ctx.cfg["seed"] * 1000 + _SEED_OFFSET[name])
+    torch.manual_seed(ctx.seed(name) * 1000 + _SEED_OFFSET[name])
 
 
 def teacher_stage(ctx: Context) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]:
@@ -136,11 +148,13 @@ def teacher_stage(ctx: Context) -> tuple[nn.Module, dict[str, Any], dict[str, An
         fit(TeacherObjective(teacher), teacher, param_groups(teacher.named_parameters(), tcfg["lr"], tcfg["weight_decay"]),
             ctx.train, ctx.fit_spec("teacher", tcfg, fp), ctx.rt)
     else:
-        indices = load_task_map(ctx.cfg["data"]["folder"]["task_map"]).teacher_indices()
+        indices = load_task_map(task_map_path(ctx.cfg)).teacher_indices()
         kwargs = {"arch": tcfg["arch"], "distill_layer": tcfg["distill_layer"], "task_class_indices": indices,
                   "input_size": ctx.preprocessing["input_size"]}
-        spec = {"name": "teacher_torchvision", "kwargs": kwargs}
+        spec = {"name": f"teacher_{tcfg['kind']}", "kwargs": kwargs}
         teacher = create_model(spec["name"], **kwargs, weights=tcfg["weights"]).to(ctx.rt.device)
+        if tcfg["kind"] == "timm":  # rebuilt from the checkpoint without the weights file
+            kwargs["num_classes"] = teacher.num_classes
     teacher.eval()
     metrics = evaluate_teacher(teacher, ctx.test_loader(), ctx.tasks, ctx.rt.device) if ctx.rt.is_main else {}
     ctx.finish("teacher", teacher, ctx.meta("teacher", spec, fp, metrics=metrics))
@@ -173,11 +187,14 @@ def stage1(ctx: Context, teacher: nn.Module, teacher_spec: dict[str, Any]) -> tu
     kwargs = stage1_kwargs(ctx, teacher)
     _seed(ctx, "stage1")
     model = create_model("mantis_stage1", **kwargs).to(ctx.rt.device)
-    objective = Stage1Objective(model, s["beta"], s["detection_weight"], s["quantization"])
+    objective = Stage1Objective(model, s["beta"], s["detection_weight"], s["quantization"], s["beta_warmup"])
     teacher.requires_grad_(False).eval()
 
     def with_teacher_features(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        x, _, task_vector = batch
+        x, labels, task_vector = batch
+        if s["saliency"] > 0:
+            features, cam = teacher_grad_cam(teacher, x, labels)
+            return x, features, task_vector, saliency_weight(cam, s["saliency"])
         with torch.no_grad(), ctx.rt.autocast():
             return x, teacher.head(x), task_vector
 
@@ -205,7 +222,11 @@ def stage2(ctx: Context, name: str, film_mode: str, stage1_model: SplitModel, s1
     s = ctx.cfg["stage2"]
     _seed(ctx, name)
     model = mantis_stage2_from_stage1(stage1_model, teacher.task_tails(), film_mode).to(ctx.rt.device)
-    objective = Stage2Objective(model, s["beta"], s["detection_weight"], s["kd_weight"], s["kd_temperature"], s["quantization"])
+    balancer = None
+    if s["balancing"] == "famo":
+        balancer = FamoBalancer([t.name for t in ctx.tasks] + ["rate"], s["balancing_lr"], s["balancing_decay"]).to(ctx.rt.device)
+    objective = Stage2Objective(model, s["beta"], s["detection_weight"], s["kd_weight"], s["kd_temperature"], s["quantization"],
+                                beta_warmup=s["beta_warmup"], label_smoothing=s["label_smoothing"], balancer=balancer)
     teacher.requires_grad_(False).eval()
     batch_fn = None
     if s["kd_weight"] > 0:
@@ -213,13 +234,16 @@ def stage2(ctx: Context, name: str, film_mode: str, stage1_model: SplitModel, s1
             with torch.no_grad(), ctx.rt.autocast():
                 return (*batch, *teacher(batch[0]))
 
-    fit(objective, model, objective.param_groups(s["lr"], s["aux_lr"], s["weight_decay"], s["encoder_lr_scale"]),
-        ctx.train, ctx.fit_spec(name, s, fp), ctx.rt, batch_fn)
+    last_epoch = fit(objective, model, objective.param_groups(s["lr"], s["aux_lr"], s["weight_decay"], s["encoder_lr_scale"]),
+                     ctx.train, ctx.fit_spec(name, s, fp), ctx.rt, batch_fn)
     model.update(force=True)
     model.eval()
     metrics: dict[str, Any] = {}
     if ctx.rt.is_main:
         metrics = evaluate(model, ctx.test_loader(), ctx.tasks, device=ctx.rt.device, desc=f"{name} eval")
+        metrics["train_last_epoch"] = last_epoch
+        if balancer is not None:
+            metrics["loss_weights"] = balancer.named_weights()
         if film_mode == "film" and ctx.cfg["ablations"]["oracle"]:
             metrics["oracle"] = evaluate(model, ctx.test_loader(), ctx.tasks, oracle=True, device=ctx.rt.device, desc="oracle eval")
     kwargs = {"stage1": s1_kwargs, "teacher": teacher_spec, "film_mode": film_mode}
@@ -235,14 +259,27 @@ def _timed(ctx: Context, name: str, fn: Any, *args: Any) -> Any:
     return result
 
 
-def run(cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallback] = ()) -> dict[str, Any]:
-    """Run every stage of a validated config into ``out_dir`` and return (and write) the metrics."""
+Datasets = tuple[MultiTaskDataset, MultiTaskDataset, list[TaskSpec], dict[str, Any]]
+
+
+def load_datasets(cfg: dict[str, Any]) -> Datasets:
+    """``(train, test, tasks, preprocessing)`` as ``run`` uses them (build once to run several configs
+    that share the ``data`` section)."""
+    train, _, test, tasks, preprocessing = build_datasets(cfg, splits=("train", "test"))
+    return train, test, tasks, preprocessing
+
+
+def run(cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallback] = (), datasets: Datasets | None = None) -> dict[str, Any]:
+    """Run every stage of a validated config into ``out_dir`` and return (and write) the metrics.
+
+    ``datasets`` (from ``load_datasets`` with the same ``data`` section) saves building them again.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rt = setup_runtime(cfg["device"], cfg["amp"], cfg["threads"])
     try:
         start = time.perf_counter()
-        train, _, test, tasks, preprocessing = build_datasets(cfg, splits=("train", "test"))
+        train, test, tasks, preprocessing = datasets if datasets is not None else load_datasets(cfg)
         ctx = Context(cfg, out, rt, train, test, tasks, preprocessing, callbacks)
         ctx.seconds["data"] = round(time.perf_counter() - start, 2)
         teacher, teacher_spec, teacher_metrics = _timed(ctx, "teacher", teacher_stage, ctx)

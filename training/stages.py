@@ -2,9 +2,15 @@
 
 * teacher: masked per-task cross-entropy;
 * Stage 1 (head distillation): ``MSE(decoder(y_hat), teacher.head(x)) + beta * bpp`` (+ task-detection BCE
-  so the shared stem, frozen later, already serves the detector);
+  so the shared stem, frozen later, already serves the detector); optionally the MSE weighted by the
+  teacher's Grad-CAM (``training.saliency``);
 * Stage 2: ``BCE(detection) + masked per-task CE (+ KD to the teacher) + beta' * bpp`` with the stem frozen
-  and the encoder at a lower learning rate.
+  and the encoder at a lower learning rate; optionally label smoothing in the CE, and learned weights of
+  the per-task CEs and the rate (``training.balancing``).
+
+Both bottleneck stages can ramp beta linearly from 0 over the first ``beta_warmup`` fraction of their
+steps (the information-bottleneck warm-up): the training loop calls ``schedule(step, total)`` before
+every step.
 
 The entropy bottleneck's auxiliary loss (fitting its quantiles, which only it touches) is added to every
 bottleneck stage's loss, with the quantiles in their own parameter group.
@@ -18,7 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.losses import detection_bce, masked_task_ce, masked_task_kd, rate_bpp
+from training.balancing import FamoBalancer
+from training.losses import detection_bce, masked_task_ce, masked_task_kd, per_task_ce, rate_bpp, saliency_weighted_mse
 from training.models.mantis import SplitModel
 
 
@@ -47,6 +54,12 @@ def _logs(**terms: torch.Tensor) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in terms.items()}
 
 
+def warmup_factor(step: int, total: int, warmup: float) -> float:
+    """Linear ramp from 0 to 1 over the first ``warmup`` fraction of ``total`` steps (1 when ``warmup`` is 0)."""
+    ramp = warmup * total
+    return 1.0 if ramp <= 0 else min(1.0, step / ramp)
+
+
 class TeacherObjective(nn.Module):
     def __init__(self, teacher: nn.Module) -> None:
         super().__init__()
@@ -60,23 +73,34 @@ class TeacherObjective(nn.Module):
 class Stage1Objective(nn.Module):
     """Head distillation through the bottleneck; FiLM is the identity."""
 
-    def __init__(self, model: SplitModel, beta: float, detection_weight: float, quantization: str = "noise") -> None:
+    def __init__(self, model: SplitModel, beta: float, detection_weight: float, quantization: str = "noise", beta_warmup: float = 0.0) -> None:
         super().__init__()
         self.model = model
         model.decoder_quantization = quantization
         self.beta = beta
+        self.beta_warmup = beta_warmup
+        self.beta_scale = 1.0
         self.detection_weight = detection_weight
         model.requires_grad_(True)
         model.client.film_generator.requires_grad_(False)  # identity FiLM: unused
         if detection_weight == 0:
             model.client.task_detector.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor, target: torch.Tensor, task_vector: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def schedule(self, step: int, total: int) -> None:
+        self.beta_scale = warmup_factor(step, total, self.beta_warmup)
+
+    def forward(
+        self, x: torch.Tensor, target: torch.Tensor, task_vector: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict]:
+        """``weight`` (B, h, w), when given, weights the squared error at each position (saliency)."""
         out = self.model(x)
-        mse = F.mse_loss(out["out"].float(), target.float())
+        if weight is None:
+            mse = F.mse_loss(out["out"].float(), target.float())
+        else:
+            mse = saliency_weighted_mse(out["out"], target, weight)
         bpp = rate_bpp(out["likelihoods"]["y"], x.shape[0] * x.shape[2] * x.shape[3])
         aux = self.model.aux_loss()
-        loss = mse + self.beta * bpp + aux
+        loss = mse + self.beta * self.beta_scale * bpp + aux
         logs = _logs(mse=mse, bpp=bpp)
         if self.detection_weight:
             bce = detection_bce(out["task_logits"], task_vector)
@@ -90,15 +114,24 @@ class Stage1Objective(nn.Module):
 
 
 class Stage2Objective(nn.Module):
-    """Task-aware fine-tuning: detection BCE + masked per-task CE (+ KD) + beta' * rate; stem frozen."""
+    """Task-aware fine-tuning: detection BCE + masked per-task CE (+ KD) + beta' * rate; stem frozen.
+
+    ``balancer`` (names: the task names, then ``rate``) replaces the pooled CE + beta' * rate by
+    ``mean_t(w_t * CE_t) + w_rate * beta' * rate`` with its learned weights (mean 1).
+    """
 
     def __init__(
-        self, model: SplitModel, beta: float, detection_weight: float, kd_weight: float, kd_temperature: float, quantization: str = "noise"
+        self, model: SplitModel, beta: float, detection_weight: float, kd_weight: float, kd_temperature: float, quantization: str = "noise",
+        *, beta_warmup: float = 0.0, label_smoothing: float = 0.0, balancer: FamoBalancer | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         model.decoder_quantization = quantization
         self.beta = beta
+        self.beta_warmup = beta_warmup
+        self.beta_scale = 1.0
+        self.label_smoothing = label_smoothing
+        self.balancer = balancer
         self.detection_weight = detection_weight
         self.kd_weight = kd_weight
         self.kd_temperature = kd_temperature
@@ -112,14 +145,31 @@ class Stage2Objective(nn.Module):
         self.model.client.stem.eval()  # frozen: its batch-norm statistics stay as Stage 1 left them
         return self
 
+    def schedule(self, step: int, total: int) -> None:
+        self.beta_scale = warmup_factor(step, total, self.beta_warmup)
+
     def forward(self, x: torch.Tensor, labels: torch.Tensor, task_vector: torch.Tensor, *teacher_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
         out = self.model(x)
-        ce = masked_task_ce(out["out"], labels)
         bce = detection_bce(out["task_logits"], task_vector)
         bpp = rate_bpp(out["likelihoods"]["y"], x.shape[0] * x.shape[2] * x.shape[3])
         aux = self.model.aux_loss()
-        loss = ce + self.detection_weight * bce + self.beta * bpp + aux
-        logs = _logs(ce=ce, bce=bce, bpp=bpp)
+        beta = self.beta * self.beta_scale
+        if self.balancer is None:
+            ce = masked_task_ce(out["out"], labels, self.label_smoothing)
+            loss = ce + self.detection_weight * bce + beta * bpp + aux
+            logs = _logs(ce=ce, bce=bce, bpp=bpp)
+        else:
+            task_ce, present = per_task_ce(out["out"], labels, self.label_smoothing)
+            w = self.balancer.weights().to(bpp.device)
+            ce = (w[:-1] * task_ce).mean()
+            loss = ce + self.detection_weight * bce + w[-1] * beta * bpp + aux
+            logs = _logs(ce=ce, bce=bce, bpp=bpp, **{f"w_{n}": v for n, v in zip(self.balancer.names, w)})
+            if self.training:
+                terms = torch.cat([task_ce.detach(), bpp.detach()[None]])  # log(beta' * bpp) changes as log(bpp)
+                # a task absent from this batch keeps its previous log-loss (no change)
+                keep = torch.cat([present, present.new_ones(1)])
+                terms = torch.where(keep, terms, self.balancer.prev_log.exp().to(terms.device))
+                self.balancer.update(terms)
         if teacher_logits:
             kd = masked_task_kd(out["out"], teacher_logits, labels, self.kd_temperature)
             loss = loss + self.kd_weight * kd

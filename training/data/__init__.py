@@ -10,6 +10,7 @@ from typing import Any
 
 from training.data.common import DatasetError, MultiTaskDataset, Normalizer, TaskSpec, preprocessing_meta
 from training.data.folder import FolderMultiTask, TaskMap, folder_splits, load_task_map
+from training.data.shards import ShardMultiTask
 from training.data.synthetic import SyntheticMultiTask
 
 __all__ = [
@@ -17,13 +18,23 @@ __all__ = [
     "FolderMultiTask",
     "MultiTaskDataset",
     "Normalizer",
+    "ShardMultiTask",
     "SyntheticMultiTask",
     "TaskMap",
     "TaskSpec",
     "build_datasets",
     "load_task_map",
     "preprocessing_meta",
+    "task_map_path",
 ]
+
+
+def task_map_path(cfg: dict[str, Any]) -> str:
+    """The task map of a folder or webdataset config."""
+    data = cfg["data"]
+    if data["kind"] not in ("folder", "webdataset"):
+        raise DatasetError(f"data.kind {data['kind']!r} has no task map")
+    return data[data["kind"]]["task_map"]
 
 
 def build_datasets(
@@ -42,11 +53,18 @@ def build_datasets(
             for split in splits
         }
         tasks = SyntheticMultiTask(1, size, cfg["seed"], "train", syn["tasks"], syn["two_task_fraction"]).tasks
-    else:
+    elif data["kind"] == "folder":
         task_map = load_task_map(data["folder"]["task_map"])
         dirs = folder_splits(data["folder"]["root"])
         normalizer = Normalizer(preprocessing)
         sources = {split: FolderMultiTask(dirs[split], task_map, normalizer) for split in splits}
+        tasks = list(task_map.tasks)
+    else:
+        shards = data["webdataset"]
+        task_map = load_task_map(shards["task_map"])
+        normalizer = Normalizer(preprocessing)
+        patterns = {"train": shards["train"], "val": shards["val"], "test": shards["test"] or shards["val"]}
+        sources = {split: ShardMultiTask(patterns[split], task_map, normalizer) for split in splits}
         tasks = list(task_map.tasks)
     out = {
         split: MultiTaskDataset(source, preprocessing, cache=data["cache"], desc=split) for split, source in sources.items()

@@ -7,6 +7,7 @@ attributes ``distill_channels`` / ``distill_stride`` describing the distilled la
 * ``teacher_cnn``: a small CNN trained by the pipeline on the built-in data (or any folder dataset).
 * ``teacher_torchvision``: any torchvision classifier with a local weights file; the model is cut at a
   named layer, and each task reads its classes' logits out of the full (e.g. ImageNet-1k) output.
+* ``teacher_timm``: the same for a timm architecture (number of classes read from the weights file).
 """
 
 from __future__ import annotations
@@ -129,8 +130,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-class TorchvisionTeacher(nn.Module):
-    """A torchvision classifier cut at ``distill_layer`` into ``head`` and ``tail``.
+class CutTeacher(nn.Module):
+    """A classifier cut at ``distill_layer`` into ``head`` and ``tail``.
 
     The cut treats the model as the sequence of its children (with a flatten before the classifier);
     construction checks, with torchdistill's forward hooks on the intact model, that ``head`` reproduces
@@ -138,26 +139,9 @@ class TorchvisionTeacher(nn.Module):
     """
 
     def __init__(
-        self,
-        arch: str,
-        distill_layer: str,
-        task_class_indices: Sequence[Sequence[int]],
-        input_size: Sequence[int] = (224, 224),
-        weights: str | None = None,
+        self, model: nn.Module, arch: str, distill_layer: str, task_class_indices: Sequence[Sequence[int]], input_size: Sequence[int]
     ) -> None:
         super().__init__()
-        import torchvision
-
-        try:
-            model = torchvision.models.get_model(arch, weights=None)
-        except ValueError as exc:
-            raise ValueError(f"unknown torchvision architecture {arch!r} ({exc})") from None
-        if weights is not None:
-            state = load_state_dict_file(weights)
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as exc:
-                raise CheckpointError(f"teacher weights {weights}: do not fit {arch} ({exc})") from None
         model.eval()
         try:
             head, tail = _split_children(model, distill_layer.split("."))
@@ -209,6 +193,70 @@ class TorchvisionTeacher(nn.Module):
         return self.tail(self.head(x))
 
 
+class TorchvisionTeacher(CutTeacher):
+    """A torchvision classifier (``torchvision.models.get_model(arch)``) as a cut teacher."""
+
+    def __init__(
+        self,
+        arch: str,
+        distill_layer: str,
+        task_class_indices: Sequence[Sequence[int]],
+        input_size: Sequence[int] = (224, 224),
+        weights: str | None = None,
+    ) -> None:
+        import torchvision
+
+        try:
+            model = torchvision.models.get_model(arch, weights=None)
+        except ValueError as exc:
+            raise ValueError(f"unknown torchvision architecture {arch!r} ({exc})") from None
+        if weights is not None:
+            try:
+                model.load_state_dict(load_state_dict_file(weights))
+            except RuntimeError as exc:
+                raise CheckpointError(f"teacher weights {weights}: do not fit {arch} ({exc})") from None
+        super().__init__(model, arch, distill_layer, task_class_indices, input_size)
+
+
+class TimmTeacher(CutTeacher):
+    """A timm classifier (``timm.create_model(arch)``) as a cut teacher.
+
+    With ``weights``, the number of classes is that of the file's classifier (``pretrained_cfg['classifier']``),
+    so a model fine-tuned to any label set loads as saved; ``num_classes`` (recorded in checkpoints, to
+    rebuild the model without the file) must then agree. Nothing is downloaded.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        distill_layer: str,
+        task_class_indices: Sequence[Sequence[int]],
+        input_size: Sequence[int] = (224, 224),
+        weights: str | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        import timm
+
+        if not timm.is_model(arch):
+            raise ValueError(f"unknown timm architecture {arch!r}")
+        model = timm.create_model(arch, pretrained=False, **({} if num_classes is None else {"num_classes": num_classes}))
+        if weights is not None:
+            state = load_state_dict_file(weights)
+            key = f"{model.pretrained_cfg.get('classifier')}.weight"
+            if key not in state:
+                raise CheckpointError(f"teacher weights {weights}: no classifier weight {key!r} for timm {arch}")
+            found = int(state[key].shape[0])
+            if num_classes is not None and num_classes != found:
+                raise CheckpointError(f"teacher weights {weights}: {found} classes, {num_classes} expected")
+            model = timm.create_model(arch, pretrained=False, num_classes=found)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                raise CheckpointError(f"teacher weights {weights}: do not fit {arch} ({exc})") from None
+        self.num_classes = int(model.num_classes)
+        super().__init__(model, arch, distill_layer, task_class_indices, input_size)
+
+
 @register_model
 def teacher_cnn(num_classes: Sequence[int], channels: Sequence[int] = (32, 64, 96, 128)) -> TeacherCNN:
     """Small multi-task CNN teacher for the built-in data."""
@@ -225,3 +273,16 @@ def teacher_torchvision(
 ) -> TorchvisionTeacher:
     """A torchvision classifier (weights from a local file) as a multi-task teacher."""
     return TorchvisionTeacher(arch, distill_layer, task_class_indices, input_size, weights)
+
+
+@register_model
+def teacher_timm(
+    arch: str,
+    distill_layer: str,
+    task_class_indices: Sequence[Sequence[int]],
+    input_size: Sequence[int] = (224, 224),
+    weights: str | None = None,
+    num_classes: int | None = None,
+) -> TimmTeacher:
+    """A timm classifier (weights from a local file) as a multi-task teacher."""
+    return TimmTeacher(arch, distill_layer, task_class_indices, input_size, weights, num_classes)
