@@ -112,11 +112,13 @@ def pack(task_mask: int, table_id: bytes, table_sha256: bytes, shape: tuple[int,
     return head12 + struct.pack("<I", checksum(table_sha256, head12, payload)) + payload
 
 
-def unpack(data: bytes, table_id: bytes, table_sha256: bytes, num_channels: int) -> tuple[Header, memoryview]:
-    """Parse and verify the header of ``data``; return it and a view of the payload.
+def read_header(data: bytes | bytearray | memoryview) -> Header:
+    """Parse the 16-byte header of ``data`` alone, without looking at the payload or verifying the CRC.
 
-    Checks, in this order: length >= 16 (:class:`TruncatedError`), magic, version, table id, payload length
-    against the data length (truncated / trailing), CRC-32, then the shape against limits and tables.
+    Checks length >= 16 (:class:`TruncatedError`), magic and version; the fields (table id, shape, payload
+    length) are returned as the header states them, unchecked. Cheap whatever ``data`` holds: a receiver
+    can refuse a bitstream its model cannot use (other tables, another latent shape, unknown tasks) before
+    decoding anything. :func:`unpack` starts with it.
     """
     view = memoryview(data).cast("B")
     n = len(view)
@@ -127,29 +129,39 @@ def unpack(data: bytes, table_id: bytes, table_sha256: bytes, num_channels: int)
     version = view[2]
     if version != FORMAT_VERSION:
         raise UnsupportedVersionError(f"bitstream format version {version}, this codec reads version {FORMAT_VERSION}")
-    task_mask = view[3]
-    got_id = bytes(view[4:6])
-    if got_id != table_id:
-        raise TableMismatchError(
-            f"bitstream was written with entropy tables {got_id.hex()}, these tables are {table_id.hex()}"
-        )
     dims = int.from_bytes(view[6:12], "little")
     mask = (1 << _DIM_BITS) - 1
     shape = ((dims & mask) + 1, ((dims >> _DIM_BITS) & mask) + 1, ((dims >> (2 * _DIM_BITS)) & mask) + 1)
-    length = dims >> _LENGTH_SHIFT
+    (crc,) = struct.unpack("<I", view[12:16])
+    return Header(view[3], bytes(view[4:6]), shape, dims >> _LENGTH_SHIFT, crc)
+
+
+def unpack(data: bytes, table_id: bytes, table_sha256: bytes, num_channels: int) -> tuple[Header, memoryview]:
+    """Parse and verify the header of ``data``; return it and a view of the payload.
+
+    Checks, in this order: length >= 16 (:class:`TruncatedError`), magic, version, table id, payload length
+    against the data length (truncated / trailing), CRC-32, then the shape against limits and tables.
+    """
+    header = read_header(data)
+    view = memoryview(data).cast("B")
+    n = len(view)
+    if header.table_id != table_id:
+        raise TableMismatchError(
+            f"bitstream was written with entropy tables {header.table_id.hex()}, these tables are {table_id.hex()}"
+        )
+    length = header.payload_bytes
     expected = HEADER_SIZE + length
     if n < expected:
         raise TruncatedError(f"header announces a {length}-byte payload, only {n - HEADER_SIZE} bytes follow")
     if n > expected:
         raise TrailingDataError(f"{n - expected} bytes follow the {length}-byte payload")
-    (crc,) = struct.unpack("<I", view[12:16])
     payload = view[HEADER_SIZE:]
     actual = checksum(table_sha256, view[0:12], payload)
-    if actual != crc:
+    if actual != header.crc32:
         raise ChecksumError(
-            f"CRC-32 mismatch (header says {crc:08x}, data gives {actual:08x}): the bitstream is corrupted"
+            f"CRC-32 mismatch (header says {header.crc32:08x}, data gives {actual:08x}): the bitstream is corrupted"
             " (or was written with other tables that share the table id)"
         )
     check_payload_length(length)
-    check_shape(shape, num_channels)
-    return Header(task_mask, got_id, shape, length, crc), payload
+    check_shape(header.shape, num_channels)
+    return header, payload
