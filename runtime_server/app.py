@@ -3,9 +3,13 @@
 Statuses: 200 success; 400 malformed request (JSON, headers, tensors, parameters) or malformed bitstream
 (the body names the codec error and the element); 401 missing or wrong bearer token; 404 unknown model,
 version or route; 405 wrong method; 409 a bitstream coded with other entropy tables or for another model
-(latent shape, task count); 413 request body or bitstream count over the limit; 503 not ready or
-shutting down; 500 only for server faults (a failing backend). Error bodies are ``{"error": "..."}`` (plus
-``"kind"``).
+(latent shape, task count); 408 headers or body not received in time; 413 request body, bitstream count
+or JSON header over the limit; 503 not ready or shutting down; 500 only for server faults (a failing
+backend). Error bodies are ``{"error": "..."}`` (plus ``"kind"``).
+
+Every limit is checked before the work it bounds: the body's declared length before reading it, the
+element count from the JSON header before any element is read, the bitstream headers before anything is
+decoded. Connections have header, body and idle deadlines (``runtime_server/connection.py``).
 """
 
 from __future__ import annotations
@@ -17,16 +21,19 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from codec.manifest import load_bundle
 from codec.wire import AUTH_HEADER, AUTH_SCHEME, HEADER_LENGTH, ProtocolError, bearer, kind_for_status
 from runtime_server.backends import load_backend
 from runtime_server.batching import BackendError, BatcherClosedError, DynamicBatcher
+from runtime_server.connection import ConnectionLimits, GuardedServer, one_line
 from runtime_server.metrics import CONTENT_TYPE, ServerMetrics
 from runtime_server.model import VERSION, MantisModel
 from runtime_server.protocol import encode_infer_response, parse_infer_request
@@ -53,6 +60,7 @@ class ServerConfig:
     token: str | None = None
     decode_threads: int = 2
     compute_threads: int = 0
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -78,7 +86,11 @@ class ServerState:
     decode_pool: ThreadPoolExecutor
     token: bytes | None
     max_request_bytes: int
+    max_request_images: int
+    limits: ConnectionLimits
     ready: bool = False
+    closing: asyncio.Future | None = None
+    """Done once shutdown begins: requests still receiving their body are answered 503 at once."""
 
 
 STATE = web.AppKey("mantis_state", ServerState)
@@ -115,6 +127,9 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         kind = "backend"
         log.error("backend failure on %s: %s", request.path, exc)
         response = _error(500, f"backend failure: {exc}", kind)
+    except (RequestPayloadError, HttpProcessingError) as exc:  # a body that breaks its own framing or encoding
+        kind = "bad_request"
+        response = _error(400, f"malformed request body: {one_line(exc)}", kind)
     except ConnectionResetError:
         # The client hung up before its request was complete; the answer goes nowhere.
         kind = "disconnected"
@@ -123,6 +138,8 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         kind = "internal"
         log.exception("internal error on %s", request.path)
         response = _error(500, f"internal server error: {type(exc).__name__}", kind)
+    if kind in ("timeout", "unavailable") or (kind is not None and not request.content.is_eof()):
+        response.force_close()  # the rest of the body is not worth waiting for
     if kind is not None:
         state.metrics.errors.labels(kind).inc()
     state.metrics.http_requests.labels(route, str(response.status)).inc()
@@ -141,6 +158,31 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
                 headers={"WWW-Authenticate": f'{AUTH_SCHEME} realm="mantis"'},
             )
     return await handler(request)
+
+
+async def _read_body(request: web.Request, state: ServerState) -> bytes:
+    """The request body, within the body deadline; 408 when it is late, 503 when shutdown begins first."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    if encoding != "identity":
+        raise ProtocolError(
+            f"Content-Encoding {encoding[:40]!r} is not supported: send the body uncompressed "
+            "(entropy-coded bitstreams do not compress)")
+    if request.content_length is not None and request.content_length > state.max_request_bytes:
+        raise ProtocolError(
+            f"request body of {request.content_length} bytes exceeds the limit of {state.max_request_bytes} bytes", kind="too_large")
+    timeout = state.limits.body_timeout
+    reader = asyncio.ensure_future(request.read())
+    try:
+        waits = (reader,) if state.closing is None else (reader, state.closing)
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not reader.done():
+            reader.cancel()
+    if reader.done() and not reader.cancelled():
+        return reader.result()
+    if state.closing is not None and state.closing.done():
+        raise ProtocolError("the server is shutting down; retry", kind="unavailable")
+    raise ProtocolError(f"request body not received within {timeout:g} s", kind="timeout")
 
 
 def _model(request: web.Request) -> MantisModel:
@@ -187,11 +229,8 @@ async def _infer(request: web.Request) -> web.Response:
     if not state.ready:
         raise ProtocolError("the server is not ready (starting or shutting down)", kind="unavailable")
     start = time.perf_counter()
-    if request.content_length is not None and request.content_length > state.max_request_bytes:
-        raise ProtocolError(
-            f"request body of {request.content_length} bytes exceeds the limit of {state.max_request_bytes} bytes", kind="too_large")
-    body = await request.read()
-    parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH))
+    body = await _read_body(request, state)
+    parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), state.max_request_images)
     outputs = await model.infer(parsed)
     payload, header_length = encode_infer_response(model.name, VERSION, parsed, outputs)
     state.metrics.infer_requests.labels(model.name).inc()
@@ -211,12 +250,17 @@ async def _on_startup(app: web.Application) -> None:
     state = app[STATE]
     await asyncio.get_running_loop().run_in_executor(None, state.model.warm_up)
     state.model.batcher.start()
+    state.closing = asyncio.get_running_loop().create_future()
     state.ready = True
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    # In-flight requests still finish (the batcher runs until cleanup); readiness probes now fail.
-    app[STATE].ready = False
+    # Received requests still finish (the batcher runs until cleanup); readiness probes now fail; requests
+    # still receiving their body are answered 503 (aiohttp stops reading from connections at shutdown).
+    state = app[STATE]
+    state.ready = False
+    if state.closing is not None and not state.closing.done():
+        state.closing.set_result(None)
 
 
 async def _on_cleanup(app: web.Application) -> None:
@@ -235,7 +279,7 @@ def create_app(config: ServerConfig) -> web.Application:
     model = MantisModel(bundle, backend, batcher, decode_pool, metrics, config.max_request_images)
     token = config.token.encode("utf-8") if config.token else None
     app = web.Application(client_max_size=config.max_request_bytes, middlewares=[_errors_middleware, _auth_middleware])
-    app[STATE] = ServerState(model, metrics, decode_pool, token, config.max_request_bytes)
+    app[STATE] = ServerState(model, metrics, decode_pool, token, config.max_request_bytes, config.max_request_images, config.limits)
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.router.add_get(prefix, _model_metadata)
         app.router.add_get(prefix + "/ready", _model_ready)
@@ -254,9 +298,17 @@ def create_app(config: ServerConfig) -> web.Application:
     return app
 
 
+class _Runner(web.AppRunner):
+    """An ``AppRunner`` whose connections have the app's deadlines (:class:`GuardedServer`)."""
+
+    async def _make_server(self) -> GuardedServer:
+        return GuardedServer(await super()._make_server(), self.app[STATE].limits)
+
+
 async def _start_site(app: web.Application, host: str, port: int, shutdown_timeout: float) -> tuple[web.AppRunner, str]:
     """Start ``app`` (startup hooks, warm-up) and bind it; returns the runner and the bound URL."""
-    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout, access_log=None)
+    # Bodies are read as sent: aiohttp would otherwise inflate a compressed body on the event loop.
+    runner = _Runner(app, shutdown_timeout=shutdown_timeout, access_log=None, auto_decompress=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

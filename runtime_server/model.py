@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import codec
-from codec.errors import CodecError, TableMismatchError
+from codec.errors import CodecError
 from codec.manifest import Bundle
 from codec.wire import (
     ACTIVE_TASKS_OUTPUT,
@@ -149,30 +149,44 @@ class MantisModel:
             raise ProtocolError(f"unknown outputs {unknown}; model {self.name!r} has {self.requestable}")
         return names
 
+    def check_headers(self, bitstreams: list[bytes]) -> None:
+        """Refuse, from the 16-byte headers alone, any bitstream the model cannot use: malformed header (400),
+        other entropy tables, another latent shape or tasks beyond the model's (409). Costs microseconds per
+        bitstream whatever the payloads hold, so nothing is decoded for a request that will be refused."""
+        table_id = self.bundle.tables.table_id
+        for i, data in enumerate(bitstreams):
+            try:
+                header = codec.read_header(data)
+            except CodecError as exc:
+                raise ProtocolError(f"bitstream[{i}]: {type(exc).__name__}: {exc}", kind="codec") from None
+            if header.table_id != table_id:
+                raise ProtocolError(
+                    f"bitstream[{i}]: TableMismatchError: bitstream was written with entropy tables {header.table_id.hex()}, "
+                    f"the server's model uses tables {self.bundle.manifest.tables['table_id']}", kind="table_mismatch")
+            if header.shape != self.latent_shape:
+                raise ProtocolError(
+                    f"bitstream[{i}]: latent shape {header.shape} does not match model {self.name!r} "
+                    f"(expects {self.latent_shape}; was the image preprocessed for another model?)", kind="model_mismatch")
+            if header.task_mask >> len(self.tasks):
+                raise ProtocolError(
+                    f"bitstream[{i}]: task mask {header.task_mask:#b} names tasks beyond the model's {len(self.tasks)} tasks {self.tasks}",
+                    kind="model_mismatch")
+
     def decode(self, bitstreams: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """Entropy-decode every bitstream: latents (N, C, h, w) float32 and task masks (N,) int64.
+        """Check every header (:meth:`check_headers`), then entropy-decode every bitstream: latents
+        (N, C, h, w) float32 and task masks (N,) int64.
 
         Raises :class:`ProtocolError`: 400 naming the codec error and the element for a malformed bitstream,
         409 for a bitstream coded with other tables or for another model's latent shape or task count.
         """
+        self.check_headers(bitstreams)
         latents = np.empty((len(bitstreams), *self.latent_shape), dtype=np.float32)
         masks = np.empty(len(bitstreams), dtype=np.int64)
         for i, data in enumerate(bitstreams):
             try:
                 latent, mask = codec.decode_latent(data, self.bundle.tables)
-            except TableMismatchError as exc:
-                raise ProtocolError(
-                    f"bitstream[{i}]: {type(exc).__name__}: {exc} (the server's model uses tables "
-                    f"{self.bundle.manifest.tables['table_id']})", kind="table_mismatch") from None
-            except CodecError as exc:
+            except CodecError as exc:  # the header passed: the payload, its length or its CRC is wrong
                 raise ProtocolError(f"bitstream[{i}]: {type(exc).__name__}: {exc}", kind="codec") from None
-            if tuple(latent.shape) != self.latent_shape:
-                raise ProtocolError(
-                    f"bitstream[{i}]: latent shape {tuple(latent.shape)} does not match model {self.name!r} "
-                    f"(expects {self.latent_shape}; was the image preprocessed for another model?)", kind="model_mismatch")
-            if int(mask) >> len(self.tasks):
-                raise ProtocolError(
-                    f"bitstream[{i}]: task mask {int(mask):#b} names tasks beyond the model's {len(self.tasks)} tasks {self.tasks}", kind="model_mismatch")
             latents[i] = latent
             masks[i] = int(mask)
         return latents, masks

@@ -13,6 +13,10 @@ Responses put an output in binary form when its requested-output parameter ``bin
 when the request parameter ``binary_data_output`` is true and the output does not say otherwise.
 
 Everything a client can get wrong raises :class:`ProtocolError`, which carries the HTTP status to answer.
+The work a request costs is bounded before it is done: with ``max_elements`` set, the JSON header is
+refused (413) when it holds more structure than a request of that many elements needs (counted with
+``bytes.count``, before ``json.loads`` turns each value into an object), and every input's element count
+is checked against it (413) before its data is touched.
 """
 
 from __future__ import annotations
@@ -90,16 +94,50 @@ def _check_dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _shape(value: Any, name: str) -> list[int]:
-    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
-        raise ProtocolError(f"input {name!r}: 'shape' must be a list of non-negative integers, got {value!r}")
-    return value
+MAX_RANK = 8
+"""Most dimensions an input shape may have."""
+MAX_DIM = (1 << 63) - 1
+"""Largest dimension (KServe shapes are int64)."""
+JSON_BASE_TOKENS = 1024
+"""Structural characters (``,`` ``:`` ``[`` ``{``) a JSON header may hold besides ``JSON_TOKENS_PER_ELEMENT``
+per allowed element: enough for ids, parameters and a requested output per tensor of a large model."""
+JSON_TOKENS_PER_ELEMENT = 4
 
 
-def _flatten(data: Any) -> list[Any]:
-    """KServe allows row-major nested lists or a flat list."""
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shape(value: Any, name: str) -> tuple[list[int], int]:
+    """The shape and its element count (exact: Python integers never overflow)."""
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in value):
+        raise ProtocolError(f"input {_short(name)}: 'shape' must be a list of non-negative integers (below 2^63), got {_short(value)}")
+    if len(value) > MAX_RANK:
+        raise ProtocolError(f"input {_short(name)}: 'shape' has {len(value)} dimensions, at most {MAX_RANK} are allowed")
+    count = 1
+    for d in value:
+        count *= d
+    return value, count
+
+
+def _check_json_budget(head: bytes | memoryview, max_elements: int) -> None:
+    """413 when the JSON header holds more structure than a request of ``max_elements`` elements needs, so
+    that ``json.loads`` (which holds the interpreter for its whole run) stays short whatever the body."""
+    raw = bytes(head)
+    tokens = raw.count(b",") + raw.count(b":") + raw.count(b"[") + raw.count(b"{")
+    budget = JSON_BASE_TOKENS + JSON_TOKENS_PER_ELEMENT * max_elements
+    if tokens > budget:
+        raise ProtocolError(
+            f"inference request header holds {tokens} JSON values, more than the {budget} this server parses for "
+            f"a request of at most {max_elements} elements (send tensors in binary form)", kind="too_large")
+
+
+def _flatten(data: Any, count: int, name: str, shape: list[int]) -> list[Any]:
+    """KServe allows row-major nested lists or a flat list; :class:`ProtocolError` unless it holds ``count`` values
+    (stops at the first value too many)."""
     if not isinstance(data, list):
-        return [data]
+        data = [data]
     out: list[Any] = []
     stack = [iter(data)]
     while stack:
@@ -107,9 +145,13 @@ def _flatten(data: Any) -> list[Any]:
             if isinstance(item, list):
                 stack.append(iter(item))
                 break
+            if len(out) == count:
+                raise ProtocolError(f"input {_short(name)}: more than {count} values for shape {shape}")
             out.append(item)
         else:
             stack.pop()
+    if len(out) != count:
+        raise ProtocolError(f"input {_short(name)}: {len(out)} values for shape {shape}")
     return out
 
 
@@ -117,12 +159,12 @@ def _json_bytes_elements(values: list[Any], name: str, encoding: str | None) -> 
     out = []
     for i, v in enumerate(values):
         if not isinstance(v, str):
-            raise ProtocolError(f"input {name!r}: BYTES element {i} must be a JSON string, got {type(v).__name__}")
+            raise ProtocolError(f"input {_short(name)}: BYTES element {i} must be a JSON string, got {type(v).__name__}")
         if encoding == "base64":
             try:
                 out.append(base64.b64decode(v, validate=True))
             except (binascii.Error, ValueError):
-                raise ProtocolError(f"input {name!r}: BYTES element {i} is not valid base64") from None
+                raise ProtocolError(f"input {_short(name)}: BYTES element {i} is not valid base64") from None
         else:
             out.append(v.encode("utf-8", errors="surrogatepass"))
     return out
@@ -131,28 +173,36 @@ def _json_bytes_elements(values: list[Any], name: str, encoding: str | None) -> 
 def _json_numeric(values: list[Any], name: str, datatype: str) -> np.ndarray:
     ok = (bool,) if datatype == "BOOL" else (int, float)
     if not all(isinstance(v, ok) and (datatype == "BOOL" or not isinstance(v, bool)) for v in values):
-        raise ProtocolError(f"input {name!r}: data must be {datatype} numbers")
+        raise ProtocolError(f"input {_short(name)}: data must be {datatype} numbers")
     try:
         return np.asarray(values, dtype=DATATYPES[datatype])
     except (OverflowError, ValueError) as exc:
-        raise ProtocolError(f"input {name!r}: data does not fit {datatype} ({exc})") from None
+        raise ProtocolError(f"input {_short(name)}: data does not fit {datatype} ({exc})") from None
 
 
-def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
-    """Parse an inference request body (JSON, or JSON + binary tensor data when ``header_length`` is set)."""
+def parse_infer_request(body: bytes, header_length: str | None, max_elements: int | None = None) -> InferRequest:
+    """Parse an inference request body (JSON, or JSON + binary tensor data when ``header_length`` is set).
+
+    ``max_elements`` bounds the elements of all inputs together (413 above) and the JSON header's size in
+    values; None parses whatever comes (for trusted callers)."""
     if header_length is None:
         json_len = len(body)
     else:
         try:
             json_len = int(header_length.strip())
         except ValueError:
-            raise ProtocolError(f"{HEADER_LENGTH} header must be an integer, got {header_length!r}") from None
+            raise ProtocolError(f"{HEADER_LENGTH} header must be an integer, got {_short(header_length)}") from None
         if not 0 < json_len <= len(body):
             raise ProtocolError(f"{HEADER_LENGTH} is {json_len} but the request body has {len(body)} bytes")
+    head = memoryview(body)[:json_len]
+    if max_elements is not None:
+        _check_json_budget(head, max_elements)
     try:
-        doc = json.loads(bytes(body[:json_len]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"inference request header is not valid JSON ({exc})") from None
+        doc = json.loads(bytes(head))
+    except RecursionError:
+        raise ProtocolError("inference request header is not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer over Python's digit limit
+        raise ProtocolError(f"inference request header is not valid JSON ({_short(str(exc), 200)})") from None
     if not isinstance(doc, dict):
         raise ProtocolError("inference request must be a JSON object")
     request_id = doc.get("id")
@@ -165,6 +215,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
 
     binary = memoryview(body)[json_len:]
     pos = 0
+    total = 0
     inputs: list[InputTensor] = []
     for k, raw in enumerate(raw_inputs):
         if not isinstance(raw, dict):
@@ -173,41 +224,43 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         if not isinstance(name, str) or not name:
             raise ProtocolError(f"inputs[{k}] needs a 'name' string")
         datatype = raw.get("datatype")
-        if datatype != "BYTES" and datatype not in DATATYPES:
-            raise ProtocolError(f"input {name!r}: unknown datatype {datatype!r}")
-        shape = _shape(raw.get("shape"), name)
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        params = _check_dict(raw.get("parameters"), f"input {name!r} 'parameters'")
+        if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DATATYPES):
+            raise ProtocolError(f"input {_short(name)}: unknown datatype {_short(datatype)}")
+        shape, count = _shape(raw.get("shape"), name)
+        total += count
+        if max_elements is not None and total > max_elements:
+            raise ProtocolError(
+                f"input {_short(name)}: shape {_short(shape)} makes {total} elements in the request; this server "
+                f"takes at most {max_elements} per request", kind="too_large")
+        params = _check_dict(raw.get("parameters"), f"input {_short(name)} 'parameters'")
         size = params.get(BINARY_DATA_SIZE)
         if size is not None:
             if "data" in raw:
-                raise ProtocolError(f"input {name!r} has both 'data' and 'binary_data_size'")
+                raise ProtocolError(f"input {_short(name)} has both 'data' and 'binary_data_size'")
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise ProtocolError(f"input {name!r}: 'binary_data_size' must be a non-negative integer")
+                raise ProtocolError(f"input {_short(name)}: 'binary_data_size' must be a non-negative integer")
             if header_length is None:
-                raise ProtocolError(f"input {name!r} uses 'binary_data_size' but the request has no {HEADER_LENGTH} header")
+                raise ProtocolError(f"input {_short(name)} uses 'binary_data_size' but the request has no {HEADER_LENGTH} header")
             if pos + size > len(binary):
                 raise ProtocolError(
-                    f"input {name!r}: 'binary_data_size' {size} exceeds the {len(binary) - pos} bytes left in the body"
+                    f"input {_short(name)}: 'binary_data_size' {size} exceeds the {len(binary) - pos} bytes left in the body"
                 )
             chunk = binary[pos : pos + size]
             pos += size
             if datatype == "BYTES":
                 try:
-                    data: list[bytes] | np.ndarray = unpack_bytes(chunk, count, f"input {name!r}")
+                    data: list[bytes] | np.ndarray = unpack_bytes(chunk, count, f"input {_short(name)}")
                 except WireFormatError as exc:
                     raise ProtocolError(str(exc)) from None
             else:
                 dtype = DATATYPES[datatype]
                 if size != count * dtype.itemsize:
-                    raise ProtocolError(f"input {name!r}: {size} bytes for shape {shape} of {datatype}")
+                    raise ProtocolError(f"input {_short(name)}: {size} bytes for shape {shape} of {datatype}")
                 data = np.frombuffer(chunk, dtype=dtype).copy()
         else:
             if "data" not in raw:
-                raise ProtocolError(f"input {name!r} has neither 'data' nor 'binary_data_size'")
-            values = _flatten(raw["data"])
-            if len(values) != count:
-                raise ProtocolError(f"input {name!r}: {len(values)} values for shape {shape}")
+                raise ProtocolError(f"input {_short(name)} has neither 'data' nor 'binary_data_size'")
+            values = _flatten(raw["data"], count, name, shape)
             if datatype == "BYTES":
                 data = _json_bytes_elements(values, name, params.get("content_type"))
             else:
@@ -225,7 +278,7 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         for k, raw in enumerate(raw_outputs):
             if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
                 raise ProtocolError(f"outputs[{k}] must be an object with a 'name' string")
-            outputs.append(RequestedOutput(raw["name"], _check_dict(raw.get("parameters"), f"output {raw['name']!r} 'parameters'")))
+            outputs.append(RequestedOutput(raw["name"], _check_dict(raw.get("parameters"), f"output {_short(raw['name'])} 'parameters'")))
     return InferRequest(request_id, inputs, outputs, parameters)
 
 
