@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=1, help="labels per active task (default 1)")
     p.add_argument("--scores", action="store_true", help="also print each label's probability (the server then sends logits)")
     p.add_argument("--batch-size", type=int, default=1, help="images per request (default 1)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to connect and to wait for an answer")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="deadline in seconds for each request: connecting, sending, the whole answer, retries")
     p.add_argument("--retries", type=int, default=3, help="retries for refused/reset connections and 503 (default 3)")
     p.add_argument("--token-file", type=Path, help=f"bearer token file (else ${TOKEN_ENV} if set)")
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS,

@@ -7,12 +7,19 @@ tensor data extension: the JSON inference header is followed by the raw tensor b
 
 Inference is a pure function of the request, so a request that failed before the server answered
 (connection refused or reset, 503 Service Unavailable) is retried with exponential back-off; any other
-answer is final. Errors name the server and quote the reason it gave.
+answer is final. Errors name the server and quote the reason it gave, with anything unprintable escaped
+(a server's words never reach a terminal raw).
+
+Whatever the server does, a request ends by its deadline: ``timeout`` bounds the whole request (connecting,
+sending, every byte of the answer, retries and back-off), not each socket read, so a server that drips
+bytes, floods ``100 Continue`` or stalls mid-answer is cut off on time. The answer is capped at
+``max_response_bytes`` (headers included), read no further than that.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import socket
 import time
@@ -50,12 +57,28 @@ class ServerRejectedError(TransportError):
     def __init__(self, url: str, status: int, reason: str) -> None:
         self.url = url
         self.status = status
-        self.reason = reason
-        super().__init__(f"server {url} rejected the request: HTTP {status}: {reason}")
+        self.reason = printable(reason)
+        super().__init__(f"server {url} rejected the request: HTTP {status}: {self.reason}")
 
 
 class MalformedResponseError(TransportError):
     """The server's answer is not a well-formed KServe v2 inference response."""
+
+
+class ResponseTooLargeError(MalformedResponseError):
+    """The server's answer is larger than the client reads (``max_response_bytes``)."""
+
+
+DEFAULT_MAX_RESPONSE_BYTES = 64 << 20
+"""Largest answer (headers and body) a client reads: far above any inference response (a few bytes of
+logits and labels per image), far below what would strain a device's memory."""
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """``text`` with every unprintable character escaped (no terminal control sequence survives) and cut
+    to ``limit`` characters."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
+    return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
 @dataclass
@@ -107,11 +130,22 @@ def build_infer_request(
     return head + payload, len(head)
 
 
-def _output_array(spec: dict, binary: bytes | None) -> np.ndarray:
-    name = spec.get("name", "?")
+def _output_array(spec: dict, binary: bytes | None, limit: int) -> np.ndarray:
+    """One output as a numpy array; ``limit`` bounds its element count (the body's length: every element
+    takes at least a byte), so a hostile header cannot make the client allocate more than it received."""
+    name = printable(str(spec.get("name")), 80)
     datatype = spec.get("datatype")
-    shape = [int(d) for d in spec.get("shape", [])]
-    count = int(np.prod(shape)) if shape else 1
+    shape = spec.get("shape", [])
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise MalformedResponseError(f"output {name!r}: 'shape' is not a list of non-negative integers")
+    count = 1
+    for d in shape:
+        count = min(count * d, limit + 1)
+    if count > limit:
+        raise MalformedResponseError(f"output {name!r}: shape {printable(str(shape), 80)} holds more elements than the answer has bytes")
+    data = spec.get("data", [])
+    if binary is None and not isinstance(data, list):
+        raise MalformedResponseError(f"output {name!r}: 'data' is not a list")
     if datatype == "BYTES":
         if binary is not None:
             try:
@@ -119,67 +153,179 @@ def _output_array(spec: dict, binary: bytes | None) -> np.ndarray:
             except WireFormatError as exc:
                 raise MalformedResponseError(str(exc)) from None
         else:
-            elems = [e.encode() if isinstance(e, str) else bytes(e) for e in spec.get("data", [])]
+            if not all(isinstance(e, str) for e in data):
+                raise MalformedResponseError(f"output {name!r}: BYTES elements in JSON must be strings")
+            elems = [e.encode("utf-8", errors="surrogatepass") for e in data]
         arr = np.empty(len(elems), dtype=object)
         arr[:] = elems
-    elif datatype in DATATYPES:
+    elif isinstance(datatype, str) and datatype in DATATYPES:
         dtype = DATATYPES[datatype]
         if binary is not None:
             if len(binary) != count * dtype.itemsize:
                 raise MalformedResponseError(f"output {name!r}: {len(binary)} bytes for shape {shape} of {datatype}")
             arr = np.frombuffer(binary, dtype=dtype).copy()
         else:
-            arr = np.asarray(spec.get("data", []), dtype=dtype)
+            try:
+                arr = np.asarray(data, dtype=dtype)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise MalformedResponseError(f"output {name!r}: data is not {datatype} ({printable(str(exc), 80)})") from None
     else:
-        raise MalformedResponseError(f"output {name!r}: unsupported datatype {datatype!r}")
+        raise MalformedResponseError(f"output {name!r}: unsupported datatype {printable(str(datatype), 40)!r}")
     if arr.size != count:
         raise MalformedResponseError(f"output {name!r}: {arr.size} values for shape {shape}")
     return arr.reshape(shape)
 
 
 def parse_infer_response(body: bytes, header_length: int | None) -> tuple[dict, dict[str, np.ndarray]]:
-    """Split a response into its JSON header and its outputs as numpy arrays (BYTES as object arrays)."""
+    """Split a response into its JSON header and its outputs as numpy arrays (BYTES as object arrays);
+    :class:`MalformedResponseError` for anything that does not fit the protocol."""
     json_len = len(body) if header_length is None else header_length
-    if json_len > len(body):
-        raise MalformedResponseError(f"inference header length {json_len} exceeds the body ({len(body)} bytes)")
+    if not 0 <= json_len <= len(body):
+        raise MalformedResponseError(f"inference header length {json_len} does not fit the body ({len(body)} bytes)")
     try:
         header = json.loads(body[:json_len])
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedResponseError(f"response header is not JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedResponseError("response header is not JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer over Python's digit limit
+        raise MalformedResponseError(f"response header is not JSON ({printable(str(exc), 120)})") from None
     if not isinstance(header, dict) or not isinstance(header.get("outputs"), list):
         raise MalformedResponseError("response has no 'outputs' list")
     outputs: dict[str, np.ndarray] = {}
     pos = json_len
     for spec in header["outputs"]:
-        size = (spec.get("parameters") or {}).get(BINARY_DATA_SIZE)
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise MalformedResponseError("response output is not an object with a 'name' string")
+        params = spec.get("parameters") or {}
+        size = params.get(BINARY_DATA_SIZE) if isinstance(params, dict) else None
         binary = None
         if size is not None:
-            binary = body[pos : pos + int(size)]
-            if len(binary) != int(size):
-                raise MalformedResponseError(f"output {spec.get('name')!r}: binary data truncated")
-            pos += int(size)
-        outputs[spec["name"]] = _output_array(spec, binary)
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise MalformedResponseError(f"output {printable(spec['name'], 80)!r}: 'binary_data_size' is not a non-negative integer")
+            binary = body[pos : pos + size]
+            if len(binary) != size:
+                raise MalformedResponseError(f"output {printable(spec['name'], 80)!r}: binary data truncated")
+            pos += size
+        outputs[spec["name"]] = _output_array(spec, binary, len(body))
     return header, outputs
 
 
 def _error_reason(body: bytes) -> str:
-    """The ``error`` field of a KServe error body, else the body text."""
-    text = body.decode("utf-8", errors="replace").strip()
+    """The ``error`` field of a KServe error body, else the body text (printable, shortened)."""
+    text = body[:4096].decode("utf-8", errors="replace").strip()
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:
-        return text or "(empty body)"
+    except (ValueError, RecursionError):
+        return printable(text) or "(empty body)"
     if isinstance(doc, dict) and "error" in doc:
-        return str(doc["error"])
-    return text
+        return printable(str(doc["error"]))
+    return printable(text)
+
+
+class _Budget:
+    """What one request may still spend: time until ``deadline`` (``time.monotonic``) and response bytes."""
+
+    def __init__(self, deadline: float, max_bytes: int) -> None:
+        self.deadline = deadline
+        self.max_bytes = max_bytes
+        self.received = 0
+
+    def remaining(self) -> float:
+        """Seconds left; ``TimeoutError`` once the deadline has passed."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request's deadline passed")
+        return left
+
+
+class _BudgetReader(io.RawIOBase):
+    """A socket's receiving side that stops at the request's deadline and at its byte cap."""
+
+    def __init__(self, owner: "_BudgetSocket", budget: _Budget) -> None:
+        super().__init__()
+        self._owner = owner
+        self._sock = owner.raw
+        self._budget = budget
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        budget = self._budget
+        room = budget.max_bytes - budget.received
+        if room <= 0:
+            raise ResponseTooLargeError(f"the answer is larger than the {budget.max_bytes} bytes this client reads")
+        self._sock.settimeout(budget.remaining())
+        n = self._sock.recv_into(buffer, min(len(buffer), room))
+        budget.received += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._owner.reader_closed()
+        super().close()
+
+
+class _BudgetSocket:
+    """The socket as ``http.client`` sees it: sending and every read bounded by the current request's budget.
+    Like a socket's own ``makefile``, a reader keeps the socket open until it is closed too (``http.client``
+    closes the connection as soon as it has an answer's headers when the server will close)."""
+
+    def __init__(self, sock: socket.socket, conn: "_Budgeted") -> None:
+        self.raw = sock
+        self._conn = conn
+        self._readers = 0
+        self._closing = False
+
+    def sendall(self, data: bytes) -> None:
+        self.raw.settimeout(self._conn.budget.remaining())
+        self.raw.sendall(data)
+
+    def makefile(self, mode: str, *args: object, **kwargs: object) -> io.BufferedReader:
+        self._readers += 1
+        return io.BufferedReader(_BudgetReader(self, self._conn.budget))
+
+    def reader_closed(self) -> None:
+        self._readers -= 1
+        if self._closing and not self._readers:
+            self.raw.close()
+
+    def close(self) -> None:
+        self._closing = True
+        if not self._readers:
+            self.raw.close()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.raw, name)
+
+
+class _Budgeted:
+    """Mixin for ``http.client`` connections: every request runs on ``budget``, set before it is sent."""
+
+    budget = _Budget(0.0, 0)
+    timeout: float | None
+    sock: object
+
+    def connect(self) -> None:
+        self.timeout = self.budget.remaining()
+        super().connect()  # type: ignore[misc]
+        self.sock = _BudgetSocket(self.sock, self)  # type: ignore[arg-type]
+
+
+class _Connection(_Budgeted, http.client.HTTPConnection):
+    pass
+
+
+class _TLSConnection(_Budgeted, http.client.HTTPSConnection):
+    pass
 
 
 class KServeClient:
     """Keep-alive HTTP client for one KServe v2 server.
 
-    ``url`` is ``http://host:port`` (``https`` too). ``timeout`` bounds connecting and each read;
-    ``retry`` bounds the attempts for failures that happened before any answer. ``token`` is sent as
-    ``Authorization: Bearer <token>``.
+    ``url`` is ``http://host:port`` (``https`` too). ``timeout`` is each request's deadline, retries
+    included; ``retry`` bounds the attempts for failures that happened before any answer;
+    ``max_response_bytes`` caps what is read of an answer. ``token`` is sent as
+    ``Authorization: Bearer <token>``. Redirects are not followed (reported with their target).
     """
 
     def __init__(
@@ -189,7 +335,12 @@ class KServeClient:
         retry: RetryPolicy | None = None,
         token: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 s, got {timeout}")
+        if max_response_bytes < 1024:
+            raise ValueError(f"max_response_bytes must be >= 1024, got {max_response_bytes}")
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"server URL {url!r}: expected http://HOST:PORT")
@@ -201,8 +352,9 @@ class KServeClient:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.token = token
+        self.max_response_bytes = max_response_bytes
         self._sleep = sleep
-        self._conn: http.client.HTTPConnection | None = None
+        self._conn: _Connection | _TLSConnection | None = None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -215,17 +367,21 @@ class KServeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, budget: _Budget) -> _Connection | _TLSConnection:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=self.timeout)
+            cls = _TLSConnection if self._scheme == "https" else _Connection
+            self._conn = cls(self._host, self._port)
+        self._conn.budget = budget
         return self._conn
 
-    def _once(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
-        conn = self._connection()
+    def _once(self, method: str, path: str, body: bytes | None, headers: dict[str, str], budget: _Budget) -> tuple[int, dict[str, str], bytes]:
+        conn = self._connection(budget)
         try:
             conn.request(method, self._prefix + path, body=body, headers=headers)
             resp = conn.getresponse()
+            if resp.length is not None and resp.length > budget.max_bytes - budget.received:
+                raise ResponseTooLargeError(
+                    f"the answer announces {resp.length} bytes, more than the {budget.max_bytes} this client reads")
             data = resp.read()
         except BaseException:
             self.close()
@@ -235,42 +391,69 @@ class KServeClient:
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes, int]:
-        """Send one request with retries; returns ``(status, headers, body, attempts)``.
+        """Send one request with retries, all within ``timeout`` seconds; returns ``(status, headers, body,
+        attempts)``.
 
-        Raises ``ServerUnreachableError`` when every attempt failed before an answer (or got 503).
+        Raises ``ServerUnreachableError`` when the deadline passed or every attempt failed before an answer
+        (or got 503), ``MalformedResponseError`` for an answer that is not HTTP or is too large.
         """
         headers = dict(headers or {})
         if self.token:
             headers[AUTH_HEADER] = bearer(self.token)
+        deadline = time.monotonic() + self.timeout
+        unavailable = ""  # the last 503's reason: what the server said outranks how a later attempt failed
         last = ""
-        for attempt in range(self.retry.retries + 1):
-            if attempt:
-                self._sleep(self.retry.delay(attempt - 1))
+        attempts = 0
+        while attempts <= self.retry.retries:
+            if attempts:
+                delay = self.retry.delay(attempts - 1)
+                if time.monotonic() + delay >= deadline:
+                    break
+                self._sleep(delay)
+            attempts += 1
+            budget = _Budget(deadline, self.max_response_bytes)
+            reused = self._conn is not None and self._conn.sock is not None
             try:
-                status, resp_headers, data = self._once(method, path, body, headers)
+                try:
+                    status, resp_headers, data = self._once(method, path, body, headers, budget)
+                except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+                    if not (reused and budget.received == 0):
+                        raise
+                    # The server had closed the kept-alive connection: not an attempt, try a fresh one.
+                    status, resp_headers, data = self._once(method, path, body, headers, budget)
+            except ResponseTooLargeError as exc:
+                raise ResponseTooLargeError(f"server {self.url}: {exc}") from None
             except (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-                # also http.client.RemoteDisconnected: a kept-alive connection the server had closed
-                last = f"{type(exc).__name__}: {exc}"
+                # also http.client.RemoteDisconnected: a connection the server closed without answering
+                last = printable(f"{type(exc).__name__}: {exc}")
                 continue
             except http.client.HTTPException as exc:
-                raise MalformedResponseError(f"server {self.url}: malformed HTTP answer ({type(exc).__name__}: {exc})") from None
+                raise MalformedResponseError(
+                    f"server {self.url}: malformed HTTP answer ({type(exc).__name__}: {printable(str(exc))})") from None
             except (socket.timeout, TimeoutError):
-                raise ServerUnreachableError(f"server {self.url}: no answer within {self.timeout:g} s") from None
+                said = f" (before that: {unavailable})" if unavailable else ""
+                raise ServerUnreachableError(f"server {self.url}: no answer within {self.timeout:g} s{said}") from None
             except socket.gaierror as exc:
                 raise ServerUnreachableError(f"server {self.url}: cannot resolve host {self._host!r} ({exc})") from None
             except OSError as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                last = printable(f"{type(exc).__name__}: {exc}")
                 continue
             if status == 503:
-                last = f"HTTP 503: {_error_reason(data)}"
+                unavailable = last = f"HTTP 503: {_error_reason(data)}"
+                self.close()  # a server that is going away often closes right after saying so
                 continue
-            return status, resp_headers, data, attempt + 1
-        raise ServerUnreachableError(
-            f"server {self.url} unreachable after {self.retry.retries + 1} attempts: {last}"
-        )
+            return status, resp_headers, data, attempts
+        if not attempts:
+            raise ServerUnreachableError(f"server {self.url}: no answer within {self.timeout:g} s")
+        reason = last if not unavailable or last == unavailable else f"{unavailable}; then {last}"
+        cut = " (the deadline left no time for more)" if attempts <= self.retry.retries else ""
+        raise ServerUnreachableError(f"server {self.url} unreachable after {attempts} attempts{cut}: {reason}")
 
-    def _check(self, status: int, data: bytes) -> None:
-        if status >= 400:
+    def _check(self, status: int, headers: dict[str, str], data: bytes) -> None:
+        if 300 <= status < 400:
+            target = printable(headers.get("location", "(no Location header)"), 200)
+            raise ServerRejectedError(self.url, status, f"redirect to {target}; not followed (use the final URL as the server address)")
+        if status != 200:
             raise ServerRejectedError(self.url, status, _error_reason(data))
 
     def infer(
@@ -288,12 +471,12 @@ class KServeClient:
         start = time.perf_counter()
         status, resp_headers, data, attempts = self.request("POST", f"/v2/models/{model}/infer", body, headers)
         elapsed = (time.perf_counter() - start) * 1000.0
-        self._check(status, data)
+        self._check(status, resp_headers, data)
         raw_len = resp_headers.get(HEADER_LENGTH.lower())
         try:
             header_len = int(raw_len) if raw_len is not None else None
         except ValueError:
-            raise MalformedResponseError(f"server {self.url}: {HEADER_LENGTH} is not an integer ({raw_len!r})") from None
+            raise MalformedResponseError(f"server {self.url}: {HEADER_LENGTH} is not an integer ({printable(raw_len or '', 60)!r})") from None
         header, outputs = parse_infer_response(data, header_len)
         return InferResult(
             outputs=outputs,

@@ -3,6 +3,7 @@
     uv run python runtime_server/serve.py --artifacts DIR [--host 127.0.0.1] [--port 8000]
         [--backend onnxruntime|tensorrt|torch] [--max-batch-size N] [--max-queue-delay-ms M]
         [--max-request-bytes B] [--token-file F] [--grpc-port P]
+        [--header-timeout S] [--body-timeout S] [--idle-timeout S]
 
 Prints ``serving MODEL (BACKEND on DEVICE) at http://HOST:PORT`` once ready (``--port 0`` picks a free
 port), then ``serving MODEL over gRPC at grpc://HOST:P`` with ``--grpc-port`` (KServe v2 gRPC on the same
@@ -23,6 +24,7 @@ from codec.manifest import BundleError
 from codec.wire import TOKEN_ENV, read_token
 from runtime_server.app import STATE, ServerConfig, create_app, serve
 from runtime_server.backends import BACKENDS, BackendUnavailableError
+from runtime_server.connection import ConnectionLimits
 from runtime_server.grpc_server import GrpcFrontend
 
 
@@ -41,6 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token-file", type=Path, help=f"require 'Authorization: Bearer <token>' (else ${TOKEN_ENV} if set)")
     p.add_argument("--grpc-port", type=int, help="also serve KServe v2 gRPC on this port (0: any free port; default: off)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on exit")
+    defaults = ConnectionLimits()
+    p.add_argument("--header-timeout", type=float, default=defaults.header_timeout,
+                   help="seconds from a request's first byte to the end of its headers (408 and close after)")
+    p.add_argument("--body-timeout", type=float, default=defaults.body_timeout,
+                   help="seconds from the end of a request's headers to the end of its body (408 and close after)")
+    p.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout,
+                   help="seconds a connection may wait without starting a request before it is closed")
     return p.parse_args(argv)
 
 
@@ -67,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             token=read_token(args.token_file),
             decode_threads=args.decode_threads,
             compute_threads=args.compute_threads,
+            limits=ConnectionLimits(args.header_timeout, args.body_timeout, args.idle_timeout),
         )
         app = create_app(config)
     except (BundleError, BackendUnavailableError, ValueError) as exc:
