@@ -1,0 +1,378 @@
+"""Hostile traffic against serve.py on loopback, and what it does to the clients that behave.
+
+    uv run python runtime_server/hostile.py --artifacts DIR [--seconds 15] [--hostile-clients 4] [--json PATH]
+
+Starts serve.py on 127.0.0.1 and measures, in one run: a normal client's latency alone (single-image
+requests, one after another) and the health probe's; then the same beside ``--hostile-clients`` clients
+that take turns at slow uploads, 4 MiB bodies of a million BYTES elements, JSON headers of a million values,
+and batches of bitstreams whose headers claim the largest latent the format allows. It prints the normal
+client's p50/p99 loaded vs unloaded (target: p99 ratio <= 3x), the health probe's latency under load
+(target: p99 <= 100 ms), the statuses the hostile clients got (target: none >= 500); then it sends SIGTERM
+to a second serve.py while one request is queued and one upload stalls, and prints how long the server took
+to exit and what each got (target: within the shutdown timeout, the queued request answered 200).
+
+Every loop is bounded in count and in time; every connection goes to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from codec import format as fmt
+from codec.files import atomic_write_json
+from codec.manifest import BundleError, load_bundle
+from codec.tables import EntropyTables
+from codec.wire import BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, pack_bytes
+from runtime_server.process import LOOPBACK, ServerError, ServerProcess
+
+TARGET_P99_RATIO = 3.0
+TARGET_PROBE_MS = 100.0
+MAX_ROUNDS = 100_000
+"""Upper bound on the iterations of any client loop (each also stops at its deadline)."""
+
+
+# ---- requests ---------------------------------------------------------------------------------------------
+
+def binary_request(bitstreams: list[bytes], shape: list[int] | None = None) -> tuple[bytes, dict[str, str]]:
+    """A KServe v2 binary-extension infer request carrying ``bitstreams`` (``shape`` overrides the declared one)."""
+    payload = pack_bytes(bitstreams)
+    head = json.dumps({"inputs": [{"name": BITSTREAM_INPUT, "datatype": "BYTES", "shape": shape or [len(bitstreams)],
+                                   "parameters": {BINARY_DATA_SIZE: len(payload)}}]}).encode()
+    return head + payload, {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+def million_elements_request(body_bytes: int = 4_000_000) -> tuple[bytes, dict[str, str]]:
+    """``body_bytes / 4`` empty BYTES elements, the shape declaring every one of them."""
+    count = body_bytes // 4
+    head = json.dumps({"inputs": [{"name": BITSTREAM_INPUT, "datatype": "BYTES", "shape": [count],
+                                   "parameters": {BINARY_DATA_SIZE: 4 * count}}]}).encode()
+    return head + bytes(4 * count), {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+def json_flood_request(values: int = 1_000_000) -> tuple[bytes, dict[str, str]]:
+    """A pure JSON request whose data list holds ``values`` empty lists (slowest for ``json.loads``)."""
+    data = b"[" + b"[]," * (values - 1) + b"[]]"
+    body = b'{"inputs":[{"name":"' + BITSTREAM_INPUT.encode() + b'","datatype":"BYTES","shape":[1],"data":' + data + b"}]}"
+    return body, {"Content-Type": "application/json"}
+
+
+def claimed_shape_bitstream(tables: EntropyTables, shape: tuple[int, int, int], task_mask: int = 1, payload: bytes = bytes(64)) -> bytes:
+    """A bitstream with a well-formed header (right tables, valid CRC) announcing latent ``shape`` in front of
+    a payload that is not a coded latent: only a receiver that decodes before checking the shape pays for it."""
+    return fmt.pack(task_mask, tables.table_id, tables.sha256_digest, shape, payload)
+
+
+def largest_shape(channels: int) -> tuple[int, int, int]:
+    """The largest latent of ``channels`` channels the format allows (``C*H*W <= MAX_SYMBOLS``)."""
+    side = int((fmt.MAX_SYMBOLS // channels) ** 0.5)
+    return channels, min(side, fmt.MAX_DIM), min(side, fmt.MAX_DIM)
+
+
+# ---- clients ----------------------------------------------------------------------------------------------
+
+def _connect(address: tuple[str, int], timeout: float) -> socket.socket:
+    return socket.create_connection(address, timeout=timeout)
+
+
+def _status(sock: socket.socket, deadline: float) -> int:
+    """The status code of the answer on ``sock`` (0: closed without one; -1: none by ``deadline``)."""
+    data = b""
+    while b"\r\n" not in data and len(data) < 4096:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return -1
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            return -1
+        except OSError:
+            return 0
+        if not chunk:
+            break
+        data += chunk
+    parts = data.split(b"\r\n", 1)[0].split()
+    return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+
+
+def post_raw(address: tuple[str, int], path: str, body: bytes, headers: dict[str, str], timeout: float = 30.0) -> int:
+    """POST ``body`` on a new connection; the answer's status (0: the server closed without one)."""
+    deadline = time.monotonic() + timeout
+    lines = [f"POST {path} HTTP/1.1", f"Host: {address[0]}", f"Content-Length: {len(body)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    try:
+        with _connect(address, timeout) as sock:
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+            return _status(sock, deadline)
+    except OSError:
+        return 0
+
+
+def slow_upload(address: tuple[str, int], path: str, seconds: float, interval: float = 0.2, declared: int = 100_000) -> int:
+    """Declare a ``declared``-byte body and send one byte per ``interval`` s for at most ``seconds`` s;
+    the status the server answered (408 when it stopped waiting), 0 if it closed, -1 if it never did."""
+    deadline = time.monotonic() + seconds
+    head = f"POST {path} HTTP/1.1\r\nHost: {address[0]}\r\nContent-Length: {declared}\r\n\r\n".encode()
+    try:
+        with _connect(address, seconds) as sock:
+            sock.sendall(head)
+            for _ in range(min(declared, MAX_ROUNDS)):
+                if time.monotonic() >= deadline:
+                    return -1
+                sock.setblocking(False)
+                try:
+                    if sock.recv(1, socket.MSG_PEEK):
+                        return _status(sock, deadline)
+                    return 0
+                except BlockingIOError:
+                    pass
+                finally:
+                    sock.setblocking(True)
+                sock.sendall(b"x")
+                time.sleep(interval)
+    except OSError:
+        return 0
+    return -1
+
+
+@dataclass
+class Tally:
+    """What a set of clients saw: latencies (ms) of the requests that mattered, and statuses by count."""
+
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+
+def normal_client(address: tuple[str, int], model: str, bitstreams: list[bytes], until: float, tally: Tally) -> None:
+    """Single-image requests, one after another on a keep-alive connection, until ``until``."""
+    conn = http.client.HTTPConnection(*address, timeout=30)
+    requests = [binary_request([b]) for b in bitstreams]
+    try:
+        for i in range(MAX_ROUNDS):
+            if time.monotonic() >= until:
+                return
+            body, headers = requests[i % len(requests)]
+            start = time.perf_counter()
+            try:
+                conn.request("POST", f"/v2/models/{model}/infer", body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                tally.statuses[type(exc).__name__] += 1
+                conn.close()
+                continue
+            tally.statuses[resp.status] += 1
+            if resp.status == 200:
+                tally.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        conn.close()
+
+
+def health_prober(address: tuple[str, int], until: float, tally: Tally, interval: float = 0.05) -> None:
+    """``GET /v2/health/live`` every ``interval`` s on a keep-alive connection until ``until``."""
+    conn = http.client.HTTPConnection(*address, timeout=30)
+    try:
+        for _ in range(MAX_ROUNDS):
+            if time.monotonic() >= until:
+                return
+            start = time.perf_counter()
+            try:
+                conn.request("GET", "/v2/health/live")
+                resp = conn.getresponse()
+                resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                tally.statuses[type(exc).__name__] += 1
+                conn.close()
+                continue
+            tally.statuses[resp.status] += 1
+            tally.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            time.sleep(interval)
+    finally:
+        conn.close()
+
+
+def hostile_client(address: tuple[str, int], model: str, tables: EntropyTables, channels: int, until: float,
+                   tally: Tally, first: int = 0) -> None:
+    """Take turns, starting at attack ``first``, at the four attacks until ``until``; counts ``kind:status``."""
+    path = f"/v2/models/{model}/infer"
+    flood = million_elements_request()
+    json_flood = json_flood_request()
+    big = claimed_shape_bitstream(tables, largest_shape(channels))
+    shapes = binary_request([big] * 256)
+    attacks: list[tuple[str, Callable[[], int]]] = [
+        ("slow_upload", lambda: slow_upload(address, path, seconds=max(0.1, min(5.0, until - time.monotonic())))),
+        ("million_elements", lambda: post_raw(address, path, *flood)),
+        ("json_flood", lambda: post_raw(address, path, *json_flood)),
+        ("claimed_shapes", lambda: post_raw(address, path, *shapes)),
+    ]
+    for i in range(first, first + MAX_ROUNDS):
+        if time.monotonic() >= until:
+            return
+        kind, attack = attacks[i % len(attacks)]
+        tally.statuses[f"{kind}:{attack()}"] += 1
+
+
+# ---- the benchmark ----------------------------------------------------------------------------------------
+
+@dataclass
+class Phase:
+    """One measured phase: the normal client, the health probe and (loaded) the hostile clients."""
+
+    normal: Tally
+    probe: Tally
+    hostile: Tally
+
+
+def run_phase(address: tuple[str, int], model: str, bitstreams: list[bytes], tables: EntropyTables, channels: int,
+              seconds: float, hostile_clients: int) -> Phase:
+    """Run the normal client and the prober for ``seconds`` s beside ``hostile_clients`` hostile clients."""
+    phase = Phase(Tally(), Tally(), Tally())
+    until = time.monotonic() + seconds
+    tallies = [Tally() for _ in range(hostile_clients)]
+    threads = [threading.Thread(target=normal_client, args=(address, model, bitstreams, until, phase.normal)),
+               threading.Thread(target=health_prober, args=(address, until, phase.probe))]
+    threads += [threading.Thread(target=hostile_client, args=(address, model, tables, channels, until, t, k))
+                for k, t in enumerate(tallies)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 60)
+    for t in tallies:
+        phase.hostile.statuses.update(t.statuses)
+    return phase
+
+
+@dataclass
+class ShutdownResult:
+    exit_seconds: float
+    exit_code: int | None
+    queued_status: int
+    stalled_status: int
+
+
+def shutdown_check(artifacts: Path, model: str, bitstream: bytes, log_path: Path, shutdown_timeout: float = 30.0) -> ShutdownResult:
+    """SIGTERM a serve.py while one request waits in its batching queue (1 s queue delay) and one upload
+    stalls; how long the exit took and what the two clients got."""
+    args = ["--max-batch-size", "64", "--max-queue-delay-ms", "1000", "--shutdown-timeout", str(shutdown_timeout)]
+    server = ServerProcess(artifacts, log_path, args).start()
+    address = (server.host, server.port)
+    path = f"/v2/models/{model}/infer"
+    results: dict[str, int] = {}
+    queued = threading.Thread(target=lambda: results.update(queued=post_raw(address, path, *binary_request([bitstream]))))
+    stalled = threading.Thread(target=lambda: results.update(stalled=slow_upload(address, path, seconds=shutdown_timeout + 10)))
+    try:
+        stalled.start()
+        queued.start()
+        time.sleep(0.3)
+        proc = server.proc
+        if proc is None:
+            raise ServerError("serve.py is not running")
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code: int | None = proc.wait(shutdown_timeout + 10)
+        except subprocess.TimeoutExpired:
+            code = None
+        seconds = time.monotonic() - start
+        queued.join(10)
+        stalled.join(10)
+    finally:
+        server.stop()
+    return ShutdownResult(seconds, code, results.get("queued", -1), results.get("stalled", -1))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="serve.py under hostile traffic: a normal client's latency and the health probe, loaded vs not")
+    p.add_argument("--artifacts", type=Path, required=True, help="bundle directory")
+    p.add_argument("--seconds", type=float, default=15.0, help="length of each phase (unloaded, loaded)")
+    p.add_argument("--hostile-clients", type=int, default=4, help="hostile clients in the loaded phase")
+    p.add_argument("--backend", default="onnxruntime", help="serve.py --backend")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    return p.parse_args(argv)
+
+
+def _row(label: str, tally: Tally) -> str:
+    return f"{label:<34} {len(tally.latencies_ms):>7} {tally.percentile(50):>8.2f} {tally.percentile(99):>8.2f} {max(tally.latencies_ms, default=float('nan')):>8.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.seconds <= 0 or args.hostile_clients < 1:
+        print("hostile.py: --seconds must be > 0 and --hostile-clients >= 1", file=sys.stderr)
+        return 2
+    from runtime_server.loadgen import synthetic_bitstreams
+
+    try:
+        bundle = load_bundle(args.artifacts)
+        bitstreams = synthetic_bitstreams(args.artifacts, 16)
+    except (BundleError, OSError) as exc:
+        print(f"hostile.py: {exc}", file=sys.stderr)
+        return 2
+    model, channels = bundle.manifest.model_name, bundle.latent_shape[0]
+    print(f"model {model}, backend {args.backend}, {LOOPBACK}, {os.cpu_count()} CPUs, {args.seconds:g} s per phase, "
+          f"{args.hostile_clients} hostile clients (slow uploads, 1M-element bodies, 1M-value JSON, claimed latent {largest_shape(channels)})")
+    with tempfile.TemporaryDirectory(prefix="mantis-hostile-") as logs:
+        try:
+            with ServerProcess(args.artifacts, Path(logs) / "serve.log", ["--backend", args.backend]) as server:
+                address = (server.host, server.port)
+                run_phase(address, model, bitstreams, bundle.tables, channels, min(2.0, args.seconds), 0)  # warm-up
+                alone = run_phase(address, model, bitstreams, bundle.tables, channels, args.seconds, 0)
+                loaded = run_phase(address, model, bitstreams, bundle.tables, channels, args.seconds, args.hostile_clients)
+            shutdown = shutdown_check(args.artifacts, model, bitstreams[0], Path(logs) / "serve-shutdown.log")
+        except ServerError as exc:
+            print(f"hostile.py: {exc}", file=sys.stderr)
+            return 2
+    print(f"{'latency (ms)':<34} {'count':>7} {'p50':>8} {'p99':>8} {'max':>8}")
+    print(_row("normal client, alone", alone.normal))
+    print(_row("normal client, beside hostile", loaded.normal))
+    print(_row("health probe, alone", alone.probe))
+    print(_row("health probe, beside hostile", loaded.probe))
+    ratio = loaded.normal.percentile(99) / alone.normal.percentile(99)
+    probe_p99 = loaded.probe.percentile(99)
+    server_errors = sum(n for key, n in loaded.hostile.statuses.items() if str(key).rsplit(":", 1)[-1].isdigit() and int(str(key).rsplit(":", 1)[-1]) >= 500)
+    normal_failed = sum(n for key, n in loaded.normal.statuses.items() if key != 200)
+    print(f"hostile clients got: {dict(sorted(loaded.hostile.statuses.items()))}")
+    print(f"normal client p99 loaded / alone: {ratio:.2f}x (target <= {TARGET_P99_RATIO:g}x: {'met' if ratio <= TARGET_P99_RATIO else 'NOT met'}); "
+          f"failed normal requests: {normal_failed}")
+    print(f"health probe p99 beside hostile clients: {probe_p99:.1f} ms (target <= {TARGET_PROBE_MS:g} ms: "
+          f"{'met' if probe_p99 <= TARGET_PROBE_MS else 'NOT met'})")
+    print(f"answers >= 500 to hostile clients: {server_errors} (target 0)")
+    print(f"SIGTERM with a queued request and a stalled upload: exit {shutdown.exit_code} after {shutdown.exit_seconds:.2f} s "
+          f"(shutdown timeout 30 s); queued request got {shutdown.queued_status}, stalled upload got {shutdown.stalled_status}")
+    if args.json:
+        atomic_write_json(args.json, {
+            "model": model, "seconds": args.seconds, "hostile_clients": args.hostile_clients,
+            "normal_alone_ms": {"p50": alone.normal.percentile(50), "p99": alone.normal.percentile(99), "count": len(alone.normal.latencies_ms)},
+            "normal_loaded_ms": {"p50": loaded.normal.percentile(50), "p99": loaded.normal.percentile(99), "count": len(loaded.normal.latencies_ms)},
+            "probe_alone_ms": {"p50": alone.probe.percentile(50), "p99": alone.probe.percentile(99)},
+            "probe_loaded_ms": {"p50": loaded.probe.percentile(50), "p99": probe_p99, "max": max(loaded.probe.latencies_ms, default=None)},
+            "p99_ratio": ratio, "hostile_statuses": {str(k): v for k, v in loaded.hostile.statuses.items()},
+            "server_errors": server_errors, "normal_failed": normal_failed,
+            "shutdown": {"seconds": shutdown.exit_seconds, "exit_code": shutdown.exit_code,
+                         "queued_status": shutdown.queued_status, "stalled_status": shutdown.stalled_status},
+        })
+    ok = server_errors == 0 and normal_failed == 0 and shutdown.exit_code == 0 and shutdown.queued_status == 200
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
