@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -218,7 +219,7 @@ def test_pipelined_answers_before_a_malformed_request_are_sent(server, bundle, g
     live = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
     broken = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nBroken Header Line\r\n\r\n"
     answer = _exchange(_address(server), live + infer + live + broken + live)
-    statuses = [line.split(b" ")[1] for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    statuses = re.findall(rb"HTTP/1\.[01] (\d{3}) ", answer)
     assert statuses == [b"200", b"200", b"200", b"400"], answer[-300:]
 
 
@@ -227,7 +228,7 @@ def test_malformed_http_is_logged_without_tracebacks_at_a_bounded_rate(server, c
     address = _address(server)
     for i in range(3 * LOG_BURST):
         answer = _exchange(address, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nBroken Header %d\r\n\r\n" % i)
-        assert answer.startswith(b"HTTP/1.1 400")
+        assert re.match(rb"HTTP/1\.[01] 400 ", answer), answer[:100]
     records = [r for r in caplog.records if r.name in ("mantis.server", "aiohttp.server") and r.levelno >= logging.WARNING]
     assert records and all(r.exc_info is None for r in records)
     assert len(records) <= LOG_BURST and all("malformed HTTP request" in r.getMessage() for r in records)
