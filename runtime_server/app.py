@@ -36,7 +36,7 @@ from runtime_server.batching import BackendError, BatcherClosedError, DynamicBat
 from runtime_server.connection import ConnectionLimits, GuardedServer, one_line
 from runtime_server.metrics import CONTENT_TYPE, ServerMetrics
 from runtime_server.model import VERSION, MantisModel
-from runtime_server.protocol import encode_infer_response, parse_infer_request
+from runtime_server.protocol import BodyCollector, InferRequest, encode_infer_response
 
 log = logging.getLogger("mantis.server")
 
@@ -160,8 +160,9 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
     return await handler(request)
 
 
-async def _read_body(request: web.Request, state: ServerState) -> bytes:
-    """The request body, within the body deadline; 408 when it is late, 503 when shutdown begins first."""
+async def _read_request(request: web.Request, state: ServerState) -> InferRequest:
+    """The inference request, read chunk by chunk within the body deadline and refused as soon as what has
+    arrived is over a limit (:class:`BodyCollector`); 408 when the body is late, 503 when shutdown begins first."""
     encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
     if encoding != "identity":
         raise ProtocolError(
@@ -170,8 +171,9 @@ async def _read_body(request: web.Request, state: ServerState) -> bytes:
     if request.content_length is not None and request.content_length > state.max_request_bytes:
         raise ProtocolError(
             f"request body of {request.content_length} bytes exceeds the limit of {state.max_request_bytes} bytes", kind="too_large")
+    collector = BodyCollector(request.headers.get(HEADER_LENGTH), state.max_request_bytes, state.max_request_images)
     timeout = state.limits.body_timeout
-    reader = asyncio.ensure_future(request.read())
+    reader = asyncio.ensure_future(_collect(request, collector))
     try:
         waits = (reader,) if state.closing is None else (reader, state.closing)
         await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -179,10 +181,16 @@ async def _read_body(request: web.Request, state: ServerState) -> bytes:
         if not reader.done():
             reader.cancel()
     if reader.done() and not reader.cancelled():
-        return reader.result()
+        reader.result()  # the collector's refusal, if any
+        return collector.request()
     if state.closing is not None and state.closing.done():
         raise ProtocolError("the server is shutting down; retry", kind="unavailable")
     raise ProtocolError(f"request body not received within {timeout:g} s", kind="timeout")
+
+
+async def _collect(request: web.Request, collector: BodyCollector) -> None:
+    while chunk := await request.content.readany():
+        collector.feed(chunk)
 
 
 def _model(request: web.Request) -> MantisModel:
@@ -229,8 +237,7 @@ async def _infer(request: web.Request) -> web.Response:
     if not state.ready:
         raise ProtocolError("the server is not ready (starting or shutting down)", kind="unavailable")
     start = time.perf_counter()
-    body = await _read_body(request, state)
-    parsed = parse_infer_request(body, request.headers.get(HEADER_LENGTH), state.max_request_images)
+    parsed = await _read_request(request, state)
     outputs = await model.infer(parsed)
     payload, header_length = encode_infer_response(model.name, VERSION, parsed, outputs)
     state.metrics.infer_requests.labels(model.name).inc()

@@ -3,9 +3,11 @@
     uv run python runtime_server/hostile.py --artifacts DIR [--seconds 15] [--hostile-clients 4] [--json PATH]
 
 Starts serve.py on 127.0.0.1 and measures, in one run: a normal client's latency alone (single-image
-requests, one after another) and the health probe's; then the same beside ``--hostile-clients`` clients
-that take turns at slow uploads, 4 MiB bodies of a million BYTES elements, JSON headers of a million values,
-and batches of bitstreams whose headers claim the largest latent the format allows. It prints the normal
+requests, one after another) and the health probe's; then the same beside ``--hostile-clients`` clients,
+each repeating one attack: slow uploads (a byte per 0.2 s), 4 MiB bodies of a million BYTES elements, JSON
+headers of a million values, batches of 256 bitstreams whose headers claim the largest latent the format
+allows. The server runs with its default limits except ``--body-timeout 5``, so that slow uploads are cut
+off within a phase. It prints the normal
 client's p50/p99 loaded vs unloaded (target: p99 ratio <= 3x), the health probe's latency under load
 (target: p99 <= 100 ms), the statuses the hostile clients got (target: none >= 500); then it sends SIGTERM
 to a second serve.py while one request is queued and one upload stalls, and prints how long the server took
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -30,7 +33,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -43,6 +46,7 @@ from runtime_server.process import LOOPBACK, ServerError, ServerProcess
 
 TARGET_P99_RATIO = 3.0
 TARGET_PROBE_MS = 100.0
+BENCH_BODY_TIMEOUT = 5.0
 MAX_ROUNDS = 100_000
 """Upper bound on the iterations of any client loop (each also stops at its deadline)."""
 
@@ -210,25 +214,33 @@ def health_prober(address: tuple[str, int], until: float, tally: Tally, interval
         conn.close()
 
 
-def hostile_client(address: tuple[str, int], model: str, tables: EntropyTables, channels: int, until: float,
-                   tally: Tally, first: int = 0) -> None:
-    """Take turns, starting at attack ``first``, at the four attacks until ``until``; counts ``kind:status``."""
+ATTACKS = ("slow_upload", "million_elements", "json_flood", "claimed_shapes")
+
+
+def hostile_client(address: tuple[str, int], model: str, claimed: bytes, until: float, tally: Tally, attack: str) -> None:
+    """Repeat one of :data:`ATTACKS` until ``until`` (``claimed``: the bitstream the ``claimed_shapes``
+    attack sends 256 of); counts ``attack:status`` (0: closed without an answer, -1: still waiting when the
+    client gave up)."""
     path = f"/v2/models/{model}/infer"
-    flood = million_elements_request()
-    json_flood = json_flood_request()
-    big = claimed_shape_bitstream(tables, largest_shape(channels))
-    shapes = binary_request([big] * 256)
-    attacks: list[tuple[str, Callable[[], int]]] = [
-        ("slow_upload", lambda: slow_upload(address, path, seconds=max(0.1, min(5.0, until - time.monotonic())))),
-        ("million_elements", lambda: post_raw(address, path, *flood)),
-        ("json_flood", lambda: post_raw(address, path, *json_flood)),
-        ("claimed_shapes", lambda: post_raw(address, path, *shapes)),
-    ]
-    for i in range(first, first + MAX_ROUNDS):
+    if attack == "slow_upload":
+        def once() -> int:
+            return slow_upload(address, path, seconds=max(0.1, until - time.monotonic()))
+    else:
+        if attack == "million_elements":
+            request = million_elements_request()
+        elif attack == "json_flood":
+            request = json_flood_request()
+        elif attack == "claimed_shapes":
+            request = binary_request([claimed] * 256)
+        else:
+            raise ValueError(f"unknown attack {attack!r}; known: {ATTACKS}")
+
+        def once() -> int:
+            return post_raw(address, path, *request)
+    for _ in range(MAX_ROUNDS):
         if time.monotonic() >= until:
             return
-        kind, attack = attacks[i % len(attacks)]
-        tally.statuses[f"{kind}:{attack()}"] += 1
+        tally.statuses[f"{attack}:{once()}"] += 1
 
 
 # ---- the benchmark ----------------------------------------------------------------------------------------
@@ -242,22 +254,49 @@ class Phase:
     hostile: Tally
 
 
-def run_phase(address: tuple[str, int], model: str, bitstreams: list[bytes], tables: EntropyTables, channels: int,
-              seconds: float, hostile_clients: int) -> Phase:
-    """Run the normal client and the prober for ``seconds`` s beside ``hostile_clients`` hostile clients."""
+def _hostile_process(address: tuple[str, int], model: str, claimed: bytes, seconds: float, attack: str,
+                     ready: Any, go: Any, results: Any) -> None:
+    """One hostile client in its own process (so that its work never competes for the measuring process's
+    interpreter): ready, wait for the start, attack for ``seconds`` s, report the statuses."""
+    tally = Tally()
+    ready.set()
+    if go.wait(60):
+        hostile_client(address, model, claimed, time.monotonic() + seconds, tally, attack)
+    results.put({str(k): v for k, v in tally.statuses.items()})
+
+
+def run_phase(address: tuple[str, int], model: str, bitstreams: list[bytes], claimed: bytes, seconds: float,
+              hostile_clients: int) -> Phase:
+    """Run the normal client and the prober (threads) for ``seconds`` s beside ``hostile_clients`` hostile
+    clients (processes, each repeating one of :data:`ATTACKS` in turn; started before the clock runs)."""
     phase = Phase(Tally(), Tally(), Tally())
-    until = time.monotonic() + seconds
-    tallies = [Tally() for _ in range(hostile_clients)]
-    threads = [threading.Thread(target=normal_client, args=(address, model, bitstreams, until, phase.normal)),
-               threading.Thread(target=health_prober, args=(address, until, phase.probe))]
-    threads += [threading.Thread(target=hostile_client, args=(address, model, tables, channels, until, t, k))
-                for k, t in enumerate(tallies)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(seconds + 60)
-    for t in tallies:
-        phase.hostile.statuses.update(t.statuses)
+    ctx = multiprocessing.get_context("spawn")
+    go, results = ctx.Event(), ctx.Queue()
+    readies = [ctx.Event() for _ in range(hostile_clients)]
+    procs = [ctx.Process(target=_hostile_process, args=(address, model, claimed, seconds, ATTACKS[k % len(ATTACKS)], readies[k], go, results), daemon=True)
+             for k in range(hostile_clients)]
+    try:
+        for proc in procs:
+            proc.start()
+        for ready in readies:
+            if not ready.wait(120):
+                raise RuntimeError("a hostile client process did not start within 120 s")
+        until = time.monotonic() + seconds
+        go.set()
+        threads = [threading.Thread(target=normal_client, args=(address, model, bitstreams, until, phase.normal)),
+                   threading.Thread(target=health_prober, args=(address, until, phase.probe))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(seconds + 60)
+        for _ in procs:
+            phase.hostile.statuses.update(results.get(timeout=seconds + 60))
+    finally:
+        for proc in procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
     return phase
 
 
@@ -329,14 +368,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model, channels = bundle.manifest.model_name, bundle.latent_shape[0]
     print(f"model {model}, backend {args.backend}, {LOOPBACK}, {os.cpu_count()} CPUs, {args.seconds:g} s per phase, "
-          f"{args.hostile_clients} hostile clients (slow uploads, 1M-element bodies, 1M-value JSON, claimed latent {largest_shape(channels)})")
+          f"{args.hostile_clients} hostile clients ({', '.join(ATTACKS[k % len(ATTACKS)] for k in range(args.hostile_clients))}; "
+          f"claimed latent {largest_shape(channels)}), serve.py --body-timeout {BENCH_BODY_TIMEOUT:g}")
     with tempfile.TemporaryDirectory(prefix="mantis-hostile-") as logs:
         try:
-            with ServerProcess(args.artifacts, Path(logs) / "serve.log", ["--backend", args.backend]) as server:
+            serve_args = ["--backend", args.backend, "--body-timeout", str(BENCH_BODY_TIMEOUT)]
+            with ServerProcess(args.artifacts, Path(logs) / "serve.log", serve_args) as server:
                 address = (server.host, server.port)
-                run_phase(address, model, bitstreams, bundle.tables, channels, min(2.0, args.seconds), 0)  # warm-up
-                alone = run_phase(address, model, bitstreams, bundle.tables, channels, args.seconds, 0)
-                loaded = run_phase(address, model, bitstreams, bundle.tables, channels, args.seconds, args.hostile_clients)
+                claimed = claimed_shape_bitstream(bundle.tables, largest_shape(channels))
+                run_phase(address, model, bitstreams, claimed, min(2.0, args.seconds), 0)  # warm-up
+                alone = run_phase(address, model, bitstreams, claimed, args.seconds, 0)
+                loaded = run_phase(address, model, bitstreams, claimed, args.seconds, args.hostile_clients)
             shutdown = shutdown_check(args.artifacts, model, bitstreams[0], Path(logs) / "serve-shutdown.log")
         except ServerError as exc:
             print(f"hostile.py: {exc}", file=sys.stderr)

@@ -121,16 +121,100 @@ def _shape(value: Any, name: str) -> tuple[list[int], int]:
     return value, count
 
 
-def _check_json_budget(head: bytes | memoryview, max_elements: int) -> None:
+def _json_tokens(data: bytes | memoryview) -> int:
+    """Structural characters in ``data``: an upper bound on the JSON values it can hold, at C speed."""
+    raw = bytes(data)
+    return raw.count(b",") + raw.count(b":") + raw.count(b"[") + raw.count(b"{")
+
+
+def _check_json_budget(tokens: int, max_elements: int) -> None:
     """413 when the JSON header holds more structure than a request of ``max_elements`` elements needs, so
     that ``json.loads`` (which holds the interpreter for its whole run) stays short whatever the body."""
-    raw = bytes(head)
-    tokens = raw.count(b",") + raw.count(b":") + raw.count(b"[") + raw.count(b"{")
     budget = JSON_BASE_TOKENS + JSON_TOKENS_PER_ELEMENT * max_elements
     if tokens > budget:
         raise ProtocolError(
-            f"inference request header holds {tokens} JSON values, more than the {budget} this server parses for "
+            f"inference request header holds {tokens}+ JSON values, more than the {budget} this server parses for "
             f"a request of at most {max_elements} elements (send tensors in binary form)", kind="too_large")
+
+
+def _header_length(value: str | None) -> int | None:
+    """The ``Inference-Header-Content-Length`` header as a positive integer (None when absent)."""
+    if value is None:
+        return None
+    try:
+        json_len = int(value.strip())
+    except ValueError:
+        raise ProtocolError(f"{HEADER_LENGTH} header must be an integer, got {_short(value)}") from None
+    if json_len <= 0:
+        raise ProtocolError(f"{HEADER_LENGTH} must be positive, got {json_len}")
+    return json_len
+
+
+def _load_header(head: bytes | memoryview, max_elements: int | None) -> dict[str, Any]:
+    """The JSON inference header as a dict, after the structure budget; with ``max_elements``, 413 as soon as
+    the declared shapes (those that are lists of integers) make more elements than that."""
+    if max_elements is not None:
+        _check_json_budget(_json_tokens(head), max_elements)
+    try:
+        doc = json.loads(bytes(head))
+    except RecursionError:
+        raise ProtocolError("inference request header is not valid JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer over Python's digit limit
+        raise ProtocolError(f"inference request header is not valid JSON ({_short(str(exc), 200)})") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("inference request must be a JSON object")
+    raw_inputs = doc.get("inputs")
+    if max_elements is not None and isinstance(raw_inputs, list):
+        total = 0
+        for raw in raw_inputs:
+            shape = raw.get("shape") if isinstance(raw, dict) else None
+            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape):
+                continue  # refused with its reason when the input is parsed
+            count = 1
+            for d in shape[: MAX_RANK + 1]:
+                count = min(count * d, max_elements + 1)
+            total += count
+            if total > max_elements:
+                raise ProtocolError(
+                    f"input {_short(raw.get('name'))}: shape {_short(shape)} makes more than {max_elements} elements "
+                    f"in the request; this server takes at most {max_elements} per request", kind="too_large")
+    return doc
+
+
+class BodyCollector:
+    """An inference request body taken in as it arrives, refused as soon as the bytes received so far show
+    it is over a limit: more than ``max_bytes`` (413), a JSON header with more values than ``max_elements``
+    elements need (413, counted per chunk), or, once a binary request's JSON header is complete, shapes that
+    make more than ``max_elements`` elements (413) - before the rest of the body is read."""
+
+    def __init__(self, header_length: str | None, max_bytes: int, max_elements: int) -> None:
+        self.json_len = _header_length(header_length)
+        self.max_bytes = max_bytes
+        self.max_elements = max_elements
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.tokens = 0
+        self.doc: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next chunk of the body."""
+        start = self.size
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise ProtocolError(f"request body exceeds the limit of {self.max_bytes} bytes", kind="too_large")
+        self.chunks.append(chunk)
+        json_end = self.size if self.json_len is None else self.json_len
+        if start < json_end:
+            self.tokens += _json_tokens(memoryview(chunk)[: json_end - start])
+            _check_json_budget(self.tokens, self.max_elements)
+        if self.doc is None and self.json_len is not None and self.size >= self.json_len:
+            self.chunks = [b"".join(self.chunks)]
+            self.doc = _load_header(memoryview(self.chunks[0])[: self.json_len], self.max_elements)
+
+    def request(self) -> InferRequest:
+        """The complete request, parsed (:func:`parse_infer_request`)."""
+        body = b"".join(self.chunks)
+        return _parse(body, self.json_len, self.max_elements, self.doc)
 
 
 def _flatten(data: Any, count: int, name: str, shape: list[int]) -> list[Any]:
@@ -184,27 +268,18 @@ def parse_infer_request(body: bytes, header_length: str | None, max_elements: in
     """Parse an inference request body (JSON, or JSON + binary tensor data when ``header_length`` is set).
 
     ``max_elements`` bounds the elements of all inputs together (413 above) and the JSON header's size in
-    values; None parses whatever comes (for trusted callers)."""
-    if header_length is None:
-        json_len = len(body)
-    else:
-        try:
-            json_len = int(header_length.strip())
-        except ValueError:
-            raise ProtocolError(f"{HEADER_LENGTH} header must be an integer, got {_short(header_length)}") from None
-        if not 0 < json_len <= len(body):
-            raise ProtocolError(f"{HEADER_LENGTH} is {json_len} but the request body has {len(body)} bytes")
-    head = memoryview(body)[:json_len]
-    if max_elements is not None:
-        _check_json_budget(head, max_elements)
-    try:
-        doc = json.loads(bytes(head))
-    except RecursionError:
-        raise ProtocolError("inference request header is not valid JSON (nested too deeply)") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer over Python's digit limit
-        raise ProtocolError(f"inference request header is not valid JSON ({_short(str(exc), 200)})") from None
-    if not isinstance(doc, dict):
-        raise ProtocolError("inference request must be a JSON object")
+    values; None parses whatever comes (for trusted callers). :class:`BodyCollector` applies the same limits
+    while the body arrives."""
+    return _parse(body, _header_length(header_length), max_elements, None)
+
+
+def _parse(body: bytes, header_length: int | None, max_elements: int | None, doc: dict[str, Any] | None) -> InferRequest:
+    """:func:`parse_infer_request` with the header length parsed and, when given, the JSON header already loaded."""
+    json_len = len(body) if header_length is None else header_length
+    if json_len > len(body):
+        raise ProtocolError(f"{HEADER_LENGTH} is {json_len} but the request body has {len(body)} bytes")
+    if doc is None:
+        doc = _load_header(memoryview(body)[:json_len], max_elements)
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError("'id' must be a string")
@@ -215,7 +290,6 @@ def parse_infer_request(body: bytes, header_length: str | None, max_elements: in
 
     binary = memoryview(body)[json_len:]
     pos = 0
-    total = 0
     inputs: list[InputTensor] = []
     for k, raw in enumerate(raw_inputs):
         if not isinstance(raw, dict):
@@ -227,11 +301,6 @@ def parse_infer_request(body: bytes, header_length: str | None, max_elements: in
         if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DATATYPES):
             raise ProtocolError(f"input {_short(name)}: unknown datatype {_short(datatype)}")
         shape, count = _shape(raw.get("shape"), name)
-        total += count
-        if max_elements is not None and total > max_elements:
-            raise ProtocolError(
-                f"input {_short(name)}: shape {_short(shape)} makes {total} elements in the request; this server "
-                f"takes at most {max_elements} per request", kind="too_large")
         params = _check_dict(raw.get("parameters"), f"input {_short(name)} 'parameters'")
         size = params.get(BINARY_DATA_SIZE)
         if size is not None:
