@@ -6,8 +6,9 @@ Starts serve.py on 127.0.0.1 and measures, in one run: a normal client's latency
 requests, one after another) and the health probe's; then the same beside ``--hostile-clients`` clients,
 each repeating one attack: slow uploads (a byte per 0.2 s), 4 MiB bodies of a million BYTES elements, JSON
 headers of a million values, batches of 256 bitstreams whose headers claim the largest latent the format
-allows. The server runs with its default limits except ``--body-timeout 5``, so that slow uploads are cut
-off within a phase. It prints the normal
+allows. The hostile clients run flat out, each in its own process at ``nice +10`` (on a small machine they
+share the server's cores, which a remote attacker does not). The server runs with its default limits
+except ``--body-timeout 5``, so that slow uploads are cut off within a phase. It prints the normal
 client's p50/p99 loaded vs unloaded (target: p99 ratio <= 3x), the health probe's latency under load
 (target: p99 <= 100 ms), the statuses the hostile clients got (target: none >= 500); then it sends SIGTERM
 to a second serve.py while one request is queued and one upload stalls, and prints how long the server took
@@ -47,6 +48,8 @@ from runtime_server.process import LOOPBACK, ServerError, ServerProcess
 TARGET_P99_RATIO = 3.0
 TARGET_PROBE_MS = 100.0
 BENCH_BODY_TIMEOUT = 5.0
+HOSTILE_NICENESS = 10
+"""``nice`` increment of the hostile client processes."""
 MAX_ROUNDS = 100_000
 """Upper bound on the iterations of any client loop (each also stops at its deadline)."""
 
@@ -257,7 +260,10 @@ class Phase:
 def _hostile_process(address: tuple[str, int], model: str, claimed: bytes, seconds: float, attack: str,
                      ready: Any, go: Any, results: Any) -> None:
     """One hostile client in its own process (so that its work never competes for the measuring process's
-    interpreter): ready, wait for the start, attack for ``seconds`` s, report the statuses."""
+    interpreter), at a lower CPU priority (a real attacker's CPU is not the server's; here the attackers
+    share the machine and would otherwise be measured as much as the server): ready, wait for the start,
+    attack for ``seconds`` s, report the statuses."""
+    os.nice(HOSTILE_NICENESS)
     tally = Tally()
     ready.set()
     if go.wait(60):
@@ -369,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     model, channels = bundle.manifest.model_name, bundle.latent_shape[0]
     print(f"model {model}, backend {args.backend}, {LOOPBACK}, {os.cpu_count()} CPUs, {args.seconds:g} s per phase, "
           f"{args.hostile_clients} hostile clients ({', '.join(ATTACKS[k % len(ATTACKS)] for k in range(args.hostile_clients))}; "
-          f"claimed latent {largest_shape(channels)}), serve.py --body-timeout {BENCH_BODY_TIMEOUT:g}")
+          f"claimed latent {largest_shape(channels)}; own processes at nice +{HOSTILE_NICENESS}), serve.py --body-timeout {BENCH_BODY_TIMEOUT:g}")
     with tempfile.TemporaryDirectory(prefix="mantis-hostile-") as logs:
         try:
             serve_args = ["--backend", args.backend, "--body-timeout", str(BENCH_BODY_TIMEOUT)]
