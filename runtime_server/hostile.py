@@ -281,9 +281,11 @@ def run_phase(address: tuple[str, int], model: str, bitstreams: list[bytes], cla
     readies = [ctx.Event() for _ in range(hostile_clients)]
     procs = [ctx.Process(target=_hostile_process, args=(address, model, claimed, seconds, ATTACKS[k % len(ATTACKS)], readies[k], go, results), daemon=True)
              for k in range(hostile_clients)]
+    started = []
     try:
         for proc in procs:
             proc.start()
+            started.append(proc)
         for ready in readies:
             if not ready.wait(120):
                 raise RuntimeError("a hostile client process did not start within 120 s")
@@ -298,7 +300,7 @@ def run_phase(address: tuple[str, int], model: str, bitstreams: list[bytes], cla
         for _ in procs:
             phase.hostile.statuses.update(results.get(timeout=seconds + 60))
     finally:
-        for proc in procs:
+        for proc in started:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
