@@ -479,3 +479,17 @@ def test_hostile_helpers_post_and_classify(server) -> None:
     address = _address(server)
     assert post_raw(address, "/v2/health/live", b"", {}) == 405
     assert post_raw(("127.0.0.1", 1), "/", b"", {}) == 0
+
+
+@pytest.mark.slow
+def test_hostile_benchmark_reports_every_target(onnx_bundle, tmp_path, capsys) -> None:
+    """runtime_server/hostile.py end to end on short phases: structure and correctness only, no timing asserted."""
+    from runtime_server.hostile import main as hostile_main
+
+    out = tmp_path / "hostile.json"
+    code = hostile_main(["--artifacts", str(onnx_bundle), "--seconds", "1", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert code == 0, capsys.readouterr().out
+    assert doc["server_errors"] == 0 and doc["normal_failed"] == 0 and doc["normal_loaded_ms"]["count"] > 0
+    assert doc["shutdown"]["exit_code"] == 0 and doc["shutdown"]["queued_status"] == 200
+    assert "health probe p99 beside hostile clients" in capsys.readouterr().out
