@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -97,7 +97,7 @@ def _connect(address: tuple[str, int], timeout: float) -> socket.socket:
     return socket.create_connection(address, timeout=timeout)
 
 
-def _status(sock: socket.socket, deadline: float) -> int:
+def read_status(sock: socket.socket, deadline: float) -> int:
     """The status code of the answer on ``sock`` (0: closed without one; -1: none by ``deadline``)."""
     data = b""
     while b"\r\n" not in data and len(data) < 4096:
@@ -126,7 +126,7 @@ def post_raw(address: tuple[str, int], path: str, body: bytes, headers: dict[str
     try:
         with _connect(address, timeout) as sock:
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-            return _status(sock, deadline)
+            return read_status(sock, deadline)
     except OSError:
         return 0
 
@@ -145,7 +145,7 @@ def slow_upload(address: tuple[str, int], path: str, seconds: float, interval: f
                 sock.setblocking(False)
                 try:
                     if sock.recv(1, socket.MSG_PEEK):
-                        return _status(sock, deadline)
+                        return read_status(sock, deadline)
                     return 0
                 except BlockingIOError:
                     pass
@@ -225,25 +225,24 @@ def hostile_client(address: tuple[str, int], model: str, claimed: bytes, until: 
     attack sends 256 of); counts ``attack:status`` (0: closed without an answer, -1: still waiting when the
     client gave up)."""
     path = f"/v2/models/{model}/infer"
-    if attack == "slow_upload":
-        def once() -> int:
-            return slow_upload(address, path, seconds=max(0.1, until - time.monotonic()))
-    else:
-        if attack == "million_elements":
-            request = million_elements_request()
-        elif attack == "json_flood":
-            request = json_flood_request()
-        elif attack == "claimed_shapes":
-            request = binary_request([claimed] * 256)
-        else:
-            raise ValueError(f"unknown attack {attack!r}; known: {ATTACKS}")
-
-        def once() -> int:
-            return post_raw(address, path, *request)
+    requests = {
+        "slow_upload": None,
+        "million_elements": million_elements_request,
+        "json_flood": json_flood_request,
+        "claimed_shapes": lambda: binary_request([claimed] * 256),
+    }
+    if attack not in requests:
+        raise ValueError(f"unknown attack {attack!r}; known: {ATTACKS}")
+    make = requests[attack]
+    request = make() if make is not None else None
     for _ in range(MAX_ROUNDS):
         if time.monotonic() >= until:
             return
-        tally.statuses[f"{attack}:{once()}"] += 1
+        if request is None:
+            status = slow_upload(address, path, seconds=max(0.1, until - time.monotonic()))
+        else:
+            status = post_raw(address, path, *request)
+        tally.statuses[f"{attack}:{status}"] += 1
 
 
 # ---- the benchmark ----------------------------------------------------------------------------------------

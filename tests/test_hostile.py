@@ -36,7 +36,7 @@ from runtime_edge.transport import (
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.connection import LOG_BURST, ConnectionLimits
 from runtime_server.hostile import (
-    _status,
+    read_status,
     binary_request,
     claimed_shape_bitstream,
     json_flood_request,
@@ -318,7 +318,7 @@ def test_fuzzed_requests_never_get_a_5xx(server, bundle, raw: bytes) -> None:
         except OSError:
             return  # refused mid-send: nothing was answered, nothing to check
         s.shutdown(socket.SHUT_WR)
-        status = _status(s, time.monotonic() + 10)
+        status = read_status(s, time.monotonic() + 10)
     assert status == 0 or 100 <= status < 500, (status, raw[:300])
 
 
