@@ -4,7 +4,7 @@
 
 Starts serve.py on 127.0.0.1 and measures, in one run: a normal client's latency alone (single-image
 requests, one after another) and the health probe's; then the same beside ``--hostile-clients`` clients,
-each repeating one attack: slow uploads (a byte per 0.2 s), 4 MiB bodies of a million BYTES elements, JSON
+each repeating one attack: slow uploads (32 connections at once, a byte per 0.2 s each), 4 MiB bodies of a million BYTES elements, JSON
 headers of a million values, batches of 256 bitstreams whose headers claim the largest latent the format
 allows. The hostile clients run flat out, each in its own process at ``nice +10`` (on a small machine they
 share the server's cores, which a remote attacker does not). The server runs with its default limits
@@ -48,6 +48,8 @@ from runtime_server.process import LOOPBACK, ServerError, ServerProcess
 TARGET_P99_RATIO = 3.0
 TARGET_PROBE_MS = 100.0
 BENCH_BODY_TIMEOUT = 5.0
+SLOW_CONNECTIONS = 32
+"""Uploads the slow-upload client keeps open at once."""
 HOSTILE_NICENESS = 10
 """``nice`` increment of the hostile client processes."""
 MAX_ROUNDS = 100_000
@@ -131,31 +133,60 @@ def post_raw(address: tuple[str, int], path: str, body: bytes, headers: dict[str
         return 0
 
 
-def slow_upload(address: tuple[str, int], path: str, seconds: float, interval: float = 0.2, declared: int = 100_000) -> int:
-    """Declare a ``declared``-byte body and send one byte per ``interval`` s for at most ``seconds`` s;
-    the status the server answered (408 when it stopped waiting), 0 if it closed, -1 if it never did."""
+def slow_uploads(address: tuple[str, int], path: str, seconds: float, connections: int = 1, reopen: bool = False,
+                 interval: float = 0.2, declared: int = 100_000) -> list[int]:
+    """Keep ``connections`` uploads open for at most ``seconds`` s, each declaring a ``declared``-byte body and
+    sending one byte per ``interval`` s (with ``reopen``, one the server ends is replaced by a new one).
+    Returns, per connection, the status the server answered (408: cut off at its body deadline), 0 if it
+    closed without one, -1 if it was still open at the end."""
     deadline = time.monotonic() + seconds
     head = f"POST {path} HTTP/1.1\r\nHost: {address[0]}\r\nContent-Length: {declared}\r\n\r\n".encode()
+    ended: list[int] = []
+    open_socks: list[socket.socket] = []
+    opened = 0
     try:
-        with _connect(address, seconds) as sock:
-            sock.sendall(head)
-            for _ in range(min(declared, MAX_ROUNDS)):
-                if time.monotonic() >= deadline:
-                    return -1
-                sock.setblocking(False)
+        for _ in range(MAX_ROUNDS):
+            if time.monotonic() >= deadline or (not reopen and opened == connections and not open_socks):
+                break
+            while len(open_socks) < connections and (reopen or opened < connections):
+                opened += 1
                 try:
-                    if sock.recv(1, socket.MSG_PEEK):
-                        return read_status(sock, deadline)
-                    return 0
-                except BlockingIOError:
-                    pass
-                finally:
-                    sock.setblocking(True)
-                sock.sendall(b"x")
-                time.sleep(interval)
-    except OSError:
-        return 0
-    return -1
+                    sock = _connect(address, max(0.1, deadline - time.monotonic()))
+                    sock.sendall(head)
+                except OSError:
+                    ended.append(0)
+                    continue
+                sock.setblocking(False)
+                open_socks.append(sock)
+            for sock in list(open_socks):
+                try:
+                    answered = sock.recv(1, socket.MSG_PEEK)
+                except BlockingIOError:  # no answer yet: one more byte
+                    try:
+                        sock.send(b"x")
+                        continue
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        answered = b""
+                except OSError:
+                    answered = b""
+                open_socks.remove(sock)
+                sock.setblocking(True)
+                ended.append(read_status(sock, min(deadline, time.monotonic() + 5)) if answered else 0)
+                sock.close()
+            time.sleep(interval)
+    finally:
+        for sock in open_socks:
+            ended.append(-1)
+            sock.close()
+    return ended
+
+
+def slow_upload(address: tuple[str, int], path: str, seconds: float, interval: float = 0.2, declared: int = 100_000) -> int:
+    """One upload of :func:`slow_uploads`: the status the server answered (408 when it stopped waiting), 0
+    if it closed without one, -1 if it was still open after ``seconds`` s."""
+    return slow_uploads(address, path, seconds, 1, False, interval, declared)[0]
 
 
 @dataclass
@@ -239,10 +270,11 @@ def hostile_client(address: tuple[str, int], model: str, claimed: bytes, until: 
         if time.monotonic() >= until:
             return
         if request is None:
-            status = slow_upload(address, path, seconds=max(0.1, until - time.monotonic()))
+            statuses = slow_uploads(address, path, max(0.1, until - time.monotonic()), SLOW_CONNECTIONS, reopen=True)
         else:
-            status = post_raw(address, path, *request)
-        tally.statuses[f"{attack}:{status}"] += 1
+            statuses = [post_raw(address, path, *request)]
+        for status in statuses:
+            tally.statuses[f"{attack}:{status}"] += 1
 
 
 # ---- the benchmark ----------------------------------------------------------------------------------------
