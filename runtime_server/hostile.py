@@ -4,9 +4,9 @@
 
 Starts serve.py on 127.0.0.1 and measures, in one run: a normal client's latency alone (single-image
 requests, one after another) and the health probe's; then the same beside ``--hostile-clients`` clients,
-each repeating one attack: slow uploads (32 connections at once, a byte per 0.2 s each), 4 MiB bodies of a million BYTES elements, JSON
-headers of a million values, batches of 256 bitstreams whose headers claim the largest latent the format
-allows. The hostile clients run flat out, each in its own process at ``nice +10`` (on a small machine they
+each repeating one attack: slow uploads (32 connections at once, a byte per 0.2 s each), 4 MiB bodies
+of a million BYTES elements, JSON headers of a million values, batches of 256 bitstreams whose headers
+claim the largest latent the format allows. The hostile clients run flat out, each in its own process at ``nice +10`` (on a small machine they
 share the server's cores, which a remote attacker does not). The server runs with its default limits
 except ``--body-timeout 5``, so that slow uploads are cut off within a phase. It prints the normal
 client's p50/p99 loaded vs unloaded (target: p99 ratio <= 3x), the health probe's latency under load
