@@ -130,9 +130,9 @@ def build_infer_request(
     return head + payload, len(head)
 
 
-def _output_array(spec: dict, binary: bytes | None, limit: int) -> np.ndarray:
-    """One output as a numpy array; ``limit`` bounds its element count (the body's length: every element
-    takes at least a byte), so a hostile header cannot make the client allocate more than it received."""
+def _output_array(spec: dict, binary: bytes | None) -> np.ndarray:
+    """One output as a numpy array. Nothing is allocated from the declared shape, only from the data that
+    arrived, so a hostile header cannot make the client allocate more than it received."""
     name = printable(str(spec.get("name")), 80)
     datatype = spec.get("datatype")
     shape = spec.get("shape", [])
@@ -140,9 +140,7 @@ def _output_array(spec: dict, binary: bytes | None, limit: int) -> np.ndarray:
         raise MalformedResponseError(f"output {name!r}: 'shape' is not a list of non-negative integers")
     count = 1
     for d in shape:
-        count = min(count * d, limit + 1)
-    if count > limit:
-        raise MalformedResponseError(f"output {name!r}: shape {printable(str(shape), 80)} holds more elements than the answer has bytes")
+        count *= d  # exact (Python integers): compared with what arrived, never allocated
     data = spec.get("data", [])
     if binary is None and not isinstance(data, list):
         raise MalformedResponseError(f"output {name!r}: 'data' is not a list")
@@ -172,8 +170,11 @@ def _output_array(spec: dict, binary: bytes | None, limit: int) -> np.ndarray:
     else:
         raise MalformedResponseError(f"output {name!r}: unsupported datatype {printable(str(datatype), 40)!r}")
     if arr.size != count:
-        raise MalformedResponseError(f"output {name!r}: {arr.size} values for shape {shape}")
-    return arr.reshape(shape)
+        raise MalformedResponseError(f"output {name!r}: {arr.size} values for shape {printable(str(shape), 80)}")
+    try:
+        return arr.reshape(shape)
+    except (ValueError, OverflowError) as exc:
+        raise MalformedResponseError(f"output {name!r}: shape {printable(str(shape), 80)} is not usable ({exc})") from None
 
 
 def parse_infer_response(body: bytes, header_length: int | None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -205,7 +206,7 @@ def parse_infer_response(body: bytes, header_length: int | None) -> tuple[dict, 
             if len(binary) != size:
                 raise MalformedResponseError(f"output {printable(spec['name'], 80)!r}: binary data truncated")
             pos += size
-        outputs[spec["name"]] = _output_array(spec, binary, len(body))
+        outputs[spec["name"]] = _output_array(spec, binary)
     return header, outputs
 
 
