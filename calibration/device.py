@@ -146,7 +146,9 @@ def install_edge(root: Path, wheel: Path, extras: Sequence[str], timeout: float 
     _run([*pip, "download", "-q", *target, "-d", str(wheels), spec, *pins], "pip download of the aarch64 wheels", timeout)
     if site.exists():
         shutil.rmtree(site)
-    _run([*pip, "install", "-q", "--no-index", "--find-links", str(wheels), "--no-compile", "--target", str(site), *target, spec, *pins],
+    # the download above checked Requires-Python against 3.13; pip install --target checks it against its own interpreter
+    _run([*pip, "install", "-q", "--no-index", "--find-links", str(wheels), "--no-compile", "--ignore-requires-python",
+          "--target", str(site), *target, spec, *pins],
          "pip install --target of the aarch64 wheels", timeout)
     installed = sorted(p.name for p in site.iterdir())
     if any(name.startswith("torch") for name in installed):

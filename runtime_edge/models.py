@@ -15,10 +15,14 @@ Every model maps ``image`` float32 ``(1, 3, H, W)`` to ``(latent (1, C, h, w), t
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import platform
+import sys
+import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
@@ -55,6 +59,28 @@ def _two_outputs(outputs: list | tuple, what: str) -> tuple[np.ndarray, np.ndarr
     return outputs[0], outputs[1]
 
 
+@contextlib.contextmanager
+def native_log(what: str) -> Iterator[None]:
+    """Send what native code writes to stderr (fd 2) meanwhile to :mod:`logging` instead: ExecuTorch's info lines
+    (``I ...``) and its CPU probing on the first run (``cpuinfo_utils``) at debug level, any other line as a warning."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", errors="replace").splitlines():
+                if line.startswith("I ") or "cpuinfo_utils.cpp" in line:
+                    log.debug("%s: %s", what, line)
+                elif line.strip():
+                    log.warning("%s: %s", what, line)
+
+
 class ExecuTorchModel:
     """``.pte`` program on the official ExecuTorch runtime (XNNPACK-delegated int8 kernels where exported so)."""
 
@@ -67,13 +93,22 @@ class ExecuTorchModel:
         except ImportError as exc:
             raise EdgeRuntimeError(f"{path.name} needs the ExecuTorch runtime: pip install executorch ({exc})") from None
         self._torch = torch
+        self._name = path.name
+        self._first = True
         try:
-            self._method = Runtime.get().load_program(path).load_method("forward")
+            with native_log(path.name):
+                self._method = Runtime.get().load_program(path).load_method("forward")
         except Exception as exc:  # the runtime raises plain RuntimeError/ValueError with its own codes
             raise EdgeRuntimeError(f"ExecuTorch cannot load {path}: {exc}") from None
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = self._method.execute([self._torch.from_numpy(np.ascontiguousarray(x, np.float32))])
+        inputs = [self._torch.from_numpy(np.ascontiguousarray(x, np.float32))]
+        if self._first:
+            with native_log(self._name):
+                outputs = self._method.execute(inputs)
+            self._first = False
+        else:
+            outputs = self._method.execute(inputs)
         latent, logits = _two_outputs(outputs, "the .pte program")
         return latent.detach().numpy().copy(), logits.detach().numpy().copy()
 
@@ -99,8 +134,11 @@ class NumpyExecuTorchModel:
                 f" Python 3.12+, this is {platform.python_version()}): {exc}"
             ) from None
         self.version = f"executorch-numpy-runtime {en.__version__} (ExecuTorch {en.__et_version__})"
+        self._name = path.name
+        self._first = True
         try:
-            self._method = en.Runtime.get().load_program(str(path)).load_method("forward")
+            with native_log(path.name):
+                self._method = en.Runtime.get().load_program(str(path)).load_method("forward")
         except en.ExecuTorchError as exc:
             tested = ", ".join(NUMPY_RUNTIME_PROGRAMS)
             raise EdgeRuntimeError(
@@ -110,7 +148,13 @@ class NumpyExecuTorchModel:
             ) from None
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = self._method([np.ascontiguousarray(x, np.float32)])
+        inputs = [np.ascontiguousarray(x, np.float32)]
+        if self._first:
+            with native_log(self._name):
+                outputs = self._method(inputs)
+            self._first = False
+        else:
+            outputs = self._method(inputs)
         return _two_outputs(outputs, "the .pte program")
 
 
