@@ -133,11 +133,12 @@ def find_pip() -> list[str]:
     raise DeviceCheckError("no pip found (tried this interpreter and python3); install python3-pip")
 
 
-def install_edge(root: Path, wheel: Path, extras: Sequence[str], timeout: float = 900.0) -> Path:
-    """``pip download`` the aarch64 wheels of ``mantis-edge[extras]`` (never torch) and install them with the
-    ``mantis-edge`` wheel into ``root/opt/mantis-edge/<extras>``; returns that directory."""
+def install_edge(root: Path, wheel: Path, extras: Sequence[str], pins: Sequence[str] = (), timeout: float = 900.0) -> Path:
+    """``pip download`` the aarch64 wheels of ``mantis-edge[extras]`` (never torch; ``pins``: further requirements
+    such as ``numpy==2.2.6``) and install them with the ``mantis-edge`` wheel into ``root/opt/mantis-edge/<extras>``;
+    returns that directory."""
     site = root / SITE / "-".join(sorted(extras))
-    pins = [f"onnxruntime=={ONNXRUNTIME_PIN}"] if "onnx" in extras else []
+    pins = [*pins, *([f"onnxruntime=={ONNXRUNTIME_PIN}"] if "onnx" in extras else [])]
     platform = [a for p in WHEEL_PLATFORMS for a in ("--platform", p)]
     target = [*platform, "--python-version", PYTHON_VERSION, "--implementation", "cp", "--only-binary=:all:"]
     wheels = root.parent / "wheels"
@@ -256,9 +257,11 @@ def format_report(results: Sequence[FormatResult], sysroot_seconds: float) -> st
     return "\n".join(lines)
 
 
-def device_check(bundles: Sequence[Path], images: Sequence[Path], out: Path, mirror: str = MIRROR, timeout: float = 1800.0) -> tuple[list[FormatResult], float]:
-    """Compare every bundle whose edge runtime a device runs without torch (:data:`FORMATS`) on ``images``;
-    returns the results and the seconds the sysroot took (built or reused)."""
+def device_check(
+    bundles: Sequence[Path], images: Sequence[Path], out: Path, mirror: str = MIRROR, pins: Sequence[str] = (), timeout: float = 1800.0
+) -> tuple[list[FormatResult], float]:
+    """Compare every bundle whose edge runtime a device runs without torch (:data:`FORMATS`) on ``images``, the
+    device's packages installed with ``pins``; returns the results and the seconds the sysroot took (built or reused)."""
     from export.edge_wheel import build_wheel
     from codec.manifest import load_bundle
     from runtime_server.process import ServerProcess
@@ -277,7 +280,7 @@ def device_check(bundles: Sequence[Path], images: Sequence[Path], out: Path, mir
     wheel = build_wheel(out / "dist")
     results = []
     for bundle, runtime in runtimes.items():
-        site = install_edge(root, wheel, [FORMATS[runtime]])
+        site = install_edge(root, wheel, [FORMATS[runtime]], pins)
         with ServerProcess(bundle, out / f"serve_{runtime}.log", ["--backend", "onnxruntime"]) as server:
             results.append(compare_format(bundle.resolve(), runtime, [p.resolve() for p in images], root, site, server.url, out, timeout))
     return results, sysroot_seconds

@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=200, help="held-out images from --data-config (default 200)")
     p.add_argument("--out", type=Path, default=Path("runs/device"), help="sysroot, wheels, bitstreams (reused; default runs/device)")
     p.add_argument("--mirror", default=MIRROR, help=f"Debian mirror (default {MIRROR})")
+    p.add_argument("--pin", action="append", default=[], metavar="REQ", help="extra requirement for the device install, e.g. numpy==2.2.6 (repeatable)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     if args.samples < 1:
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         images = args.images or write_heldout(args.data_config, args.samples, args.out / "heldout")
-        results, sysroot_seconds = device_check(args.artifacts, images, args.out, args.mirror)
+        results, sysroot_seconds = device_check(args.artifacts, images, args.out, args.mirror, args.pin)
     except (DeviceCheckError, BundleError, OSError, ValueError) as exc:
         print(f"device_check.py: {exc}", file=sys.stderr)
         return 2
