@@ -137,8 +137,10 @@ def benchmark(
         }
         sizes = {"edge_int8.pte": int8_path.stat().st_size, "edge_fp32.pte": fp32_path.stat().st_size}
         if resnet:
-            resnet_run = ExecuTorchModel(resnet_path).run
-            fns[RESNET_INT8] = lambda: resnet_run(xn)
+            from executorch.runtime import Runtime
+
+            resnet_method = Runtime.get().load_program(resnet_path).load_method("forward")  # one output: not an edge client
+            fns[RESNET_INT8] = lambda: resnet_method.execute([x])
             fns[RESNET_FP32] = lambda: resnet_model(x)
             sizes["resnet50_int8.pte"] = resnet_path.stat().st_size
         with torch.no_grad():
