@@ -93,16 +93,18 @@ def build_sysroot(out: Path, mirror: str = MIRROR, timeout: float = 900.0) -> Pa
     root, state = out / "sysroot", out / "apt"
     want = {"suite": SUITE, "mirror": mirror, "packages": list(DEBS)}
     stamp = root / _STAMP
+    qemu()
     if stamp.is_file() and json.loads(stamp.read_text()) == want and (root / PYTHON).is_file():
         return root
     missing = [t for t in ("apt-get", "dpkg-deb") if shutil.which(t) is None]
     if missing or not KEYRING.is_file():
         raise SysrootUnavailable(f"building a Debian arm64 sysroot needs apt-get, dpkg-deb and {KEYRING}; missing: {missing or [str(KEYRING)]}")
-    qemu()
     if root.exists():
         shutil.rmtree(root)
     for d in ("lists/partial", "archives/partial"):
         (state / d).mkdir(parents=True, exist_ok=True)
+    for deb in (state / "archives").glob("*.deb"):  # only what this package list needs is unpacked below
+        deb.unlink()
     (state / "sources.list").write_text(f"deb [arch=arm64 signed-by={KEYRING}] {mirror} {SUITE} main\n")
     (state / "status").write_text("")
     options = _apt_options(state)

@@ -41,6 +41,7 @@ NUMPY_RUNTIME_PROGRAMS = ("1.5.1",)
 """executorch releases whose ``.pte`` programs that release loaded and ran bit-identically to the official runtime
 (it is built on ExecuTorch 1.3.1; ``tests/test_edge_install.py`` checks it on every run)."""
 
+
 class EdgeRuntimeError(RuntimeError):
     """The edge client cannot be loaded or run (wrong platform, missing runtime, unexpected outputs)."""
 
