@@ -4,7 +4,7 @@
     pip install "dist/mantis_edge-0.1.0-py3-none-any.whl[pte]"    # .pte on executorch-numpy-runtime (Python 3.12+)
     pip install "dist/mantis_edge-0.1.0-py3-none-any.whl[onnx]"   # .onnx on ONNX Runtime
 
-It requires numpy and Pillow; the extras add one edge backend each. The wheel is written directly (it is a zip
+It requires numpy and Pillow; the extras ``pte`` and ``onnx`` add one edge backend each, ``grpc`` the gRPC transport. The wheel is written directly (it is a zip
 with a ``.dist-info``; PEP 427), byte for byte the same for the same sources, atomically.
 """
 
@@ -25,12 +25,12 @@ from runtime_edge.models import NUMPY_RUNTIME_PIN
 REPO = Path(__file__).resolve().parents[1]
 NAME = "mantis-edge"
 PACKAGES = ("codec", "runtime_edge")
-PACKAGE_DATA = {"codec": ("wire.json",)}
 REQUIRES_PYTHON = ">=3.10"
 REQUIRES = ("numpy>=2", "pillow")
 EXTRAS = {
     "pte": (f"executorch-numpy-runtime=={NUMPY_RUNTIME_PIN}",),
     "onnx": ("onnxruntime>=1.20",),
+    "grpc": ("grpcio>=1.81.1", "grpcio-tools>=1.81.1"),  # grpc:// servers only; http:// and ws:// need nothing
 }
 SCRIPTS = {"mantis-edge": "runtime_edge.run:main"}
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -42,12 +42,14 @@ def project_version(pyproject: Path = REPO / "pyproject.toml") -> str:
 
 
 def wheel_files(root: Path = REPO) -> dict[str, bytes]:
-    """``{archive path: bytes}`` of the packages' modules and data, sorted."""
+    """``{archive path: bytes}`` of the packages' modules and data files (the globs of ``pyproject.toml``'s
+    ``tool.setuptools.package-data``), sorted."""
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"].get("package-data", {})
     files: dict[str, bytes] = {}
     for pkg in PACKAGES:
-        names = sorted(p.name for p in (root / pkg).glob("*.py")) + list(PACKAGE_DATA.get(pkg, ()))
-        for name in names:
-            files[f"{pkg}/{name}"] = (root / pkg / name).read_bytes()
+        paths = {p for pattern in ["*.py", *package_data.get(pkg, [])] for p in (root / pkg).glob(pattern) if p.is_file()}
+        for path in sorted(paths):
+            files[f"{pkg}/{path.name}"] = path.read_bytes()
     return files
 
 

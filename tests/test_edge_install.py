@@ -54,13 +54,13 @@ def test_wheel_holds_codec_and_runtime_edge_and_is_reproducible(tmp_path: Path) 
         names = set(zf.namelist())
         meta = zf.read(next(n for n in names if n.endswith("/METADATA"))).decode()
         entry = zf.read(next(n for n in names if n.endswith("/entry_points.txt"))).decode()
-    assert {"codec/__init__.py", "codec/wire.json", "runtime_edge/run.py", "runtime_edge/models.py"} <= names
+    assert {"codec/__init__.py", "codec/wire.json", "codec/kserve_grpc.proto", "runtime_edge/run.py", "runtime_edge/models.py"} <= names
     assert {n.split("/")[0] for n in names if not n.endswith(".dist-info") and ".dist-info/" not in n} == {"codec", "runtime_edge"}
     requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist:")]
     assert f'Requires-Dist: executorch-numpy-runtime=={NUMPY_RUNTIME_PIN}; extra == "pte"' in requires
     assert 'Provides-Extra: onnx' in meta and not [r for r in requires if r.split()[1].startswith(("torch", "executorch=", "executorch>"))]
     assert "mantis-edge = runtime_edge.run:main" in entry
-    assert set(EXTRAS) == {"pte", "onnx"}
+    assert set(EXTRAS) == {"pte", "onnx", "grpc"}
 
 
 def test_exporter_version_is_one_the_numpy_runtime_was_tested_with(executorch_bundle: Path) -> None:
