@@ -1,6 +1,8 @@
 """Edge latency at a given resolution, measured in one run: the int8 ExecuTorch edge client against the
-float edge client in eager PyTorch, the float edge client on ExecuTorch (fp32 XNNPACK), and the whole
-teacher (what the device would run without a split) in eager PyTorch.
+float edge client in eager PyTorch, the float edge client on ExecuTorch (fp32 XNNPACK), the whole
+teacher (what the device would run without a split) in eager PyTorch, and, for why split at all at a realistic
+size, a torchvision ResNet-50 (random weights: latency does not depend on them) in fp32 eager PyTorch and as an
+int8 ExecuTorch program (the same PT2E/XNNPACK flow and calibration images as the edge client).
 
 The int8 program is calibrated on real images of the configured data rendered/resized at the benchmark
 resolution. Timings are medians over ``repeats`` interleaved rounds after ``warmup`` rounds, on the threads torch and
@@ -25,6 +27,10 @@ from export.edge import lower_executorch
 from export.exporter import load_source
 from export.quantize import quantize_pt2e
 from runtime_edge.models import ExecuTorchModel
+
+
+RESNET_FP32 = "ResNet-50, float eager PyTorch"
+RESNET_INT8 = "ResNet-50, ExecuTorch int8 (XNNPACK)"
 
 
 @dataclass
@@ -78,10 +84,32 @@ def set_threads(threads: int | None) -> dict[str, int]:
     return {"torch": torch.get_num_threads(), "executorch": _threadpool_get_thread_count()}
 
 
+RESNET_CALIBRATION = 8
+"""Calibration images for the int8 ResNet-50 (its latency does not depend on them; its export time does)."""
+
+
+def resnet50_programs(x: torch.Tensor, calibration: list[torch.Tensor], tmp: Path) -> tuple[torch.nn.Module, Path]:
+    """torchvision ResNet-50 with random weights, eval mode, and its int8 ExecuTorch program at ``x``'s shape."""
+    from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    model = resnet50(weights=None).eval()
+    path = tmp / "resnet50_int8.pte"
+    lower_executorch(quantize_pt2e(copy.deepcopy(model), x, calibration, "histogram"), x, path)
+    return model, path
+
+
 def benchmark(
-    checkpoint: Path, size: int = 224, calibration_samples: int = 32, warmup: int = 10, repeats: int = 50, threads: int | None = None
+    checkpoint: Path,
+    size: int = 224,
+    calibration_samples: int = 32,
+    warmup: int = 10,
+    repeats: int = 50,
+    threads: int | None = None,
+    resnet: bool = True,
 ) -> dict[str, Any]:
-    """Measure everything in the module docstring; returns timings (ms), ratios and the ``.pte`` size."""
+    """Measure everything in the module docstring (the ResNet-50 rows when ``resnet``); returns timings (ms), ratios
+    and the ``.pte`` sizes."""
     model, meta, _ = load_source(checkpoint)
     cfg = data_config(meta, checkpoint, None)
     cfg["data"]["image_size"] = size
@@ -95,25 +123,36 @@ def benchmark(
         quantized = quantize_pt2e(edge, x, calib.batches(), "histogram")
         lower_executorch(quantized, x, int8_path)
         lower_executorch(copy.deepcopy(edge), x, fp32_path)
+        if resnet:
+            resnet_model, resnet_path = resnet50_programs(x, calib.batches()[:RESNET_CALIBRATION], Path(tmp))
         # Before any program is loaded: the XNNPACK delegates keep the thread pool they were loaded with.
         thread_counts = set_threads(threads)
         int8_run, fp32_run = ExecuTorchModel(int8_path).run, ExecuTorchModel(fp32_path).run
         xn = x.numpy()
-        with torch.no_grad():
-            timings = time_round_robin(
-                {
-                    "edge client, ExecuTorch int8 (XNNPACK)": lambda: int8_run(xn),
-                    "edge client, ExecuTorch fp32 (XNNPACK)": lambda: fp32_run(xn),
-                    "edge client, float eager PyTorch": lambda: edge(x),
-                    "whole teacher, float eager PyTorch": lambda: teacher(x),
-                },
-                warmup,
-                repeats,
-            )
+        fns = {
+            "edge client, ExecuTorch int8 (XNNPACK)": lambda: int8_run(xn),
+            "edge client, ExecuTorch fp32 (XNNPACK)": lambda: fp32_run(xn),
+            "edge client, float eager PyTorch": lambda: edge(x),
+            "whole teacher, float eager PyTorch": lambda: teacher(x),
+        }
         sizes = {"edge_int8.pte": int8_path.stat().st_size, "edge_fp32.pte": fp32_path.stat().st_size}
+        if resnet:
+            from executorch.runtime import Runtime
+
+            resnet_method = Runtime.get().load_program(resnet_path).load_method("forward")  # one output: not an edge client
+            fns[RESNET_INT8] = lambda: resnet_method.execute([x])
+            fns[RESNET_FP32] = lambda: resnet_model(x)
+            sizes["resnet50_int8.pte"] = resnet_path.stat().st_size
+        with torch.no_grad():
+            timings = time_round_robin(fns, warmup, repeats)
         ref = np.asarray(edge(x)[0].detach())
         rel = float(np.sqrt(np.mean((int8_run(xn)[0] - ref) ** 2)) / max(float(np.std(ref)), 1e-12))
     int8_ms = timings[0].median_ms
+    by_name = {t.name: t.median_ms for t in timings}
+    resnet_ratios = {
+        "speedup_int8_vs_resnet50_fp32_eager": by_name[RESNET_FP32] / int8_ms,
+        "speedup_int8_vs_resnet50_int8_executorch": by_name[RESNET_INT8] / int8_ms,
+    } if resnet else {}
     return {
         "input": [1, 3, size, size],
         "threads": thread_counts,
@@ -124,6 +163,7 @@ def benchmark(
         "speedup_int8_vs_teacher": timings[3].median_ms / int8_ms,
         "pte_bytes": sizes,
         "int8_latent_rel_rmse": rel,
+        **resnet_ratios,
     }
 
 
@@ -136,6 +176,10 @@ def format_report(r: dict[str, Any]) -> str:
                  f"{'PASS' if r['speedup_int8_vs_float_eager'] >= 2 else 'FAIL'})")
     lines.append(f"  int8 vs fp32 ExecuTorch: {r['speedup_int8_vs_fp32_executorch']:.2f}x")
     lines.append(f"  int8 vs whole teacher:   {r['speedup_int8_vs_teacher']:.2f}x  (teacher: {r['teacher']})")
+    if "speedup_int8_vs_resnet50_fp32_eager" in r:
+        fp32, int8 = r["speedup_int8_vs_resnet50_fp32_eager"], r["speedup_int8_vs_resnet50_int8_executorch"]
+        lines.append(f"  int8 edge client vs ResNet-50 fp32 eager:     {fp32:.1f}x faster (target >= 10x: {'PASS' if fp32 >= 10 else 'FAIL'})")
+        lines.append(f"  int8 edge client vs ResNet-50 int8 ExecuTorch: {int8:.1f}x faster (target > 1x: {'PASS' if int8 > 1 else 'FAIL'})")
     for name, size in r["pte_bytes"].items():
         lines.append(f"  {name}: {size} bytes ({size / 1024:.1f} KiB)")
     lines.append(f"  int8 latent relative RMSE vs float: {r['int8_latent_rel_rmse']:.4f}")

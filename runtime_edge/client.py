@@ -42,12 +42,16 @@ class EncodedImage:
 
 
 class EdgeRuntime:
-    """The edge half of MANTiS for one bundle: ``encode(image) -> EncodedImage``."""
+    """The edge half of MANTiS for one bundle: ``encode(image) -> EncodedImage``. ``pte_runtime`` chooses the
+    runtime of an ``edge.pte`` (:data:`runtime_edge.models.PTE_RUNTIMES`)."""
 
-    def __init__(self, artifacts_dir: str | os.PathLike, verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(
+        self, artifacts_dir: str | os.PathLike, verify: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS, pte_runtime: str = "auto"
+    ) -> None:
         self.bundle = load_bundle(artifacts_dir, verify=verify)
         edge = self.bundle.manifest.edge
-        self.model: EdgeModel = load_edge_model(self.bundle.path(edge.file), edge.runtime)
+        producer = self.bundle.manifest.producer.get("executorch")
+        self.model: EdgeModel = load_edge_model(self.bundle.path(edge.file), edge.runtime, pte_runtime, producer)
         self.latent_shape = self.bundle.latent_shape
         self.num_tasks = len(self.bundle.task_names)
         self.max_pixels = max_pixels

@@ -4,7 +4,9 @@ int8 accuracy check all use.
 ``load_edge_model(path, runtime)`` loads a program on the runtime a bundle's manifest names (the schema
 ties each runtime to its file suffix, so nothing is guessed from the file name):
 
-- ``executorch``: ``edge.pte`` on the ExecuTorch runtime (``executorch.runtime``; its Python wheel links libtorch),
+- ``executorch``: ``edge.pte`` on ``executorch-numpy-runtime`` (numpy only, no torch) where it is installed and
+  loads the program, else on the official ExecuTorch runtime (``executorch.runtime``, whose Python wheel links
+  libtorch); ``pte_runtime`` chooses (``auto``, ``numpy``, ``official``) and a fallback is logged,
 - ``onnxruntime``: ``edge.onnx`` on ONNX Runtime's CPU provider,
 - ``coreml``: ``edge.mlpackage`` on Core ML, macOS only.
 
@@ -13,13 +15,31 @@ Every model maps ``image`` float32 ``(1, 3, H, W)`` to ``(latent (1, C, h, w), t
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import platform
+import sys
+import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import numpy as np
 
 from codec.manifest import EDGE_INPUT, EDGE_OUTPUTS, EDGE_RUNTIMES
+
+log = logging.getLogger(__name__)
+
+PTE_RUNTIMES = ("auto", "numpy", "official")
+"""How a ``.pte`` runs: ``numpy`` (executorch-numpy-runtime), ``official`` (executorch), ``auto`` (numpy where it
+is installed and loads the program, else official, logged)."""
+
+NUMPY_RUNTIME_PIN = "1.4.0"
+"""The executorch-numpy-runtime release this code was tested with (``pip install mantis-edge[pte]`` pins it)."""
+
+NUMPY_RUNTIME_PROGRAMS = ("1.5.1",)
+"""executorch releases whose ``.pte`` programs that release loaded and ran bit-identically to the official runtime
+(it is built on ExecuTorch 1.3.1; ``tests/test_edge_install.py`` checks it on every run)."""
 
 
 class EdgeRuntimeError(RuntimeError):
@@ -40,8 +60,30 @@ def _two_outputs(outputs: list | tuple, what: str) -> tuple[np.ndarray, np.ndarr
     return outputs[0], outputs[1]
 
 
+@contextlib.contextmanager
+def native_log(what: str) -> Iterator[None]:
+    """Send what native code writes to stderr (fd 2) meanwhile to :mod:`logging` instead: ExecuTorch's info lines
+    (``I ...``) and its CPU probing on the first run (``cpuinfo_utils``) at debug level, any other line as a warning."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            for line in tmp.read().decode("utf-8", errors="replace").splitlines():
+                if line.startswith("I ") or "cpuinfo_utils.cpp" in line:
+                    log.debug("%s: %s", what, line)
+                elif line.strip():
+                    log.warning("%s: %s", what, line)
+
+
 class ExecuTorchModel:
-    """``.pte`` program on the ExecuTorch runtime (XNNPACK-delegated int8 kernels where exported so)."""
+    """``.pte`` program on the official ExecuTorch runtime (XNNPACK-delegated int8 kernels where exported so)."""
 
     runtime = "executorch"
 
@@ -52,15 +94,84 @@ class ExecuTorchModel:
         except ImportError as exc:
             raise EdgeRuntimeError(f"{path.name} needs the ExecuTorch runtime: pip install executorch ({exc})") from None
         self._torch = torch
+        self._name = path.name
+        self._first = True
         try:
-            self._method = Runtime.get().load_program(path).load_method("forward")
+            with native_log(path.name):
+                self._method = Runtime.get().load_program(path).load_method("forward")
         except Exception as exc:  # the runtime raises plain RuntimeError/ValueError with its own codes
             raise EdgeRuntimeError(f"ExecuTorch cannot load {path}: {exc}") from None
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outputs = self._method.execute([self._torch.from_numpy(np.ascontiguousarray(x, np.float32))])
+        inputs = [self._torch.from_numpy(np.ascontiguousarray(x, np.float32))]
+        if self._first:
+            with native_log(self._name):
+                outputs = self._method.execute(inputs)
+            self._first = False
+        else:
+            outputs = self._method.execute(inputs)
         latent, logits = _two_outputs(outputs, "the .pte program")
         return latent.detach().numpy().copy(), logits.detach().numpy().copy()
+
+
+class NumpyRuntimeMissing(EdgeRuntimeError):
+    """executorch-numpy-runtime is not installed (or not installable: it needs Python 3.12+)."""
+
+
+class NumpyExecuTorchModel:
+    """``.pte`` program on executorch-numpy-runtime: the ExecuTorch C++ core and XNNPACK with numpy tensors, no torch.
+
+    ``producer`` is the executorch version that wrote the program (the manifest's ``producer``); a program this
+    runtime cannot load is an :class:`EdgeRuntimeError` naming both versions."""
+
+    runtime = "executorch"
+
+    def __init__(self, path: Path, producer: str | None = None) -> None:
+        try:
+            import executorch_numpy_runtime as en
+        except ImportError as exc:
+            raise NumpyRuntimeMissing(
+                f"{path.name}: executorch-numpy-runtime is not installed (pip install executorch-numpy-runtime=={NUMPY_RUNTIME_PIN};"
+                f" Python 3.12+, this is {platform.python_version()}): {exc}"
+            ) from None
+        self.version = f"executorch-numpy-runtime {en.__version__} (ExecuTorch {en.__et_version__})"
+        self._name = path.name
+        self._first = True
+        try:
+            with native_log(path.name):
+                self._method = en.Runtime.get().load_program(str(path)).load_method("forward")
+        except en.ExecuTorchError as exc:
+            tested = ", ".join(NUMPY_RUNTIME_PROGRAMS)
+            raise EdgeRuntimeError(
+                f"{self.version} cannot load {path} (a program from executorch {producer or 'of unknown version'};"
+                f" tested: executorch-numpy-runtime {NUMPY_RUNTIME_PIN} with programs from executorch {tested}):"
+                f" {type(exc).__name__}: {exc}"
+            ) from None
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        inputs = [np.ascontiguousarray(x, np.float32)]
+        if self._first:
+            with native_log(self._name):
+                outputs = self._method(inputs)
+            self._first = False
+        else:
+            outputs = self._method(inputs)
+        return _two_outputs(outputs, "the .pte program")
+
+
+def load_pte(path: Path, pte_runtime: str = "auto", producer: str | None = None) -> EdgeModel:
+    """``.pte`` on the runtime ``pte_runtime`` names; ``auto`` tries the torch-free one first and logs a fallback."""
+    if pte_runtime not in PTE_RUNTIMES:
+        raise EdgeRuntimeError(f"unknown .pte runtime {pte_runtime!r}; choose one of {list(PTE_RUNTIMES)}")
+    if pte_runtime == "official":
+        return ExecuTorchModel(path)
+    if pte_runtime == "numpy":
+        return NumpyExecuTorchModel(path, producer)
+    try:
+        return NumpyExecuTorchModel(path, producer)
+    except EdgeRuntimeError as exc:
+        log.warning("%s; running %s on the official ExecuTorch runtime instead (imports torch)", exc, path.name)
+        return ExecuTorchModel(path)
 
 
 class OnnxModel:
@@ -121,14 +232,17 @@ class CoreMLModel:
             raise EdgeRuntimeError(f"Core ML model has no output {exc}; it has {sorted(out)}") from None
 
 
-_LOADERS = {"executorch": ExecuTorchModel, "onnxruntime": OnnxModel, "coreml": CoreMLModel}
+_LOADERS = {"onnxruntime": OnnxModel, "coreml": CoreMLModel}  # executorch: load_pte
 
 
-def load_edge_model(path: Path, runtime: str) -> EdgeModel:
-    """Load the program at ``path`` on ``runtime`` (one of the manifest's edge runtimes)."""
-    if runtime not in _LOADERS:
-        raise EdgeRuntimeError(f"unknown edge runtime {runtime!r}; this code runs {sorted(_LOADERS)}")
+def load_edge_model(path: Path, runtime: str, pte_runtime: str = "auto", producer: str | None = None) -> EdgeModel:
+    """Load the program at ``path`` on ``runtime`` (one of the manifest's edge runtimes); ``pte_runtime`` and
+    ``producer`` (the executorch version that wrote it) as in :func:`load_pte`."""
+    if runtime not in EDGE_RUNTIMES:
+        raise EdgeRuntimeError(f"unknown edge runtime {runtime!r}; this code runs {sorted(EDGE_RUNTIMES)}")
     suffix = EDGE_RUNTIMES[runtime]
     if not str(path).endswith(suffix):
         raise EdgeRuntimeError(f"{path.name} is not a {runtime} program (expected a {suffix} file)")
+    if runtime == "executorch":
+        return load_pte(Path(path), pte_runtime, producer)
     return _LOADERS[runtime](Path(path))

@@ -2,7 +2,7 @@
 
 ::
 
-    file ─► load_image: decode, refuse bombs, apply EXIF orientation, convert to RGB
+    file ─► load_image: decode, refuse bombs, apply EXIF orientation, convert to RGB (16-bit grey scaled)
          ─► preprocess: resize to input_size (PIL bilinear) ─► /255 ─► (x - mean) / std ─► NCHW float32
 
 Every step is read from :class:`codec.manifest.Preprocessing`; the schema refuses values this code does
@@ -25,6 +25,20 @@ DEFAULT_MAX_PIXELS = 50_000_000
 """Images with more pixels than this are refused before they are decoded (``--max-image-pixels``)."""
 
 _RESAMPLE = {"bilinear": Image.BILINEAR}
+_WIDE_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""16-bit greyscale modes (PNG, TIFF); Pillow's own conversion to RGB would clip every value above 255 to white."""
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB as the model sees it: 16-bit greyscale scaled to 8 bits (``round(v / 257)``, ``I`` read as 16-bit),
+    every other mode (palette, CMYK, L, LA, RGBA: alpha dropped) by Pillow's conversion. Training's folder
+    data applies the same rule."""
+    if img.mode in _WIDE_GRAY:
+        wide = np.clip(np.asarray(img, dtype=np.float64), 0, 65535)
+        img = Image.fromarray(np.rint(wide / 257.0).astype(np.uint8))
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # the same colours, without Pillow's warning for P -> RGB
+    return img.convert("RGB")
 
 
 class ImageError(ValueError):
@@ -47,8 +61,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                 if w * h > max_pixels:
                     raise ImageError(f"image {p}: {w}x{h} pixels is over the limit of {max_pixels:,} pixels (--max-image-pixels)")
                 img.load()
-                upright = ImageOps.exif_transpose(img)
-                return upright.convert("RGB")
+                return to_rgb(ImageOps.exif_transpose(img))
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

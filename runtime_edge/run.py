@@ -22,7 +22,7 @@ from codec.files import atomic_write_bytes
 from codec.manifest import BundleError
 from codec.wire import TOKEN_ENV, read_token
 from runtime_edge.client import EdgeRuntime
-from runtime_edge.models import EdgeRuntimeError
+from runtime_edge.models import PTE_RUNTIMES, EdgeRuntimeError
 from runtime_edge.preprocess import DEFAULT_MAX_PIXELS, ImageError, load_image
 from runtime_edge.predict import request_predictions
 from runtime_edge.transport import RetryPolicy, TransportError
@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--token-file", type=Path, help=f"bearer token file (else ${TOKEN_ENV} if set)")
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})")
+    p.add_argument("--pte-runtime", choices=PTE_RUNTIMES, default="auto",
+                   help="runtime of an edge.pte: numpy (executorch-numpy-runtime, no torch), official (executorch), "
+                        "auto (numpy where installed and able to load it, else official; default)")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     args = p.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1 or args.retries < 0 or args.timeout <= 0 or args.max_image_pixels < 1:
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             for msg in bad:
                 print(f"run.py: {msg}", file=sys.stderr)
             return 2
-        runtime = EdgeRuntime(args.artifacts, max_pixels=args.max_image_pixels)
+        runtime = EdgeRuntime(args.artifacts, max_pixels=args.max_image_pixels, pte_runtime=args.pte_runtime)
         if args.save is not None:
             save_bitstreams(runtime, args.images, args.save, sys.stdout)
             return 0

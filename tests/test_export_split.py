@@ -309,7 +309,7 @@ def test_edge_latency_benchmark_runs_and_reports_ratios(tiny_checkpoint: Path, t
     out = tmp_path / "latency.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "export" / "benchmark.py"), "--checkpoint", str(tiny_checkpoint), "--size", "32",
-         "--warmup", "1", "--repeats", "3", "--calibration-samples", "4", "--threads", "1", "--json", str(out)],
+         "--warmup", "1", "--repeats", "3", "--calibration-samples", "4", "--threads", "1", "--no-resnet", "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
