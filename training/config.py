@@ -137,6 +137,21 @@ SCHEMA: dict[str, Any] = {
         "kd_temperature": Scalar(float, minimum=1e-3),
     },
     "ablations": {"no_film": BOOL, "oracle": BOOL},
+    "add_task": {
+        "base_checkpoint": PATH,
+        "mode": Scalar(str, choices=("server", "full")),
+        "method": Scalar(str, choices=("replay_ewc", "naive")),
+        "compare_naive": BOOL,
+        **_optim(),
+        "aux_lr": NUM,
+        "init_from": Scalar(str, nullable=True),
+        "detector_hidden": POS_INT,
+        "replay_size": POS_INT,
+        "replay_fraction": NUM,
+        "ewc_weight": NUM,
+        "fisher_samples": POS_INT,
+        "export_target": Scalar(str, choices=("executorch", "coreml", "onnx", "tensorrt"), nullable=True),
+    },
 }
 
 
@@ -245,6 +260,8 @@ def _check_consistency(cfg: dict[str, Any], source: str) -> None:
         raise ConfigError(f"{source}: data.kind 'folder' needs data.folder.root and data.folder.task_map")
     if data["kind"] == "synthetic" and not 0 <= data["synthetic"]["two_task_fraction"] <= 1:
         raise ConfigError(f"{source}: data.synthetic.two_task_fraction must be in [0, 1]")
+    if not 0 <= cfg["add_task"]["replay_fraction"] < 1:
+        raise ConfigError(f"{source}: add_task.replay_fraction must be in [0, 1)")
     if teacher["kind"] == "torchvision":
         for key in ("arch", "weights", "distill_layer"):
             if not teacher[key]:
