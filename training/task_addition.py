@@ -179,13 +179,20 @@ class _Run:
         base = self.base_meta.get("versions", {"edge": 1, "server": 1})
         return {"edge": base["edge"] + (mode == "full"), "server": base["server"] + 1}
 
+    def lineage(self) -> list[dict[str, Any]]:
+        """The versions this model replaces, oldest first: versions, checkpoint hash and entropy tables of each."""
+        tables = codec.EntropyTables.from_entropy_bottleneck(self.base.entropy_bottleneck)
+        entry = {"versions": self.base_meta.get("versions", {"edge": 1, "server": 1}), "checkpoint_sha256": self.base_sha,
+                 "table_id": tables.table_id.hex(), "tables_sha256": tables.sha256}
+        return list(self.base_meta.get("lineage", [])) + [entry]
+
     def save(self, name: str, model: SplitModel, mode: str, metrics: dict[str, Any]) -> Path:
         path = self.out / CHECKPOINTS[name]
         meta = {
             "stage": "stage2", "model": self.spec(mode), "tasks": [t.to_meta() for t in self.tasks], "preprocessing": self.preprocessing,
             "fingerprint": self.fp, "config": self.cfg, "teacher": self.base_meta.get("teacher"), "film_mode": "film",
             "versions": self.versions(mode), "edge_tasks": self.k if mode == "server" else len(self.tasks),
-            "added_tasks": self.new, "base_checkpoint": {"path": str(self.base_path.resolve()), "sha256": self.base_sha},
+            "added_tasks": self.new, "lineage": self.lineage(), "base_checkpoint": {"path": str(self.base_path.resolve()), "sha256": self.base_sha},
             "method": name, "metrics": metrics,
         }
         save_checkpoint(path, model.state_dict(), meta)
@@ -245,6 +252,18 @@ def _server_only(run: _Run) -> dict[str, Any]:
     return {"server": result, "checkpoint": str(path)}
 
 
+def _check_table_id(run: _Run, model: SplitModel) -> None:
+    """New tables must not share the 2-byte table id of any earlier version's: an old device's bitstream would
+    then fail the checksum (400) instead of being refused as coded with other tables (409)."""
+    new_id = codec.EntropyTables.from_entropy_bottleneck(model.entropy_bottleneck).table_id.hex()
+    clash = [e for e in run.lineage() if e["table_id"] == new_id]
+    if clash:
+        raise RuntimeError(
+            f"the new entropy tables share table id {new_id} with version {clash[0]['versions']}; "
+            "train again with another seed so that old bitstreams are refused as coded with other tables"
+        )
+
+
 def _full(run: _Run) -> dict[str, Any]:
     cfg, a, s2, rt = run.cfg, run.cfg["add_task"], run.cfg["stage2"], run.rt
     new_train, old_train = split_by_tasks(run.train, run.added)
@@ -272,6 +291,7 @@ def _full(run: _Run) -> dict[str, Any]:
         model.entropy_bottleneck.update(force=True)
         model.eval()
         seconds = time.perf_counter() - start
+        _check_table_id(run, model)
         after = run.after(model, f"{method} eval")
         tables_after = _tables_hash(model)
         results[method] = {
