@@ -49,7 +49,7 @@ class EdgeRuntime:
         edge = self.bundle.manifest.edge
         self.model: EdgeModel = load_edge_model(self.bundle.path(edge.file), edge.runtime)
         self.latent_shape = self.bundle.latent_shape
-        self.num_tasks = len(self.bundle.task_names)
+        self.num_tasks = self.bundle.edge_tasks
         self.max_pixels = max_pixels
 
     @property

@@ -6,7 +6,9 @@ One input, ``bitstream`` (BYTES, shape ``[N]``): one MANTiS bitstream per image.
 - ``logits_<t>`` (FP32, ``[N, n_labels_t]``): the task head's logits, computed for every image.
 - ``labels_<t>`` (BYTES, ``[N, k_t]``): the ``k_t = min(top_k, n_labels_t)`` most likely labels, best
   first, for images where task ``t`` is active; ``k_t`` empty strings where it is not.
-- ``active_tasks`` (BOOL, ``[N, T]``): the task mask each bitstream carries (the edge's task detector).
+- ``active_tasks`` (BOOL, ``[N, T]``): the task mask each bitstream carries (the edge's task detector),
+  followed, for tasks added on the server only (the manifest's ``server_detected_tasks``), by the server
+  half's own decision from the decoded latent (its ``detect_logits`` above 0).
 
 A task's logits for an image where it is inactive are still computed (the batch runs every head), but the
 encoder was not conditioned for that task, so they carry no meaning; clients read ``active_tasks``.
@@ -24,6 +26,7 @@ import numpy as np
 
 import codec
 from codec.errors import CodecError, TableMismatchError
+from codec.format import TABLE_ID_SIZE
 from codec.manifest import Bundle
 from codec.wire import (
     ACTIVE_TASKS_OUTPUT,
@@ -64,6 +67,7 @@ class MantisModel:
         self.name = bundle.manifest.model_name
         self.tasks = bundle.task_names
         self.labels = {t: bundle.labels(t) for t in self.tasks}
+        self.edge_tasks = bundle.edge_tasks
         self.latent_shape = bundle.latent_shape
         self.output_names = output_names(self.tasks)
 
@@ -105,6 +109,8 @@ class MantisModel:
             except Exception as exc:  # whatever the runtime raises, the server cannot start
                 raise BackendUnavailableError(f"backend {self.backend.name} fails on a batch of {n}: {type(exc).__name__}: {exc}") from None
             expected = [(n, len(self.labels[t])) for t in self.tasks]
+            if self.edge_tasks < len(self.tasks):
+                expected.append((n, len(self.tasks) - self.edge_tasks))
             shapes = [tuple(np.shape(o)) for o in outs]
             if shapes != expected:
                 raise BackendUnavailableError(
@@ -155,19 +161,37 @@ class MantisModel:
             except TableMismatchError as exc:
                 raise ProtocolError(
                     f"bitstream[{i}]: {type(exc).__name__}: {exc} (the server's model uses tables "
-                    f"{self.bundle.manifest.tables['table_id']})", kind="table_mismatch") from None
+                    f"{self.bundle.manifest.tables['table_id']}{self._earlier_version(data)})", kind="table_mismatch") from None
             except CodecError as exc:
                 raise ProtocolError(f"bitstream[{i}]: {type(exc).__name__}: {exc}", kind="codec") from None
             if tuple(latent.shape) != self.latent_shape:
                 raise ProtocolError(
                     f"bitstream[{i}]: latent shape {tuple(latent.shape)} does not match model {self.name!r} "
                     f"(expects {self.latent_shape}; was the image preprocessed for another model?)", kind="model_mismatch")
-            if int(mask) >> len(self.tasks):
+            if int(mask) >> self.edge_tasks:
                 raise ProtocolError(
-                    f"bitstream[{i}]: task mask {int(mask):#b} names tasks beyond the model's {len(self.tasks)} tasks {self.tasks}", kind="model_mismatch")
+                    f"bitstream[{i}]: task mask {int(mask):#b} names tasks beyond the model's {self.edge_tasks} "
+                    f"edge-detected tasks {self.tasks[:self.edge_tasks]}", kind="model_mismatch")
             latents[i] = latent
             masks[i] = int(mask)
         return latents, masks
+
+    def _earlier_version(self, data: bytes) -> str:
+        """Names the earlier version of this model whose tables coded ``data``, when the manifest's lineage has it."""
+        entry = self.bundle.manifest.earlier_version(bytes(data[4 : 4 + TABLE_ID_SIZE]).hex())  # header bytes 4-5 (FORMAT.md)
+        if entry is None:
+            return ""
+        return (f"; they are the tables of an earlier version {entry['versions']} of this model, this server runs "
+                f"version {self.bundle.manifest.versions}: the device needs the current bundle")
+
+    def with_server_detected(self, outputs: list[np.ndarray], masks: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Split the backend's outputs into per-task logits and, for server-detected tasks, set their mask
+        bits from the ``detect_logits`` output (active above 0)."""
+        if self.edge_tasks == len(self.tasks):
+            return outputs, masks
+        logits, detect = outputs[: len(self.tasks)], np.asarray(outputs[len(self.tasks)])
+        bits = (detect > 0).astype(np.int64) << np.arange(self.edge_tasks, len(self.tasks), dtype=np.int64)[None, :]
+        return logits, masks | bits.sum(axis=1)
 
     def build_outputs(self, logits: list[np.ndarray], masks: np.ndarray, top_k: int, names: list[str]) -> list[OutputTensor]:
         """Assemble the requested output tensors from per-task logits and task masks."""
@@ -195,5 +219,5 @@ class MantisModel:
         start = time.perf_counter()
         latents, masks = await loop.run_in_executor(self.decode_executor, self.decode, bitstreams)
         self.metrics.decode_seconds.observe(time.perf_counter() - start)
-        logits = await self.batcher.submit(latents)
+        logits, masks = self.with_server_detected(await self.batcher.submit(latents), masks)
         return self.build_outputs(logits, masks, top_k, names)

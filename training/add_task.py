@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from training.checkpoint import CheckpointError
 from training.config import ConfigError, load_config
 from training.data import DatasetError
 from training.task_addition import METRICS_FILE, run_addition
+
+SPLIT = Path(__file__).resolve().parents[1] / "export" / "split.py"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -34,12 +38,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         cfg = load_config(args.config, args.set)
-        run_addition(cfg, args.out, source=args.config)
+        metrics = run_addition(cfg, args.out, source=args.config)
     except (ConfigError, DatasetError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"metrics: {args.out}/{METRICS_FILE}")
-    return 0
+    target = cfg["add_task"]["export_target"]
+    if target is None:
+        return 0
+    return export(metrics["checkpoint"], target, Path(args.out) / "bundle")
+
+
+def export(checkpoint: str, target: str, out: Path) -> int:
+    """Export ``checkpoint`` into ``out`` with ``export/split.py``, replacing an earlier bundle there; its exit
+    status. It runs as its own process: the training code never imports the export."""
+    cmd = [sys.executable, str(SPLIT), "--checkpoint", checkpoint, "--target", target, "--out", str(out), "--force"]
+    status = subprocess.run(cmd, check=False).returncode
+    if status:
+        print(f"error: export/split.py failed (exit status {status}) on {checkpoint}", file=sys.stderr)
+    else:
+        print(f"bundle: {out}")
+    return status
 
 
 if __name__ == "__main__":

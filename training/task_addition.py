@@ -17,8 +17,9 @@ of the config's task list; the tasks after them are added. The new tasks learn f
   EWC), for comparison. This makes a new edge client and new entropy tables: old devices' bitstreams no
   longer fit, which the table id in every bitstream lets the server refuse (409).
 
-Each run writes its checkpoints, ``metrics.json`` (per-task accuracy before and after, bytes per image over
-all test images and over the test images of old tasks only) and, with ``add_task.export_target``, a bundle.
+Each run writes its checkpoints and ``metrics.json`` (per-task accuracy before and after, bytes per image
+over all test images and over the test images of old tasks only); ``training/add_task.py`` then exports the
+bundle with ``export/split.py``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import codec
-from codec.bundle import file_sha256
+from codec.manifest import file_sha256
 from codec.files import atomic_write_json
 from training.build import load_model
 from training.checkpoint import save_checkpoint
@@ -52,6 +53,7 @@ from training.continual import (
 from training.data import MultiTaskDataset, TaskSpec, build_datasets
 from training.engine import FitSpec, Runtime, fit, setup_runtime, shutdown_runtime
 from training.evaluate import evaluate
+from training.tables import tables_from_bottleneck
 from training.models.added_tasks import AddedTaskServer, extend_model
 from training.models.mantis import SplitModel
 
@@ -59,7 +61,6 @@ log = logging.getLogger("mantis.training")
 
 METRICS_FILE = "metrics.json"
 CHECKPOINTS = {"server": "added_server.safetensors", "replay_ewc": "added_full.safetensors", "naive": "added_naive.safetensors"}
-BUNDLE_DIR = "bundle"
 _SEED_OFFSET = {"server": 11, "replay_ewc": 12, "naive": 12}  # both full-path runs start from the same new weights
 
 
@@ -118,7 +119,7 @@ def _changes(before: dict[str, Any], after: dict[str, Any], old: list[str]) -> d
 
 
 def _tables_hash(model: SplitModel) -> str:
-    return codec.EntropyTables.from_entropy_bottleneck(model.entropy_bottleneck).sha256
+    return tables_from_bottleneck(model.entropy_bottleneck).sha256
 
 
 def deployed_tensors_identical(base: SplitModel, model: SplitModel) -> tuple[bool, int, list[str]]:
@@ -137,7 +138,7 @@ def deployed_tensors_identical(base: SplitModel, model: SplitModel) -> tuple[boo
 @torch.no_grad()
 def decoded_latents(model: SplitModel, dataset: MultiTaskDataset, batch_size: int, device: torch.device) -> torch.Tensor:
     """The latents the server decodes for every item: client -> ``codec`` quantize -> dequantize."""
-    tables = codec.EntropyTables.from_entropy_bottleneck(model.entropy_bottleneck)
+    tables = tables_from_bottleneck(model.entropy_bottleneck)
     out = []
     for x, _, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         y, _ = model.client(x.to(device))
@@ -181,7 +182,7 @@ class _Run:
 
     def lineage(self) -> list[dict[str, Any]]:
         """The versions this model replaces, oldest first: versions, checkpoint hash and entropy tables of each."""
-        tables = codec.EntropyTables.from_entropy_bottleneck(self.base.entropy_bottleneck)
+        tables = tables_from_bottleneck(self.base.entropy_bottleneck)
         entry = {"versions": self.base_meta.get("versions", {"edge": 1, "server": 1}), "checkpoint_sha256": self.base_sha,
                  "table_id": tables.table_id.hex(), "tables_sha256": tables.sha256}
         return list(self.base_meta.get("lineage", [])) + [entry]
@@ -255,7 +256,7 @@ def _server_only(run: _Run) -> dict[str, Any]:
 def _check_table_id(run: _Run, model: SplitModel) -> None:
     """New tables must not share the 2-byte table id of any earlier version's: an old device's bitstream would
     then fail the checksum (400) instead of being refused as coded with other tables (409)."""
-    new_id = codec.EntropyTables.from_entropy_bottleneck(model.entropy_bottleneck).table_id.hex()
+    new_id = tables_from_bottleneck(model.entropy_bottleneck).table_id.hex()
     clash = [e for e in run.lineage() if e["table_id"] == new_id]
     if clash:
         raise RuntimeError(
