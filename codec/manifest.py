@@ -44,6 +44,8 @@ EDGE_RUNTIMES = {"executorch": ".pte", "onnxruntime": ".onnx", "coreml": ".mlpac
 EDGE_INPUT = "image"
 EDGE_OUTPUTS = ("latent", "task_logits")
 SERVER_INPUT = "latent"
+DETECT_OUTPUT = "detect_logits"
+"""The server half's extra output when it detects tasks itself: ``(batch, n)``, one logit per server-detected task."""
 MAX_TASKS = 32
 _CHUNK = 1 << 20
 
@@ -315,6 +317,29 @@ class ServerFile:
         return doc
 
 
+DEFAULT_VERSIONS = {"edge": 1, "server": 1}
+"""Versions of a model that never learned tasks after deployment."""
+
+
+def _versions(doc: Any, where: str) -> dict[str, int]:
+    f = _Fields(doc, where)
+    out = {k: f.get(k, int, check=_positive_int) for k in ("edge", "server")}
+    f.done()
+    return out
+
+
+def _lineage(doc: Any, where: str) -> tuple[dict[str, Any], ...]:
+    if not isinstance(doc, list):
+        raise ManifestError(f"{where}: expected a list, got {type(doc).__name__}")
+    out = []
+    for i, entry in enumerate(doc):
+        f = _Fields(entry, f"{where}[{i}]")
+        out.append({"versions": f.sub("versions", _versions), "checkpoint_sha256": f.get("checkpoint_sha256", str),
+                    "table_id": f.get("table_id", str, check=bool), "tables_sha256": f.get("tables_sha256", str, check=bool)})
+        f.done()
+    return tuple(out)
+
+
 SERVER_FILES = ("onnx", "torch", "onnx_fp16", "tensorrt")
 """Keys of the manifest's ``server`` section: ``onnx`` and ``torch`` always, the others for TensorRT."""
 
@@ -336,10 +361,28 @@ class Manifest:
     server: dict[str, ServerFile]
     files: dict[str, str] = field(default_factory=dict)
     format: str = BUNDLE_FORMAT
+    server_detected_tasks: tuple[str, ...] = ()
+    versions: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_VERSIONS))
+    lineage: tuple[dict[str, Any], ...] = ()
 
     @property
     def task_names(self) -> list[str]:
         return [t.name for t in self.tasks]
+
+    @property
+    def edge_tasks(self) -> int:
+        """How many tasks (the first ones) the edge client's task detector and the bitstream's task mask cover."""
+        return len(self.tasks) - len(self.server_detected_tasks)
+
+    @property
+    def server_outputs(self) -> list[str]:
+        """The server half's outputs in order: ``logits_<task>`` per task, then ``detect_logits`` when it
+        detects tasks itself."""
+        return [logits_output(t) for t in self.task_names] + ([DETECT_OUTPUT] if self.server_detected_tasks else [])
+
+    def earlier_version(self, table_id: str) -> dict[str, Any] | None:
+        """The latest ``lineage`` entry (a version this model replaced) whose tables have ``table_id``."""
+        return next((e for e in reversed(self.lineage) if e.get("table_id") == table_id), None)
 
     def labels(self, task: str) -> list[str]:
         """Label names of ``task``; ``KeyError`` naming the known tasks otherwise."""
@@ -381,6 +424,9 @@ class Manifest:
             server=server,
             files=f.sub("files", _str_map),
             format=fmt,
+            server_detected_tasks=tuple(f.get("server_detected_tasks", list, ())),
+            versions=f.sub("versions", _versions, dict(DEFAULT_VERSIONS)),
+            lineage=f.sub("lineage", _lineage, ()),
         )
         f.done()
         out.validate(where)
@@ -400,14 +446,19 @@ class Manifest:
             unlisted = [n for n in referenced if n not in self.files]
             if unlisted:
                 raise ManifestError(f"{where}: {unlisted} are referenced but not listed (and hashed) in 'files'")
+        detected = list(self.server_detected_tasks)
+        if not all(isinstance(t, str) for t in detected) or len(detected) >= len(self.tasks) or detected != self.task_names[len(self.tasks) - len(detected):]:
+            raise ManifestError(f"{where}.server_detected_tasks: must name the last tasks of {self.task_names} (and leave the edge at least one), got {detected}")
         onnx = self.server["onnx"]
-        if onnx.outputs and [s.name for s in onnx.outputs] != [logits_output(t) for t in self.task_names]:
-            raise ManifestError(f"{where}.server.onnx.outputs: expected {[logits_output(t) for t in self.task_names]}, got {[s.name for s in onnx.outputs]}")
+        if onnx.outputs and [s.name for s in onnx.outputs] != self.server_outputs:
+            raise ManifestError(f"{where}.server.onnx.outputs: expected {self.server_outputs}, got {[s.name for s in onnx.outputs]}")
         if onnx.inputs and [s.name for s in onnx.inputs] != [SERVER_INPUT]:
             raise ManifestError(f"{where}.server.onnx.inputs: expected one input {SERVER_INPUT!r}, got {[s.name for s in onnx.inputs]}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The manifest as JSON; the fields of added tasks (``server_detected_tasks``, ``versions``,
+        ``lineage``) only where they differ from a model that never learned tasks after deployment."""
+        doc: dict[str, Any] = {
             "format": self.format,
             "model_name": self.model_name,
             "bitstream_version": self.bitstream_version,
@@ -422,6 +473,13 @@ class Manifest:
             "server": {k: v.to_dict() for k, v in self.server.items()},
             "files": dict(self.files),
         }
+        if self.server_detected_tasks:
+            doc["server_detected_tasks"] = list(self.server_detected_tasks)
+        if self.versions != DEFAULT_VERSIONS:
+            doc["versions"] = dict(self.versions)
+        if self.lineage:
+            doc["lineage"] = [dict(e) for e in self.lineage]
+        return doc
 
 
 def task_mask_from_logits(task_logits: np.ndarray) -> int:
@@ -519,11 +577,15 @@ class Bundle:
             raise BundleError(f"bundle {self.root}: {name!r} is not one of its files {sorted(self.manifest.files)}")
         return self.root / name
 
+    @property
+    def edge_tasks(self) -> int:
+        return self.manifest.edge_tasks
+
     def task_mask(self, task_logits: np.ndarray) -> int:
-        """Task mask for one image's detector logits, shape ``(T,)``, by the manifest's rule."""
+        """Task mask for one image's detector logits, shape ``(edge_tasks,)``, by the manifest's rule."""
         logits = np.asarray(task_logits).reshape(-1)
-        if logits.size != len(self.task_names):
-            raise ValueError(f"expected {len(self.task_names)} task logits, got {logits.size}")
+        if logits.size != self.edge_tasks:
+            raise ValueError(f"expected {self.edge_tasks} task logits, got {logits.size}")
         return task_mask_from_logits(logits)
 
 

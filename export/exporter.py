@@ -19,6 +19,8 @@ import torch
 import codec
 from codec.format import FORMAT_VERSION
 from codec.manifest import (
+    DEFAULT_VERSIONS,
+    DETECT_OUTPUT,
     EDGE_INPUT,
     EDGE_OUTPUTS,
     SERVER_INPUT,
@@ -151,10 +153,10 @@ def _edge_model(path: Path, runtime: str) -> Any:
         raise ExportError(f"cannot check {path.name}: {exc}") from None
 
 
-def _server_backend(kind: str, path: Path, task_names: list[str]) -> Any:
+def _server_backend(kind: str, path: Path, output_names: list[str]) -> Any:
     """A server-half file on the backend ``serve.py`` uses for it (:mod:`runtime_server.backends`)."""
     try:
-        return open_backend(kind, path, task_names, threads=1)
+        return open_backend(kind, path, output_names, threads=1)
     except BackendUnavailableError as exc:
         raise ExportError(f"cannot check {path.name}: {exc}") from None
 
@@ -214,7 +216,8 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
         with torch.no_grad():
             float_latents = np.stack([client(torch.from_numpy(x))[0][0].numpy() for x in check_images])
         decoded = codec.dequantize(codec.quantize(float_latents, tables), tables).astype(np.float32)
-        server_manifest = _export_server(model.server, meta["tasks"], (c, lh, lw), decoded, staging, engine, notes)
+        detected = tuple(meta.get("added_tasks", ())) if hasattr(model.server, "detect") else ()
+        server_manifest = _export_server(model.server, meta["tasks"], detected, (c, lh, lw), decoded, staging, engine, notes)
 
         manifest = Manifest(
             model_name=f"{meta['model']['name']}-{checkpoint.stem}",
@@ -242,6 +245,9 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
                 check={**edge_check, "check_set": {k: v for k, v in checks.info.items() if k != "indices"}},
             ),
             server=server_manifest,
+            server_detected_tasks=detected,
+            versions=dict(meta.get("versions", DEFAULT_VERSIONS)),
+            lineage=tuple(meta.get("lineage", ())),
         )
         manifest = bundle_writer.finalize(staging, out, manifest)
     log(f"bundle written to {out}")
@@ -258,6 +264,7 @@ def _data_description(cfg: dict[str, Any]) -> dict[str, Any]:
 def _export_server(
     server: torch.nn.Module,
     tasks: list[dict[str, Any]],
+    detected: tuple[str, ...],
     latent_shape: tuple[int, int, int],
     decoded: np.ndarray,
     staging: Path,
@@ -265,30 +272,33 @@ def _export_server(
     notes: list[str],
 ) -> dict[str, ServerFile]:
     """Write and check ``server.onnx``, ``server.pt2`` (and for a TensorRT engine ``server_fp16.onnx`` and,
-    where TensorRT exists, ``server.plan``); return the manifest's ``server`` section."""
+    where TensorRT exists, ``server.plan``); return the manifest's ``server`` section. ``detected``: the
+    tasks the server half detects itself (its ``detect_logits`` output)."""
     c, lh, lw = latent_shape
-    task_names = [t["name"] for t in tasks]
-    half = server.eval()
-    server_export.export_onnx(half, latent_shape, task_names, staging / "server.onnx")
-    onnx_run = _server_backend("onnxruntime", staging / "server.onnx", task_names).run
+    logits = [_tensor(logits_output(t["name"]), ["batch", len(t["labels"])]) for t in tasks]
+    outputs = tuple(logits) + ((_tensor(DETECT_OUTPUT, ["batch", len(detected)]),) if detected else ())
+    output_names = [o.name for o in outputs]
+    half = server_export.server_half(server).eval()
+    server_export.export_onnx(half, latent_shape, output_names, staging / "server.onnx")
+    onnx_run = _server_backend("onnxruntime", staging / "server.onnx", output_names).run
     onnx_check = verify.check_server("server.onnx", onnx_run, half, decoded, verify.SERVER_TOLERANCE)
     server_export.export_pt2(half, latent_shape, staging / "server.pt2")
-    pt2_run = _server_backend("torch", staging / "server.pt2", task_names).run
+    pt2_run = _server_backend("torch", staging / "server.pt2", output_names).run
     pt2_check = verify.check_server("server.pt2", pt2_run, half, decoded, verify.SERVER_TOLERANCE)
     section = {
         "onnx": ServerFile(
             file="server.onnx",
             check=onnx_check,
             inputs=(_tensor(SERVER_INPUT, ["batch", c, lh, lw]),),
-            outputs=tuple(_tensor(logits_output(t["name"]), ["batch", len(t["labels"])]) for t in tasks),
+            outputs=outputs,
         ),
         "torch": ServerFile(file="server.pt2", check=pt2_check),
     }
     if engine != "tensorrt":
         return section
-    fp16 = server_export.Fp16ServerHalf(server).eval()
-    server_export.export_onnx(fp16, latent_shape, task_names, staging / "server_fp16.onnx")
-    fp16_run = _server_backend("onnxruntime", staging / "server_fp16.onnx", task_names).run
+    fp16 = server_export.Fp16ServerHalf(half).eval()
+    server_export.export_onnx(fp16, latent_shape, output_names, staging / "server_fp16.onnx")
+    fp16_run = _server_backend("onnxruntime", staging / "server_fp16.onnx", output_names).run
     fp16_check = verify.check_server("server_fp16.onnx", fp16_run, half, decoded, verify.FP16_TOLERANCE)
     section["onnx_fp16"] = ServerFile(file="server_fp16.onnx", check=fp16_check)
     try:
@@ -297,7 +307,7 @@ def _export_server(
         notes.append(str(exc))
         print(f"[export] {exc}", file=sys.stderr, flush=True)
         return section
-    plan_run = _server_backend("tensorrt", staging / "server.plan", task_names).run
+    plan_run = _server_backend("tensorrt", staging / "server.plan", output_names).run
     plan_check = verify.check_server("server.plan", plan_run, half, decoded, verify.FP16_TOLERANCE)
     section["tensorrt"] = ServerFile(
         file="server.plan",

@@ -1,6 +1,8 @@
 """The server half: decoded latent ``y_hat`` -> per-task logits, as ONNX (dynamic batch) and ``.pt2``.
 
-Outputs are named ``logits_<task>`` in task order. ``server.pt2`` is ``torch.export.save`` of the same
+Outputs are named ``logits_<task>`` in task order, followed, for a server half that detects tasks added on
+the server only (``training.models.added_tasks.AddedTaskServer``), by ``detect_logits`` (one logit per
+such task; see :class:`DetectingServerHalf`). ``server.pt2`` is ``torch.export.save`` of the same
 module with a dynamic batch dimension, so the server's PyTorch backend loads it with ``torch.export.load``
 and needs no model code.
 """
@@ -15,9 +17,24 @@ import torch
 import torch.nn as nn
 
 from codec.manifest import SERVER_INPUT
-from codec.wire import logits_output
 
 MAX_BATCH = 1024
+
+
+class DetectingServerHalf(nn.Module):
+    """A server half that detects its added tasks itself: the task logits, then ``detect(latent)``."""
+
+    def __init__(self, server: nn.Module) -> None:
+        super().__init__()
+        self.server = server
+
+    def forward(self, latent: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.server(latent)) + (self.server.detect(latent),)
+
+
+def server_half(server: nn.Module) -> nn.Module:
+    """The module to export: ``server`` itself, or :class:`DetectingServerHalf` when it detects tasks."""
+    return DetectingServerHalf(server) if hasattr(server, "detect") else server
 
 
 class Fp16ServerHalf(nn.Module):
@@ -37,8 +54,9 @@ def _batch_dim() -> tuple[dict, ...]:
     return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
 
 
-def export_onnx(module: nn.Module, latent_shape: Sequence[int], task_names: Sequence[str], path: Path) -> None:
-    """``torch.onnx.export`` (dynamo) with input ``latent`` of shape ``(batch, C, h, w)``."""
+def export_onnx(module: nn.Module, latent_shape: Sequence[int], output_names: Sequence[str], path: Path) -> None:
+    """``torch.onnx.export`` (dynamo) with input ``latent`` of shape ``(batch, C, h, w)`` and outputs
+    ``output_names`` (``Manifest.server_outputs``)."""
     example = torch.zeros(2, *latent_shape)
     torch.onnx.export(
         module.eval(),
@@ -46,7 +64,7 @@ def export_onnx(module: nn.Module, latent_shape: Sequence[int], task_names: Sequ
         str(path),
         dynamo=True,
         input_names=[SERVER_INPUT],
-        output_names=[logits_output(t) for t in task_names],
+        output_names=list(output_names),
         dynamic_shapes=_batch_dim(),
         verbose=False,
         external_data=False,

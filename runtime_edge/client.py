@@ -53,7 +53,7 @@ class EdgeRuntime:
         producer = self.bundle.manifest.producer.get("executorch")
         self.model: EdgeModel = load_edge_model(self.bundle.path(edge.file), edge.runtime, pte_runtime, producer)
         self.latent_shape = self.bundle.latent_shape
-        self.num_tasks = len(self.bundle.task_names)
+        self.num_tasks = self.bundle.edge_tasks
         self.max_pixels = max_pixels
 
     @property

@@ -6,7 +6,8 @@
 - ``tensorrt``: ``server.plan`` (see :mod:`runtime_server.tensorrt_backend`), only where TensorRT and a
   CUDA GPU exist.
 
-Every backend returns the logits in the manifest's task order.
+Every backend returns the server half's outputs in the manifest's order (``Manifest.server_outputs``): the
+logits of every task, then, for a server half that detects tasks itself, ``detect_logits``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from codec.manifest import Bundle
-from codec.wire import logits_output
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 MANIFEST_SECTION = {"onnxruntime": "onnx", "torch": "torch", "tensorrt": "tensorrt"}
@@ -42,7 +42,7 @@ class OnnxRuntimeBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, path: Path, task_names: Sequence[str], threads: int = 0) -> None:
+    def __init__(self, path: Path, output_names: Sequence[str], threads: int = 0) -> None:
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -62,7 +62,7 @@ class OnnxRuntimeBackend:
             raise BackendUnavailableError(f"{path}: expected one input (the latent), found {[i.name for i in inputs]}")
         self.input_name = inputs[0].name
         produced = {o.name for o in self.session.get_outputs()}
-        self.output_names = [logits_output(t) for t in task_names]
+        self.output_names = list(output_names)
         missing = [n for n in self.output_names if n not in produced]
         if missing:
             raise BackendUnavailableError(f"{path}: outputs {missing} are missing (model has {sorted(produced)})")
@@ -77,7 +77,7 @@ class TorchBackend:
     name = "torch"
     device = "cpu"
 
-    def __init__(self, path: Path, task_names: Sequence[str], threads: int = 0) -> None:
+    def __init__(self, path: Path, output_names: Sequence[str], threads: int = 0) -> None:
         import torch
 
         if threads:
@@ -87,15 +87,15 @@ class TorchBackend:
         except Exception as exc:  # torch.export.load raises several types for foreign or damaged files
             raise BackendUnavailableError(f"torch.export cannot load {path}: {exc}") from None
         self._torch = torch
-        self.num_tasks = len(task_names)
+        self.num_outputs = len(output_names)
 
     def run(self, latents: np.ndarray) -> list[np.ndarray]:
         with self._torch.inference_mode():
             outs = self.module(self._torch.from_numpy(np.ascontiguousarray(latents)))
         if isinstance(outs, self._torch.Tensor):
             outs = (outs,)
-        if len(outs) != self.num_tasks:
-            raise RuntimeError(f"server.pt2 returned {len(outs)} outputs for {self.num_tasks} tasks")
+        if len(outs) != self.num_outputs:
+            raise RuntimeError(f"server.pt2 returned {len(outs)} outputs, the manifest names {self.num_outputs}")
         return [o.detach().cpu().numpy() for o in outs]
 
 
@@ -109,17 +109,18 @@ def load_backend(kind: str, bundle: Bundle, threads: int = 0) -> Backend:
     if spec is None:
         hint = "; export it with `export/split.py --target tensorrt` on the serving machine" if kind == "tensorrt" else ""
         raise BackendUnavailableError(f"bundle {bundle.root}: manifest has no server.{section} entry for backend {kind!r}{hint}")
-    return open_backend(kind, bundle.path(spec.file), bundle.task_names, threads)
+    return open_backend(kind, bundle.path(spec.file), bundle.manifest.server_outputs, threads)
 
 
-def open_backend(kind: str, path: Path, task_names: Sequence[str], threads: int = 0) -> Backend:
-    """Backend ``kind`` on the server-half file ``path`` (the export checks its files through this too)."""
+def open_backend(kind: str, path: Path, output_names: Sequence[str], threads: int = 0) -> Backend:
+    """Backend ``kind`` on the server-half file ``path`` with outputs ``output_names`` (the export checks
+    its files through this too)."""
     if kind == "onnxruntime":
-        return OnnxRuntimeBackend(path, task_names, threads)
+        return OnnxRuntimeBackend(path, output_names, threads)
     if kind == "torch":
-        return TorchBackend(path, task_names, threads)
+        return TorchBackend(path, output_names, threads)
     if kind == "tensorrt":
         from runtime_server.tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(path, task_names)
+        return TensorRTBackend(path, output_names)
     raise BackendUnavailableError(f"unknown backend {kind!r}; choose one of {BACKENDS}")

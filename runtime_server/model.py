@@ -6,7 +6,9 @@ One input, ``bitstream`` (BYTES, shape ``[N]``): one MANTiS bitstream per image.
 - ``logits_<t>`` (FP32, ``[N, n_labels_t]``): the task head's logits, computed for every image.
 - ``labels_<t>`` (BYTES, ``[N, k_t]``): the ``k_t = min(top_k, n_labels_t)`` most likely labels, best
   first, for images where task ``t`` is active; ``k_t`` empty strings where it is not.
-- ``active_tasks`` (BOOL, ``[N, T]``): the task mask each bitstream carries (the edge's task detector).
+- ``active_tasks`` (BOOL, ``[N, T]``): the task mask each bitstream carries (the edge's task detector),
+  followed, for tasks added on the server only (the manifest's ``server_detected_tasks``), by the server
+  half's own decision from the decoded latent (its ``detect_logits`` above 0).
 - ``top`` (INT32, ``[N, T, k]``): the k best label indices per task (the manifest's label order),
   best first, -1 where the task is inactive: the smallest answer, all a client needs to print labels.
   Sent only when a request names it; a request without ``outputs`` gets the three above.
@@ -27,6 +29,7 @@ import numpy as np
 
 import codec
 from codec.errors import CodecError
+from codec.format import TABLE_ID_SIZE
 from codec.manifest import Bundle
 from codec.wire import (
     ACTIVE_TASKS_OUTPUT,
@@ -70,6 +73,7 @@ class MantisModel:
         self.name = bundle.manifest.model_name
         self.tasks = bundle.task_names
         self.labels = {t: bundle.labels(t) for t in self.tasks}
+        self.edge_tasks = bundle.edge_tasks
         self.latent_shape = bundle.latent_shape
         self.output_names = output_names(self.tasks)
         self.requestable = requestable_outputs(self.tasks)
@@ -113,6 +117,8 @@ class MantisModel:
             except Exception as exc:  # whatever the runtime raises, the server cannot start
                 raise BackendUnavailableError(f"backend {self.backend.name} fails on a batch of {n}: {type(exc).__name__}: {exc}") from None
             expected = [(n, len(self.labels[t])) for t in self.tasks]
+            if self.edge_tasks < len(self.tasks):
+                expected.append((n, len(self.tasks) - self.edge_tasks))
             shapes = [tuple(np.shape(o)) for o in outs]
             if shapes != expected:
                 raise BackendUnavailableError(
@@ -162,15 +168,16 @@ class MantisModel:
             if header.table_id != table_id:
                 raise ProtocolError(
                     f"bitstream[{i}]: TableMismatchError: bitstream was written with entropy tables {header.table_id.hex()}, "
-                    f"the server's model uses tables {self.bundle.manifest.tables['table_id']}", kind="table_mismatch")
+                    f"the server's model uses tables {self.bundle.manifest.tables['table_id']}{self._earlier_version(data)}",
+                    kind="table_mismatch")
             if header.shape != self.latent_shape:
                 raise ProtocolError(
                     f"bitstream[{i}]: latent shape {header.shape} does not match model {self.name!r} "
                     f"(expects {self.latent_shape}; was the image preprocessed for another model?)", kind="model_mismatch")
-            if header.task_mask >> len(self.tasks):
+            if header.task_mask >> self.edge_tasks:
                 raise ProtocolError(
-                    f"bitstream[{i}]: task mask {header.task_mask:#b} names tasks beyond the model's {len(self.tasks)} tasks {self.tasks}",
-                    kind="model_mismatch")
+                    f"bitstream[{i}]: task mask {header.task_mask:#b} names tasks beyond the model's {self.edge_tasks} "
+                    f"edge-detected tasks {self.tasks[:self.edge_tasks]}", kind="model_mismatch")
 
     def decode(self, bitstreams: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Entropy-decode bitstreams whose headers passed :meth:`check_headers`: latents (N, C, h, w) float32
@@ -187,6 +194,23 @@ class MantisModel:
             latents[i] = latent
             masks[i] = int(mask)
         return latents, masks
+
+    def _earlier_version(self, data: bytes) -> str:
+        """Names the earlier version of this model whose tables coded ``data``, when the manifest's lineage has it."""
+        entry = self.bundle.manifest.earlier_version(bytes(data[4 : 4 + TABLE_ID_SIZE]).hex())  # header bytes 4-5 (FORMAT.md)
+        if entry is None:
+            return ""
+        return (f"; they are the tables of an earlier version {entry['versions']} of this model, this server runs "
+                f"version {self.bundle.manifest.versions}: the device needs the current bundle")
+
+    def with_server_detected(self, outputs: list[np.ndarray], masks: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Split the backend's outputs into per-task logits and, for server-detected tasks, set their mask
+        bits from the ``detect_logits`` output (active above 0)."""
+        if self.edge_tasks == len(self.tasks):
+            return outputs, masks
+        logits, detect = outputs[: len(self.tasks)], np.asarray(outputs[len(self.tasks)])
+        bits = (detect > 0).astype(np.int64) << np.arange(self.edge_tasks, len(self.tasks), dtype=np.int64)[None, :]
+        return logits, masks | bits.sum(axis=1)
 
     def build_outputs(self, logits: list[np.ndarray], masks: np.ndarray, top_k: int, names: list[str]) -> list[OutputTensor]:
         """Assemble the requested output tensors from per-task logits and task masks."""
@@ -229,5 +253,5 @@ class MantisModel:
         start = time.perf_counter()
         latents, masks = await loop.run_in_executor(self.decode_executor, self.decode, bitstreams)
         self.metrics.decode_seconds.observe(time.perf_counter() - start)
-        logits = await self.batcher.submit(latents)
+        logits, masks = self.with_server_detected(await self.batcher.submit(latents), masks)
         return self.build_outputs(logits, masks, top_k, names)

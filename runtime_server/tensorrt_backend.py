@@ -13,7 +13,6 @@ from typing import Sequence
 
 import numpy as np
 
-from codec.wire import logits_output
 from runtime_server.backends import BackendUnavailableError
 
 
@@ -22,7 +21,7 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, path: Path, task_names: Sequence[str]) -> None:
+    def __init__(self, path: Path, output_names: Sequence[str]) -> None:
         try:
             import tensorrt as trt
         except ImportError:
@@ -47,7 +46,7 @@ class TensorRTBackend:
         if len(inputs) != 1:
             raise BackendUnavailableError(f"{path}: expected one input tensor, found {inputs}")
         self.input_name = inputs[0]
-        self.output_names = [logits_output(t) for t in task_names]
+        self.output_names = list(output_names)
         missing = [n for n in self.output_names if n not in names]
         if missing:
             raise BackendUnavailableError(f"{path}: output tensors {missing} are missing (engine has {names})")

@@ -158,6 +158,21 @@ SCHEMA: dict[str, Any] = {
         "seed": Scalar(int, minimum=0, nullable=True),
     },
     "ablations": {"no_film": BOOL, "oracle": BOOL},
+    "add_task": {
+        "base_checkpoint": PATH,
+        "mode": Scalar(str, choices=("server", "full")),
+        "method": Scalar(str, choices=("replay_ewc", "naive")),
+        "compare_naive": BOOL,
+        **_optim(),
+        "aux_lr": NUM,
+        "init_from": Scalar(str, nullable=True),
+        "detector_hidden": POS_INT,
+        "replay_size": POS_INT,
+        "replay_fraction": NUM,
+        "ewc_weight": NUM,
+        "fisher_samples": POS_INT,
+        "export_target": Scalar(str, choices=("executorch", "coreml", "onnx", "tensorrt"), nullable=True),
+    },
 }
 
 
@@ -270,6 +285,8 @@ def _check_consistency(cfg: dict[str, Any], source: str) -> None:
                 raise ConfigError(f"{source}: data.kind 'webdataset' needs data.webdataset.{key}")
     if data["kind"] == "synthetic" and not 0 <= data["synthetic"]["two_task_fraction"] <= 1:
         raise ConfigError(f"{source}: data.synthetic.two_task_fraction must be in [0, 1]")
+    if not 0 <= cfg["add_task"]["replay_fraction"] < 1:
+        raise ConfigError(f"{source}: add_task.replay_fraction must be in [0, 1)")
     if teacher["kind"] in ("torchvision", "timm"):
         kind = teacher["kind"]
         for key in ("arch", "weights", "distill_layer"):

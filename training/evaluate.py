@@ -26,6 +26,7 @@ from training.tables import tables_from_bottleneck
 import codec
 from codec.rans import FLUSH_FIXED_BYTES
 from training.data.common import TaskSpec
+from training.models.added_tasks import AddedTaskServer
 from training.models.mantis import SplitModel, TaskServer, task_mask_from_logits
 
 
@@ -103,7 +104,8 @@ def evaluate(
     Stage 2: ``task_accuracy`` (per task, over the images the task applies to; a task missing from the
     decoded mask counts as wrong), ``mean_task_accuracy``, ``task_detection_accuracy`` (share of images
     whose detected task set equals the true one), bytes. ``oracle=True`` feeds the true task vector to
-    FiLM and sends the true mask (the Oracle ablation).
+    FiLM and sends the true mask (the Oracle ablation). For a model with server-detected tasks (an
+    ``AddedTaskServer``) the mask is the decoded edge mask followed by the server detector's decisions.
     Stage 1 (pass ``teacher``): the teacher's tail classifies the decoded features, with the true task
     relevance; plus ``distill_mse`` to the teacher's features.
     """
@@ -111,7 +113,10 @@ def evaluate(
     device = torch.device(device)
     coder = LatentCoder(model)
     h, w = None, None
-    stage2 = isinstance(model.server, TaskServer)
+    server_detects = isinstance(model.server, AddedTaskServer)
+    stage2 = server_detects or isinstance(model.server, TaskServer)
+    if server_detects and oracle:
+        raise ValueError("the oracle evaluation feeds the true task vector to FiLM; a client with server-detected tasks has no FiLM input for them")
     if not stage2 and teacher is None:
         raise ValueError("evaluating a Stage 1 model needs the teacher (its tail classifies the decoded features)")
     tally = _Tally(tasks)
@@ -122,6 +127,8 @@ def evaluate(
         masks = task_vector.bool() if oracle else task_mask_from_logits(task_logits)
         y_hat, dec_masks, lengths = coder.roundtrip(y, masks)
         y_hat = y_hat.to(device)
+        if server_detects:
+            dec_masks = torch.cat([dec_masks, (model.server.detect(y_hat) > 0).cpu()], dim=1)
         tally.images += x.shape[0]
         estimated = _estimated_bits(model, y).cpu() / 8
         tally.add("bytes", float(sum(lengths)))

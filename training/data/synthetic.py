@@ -7,11 +7,21 @@ belongs to (so a task detector can see which tasks apply) and its content carrie
   hexagon, ring), with random size, position, rotation and colour;
 * ``orientation`` (green card): the orientation of a fine sinusoidal grating, 12 classes 15 degrees
   apart, with random period (3 to 5.5 pixels), phase, contrast and +-3 degrees of jitter;
-* ``count`` (orange card): how many small dots (1 to 6) are scattered on the card.
+* ``count`` (orange card): how many small dots (1 to 6) are scattered on the card;
+* ``texture`` (magenta card): which of 6 textures fills the card (checker, stripes, dots, grid, rings,
+  blotches), with random period (4.5 to 7 pixels), rotation, ink and contrast. The initial training leaves
+  it out (``data.synthetic.tasks`` defaults to the first three); it is the task that
+  ``training/add_task.py`` adds to a deployed model.
 
 The fine detail that separates the classes (stripe direction, dot count, a ring's hole, a star's points)
 is exactly what a low-rate bottleneck throws away first, so compression has a visible accuracy cost.
 Item ``i`` of a split depends only on ``(seed, split, i)``.
+
+Tasks listed in ``ADDED_TASKS`` draw their randomness from a stream of their own: a config without them
+renders exactly the images it rendered before they existed, byte for byte. With one or more of them in
+the task list, item ``i`` first asks the added stream whether it shows an added task (with probability
+``added / all tasks``): if it does, the whole image (the added card, possibly beside one card of another
+task) comes from the added stream; if not, it is the very image the config without the added tasks renders.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ SPLITS = {"train": 0, "val": 1, "test": 2}
 SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "hexagon", "ring")
 ORIENTATIONS = tuple(f"{k * 15}deg" for k in range(12))
 COUNTS = tuple(str(n) for n in range(1, 7))
+TEXTURES = ("checker", "stripes", "dots", "grid", "rings", "blotches")
+ADDED_STREAM = 1  # spawn key of the added tasks' random stream
 
 
 def _coverage(sdf: np.ndarray, pixels_per_unit: float) -> np.ndarray:
@@ -131,6 +143,41 @@ def _draw_dots(rng: np.random.Generator, canvas: Canvas, box: tuple[int, int, in
     _blend(canvas, _coverage(sdf, 1.0), ink, slice(y0, y0 + h), slice(x0, x0 + w))
 
 
+def _texture_alpha(name: str, rng: np.random.Generator, u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
+    """Coverage in [0, 1] of texture ``name`` at rotated card coordinates ``(u, v)`` in pixels."""
+    k = 2 * math.pi / period
+    pu, pv = rng.uniform(0, 2 * math.pi, 2)
+    if name == "checker":
+        return np.clip(0.5 + 1.5 * np.sin(k * u + pu) * np.sin(k * v + pv), 0, 1)
+    if name == "stripes":
+        return np.clip(0.5 + 2.0 * np.sin(k * u + pu), 0, 1)
+    if name == "dots":
+        return np.clip(2.0 * (np.cos(k * u + pu) + np.cos(k * v + pv)) - 1.5, 0, 1)
+    if name == "grid":
+        return np.clip(1.0 - 3.0 * np.minimum(np.abs(np.sin(0.5 * (k * u + pu))), np.abs(np.sin(0.5 * (k * v + pv)))), 0, 1)
+    if name == "rings":
+        cu, cv = rng.uniform(-0.5, 0.5, 2) * period
+        return np.clip(0.5 + 2.0 * np.sin(k * np.hypot(u - cu, v - cv) + pu), 0, 1)
+    if name == "blotches":
+        cells = rng.standard_normal((int(u.shape[0] / period) + 2, int(u.shape[1] / period) + 2))
+        field = np.asarray(Image.fromarray(cells.astype(np.float32), mode="F").resize(u.shape[::-1], Image.BICUBIC))
+        return np.clip(0.5 + 2.0 * field, 0, 1)
+    raise AssertionError(name)
+
+
+def _draw_texture(rng: np.random.Generator, canvas: Canvas, box: tuple[int, int, int, int], label: int, scale: float) -> None:
+    y0, x0, h, w = box
+    m = max(2, int(round(3 * scale)))
+    y0, x0, h, w = y0 + m, x0 + m, h - 2 * m, w - 2 * m
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    a = rng.uniform(0, math.pi)
+    u = xx * math.cos(a) + yy * math.sin(a)
+    v = -xx * math.sin(a) + yy * math.cos(a)
+    period = rng.uniform(4.5, 7.0) * scale
+    alpha = rng.uniform(0.5, 0.9) * _texture_alpha(TEXTURES[label], rng, u, v, period)
+    _blend(canvas, alpha.astype(np.float32), _ink(rng), slice(y0, y0 + h), slice(x0, x0 + w))
+
+
 def _ink(rng: np.random.Generator) -> np.ndarray:
     """A dark, slightly tinted drawing colour that contrasts with the pastel cards."""
     return np.clip(rng.uniform(0.0, 0.25) + rng.uniform(-0.06, 0.06, 3), 0, 1).astype(np.float32)
@@ -143,7 +190,10 @@ TASKS: dict[str, tuple[tuple[str, ...], tuple[float, float, float], Renderer]] =
     "shape": (SHAPES, (0.25, 0.45, 0.95), _draw_shape),
     "orientation": (ORIENTATIONS, (0.2, 0.8, 0.3), _draw_grating),
     "count": (COUNTS, (0.95, 0.55, 0.15), _draw_dots),
+    "texture": (TEXTURES, (0.85, 0.2, 0.8), _draw_texture),
 }
+# tasks rendered from their own random stream (see the module docstring)
+ADDED_TASKS = frozenset({"texture"})
 
 
 class SyntheticMultiTask:
@@ -177,14 +227,19 @@ class SyntheticMultiTask:
         self.task_names = list(tasks)
         self.tasks = [TaskSpec(name, TASKS[name][0]) for name in self.task_names]
         self.two_task_fraction = float(two_task_fraction)
+        self._base = [i for i, name in enumerate(self.task_names) if name not in ADDED_TASKS]
+        self._added = [i for i, name in enumerate(self.task_names) if name in ADDED_TASKS]
 
     def __len__(self) -> int:
         return self.length
 
-    def _rng(self, index: int) -> np.random.Generator:
+    def _rng(self, index: int, stream: int | None = None) -> np.random.Generator:
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for a {self.split} split of {self.length} images")
-        return np.random.default_rng(np.random.SeedSequence([self.seed, SPLITS[self.split], index]))
+        entropy = [self.seed, SPLITS[self.split], index]
+        if stream is None:
+            return np.random.default_rng(np.random.SeedSequence(entropy))
+        return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(stream,)))
 
     def _background(self, rng: np.random.Generator) -> Canvas:
         s = self.size
@@ -221,15 +276,28 @@ class SyntheticMultiTask:
         return boxes
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._added:
+            rng = self._rng(index, ADDED_STREAM)
+            if not self._base or rng.random() < len(self._added) / len(self.task_names):
+                cards = [self._added[int(rng.integers(len(self._added)))]]
+                if self._base and rng.random() < self.two_task_fraction:
+                    partner = self._base[int(rng.integers(len(self._base)))]
+                    cards = cards + [partner] if rng.random() < 0.5 else [partner] + cards
+                return self._render(rng, cards)
         rng = self._rng(index)
-        t = len(self.tasks)
+        t = len(self._base)
         k = 2 if t > 1 and rng.random() < self.two_task_fraction else 1
         active = sorted(rng.choice(t, size=k, replace=False).tolist())
+        return self._render(rng, [self._base[j] for j in active])
+
+    def _render(self, rng: np.random.Generator, cards: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The image showing one card per task index in ``cards`` (in layout order), and its targets."""
+        t = len(self.tasks)
         labels = np.full(t, -1, dtype=np.int64)
         vector = np.zeros(t, dtype=np.float32)
         canvas = self._background(rng)
         scale = self.size / 64.0
-        for task, box in zip(active, self._layout(rng, k)):
+        for task, box in zip(cards, self._layout(rng, len(cards))):
             names, hue, render = TASKS[self.task_names[task]]
             label = int(rng.integers(len(names)))
             labels[task], vector[task] = label, 1.0
