@@ -165,6 +165,7 @@ SCHEMA: dict[str, Any] = {
         "compare_naive": BOOL,
         **_optim(),
         "aux_lr": NUM,
+        "beta": Scalar(float, minimum=0, nullable=True),
         "init_from": Scalar(str, nullable=True),
         "detector_hidden": POS_INT,
         "replay_size": POS_INT,

@@ -285,7 +285,8 @@ def _full(run: _Run) -> dict[str, Any]:
         model = extend_model(run.base, [len(run.tasks[i].labels) for i in run.added], "full", run.init_from, a["detector_hidden"]).to(rt.device)
         ewc = EWCPenalty(anchor, fisher, a["ewc_weight"]).to(rt.device) if method == "replay_ewc" else None
         data: Dataset = ReplayMix(run.train, new_train, buffer, a["replay_fraction"]) if method == "replay_ewc" else Subset(run.train, new_train)
-        objective = FullAdditionObjective(model, s2["beta"], s2["detection_weight"], s2["quantization"], ewc)
+        beta = s2["beta"] if a["beta"] is None else a["beta"]
+        objective = FullAdditionObjective(model, beta, s2["detection_weight"], s2["quantization"], ewc)
         start = time.perf_counter()
         fit(objective, model, objective.param_groups(a["lr"], a["aux_lr"], a["weight_decay"], s2["encoder_lr_scale"]),
             data, _spec(cfg, run.out, method, a["epochs"], run.fp), rt)
