@@ -48,6 +48,25 @@ class LoadResult:
     def mean_batch(self) -> float:
         return self.batched_images / self.batches if self.batches else 0.0
 
+    def record(self, error: str | None, started: float) -> None:
+        """Count one request that started at ``started`` (``time.perf_counter()``): its latency when it
+        succeeded, else its error."""
+        if not error:
+            self.ok += 1
+            self.latencies_ms.append((time.perf_counter() - started) * 1000.0)
+        else:
+            self.failed += 1
+            self.errors[error] = self.errors.get(error, 0) + 1
+
+    def add(self, part: "LoadResult") -> None:
+        """Fold one round's counts, time and latencies into this result."""
+        self.ok += part.ok
+        self.failed += part.failed
+        self.seconds += part.seconds
+        self.latencies_ms += part.latencies_ms
+        for k, v in part.errors.items():
+            self.errors[k] = self.errors.get(k, 0) + v
+
     def summary(self) -> dict:
         d = asdict(self)
         del d["latencies_ms"]
@@ -122,14 +141,8 @@ async def _drive(url: str, model: str, bitstreams: list[bytes], clients: int, re
                     return
                 t0 = time.perf_counter()
                 error = await one(i)
-                if result is None:
-                    continue
-                if not error:
-                    result.ok += 1
-                    result.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
-                else:
-                    result.failed += 1
-                    result.errors[error] = result.errors.get(error, 0) + 1
+                if result is not None:
+                    result.record(error, t0)
 
         await asyncio.gather(*(worker() for _ in range(clients)))
         if result is not None:
@@ -164,12 +177,7 @@ def run_configs(
             for server, result in zip(servers, results):
                 part = LoadResult(result.label, result.server_args)
                 asyncio.run(_drive(server.url, model, bitstreams, clients, share, time_cap / rounds, part))
-                result.ok += part.ok
-                result.failed += part.failed
-                result.seconds += part.seconds
-                result.latencies_ms += part.latencies_ms
-                for k, v in part.errors.items():
-                    result.errors[k] = result.errors.get(k, 0) + v
+                result.add(part)
         for server, result, (b0, i0) in zip(servers, results, before):
             b1, i1 = _batch_stats(server.url)
             result.batches, result.batched_images = b1 - b0, i1 - i0
@@ -209,14 +217,8 @@ async def _drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], c
                         error = "stream closed" if answer is grpc.aio.EOF else answer.error_message
                     except (grpc.RpcError, asyncio.TimeoutError) as exc:
                         error = type(exc).__name__
-                    if result is None:
-                        continue
-                    if not error:
-                        result.ok += 1
-                        result.latencies_ms.append((time.perf_counter() - t0) * 1000.0)
-                    else:
-                        result.failed += 1
-                        result.errors[error[:80]] = result.errors.get(error[:80], 0) + 1
+                    if result is not None:
+                        result.record(error[:80] if error else error, t0)
             finally:
                 await call.done_writing()
 
@@ -246,12 +248,7 @@ def run_transports(
                                       (stream, lambda p: _drive_grpc_stream(target, model, bitstreams, clients, share, time_cap / rounds, p))):
                     part = LoadResult(result.label, server_args)
                     asyncio.run(drive(part))
-                    result.ok += part.ok
-                    result.failed += part.failed
-                    result.seconds += part.seconds
-                    result.latencies_ms += part.latencies_ms
-                    for k, v in part.errors.items():
-                        result.errors[k] = result.errors.get(k, 0) + v
+                    result.add(part)
     finally:
         logs.cleanup()
     return [http, stream]
