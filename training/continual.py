@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from training.losses import detection_bce, masked_task_ce, rate_bpp
 from training.models.added_tasks import AddedTaskServer
 from training.models.mantis import SplitModel
-from training.stages import bottleneck_groups, param_groups
+from training.stages import param_groups, stage2_groups
 
 
 class Subset(Dataset):
@@ -238,11 +238,4 @@ class FullAdditionObjective(nn.Module):
         return loss, logs
 
     def param_groups(self, lr: float, aux_lr: float, weight_decay: float, encoder_lr_scale: float) -> list[dict]:
-        c = self.model.client
-        rest = list(c.task_detector.named_parameters()) + list(c.film_generator.named_parameters())
-        rest += list(self.model.server.named_parameters())
-        return (
-            param_groups(c.encoder.named_parameters(), lr * encoder_lr_scale, weight_decay)
-            + param_groups(rest, lr, weight_decay)
-            + bottleneck_groups(self.model, lr, aux_lr)
-        )
+        return stage2_groups(self.model, lr, aux_lr, weight_decay, encoder_lr_scale)

@@ -60,6 +60,19 @@ def warmup_factor(step: int, total: int, warmup: float) -> float:
     return 1.0 if ramp <= 0 else min(1.0, step / ramp)
 
 
+def stage2_groups(model: nn.Module, lr: float, aux_lr: float, weight_decay: float, encoder_lr_scale: float) -> list[dict]:
+    """Stage 2's optimiser groups: the encoder at ``lr * encoder_lr_scale``, detector, FiLM generator and
+    server half at ``lr``, and the bottleneck (its auxiliary quantiles at ``aux_lr``); the stem is frozen."""
+    c = model.client
+    rest = list(c.task_detector.named_parameters()) + list(c.film_generator.named_parameters())
+    rest += list(model.server.named_parameters())
+    return (
+        param_groups(c.encoder.named_parameters(), lr * encoder_lr_scale, weight_decay)
+        + param_groups(rest, lr, weight_decay)
+        + bottleneck_groups(model, lr, aux_lr)
+    )
+
+
 class TeacherObjective(nn.Module):
     def __init__(self, teacher: nn.Module) -> None:
         super().__init__()
@@ -177,11 +190,4 @@ class Stage2Objective(nn.Module):
         return loss, logs
 
     def param_groups(self, lr: float, aux_lr: float, weight_decay: float, encoder_lr_scale: float) -> list[dict]:
-        c = self.model.client
-        rest = list(c.task_detector.named_parameters()) + list(c.film_generator.named_parameters())
-        rest += list(self.model.server.named_parameters())
-        return (
-            param_groups(c.encoder.named_parameters(), lr * encoder_lr_scale, weight_decay)
-            + param_groups(rest, lr, weight_decay)
-            + bottleneck_groups(self.model, lr, aux_lr)
-        )
+        return stage2_groups(self.model, lr, aux_lr, weight_decay, encoder_lr_scale)
