@@ -4,9 +4,11 @@ wire contract's error kinds."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
+from typing import Awaitable, Callable, Generic, TypeVar
 
 from codec.wire import AUTH_SCHEME, ProtocolError, bearer
 from runtime_server.app import ServerState
@@ -48,3 +50,89 @@ def check_bearer(token: bytes | None, given: str | None) -> None:
     scheme, _, value = (given or "").partition(" ")
     if scheme.lower() != AUTH_SCHEME.lower() or not hmac.compare_digest(value.strip().encode("utf-8"), token):
         raise ProtocolError(f"missing or wrong bearer token (send {bearer('<token>')!r})", kind="unauthorized")
+
+
+T = TypeVar("T")
+
+
+class IdleReader(Generic[T]):
+    """The next message of a streaming connection (compact stream, gRPC stream) under the connection
+    deadlines of the HTTP port: :meth:`next` gives ``None`` once the server begins shutting down
+    (``stopped = "shutdown"``; received requests are still answered) or when no complete message arrived
+    within ``idle`` seconds while no answer was pending (``stopped = "idle"``): a connection that only
+    waits, or drips a message slower than that, is ended.
+
+    It costs one float per message: a timer checks the time of the last message once per idle period, and
+    stopping cancels the read the handler is waiting in (a cancellation it takes back, so the handler goes
+    on to answer what it received). Call :meth:`close` when the connection ends."""
+
+    def __init__(self, read: Callable[[], Awaitable[T]], closing: asyncio.Future | None, idle: float) -> None:
+        self._read = read
+        self._closing = closing
+        self.idle = idle
+        self.stopped: str | None = None
+        self._task: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy: Callable[[], bool] = lambda: False
+        self._reading = False
+        self._cancelled = False
+        self._last = 0.0
+
+    async def next(self, busy: Callable[[], bool]) -> T | None:
+        """The next message, or ``None`` (see :attr:`stopped`); ``busy()`` tells whether answers are pending."""
+        if self._task is None:
+            self._start()
+        self._busy = busy
+        if self.stopped is None and self._closing is not None and self._closing.done():
+            self.stopped = "shutdown"
+        if self.stopped is not None:
+            return None
+        self._reading = True
+        try:
+            message = await self._read()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._cancelled or task is None or task.uncancel() > 0:
+                raise  # not (only) this reader's doing
+            return None
+        finally:
+            self._reading = False
+        self._last = asyncio.get_running_loop().time()
+        return message
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._last = loop.time()
+        self._timer = loop.call_later(self.idle, self._check)
+        if self._closing is not None:
+            self._closing.add_done_callback(self._on_closing)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self.stopped is not None:
+            return
+        loop = asyncio.get_running_loop()
+        now, due = loop.time(), self._last + self.idle
+        if due <= now + 0.001 and self._reading and not self._busy():
+            self._stop("idle")
+            return
+        self._timer = loop.call_at(due if due > now + 0.001 else now + self.idle, self._check)
+
+    def _on_closing(self, _: asyncio.Future) -> None:
+        if self.stopped is None:
+            self._stop("shutdown")
+
+    def _stop(self, reason: str) -> None:
+        self.stopped = reason
+        if self._reading and self._task is not None and not self._cancelled:
+            self._cancelled = True
+            self._task.cancel()
+
+    def close(self) -> None:
+        """Stop the timer and stop watching for shutdown."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._closing is not None:
+            self._closing.remove_done_callback(self._on_closing)

@@ -26,12 +26,15 @@ from aiohttp import web
 from codec.wire import DATATYPES, ERROR_KIND_PARAMETER, GRPC_AUTH_METADATA, GRPC_SERVICE, ProtocolError, WireFormatError, unpack_bytes
 from runtime_edge import kserve_grpc as pb
 from runtime_server.app import EXTENSIONS, SERVER_NAME, SERVER_VERSION, STATE, ServerState
-from runtime_server.frontends import as_protocol_error, check_bearer, run_inference
+from runtime_server.frontends import IdleReader, as_protocol_error, check_bearer, run_inference
 from runtime_server.model import VERSION
 from runtime_server.protocol import InferRequest, InputTensor, OutputTensor, RequestedOutput, _binary_data
 
 MAX_IN_FLIGHT_PER_STREAM = 64
 """Requests of one stream being answered at once; the stream is not read further until one is done."""
+MAX_CONCURRENT_STREAMS = 100
+"""Calls one gRPC connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)."""
+_END = object()
 
 # Where each datatype's elements sit in InferTensorContents (FP16 travels only as raw bytes).
 _CONTENTS = {
@@ -142,6 +145,9 @@ class GrpcFrontend:
         options = [
             ("grpc.max_receive_message_length", self.state.max_request_bytes),
             ("grpc.http2.bdp_probe", 0),  # no bandwidth-probing PINGs next to small messages
+            # the HTTP port's idle deadline: a connection without a call is closed (GOAWAY) after it
+            ("grpc.max_connection_idle_ms", int(self.state.limits.idle_timeout * 1000)),
+            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
         ]
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(GRPC_SERVICE, self._handlers())])
@@ -245,8 +251,14 @@ class GrpcFrontend:
             finally:
                 slots.release()
 
+        it = aiter(requests)
+
+        async def read() -> Any:
+            return await anext(it, _END)
+
+        reader = IdleReader(read, self.state.closing, self.state.limits.idle_timeout)
         try:
-            async for msg in requests:
+            while (msg := await reader.next(lambda: bool(pending))) not in (None, _END):
                 await slots.acquire()
                 task = asyncio.get_running_loop().create_task(answer(msg))
                 pending.add(task)
@@ -254,6 +266,12 @@ class GrpcFrontend:
             if pending:
                 await asyncio.gather(*pending)
         finally:
+            reader.close()
             for task in pending:
                 task.cancel()
+        if reader.stopped is not None:
+            err = (ProtocolError("the server is shutting down; retry", kind="unavailable") if reader.stopped == "shutdown"
+                   else ProtocolError(f"no message on the stream for {reader.idle:g} s", kind="timeout"))
+            self._count(method, err.grpc_code, err.kind)
+            await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
         self._count(method, "OK")

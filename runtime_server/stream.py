@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from codec.stream import StreamFormatError, TooManyImagesError, decode_request, encode_answer, encode_refusal, read_request_id
 from codec.wire import BITSTREAM_INPUT, LABEL_INDEX_OUTPUT, STREAM_PATH, TOP_K_PARAMETER, ProtocolError
 from runtime_server.app import STATE, _model
-from runtime_server.frontends import as_protocol_error, run_inference
+from runtime_server.frontends import IdleReader, as_protocol_error, run_inference
 from runtime_server.protocol import InferRequest, InputTensor, RequestedOutput
 
 log = logging.getLogger("mantis.server")
@@ -63,7 +63,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     _model(request)
     if not state.ready:
         raise ProtocolError("the server is not ready (starting or shutting down)", kind="unavailable")
-    ws = web.WebSocketResponse(max_msg_size=state.max_request_bytes, compress=False, autoping=True)
+    # timeout: how long a closing connection waits for the client's close frame
+    ws = web.WebSocketResponse(max_msg_size=state.max_request_bytes, compress=False, autoping=True, timeout=state.limits.lingering_time)
     await ws.prepare(request)
     send_lock = asyncio.Lock()
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -78,8 +79,12 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         finally:
             slots.release()
 
+    reader = IdleReader(ws.receive, state.closing, state.limits.idle_timeout)
     try:
-        async for msg in ws:
+        while True:
+            msg = await reader.next(lambda: bool(pending))
+            if msg is None:
+                break
             if msg.type == WSMsgType.BINARY:
                 await slots.acquire()
                 task = asyncio.get_running_loop().create_task(serve_one(msg.data))
@@ -94,9 +99,18 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
                 # aiohttp closes the connection itself (1009 for a message over max_msg_size).
                 state.metrics.errors.labels("too_large" if ws.close_code == 1009 else "bad_request").inc()
                 log.info("compact stream closed on a protocol error: %s", ws.exception())
+                break
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                break
         if pending:
             await asyncio.gather(*pending)
+        if reader.stopped == "shutdown" and not ws.closed:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+        elif reader.stopped == "idle" and not ws.closed:
+            log.info("compact stream closed: no message for %g s", reader.idle)
+            await ws.close(code=WSCloseCode.OK, message=f"no message for {reader.idle:g} s".encode())
     finally:
+        reader.close()
         for task in pending:
             task.cancel()
         if not ws.closed:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
+import grpc
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +25,10 @@ from hypothesis import strategies as st
 import codec
 import runtime_server.model
 from codec.manifest import load_bundle
-from codec.wire import HEADER_LENGTH, pack_bytes
+from codec.stream import decode_answer, encode_request
+from codec.wire import ERROR_KIND_PARAMETER, GRPC_SERVICE, HEADER_LENGTH, pack_bytes
+from runtime_edge import kserve_grpc as pb
+from runtime_edge.stream_transport import frame
 from runtime_edge.transport import (
     KServeClient,
     MalformedResponseError,
@@ -35,6 +39,7 @@ from runtime_edge.transport import (
 )
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.connection import LOG_BURST, ConnectionLimits
+from runtime_server.grpc_server import GrpcFrontend
 from runtime_server.hostile import (
     read_status,
     binary_request,
@@ -47,6 +52,7 @@ from runtime_server.hostile import (
     shutdown_check,
     slow_upload,
 )
+from tests.tools.raw_websocket import open_raw_stream, read_frame
 
 LIMITS = ConnectionLimits(header_timeout=1.0, body_timeout=1.0, idle_timeout=2.0, lingering_time=0.5)
 SLACK = 1.5  # seconds a deadline may be overrun (timer granularity, a loaded machine)
@@ -66,7 +72,10 @@ def good(bundle) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(onnx_bundle):
-    with BackgroundServer(ServerConfig(onnx_bundle, max_batch_size=8, limits=LIMITS)) as srv:
+    """HTTP (and the compact stream) plus gRPC, with short connection deadlines."""
+    srv = BackgroundServer(ServerConfig(onnx_bundle, max_batch_size=8, limits=LIMITS))
+    srv.grpc = GrpcFrontend(srv.app, "127.0.0.1", 0)
+    with srv:
         yield srv
 
 
@@ -210,6 +219,109 @@ def test_idle_half_sent_headers_and_bodies_are_cut_off(server, bundle) -> None:
     assert slow_upload(address, _infer_path(bundle), seconds=10, interval=0.1) in (408, 0)
     assert time.monotonic() - start < LIMITS.body_timeout + LIMITS.lingering_time + SLACK
     assert _probe(address) < 1.0
+
+
+def _close_code(sock: socket.socket, seconds: float) -> tuple[int, float]:
+    """The status of the server's close frame on a compact stream, skipping answers, and when it came."""
+    start = time.monotonic()
+    sock.settimeout(seconds)
+    try:
+        while True:
+            opcode, data = read_frame(sock)
+            if opcode == 0x8:
+                return int.from_bytes(data[:2], "big"), time.monotonic() - start
+    except TimeoutError:
+        pytest.fail(f"compact stream still open after {seconds:g} s")
+
+
+def test_idle_and_dripping_compact_streams_are_closed(server, bundle, good) -> None:
+    url = f"{server.url}/v2/models/{bundle.manifest.model_name}/stream"
+    with open_raw_stream(url) as idle:
+        code, took = _close_code(idle, LIMITS.idle_timeout + SLACK)
+        assert code == 1000 and took >= LIMITS.idle_timeout - 0.1
+    with open_raw_stream(url) as busy:  # answered, then idle: closed one idle period after the last message
+        busy.sendall(frame(0x2, encode_request(1, [good])))
+        opcode, data = read_frame(busy)
+        assert decode_answer(data, 1, 1, [len(bundle.labels(t)) for t in bundle.task_names]).error is None
+        assert _close_code(busy, LIMITS.idle_timeout + SLACK)[0] == 1000
+    with open_raw_stream(url) as drip:  # a message that never completes is not waited for
+        message = frame(0x2, encode_request(2, [good]))
+        start = time.monotonic()
+        for byte in message[:-1]:
+            try:
+                drip.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.2)
+            if time.monotonic() - start > LIMITS.idle_timeout + SLACK:
+                break
+        assert _close_code(drip, LIMITS.idle_timeout + SLACK)[0] == 1000
+        assert time.monotonic() - start < LIMITS.idle_timeout + 2 * SLACK
+    assert _probe(_address(server)) < 1.0
+
+
+def _grpc_stream(target: str, requests: Iterator) -> Iterator:
+    channel = grpc.insecure_channel(target)
+    m = pb.METHODS["ModelStreamInfer"]
+    call = channel.stream_stream(f"/{GRPC_SERVICE}/ModelStreamInfer", request_serializer=m.request.SerializeToString,
+                                 response_deserializer=m.response.FromString)
+    return channel, call(requests)
+
+
+def test_idle_grpc_streams_end_with_deadline_exceeded(server, bundle, good) -> None:
+    import queue
+
+    outbox: queue.Queue = queue.Queue()
+    channel, answers = _grpc_stream(urlsplit(server.grpc.url).netloc, iter(outbox.get, None))
+    try:
+        request = pb.ModelInferRequest(model_name=bundle.manifest.model_name, id="a")
+        request.inputs.add(name="bitstream", datatype="BYTES", shape=[1]).contents.bytes_contents.append(good)
+        outbox.put(request)
+        first = next(answers)
+        assert first.error_message == "" and first.infer_response.id == "a"
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            next(answers)
+        took = time.monotonic() - start
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no message on the stream" in info.value.details()
+        assert dict(info.value.trailing_metadata())[ERROR_KIND_PARAMETER] == "timeout"
+        assert LIMITS.idle_timeout - 0.1 <= took < LIMITS.idle_timeout + SLACK
+    finally:
+        outbox.put(None)
+        channel.close()
+
+
+def test_shutdown_ends_open_streams_at_once(onnx_bundle, bundle) -> None:
+    import queue
+
+    srv = BackgroundServer(ServerConfig(onnx_bundle, limits=ConnectionLimits(idle_timeout=60.0)), shutdown_timeout=30.0)
+    srv.grpc = GrpcFrontend(srv.app, "127.0.0.1", 0, grace=30.0)
+    outbox: queue.Queue = queue.Queue()
+    with srv:
+        ws = open_raw_stream(f"{srv.url}/v2/models/{bundle.manifest.model_name}/stream")
+        channel, answers = _grpc_stream(urlsplit(srv.grpc.url).netloc, iter(outbox.get, None))
+        ended: dict[str, object] = {}
+
+        def wait_grpc() -> None:
+            try:
+                next(answers)
+            except grpc.RpcError as exc:
+                ended["grpc"] = exc.code()
+
+        waiter = threading.Thread(target=wait_grpc, daemon=True)
+        waiter.start()
+        time.sleep(0.5)
+        start = time.monotonic()
+    took = time.monotonic() - start  # both streams idle, neither may hold the 30 s shutdown
+    try:
+        assert took < 5.0
+        assert _close_code(ws, 1.0)[0] == 1001
+        waiter.join(5.0)
+        assert ended.get("grpc") == grpc.StatusCode.UNAVAILABLE
+    finally:
+        outbox.put(None)
+        ws.close()
+        channel.close()
 
 
 def test_pipelined_answers_before_a_malformed_request_are_sent(server, bundle, good) -> None:

@@ -30,6 +30,7 @@ from runtime_edge.transport import KServeClient, MalformedResponseError, RetryPo
 from runtime_edge.transports import RefusedError, connect
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.grpc_server import GrpcFrontend
+from tests.tools.raw_websocket import open_raw_stream, read_frame
 from training.data.synthetic import SyntheticMultiTask
 
 NUM_SAMPLES = 8
@@ -346,56 +347,24 @@ def test_compact_stream_round_trip(server, bundle, samples):
         assert info.value.status == 404
 
 
-def _raw_ws(url: str) -> socket.socket:
-    import base64
-    import os
-
-    parts = urlsplit(url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += sock.recv(1)
-    assert b" 101 " in head.split(b"\r\n")[0]
-    return sock
-
-
-def _read_frame(sock: socket.socket) -> tuple[int, bytes]:
-    def exactly(n):
-        out = b""
-        while len(out) < n:
-            chunk = sock.recv(n - len(out))
-            assert chunk, "connection closed"
-            out += chunk
-        return out
-
-    b0, b1 = exactly(2)
-    n = b1 & 0x7F
-    if n == 126:
-        n = int.from_bytes(exactly(2), "big")
-    return b0 & 0x0F, exactly(n)
-
-
 def test_compact_stream_hostile_messages(server, bundle, samples):
     name = bundle.manifest.model_name
     counts = [len(bundle.labels(t)) for t in bundle.task_names]
-    sock = _raw_ws(f"{server.url}/v2/models/{name}/stream")
+    sock = open_raw_stream(f"{server.url}/v2/models/{name}/stream", TOKEN)
     try:
         for payload, kind in [(b"", "bad_request"), (b"\x05", "bad_request"), (b"\x05\x01\x40abc", "bad_request"),
                               (b"\x00\x01\x01a", "bad_request"), (b"\xff" * 12, "bad_request")]:
             sock.sendall(frame(0x2, payload))
-            opcode, data = _read_frame(sock)
+            opcode, data = read_frame(sock)
             answer = decode_answer(data, 1, 1, counts)
             assert opcode == 0x2 and answer.error is not None and answer.error.name == kind, (payload, answer)
         sock.sendall(frame(0x1, b"hello"))
-        assert decode_answer(_read_frame(sock)[1], 1, 1, counts).error.name == "bad_request"
+        assert decode_answer(read_frame(sock)[1], 1, 1, counts).error.name == "bad_request"
         sock.sendall(frame(0x2, encode_request(7, [samples[0][0]])))
-        answer = decode_answer(_read_frame(sock)[1], 1, 1, counts)
+        answer = decode_answer(read_frame(sock)[1], 1, 1, counts)
         assert answer.id == 7 and answer.error is None
         sock.sendall(frame(0x2, b"\x01" * (20 * 1024)))  # over the 16 KiB limit: closed with 1009
-        opcode, data = _read_frame(sock)
+        opcode, data = read_frame(sock)
         assert opcode == 0x8 and int.from_bytes(data[:2], "big") == 1009
     finally:
         sock.close()

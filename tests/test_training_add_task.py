@@ -11,9 +11,9 @@ import torch
 
 from training.build import load_model
 from training.config import ConfigError, load_config
-from training.continual import EWCPenalty, ReplayBuffer, ReplayMix, Subset, fisher_diagonal, split_by_tasks
+from training.continual import AddedTasksObjective, EWCPenalty, ReplayBuffer, ReplayMix, Subset, fisher_diagonal, split_by_tasks
 from training.data import MultiTaskDataset, SyntheticMultiTask, preprocessing_meta
-from training.models.added_tasks import AddedTaskServer, expand_client
+from training.models.added_tasks import AddedTaskServer, expand_client, extend_model
 from training.task_addition import run_addition
 
 TINY = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny.yaml"
@@ -124,8 +124,9 @@ def test_server_only_addition_leaves_every_deployed_tensor_bit_identical(tiny_ch
 
 @pytest.mark.slow
 def test_full_addition_changes_the_tables_and_compares_with_naive_fine_tuning(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    metrics = run_addition(_config(tiny_checkpoint, "add_task.mode=full"), tmp_path)
+    metrics = run_addition(_config(tiny_checkpoint, "add_task.mode=full", "add_task.head_epochs=1"), tmp_path)
     full = metrics["full"]
+    assert full["heads"]["epochs"] == 1 and "ce" in full["heads"]["last_epoch"]
     assert set(full) >= {"before", "replay_ewc", "naive"}
     for method in ("replay_ewc", "naive"):
         assert not full[method]["tables_sha256"]["identical"]
@@ -148,3 +149,20 @@ def test_bad_addition_configs_are_rejected(tiny_checkpoint: Path, tmp_path: Path
         _config(tiny_checkpoint, "add_task.replay_fraction=1.0")
     with pytest.raises(ConfigError, match="add_task.mode"):
         _config(tiny_checkpoint, "add_task.mode=edge")
+
+
+def test_head_warm_up_trains_the_added_heads_only(tiny_checkpoint: Path) -> None:
+    base, _ = load_model(tiny_checkpoint, stage="stage2")
+    model = extend_model(base, [4], "full")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    objective = AddedTasksObjective(model.server.decoders[3:], model.server.tails[3:])
+    opt = torch.optim.SGD([p for g in objective.param_groups(0.1, 0.0) for p in g["params"]], lr=0.1)
+    model.eval()
+    with torch.no_grad():
+        y_hat, _ = model.client(torch.randn(8, 3, 32, 32))
+    loss, logs = objective(y_hat, torch.randint(0, 4, (8, 1)), torch.ones(8, 1))
+    loss.backward()
+    opt.step()
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith(("server.decoders.3.", "server.tails.3.")) for n in changed), changed
+    assert set(logs) == {"ce"}

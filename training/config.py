@@ -168,6 +168,8 @@ SCHEMA: dict[str, Any] = {
         "beta": Scalar(float, minimum=0, nullable=True),
         "init_from": Scalar(str, nullable=True),
         "detector_hidden": POS_INT,
+        "head_epochs": INT,
+        "head_lr": NUM,
         "replay_size": POS_INT,
         "replay_fraction": NUM,
         "ewc_weight": NUM,

@@ -9,9 +9,9 @@
   ``weight / 2 * sum_i F_i (theta_i - theta*_i)^2`` over the anchored parameters, with ``F`` scaled to mean
   1 so that ``weight`` means the same whatever the model's size; a parameter that grew (the detector's
   output layer, FiLM's input layer) is penalised on its old slice only.
-* :class:`ServerAdditionObjective` trains only the added decoders, tails and latent detector on the
-  decoded latents; :class:`FullAdditionObjective` is Stage 2's objective over all tasks (stem frozen) plus
-  the EWC penalty.
+* :class:`AddedTasksObjective` trains only the added decoders and tails (and, server-only, the latent
+  detector) on decoded latents; :class:`FullAdditionObjective` is Stage 2's objective over all tasks (stem
+  frozen) plus the EWC penalty.
 """
 
 from __future__ import annotations
@@ -186,19 +186,27 @@ class EWCPenalty(nn.Module):
         return 0.5 * self.weight * total
 
 
-class ServerAdditionObjective(nn.Module):
-    """Server-only addition: CE of each added task where it applies + BCE of the latent task detector,
-    on decoded latents. Holds only the added modules, so nothing deployed trains or changes its statistics."""
+class AddedTasksObjective(nn.Module):
+    """CE of each added task where it applies (+ BCE of a latent task detector, when given) on decoded
+    latents, training only the modules it holds: server-only addition (decoders, tails, detector), and the
+    head warm-up of a full addition (decoders and tails on the latents of the still-deployed edge)."""
 
-    def __init__(self, server: AddedTaskServer, detection_weight: float) -> None:
+    def __init__(self, decoders: nn.ModuleList, tails: nn.ModuleList, detector: nn.Module | None = None, detection_weight: float = 0.0) -> None:
         super().__init__()
-        self.added = server.added_modules()
+        self.added = nn.ModuleDict({"decoders": decoders, "tails": tails, **({"detector": detector} if detector is not None else {})})
         self.added.requires_grad_(True)
         self.detection_weight = detection_weight
+
+    @classmethod
+    def server_only(cls, server: AddedTaskServer, detection_weight: float) -> "AddedTasksObjective":
+        added = server.added_modules()
+        return cls(added["decoders"], added["tails"], added["detector"], detection_weight)
 
     def forward(self, y_hat: torch.Tensor, labels: torch.Tensor, task_vector: torch.Tensor) -> tuple[torch.Tensor, dict]:
         logits = [tail(dec(y_hat)) for dec, tail in zip(self.added["decoders"], self.added["tails"])]
         ce = masked_task_ce(logits, labels)
+        if "detector" not in self.added:
+            return ce, {"ce": ce.detach()}
         bce = F.binary_cross_entropy_with_logits(self.added["detector"](y_hat), task_vector)
         return ce + self.detection_weight * bce, {"ce": ce.detach(), "bce": bce.detach()}
 
@@ -229,7 +237,7 @@ class FullAdditionObjective(nn.Module):
         ce = masked_task_ce(out["out"], labels)
         bce = detection_bce(out["task_logits"], task_vector)
         bpp = rate_bpp(out["likelihoods"]["y"], x.shape[0] * x.shape[2] * x.shape[3])
-        loss = ce + self.detection_weight * bce + self.beta * bpp + self.model.entropy_bottleneck.loss()
+        loss = ce + self.detection_weight * bce + self.beta * bpp + self.model.aux_loss()
         logs = {"ce": ce.detach(), "bce": bce.detach(), "bpp": bpp.detach()}
         if self.ewc is not None:
             penalty = self.ewc(dict(self.model.named_parameters()))

@@ -24,6 +24,7 @@ bundle with ``export/split.py``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -44,7 +45,7 @@ from training.continual import (
     FullAdditionObjective,
     ReplayBuffer,
     ReplayMix,
-    ServerAdditionObjective,
+    AddedTasksObjective,
     Subset,
     fisher_diagonal,
     split_by_tasks,
@@ -61,7 +62,7 @@ log = logging.getLogger("mantis.training")
 
 METRICS_FILE = "metrics.json"
 CHECKPOINTS = {"server": "added_server.safetensors", "replay_ewc": "added_full.safetensors", "naive": "added_naive.safetensors"}
-_SEED_OFFSET = {"server": 11, "replay_ewc": 12, "naive": 12}  # both full-path runs start from the same new weights
+_SEED_OFFSET = {"server": 11, "heads": 13, "replay_ewc": 12, "naive": 12}  # both full-path runs start from the same new weights
 
 
 def _check_base(base_meta: dict[str, Any], tasks: list[TaskSpec], preprocessing: dict[str, Any], source: str) -> int:
@@ -228,7 +229,7 @@ def _server_only(run: _Run) -> dict[str, Any]:
     latents = decoded_latents(model, run.train, cfg["data"]["eval_batch_size"], rt.device)
     labels, vectors = targets(run.train)
     labels, vectors = labels[:, run.added], vectors[:, run.added]
-    objective = ServerAdditionObjective(model.server, cfg["stage2"]["detection_weight"])
+    objective = AddedTasksObjective.server_only(model.server, cfg["stage2"]["detection_weight"])
     fit(objective, objective, objective.param_groups(a["lr"], a["weight_decay"]), TensorDataset(latents, labels, vectors),
         _spec(cfg, run.out, "server", a["epochs"], run.fp), rt)
     model.eval()
@@ -265,6 +266,22 @@ def _check_table_id(run: _Run, model: SplitModel) -> None:
         )
 
 
+def _warm_heads(run: _Run, model: SplitModel) -> dict[str, Any]:
+    """Train the added tasks' decoders and tails alone on the latents of the unchanged edge (what server-only
+    addition learns), so that the whole model then starts from heads that already solve the new tasks
+    instead of pulling the edge towards random ones."""
+    cfg, a, rt = run.cfg, run.cfg["add_task"], run.rt
+    start = time.perf_counter()
+    model.eval()
+    latents = decoded_latents(model, run.train, cfg["data"]["eval_batch_size"], rt.device)
+    labels, vectors = targets(run.train)
+    objective = AddedTasksObjective(model.server.decoders[run.k :], model.server.tails[run.k :])
+    logs = fit(objective, objective, objective.param_groups(a["head_lr"], a["weight_decay"]),
+               TensorDataset(latents, labels[:, run.added], vectors[:, run.added]), _spec(cfg, run.out, "heads", a["head_epochs"], run.fp), rt)
+    return {"epochs": a["head_epochs"], "lr": a["head_lr"], "last_epoch": {k: round(float(v), 4) for k, v in logs.items()},
+            "train_seconds": round(time.perf_counter() - start, 2)}
+
+
 def _full(run: _Run) -> dict[str, Any]:
     cfg, a, s2, rt = run.cfg, run.cfg["add_task"], run.cfg["stage2"], run.rt
     new_train, old_train = split_by_tasks(run.train, run.added)
@@ -280,9 +297,12 @@ def _full(run: _Run) -> dict[str, Any]:
     results: dict[str, Any] = {"before": before, "fisher_seconds": round(fisher_seconds, 2),
                                "replay": {"buffer_images": len(buffer), "fraction": a["replay_fraction"], "new_task_images": len(new_train)}}
     paths = {}
+    torch.manual_seed(cfg["seed"] * 1000 + _SEED_OFFSET["replay_ewc"])
+    start_model = extend_model(run.base, [len(run.tasks[i].labels) for i in run.added], "full", run.init_from, a["detector_hidden"]).to(rt.device)
+    if a["head_epochs"]:
+        results["heads"] = _warm_heads(run, start_model)
     for method in methods:
-        torch.manual_seed(cfg["seed"] * 1000 + _SEED_OFFSET[method])
-        model = extend_model(run.base, [len(run.tasks[i].labels) for i in run.added], "full", run.init_from, a["detector_hidden"]).to(rt.device)
+        model = copy.deepcopy(start_model)
         ewc = EWCPenalty(anchor, fisher, a["ewc_weight"]).to(rt.device) if method == "replay_ewc" else None
         data: Dataset = ReplayMix(run.train, new_train, buffer, a["replay_fraction"]) if method == "replay_ewc" else Subset(run.train, new_train)
         beta = s2["beta"] if a["beta"] is None else a["beta"]
