@@ -33,7 +33,7 @@ from codec.manifest import load_bundle
 from codec.wire import AUTH_HEADER, AUTH_SCHEME, HEADER_LENGTH, ProtocolError, bearer, kind_for_status
 from runtime_server.backends import load_backend
 from runtime_server.batching import BackendError, BatcherClosedError, DynamicBatcher
-from runtime_server.connection import ConnectionLimits, GuardedServer, one_line
+from runtime_server.connection import ConnectionLimits, GuardedRequestHandler, GuardedServer, one_line
 from runtime_server.metrics import CONTENT_TYPE, ServerMetrics
 from runtime_server.model import VERSION, MantisModel
 from runtime_server.protocol import BodyCollector, InferRequest, encode_infer_response
@@ -140,6 +140,8 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = _error(500, f"internal server error: {type(exc).__name__}", kind)
     if kind in ("timeout", "unavailable") or (kind is not None and not request.content.is_eof()):
         response.force_close()  # the rest of the body is not worth waiting for
+        if isinstance(request.protocol, GuardedRequestHandler):
+            request.protocol.limit_drain()
     if kind is not None:
         state.metrics.errors.labels(kind).inc()
     state.metrics.http_requests.labels(route, str(response.status)).inc()

@@ -1,6 +1,6 @@
 """HTTP connections that a slow, idle, pipelining or malformed client cannot hold or flood.
 
-aiohttp's connection protocol (``RequestHandler``) with three changes, built by :class:`GuardedServer`:
+aiohttp's connection protocol (``RequestHandler``) with four changes, built by :class:`GuardedServer`:
 
 - **Header deadline.** Once the first byte of a request arrives on an idle connection, its headers must be
   complete within ``header_timeout`` seconds; otherwise the client gets ``408`` and the connection closes.
@@ -10,6 +10,10 @@ aiohttp's connection protocol (``RequestHandler``) with three changes, built by 
   request among them made the parser drop the requests before it. Here the parser stops after each
   complete request and parses the next only once that one is taken for handling, so every valid request
   before a malformed one is answered, then the ``400``.
+- **Bounded drain.** Of a refused request's unread body at most ``drain_bytes`` more are read (so that a
+  client still sending can finish and read its answer); then the connection stops reading and closes at
+  the end of the lingering time, so that a client repeating refused multi-megabyte requests costs the
+  server little reading.
 - **Bounded logs.** A malformed HTTP message (the client's fault) is logged as one warning line without a
   traceback, at most ``LOG_BURST`` per ``LOG_PERIOD`` seconds (then a count of those left out); server
   faults keep their traceback.
@@ -76,7 +80,15 @@ class ConnectionLimits:
     body_timeout: float = 30.0
     idle_timeout: float = 30.0
     lingering_time: float = 2.0
-    """How long an unread request body is drained (so the client can read its answer) before closing."""
+    """How long the connection of a refused request with an unread body stays open (draining at most
+    ``drain_bytes`` of it) so that its client can read the answer, before it is closed."""
+    drain_bytes: int = 256 * 1024
+    """How much more of a refused request's unread body is read (so that a client still sending can finish
+    and read its answer) before the server stops reading that connection and closes it at the end of the
+    lingering time, the rest unread: a client repeating refused multi-megabyte requests then costs the
+    server at most this much reading each, and gets at most one answer per lingering time per connection.
+    A client whose unread rest does not fit the sockets' buffers (several MB on loopback) may see the
+    connection reset instead of its 4xx."""
 
     def __post_init__(self) -> None:
         for name in ("header_timeout", "body_timeout", "idle_timeout"):
@@ -84,6 +96,8 @@ class ConnectionLimits:
                 raise ValueError(f"{name.replace('_', ' ')} must be > 0 s, got {getattr(self, name)}")
         if self.lingering_time < 0:
             raise ValueError(f"lingering time must be >= 0 s, got {self.lingering_time}")
+        if self.drain_bytes < 0:
+            raise ValueError(f"drain bytes must be >= 0, got {self.drain_bytes}")
 
 
 def raw_error_response(status: int, reason: str, message: str, kind: str) -> bytes:
@@ -105,6 +119,8 @@ class GuardedRequestHandler(RequestHandler):
         self._limits = limits
         self._bad_traffic = bad_traffic
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._drain_left: int | None = None  # set by limit_drain(): how much more of a refused body to read
+        self._drain_done = False  # reading stopped for good: the connection waits out its lingering time
         # One request at a time from the parser: it pauses after each complete message and resumes when
         # start() takes that message, instead of parsing (and, on an error, dropping) a batch of 32.
         self._max_msg_queue_size = 1
@@ -121,12 +137,32 @@ class GuardedRequestHandler(RequestHandler):
             max_msg_queue_size=1,
         )
 
+    def limit_drain(self) -> None:
+        """Read at most ``drain_bytes`` more of this connection: the rest of a refused request's body is only
+        read so that a client still sending it can finish and read the answer."""
+        if self._drain_left is None:
+            self._drain_left = self._limits.drain_bytes
+            self._count_drained(0)
+
+    def _count_drained(self, received: int) -> None:
+        self._drain_left -= received
+        if self._drain_left <= 0 and not self._drain_done:
+            self._drain_done = True
+            self.pause_reading()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        if not self._drain_done:  # aiohttp's flow control must not restart reading a refused body
+            super().resume_reading(resume_parser)
+
     def data_received(self, data: bytes) -> None:
+        if self._drain_left is not None:
+            self._count_drained(len(data))
         idle = self._waiter is not None and not self._waiter.done()  # waiting for the next request's headers
         before = self._request_count
         super().data_received(data)
         if self._request_count != before:
             self._cancel_header_deadline()
+            self._drain_left = None  # a new request: the refused body is behind it
         elif idle and data and self._header_deadline is None and not (self._close or self._force_close):
             self._header_deadline = self._loop.call_later(self._limits.header_timeout, self._headers_late)
 

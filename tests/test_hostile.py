@@ -165,6 +165,28 @@ def test_element_count_and_json_size_are_refused_before_parsing(server, bundle) 
     assert status == 400 and "bytes after its 1 elements" in doc["error"], doc
 
 
+def test_refused_bodies_are_read_no_further_than_the_drain_limit(onnx_bundle, bundle) -> None:
+    """After a refusal the server reads at most ``drain_bytes`` more of the body: a 1 MB body still gets its
+    413 (the rest fits the sockets' buffers), a 64 MB upload is cut off instead of read to its end."""
+    limits = ConnectionLimits(lingering_time=1.0, drain_bytes=64 * 1024)
+    with BackgroundServer(ServerConfig(onnx_bundle, limits=limits)) as srv:
+        address = _address(srv)
+        start = time.monotonic()
+        status, doc = _post(address, _infer_path(bundle), *million_elements_request(1_000_000))
+        assert status == 413 and doc["kind"] == "too_large", doc
+        assert time.monotonic() - start < limits.lingering_time + SLACK
+        size = 64 * 1024 * 1024
+        head = f"POST {_infer_path(bundle)} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
+        start = time.monotonic()
+        with socket.create_connection(address, timeout=10) as sock:
+            with pytest.raises(OSError):  # reset or broken pipe: the server stopped reading and closed
+                sock.sendall(head + bytes(size))
+        assert time.monotonic() - start < limits.lingering_time + SLACK
+        assert _probe(address) < 1.0
+    with pytest.raises(ValueError, match="drain bytes"):
+        ConnectionLimits(drain_bytes=-1)
+
+
 def test_bitstreams_the_model_cannot_use_are_refused_from_their_headers(server, bundle, good, monkeypatch) -> None:
     """Nothing is decoded: not the bad element, not the good ones before it."""
     decoded = []
