@@ -38,7 +38,34 @@ class TaskTail(nn.Module):
         return self.head(self.trunk(features))
 
 
-class TeacherCNN(nn.Module):
+class Teacher(nn.Module):
+    """A multi-task teacher in two parts: ``head`` (image -> the features Stage 1 distils, ``head_layers``) and
+    ``tail`` (features -> one logits tensor per task: a shared trunk, then one output module per task).
+    Subclasses build ``head_layers`` and name their trunk and per-task outputs in :meth:`tail_parts`."""
+
+    head_layers: nn.Module
+
+    def tail_parts(self) -> tuple[nn.Module, Sequence[nn.Module]]:
+        """The shared trunk of the tail and the per-task output modules after it."""
+        raise NotImplementedError
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_layers(x)
+
+    def tail(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        trunk, outputs = self.tail_parts()
+        h = trunk(features)
+        return tuple(out(h) for out in outputs)
+
+    def task_tails(self) -> list[nn.Module]:
+        trunk, outputs = self.tail_parts()
+        return [TaskTail(trunk, out) for out in outputs]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.tail(self.head(x))
+
+
+class TeacherCNN(Teacher):
     """Small multi-task CNN: stride-8 ``head`` (distilled), shared trunk, one linear head per task."""
 
     def __init__(self, num_classes: Sequence[int], channels: Sequence[int] = (32, 64, 96, 128)) -> None:
@@ -62,18 +89,8 @@ class TeacherCNN(nn.Module):
         self.distill_channels = c2
         self.distill_stride = 8
 
-    def head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head_layers(x)
-
-    def tail(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        h = self.trunk(features)
-        return tuple(head(h) for head in self.heads)
-
-    def task_tails(self) -> list[nn.Module]:
-        return [TaskTail(self.trunk, head) for head in self.heads]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.tail(self.head(x))
+    def tail_parts(self) -> tuple[nn.Module, Sequence[nn.Module]]:
+        return self.trunk, self.heads
 
 
 class SelectLogits(nn.Module):
@@ -130,7 +147,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-class CutTeacher(nn.Module):
+class CutTeacher(Teacher):
     """A classifier cut at ``distill_layer`` into ``head`` and ``tail``.
 
     The cut treats the model as the sequence of its children (with a flatten before the classifier);
@@ -179,18 +196,8 @@ class CutTeacher(nn.Module):
             raise ValueError(f"{arch} layer {layer!r}: output size {tuple(features.shape[-2:])} is not an integer stride")
         return int(features.shape[1]), int(input_size[0] // features.shape[-2])
 
-    def head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head_layers(x)
-
-    def tail(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits = self.tail_layers(features)
-        return tuple(select(logits) for select in self.task_selects)
-
-    def task_tails(self) -> list[nn.Module]:
-        return [TaskTail(self.tail_layers, select) for select in self.task_selects]
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.tail(self.head(x))
+    def tail_parts(self) -> tuple[nn.Module, Sequence[nn.Module]]:
+        return self.tail_layers, self.task_selects
 
 
 class TorchvisionTeacher(CutTeacher):
