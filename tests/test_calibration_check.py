@@ -199,3 +199,28 @@ def test_layer_sensitivity_rows(tiny_checkpoint: Path) -> None:
     for row in result["rows"].values():
         assert 0.0 <= row["symbol_agreement"] <= 1.0 and set(row["drop_points"]) == set(result["float_task_accuracy"])
     assert "encoder.project" in format_sensitivity(result)
+
+
+def test_int8_curve_exports_checks_and_reuses_each_point(tiny_checkpoint, tmp_path, monkeypatch) -> None:
+    import calibration.int8_curve as int8_curve
+
+    point = tmp_path / "film" / "beta_1"
+    point.mkdir(parents=True)
+    shutil.copy(tiny_checkpoint, point / "stage2.safetensors")
+    (point / "point.json").write_text(json.dumps({"result": "stage2", "point": {"beta": 1.0}}))
+    baselines = tmp_path / "report.json"
+    baselines.write_text(json.dumps({"jpeg": [{"bytes_per_image": b, "mean_task_accuracy": a} for b, a in [(300, 0.1), (600, 0.2), (900, 0.3), (1200, 0.4)]]}))
+    report = int8_curve.int8_curve(tmp_path, "film", baselines, target="onnx", log=lambda msg: None)
+    [row] = report["points"]
+    assert row["beta"] == 1.0 and row["images"] > 0 and row["bytes_per_image"] > 16
+    assert 0.0 <= row["mean_task_accuracy"] <= 1.0 and (point / "bundle_onnx" / "int8_check.json").is_file()
+    assert "at least" in report["vs_baselines"]["jpeg"]["error"]  # one point is no curve: said, not computed
+    assert json.loads((tmp_path / "int8_film.json").read_text())["points"] == report["points"]
+    monkeypatch.setattr(int8_curve, "export_bundle", lambda *a, **k: pytest.fail("a finished point was exported again"))
+    assert int8_curve.int8_curve(tmp_path, "film", None, target="onnx", log=lambda msg: None)["points"] == report["points"]
+    (tmp_path / "no_film" / "beta_1").mkdir(parents=True)
+    (tmp_path / "no_film" / "beta_1" / "point.json").write_text(json.dumps({"result": "no_film", "point": {"beta": 1.0}}))
+    with pytest.raises(int8_curve.Int8CurveError, match="not a Stage 2 model"):
+        int8_curve.int8_curve(tmp_path, "no_film", None)
+    with pytest.raises(int8_curve.Int8CurveError, match="no such curve"):
+        int8_curve.int8_curve(tmp_path, "famo", None)
