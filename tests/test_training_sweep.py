@@ -82,6 +82,7 @@ def test_report_compares_curves_per_seed_and_with_baselines(tmp_path: Path) -> N
     bd = report["bd_rate"]
     assert bd["famo vs film"]["bd_rate_percent"] == pytest.approx(-50.0)
     assert bd["no_film@seed1 vs film@seed1"]["bd_rate_percent"] == pytest.approx(20.0)
+    assert "film@seed1 vs film@seed1" not in bd  # a seed's reference curve is not compared with itself
     assert bd["no_film vs famo"]["bd_rate_percent"] == pytest.approx(120.0)
     nf = report["no_film_vs_film"]
     assert nf["seeds"] == 2 and nf["mean"] == pytest.approx(15.0) and (nf["min"], nf["max"]) == pytest.approx((10.0, 20.0))

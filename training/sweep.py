@@ -240,9 +240,9 @@ def build_report(records: Sequence[dict[str, Any]], reference: str, pairs: Seque
     report: dict[str, Any] = {"method": METHOD, "reference": reference, "curves": curves, "bd_rate": {}}
     if reference in as_curve:
         for name, c in curves.items():
-            if name == reference:
-                continue
             ref = f"{reference}@seed{c['seed']}" if c["seed"] is not None and f"{reference}@seed{c['seed']}" in as_curve else reference
+            if name in (reference, ref):
+                continue
             report["bd_rate"][f"{name} vs {ref}"] = _bd(as_curve[ref], as_curve[name])
     for a, b in pairs:
         missing = [n for n in (a, b) if n not in as_curve]
