@@ -32,7 +32,7 @@ _WIDE_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 def to_rgb(img: Image.Image) -> Image.Image:
     """RGB as the model sees it: 16-bit greyscale scaled to 8 bits (``round(v / 257)``, ``I`` read as 16-bit),
     every other mode (palette, CMYK, L, LA, RGBA: alpha dropped) by Pillow's conversion. Training's folder
-    data applies the same rule."""
+    data calls this function too."""
     if img.mode in _WIDE_GRAY:
         wide = np.clip(np.asarray(img, dtype=np.float64), 0, 65535)
         img = Image.fromarray(np.rint(wide / 257.0).astype(np.uint8))

@@ -200,6 +200,23 @@ class Tally:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
 
+def _timed_request(conn: http.client.HTTPConnection, method: str, path: str, tally: Tally,
+                   body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, float] | None:
+    """One request on ``conn``: its status (counted in ``tally``) and latency in ms; ``None`` after a
+    connection failure (counted by its exception's name; the connection is closed to reopen on next use)."""
+    start = time.perf_counter()
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        tally.statuses[type(exc).__name__] += 1
+        conn.close()
+        return None
+    tally.statuses[resp.status] += 1
+    return resp.status, (time.perf_counter() - start) * 1000.0
+
+
 def normal_client(address: tuple[str, int], model: str, bitstreams: list[bytes], until: float, tally: Tally) -> None:
     """Single-image requests, one after another on a keep-alive connection, until ``until``."""
     conn = http.client.HTTPConnection(*address, timeout=30)
@@ -209,18 +226,9 @@ def normal_client(address: tuple[str, int], model: str, bitstreams: list[bytes],
             if time.monotonic() >= until:
                 return
             body, headers = requests[i % len(requests)]
-            start = time.perf_counter()
-            try:
-                conn.request("POST", f"/v2/models/{model}/infer", body=body, headers=headers)
-                resp = conn.getresponse()
-                resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                tally.statuses[type(exc).__name__] += 1
-                conn.close()
-                continue
-            tally.statuses[resp.status] += 1
-            if resp.status == 200:
-                tally.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            answer = _timed_request(conn, "POST", f"/v2/models/{model}/infer", tally, body, headers)
+            if answer is not None and answer[0] == 200:
+                tally.latencies_ms.append(answer[1])
     finally:
         conn.close()
 
@@ -232,18 +240,10 @@ def health_prober(address: tuple[str, int], until: float, tally: Tally, interval
         for _ in range(MAX_ROUNDS):
             if time.monotonic() >= until:
                 return
-            start = time.perf_counter()
-            try:
-                conn.request("GET", "/v2/health/live")
-                resp = conn.getresponse()
-                resp.read()
-            except (OSError, http.client.HTTPException) as exc:
-                tally.statuses[type(exc).__name__] += 1
-                conn.close()
-                continue
-            tally.statuses[resp.status] += 1
-            tally.latencies_ms.append((time.perf_counter() - start) * 1000.0)
-            time.sleep(interval)
+            answer = _timed_request(conn, "GET", "/v2/health/live", tally)
+            if answer is not None:
+                tally.latencies_ms.append(answer[1])
+                time.sleep(interval)
     finally:
         conn.close()
 

@@ -14,7 +14,7 @@ ALLOWED = {
     "codec": set(),
     "runtime_edge": {"codec"},
     "runtime_server": {"codec", "runtime_edge"},  # only the load generator: real bitstreams from the edge runtime
-    "training": {"codec"},
+    "training": {"codec", "runtime_edge"},  # the edge runtime's image decoding rule (to_rgb), one definition
     "export": {"codec", "runtime_edge", "runtime_server", "training"},
     "calibration": {"codec", "runtime_edge", "runtime_server", "training", "export"},
     "mantis_demo": {"codec", "runtime_edge", "runtime_server", "training", "export", "calibration"},

@@ -61,18 +61,11 @@ def read_checkpoint(path: str | os.PathLike, stage: str | None = None) -> tuple[
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    meta = read_metadata(path)
     try:
         tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get("mantis")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({exc})") from None
-    if raw is None:
-        raise CheckpointError(f"checkpoint {path}: no MANTiS metadata (was it written by this project?)")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"checkpoint {path}: metadata is not valid JSON ({exc})") from None
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path}: format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     for key in ("stage", "model", "tasks", "preprocessing"):

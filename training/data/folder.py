@@ -24,20 +24,8 @@ import numpy as np
 import yaml
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from runtime_edge.preprocess import to_rgb
 from training.data.common import DatasetError, Normalizer, TaskSpec
-
-_WIDE_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """RGB exactly as ``runtime_edge.preprocess.to_rgb`` makes it (16-bit grey scaled to 8 bits, not clipped);
-    ``tests/test_edge_images.py`` checks both on the same files."""
-    if img.mode in _WIDE_GRAY:
-        wide = np.clip(np.asarray(img, dtype=np.float64), 0, 65535)
-        img = Image.fromarray(np.rint(wide / 257.0).astype(np.uint8))
-    elif img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # the same colours, without Pillow's warning for P -> RGB
-    return img.convert("RGB")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -139,7 +127,7 @@ class FolderMultiTask:
         try:
             with Image.open(path) as img:
                 img.load()
-                return _to_rgb(ImageOps.exif_transpose(img))  # upright, as the edge runtime reads it
+                return to_rgb(ImageOps.exif_transpose(img))  # upright, as the edge runtime reads it
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise DatasetError(f"image {path}: unreadable ({exc})") from None
 

@@ -12,6 +12,7 @@ attributes ``distill_channels`` / ``distill_stride`` describing the distilled la
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Sequence
 
@@ -38,16 +39,16 @@ class TaskTail(nn.Module):
         return self.head(self.trunk(features))
 
 
-class Teacher(nn.Module):
+class Teacher(nn.Module, ABC):
     """A multi-task teacher in two parts: ``head`` (image -> the features Stage 1 distils, ``head_layers``) and
     ``tail`` (features -> one logits tensor per task: a shared trunk, then one output module per task).
     Subclasses build ``head_layers`` and name their trunk and per-task outputs in :meth:`tail_parts`."""
 
     head_layers: nn.Module
 
+    @abstractmethod
     def tail_parts(self) -> tuple[nn.Module, Sequence[nn.Module]]:
         """The shared trunk of the tail and the per-task output modules after it."""
-        raise NotImplementedError
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head_layers(x)
