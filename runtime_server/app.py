@@ -4,7 +4,8 @@ Statuses: 200 success; 400 malformed request (JSON, headers, tensors, parameters
 (the body names the codec error and the element); 401 missing or wrong bearer token; 404 unknown model,
 version or route; 405 wrong method; 409 a bitstream coded with other entropy tables or for another model
 (latent shape, task count); 408 headers or body not received in time; 413 request body, bitstream count
-or JSON header over the limit; 503 not ready or shutting down; 500 only for server faults (a failing
+or JSON header over the limit; 429 too many refused requests from the client's address (``runtime_server/client_budget.py``);
+503 not ready or shutting down; 500 only for server faults (a failing
 backend). Error bodies are ``{"error": "..."}`` (plus ``"kind"``).
 
 Every limit is checked before the work it bounds: the body's declared length before reading it, the
@@ -33,6 +34,7 @@ from codec.manifest import load_bundle
 from codec.wire import AUTH_HEADER, AUTH_SCHEME, HEADER_LENGTH, ProtocolError, bearer, kind_for_status
 from runtime_server.backends import load_backend
 from runtime_server.batching import BackendError, BatcherClosedError, DynamicBatcher
+from runtime_server.client_budget import ClientErrorBudget, ClientErrorLimits, RateLimitedError, peer_address
 from runtime_server.connection import ConnectionLimits, GuardedRequestHandler, GuardedServer, one_line
 from runtime_server.metrics import CONTENT_TYPE, ServerMetrics
 from runtime_server.model import VERSION, MantisModel
@@ -61,6 +63,7 @@ class ServerConfig:
     decode_threads: int = 2
     compute_threads: int = 0
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    client_errors: ClientErrorLimits = field(default_factory=ClientErrorLimits)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -88,6 +91,8 @@ class ServerState:
     max_request_bytes: int
     max_request_images: int
     limits: ConnectionLimits
+    client_errors: ClientErrorBudget
+    """Refusals per client address (``runtime_server/client_budget.py``), shared by every frontend."""
     ready: bool = False
     closing: asyncio.Future | None = None
     """Done once shutdown begins: requests still receiving their body are answered 503 at once."""
@@ -108,11 +113,15 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     kind = None
+    client = peer_address(request.transport.get_extra_info("peername") if request.transport is not None else None)
     try:
+        await state.client_errors.admit(client, state.closing)
         response = await handler(request)
     except ProtocolError as exc:
         kind = exc.kind
         response = _error(exc.status, str(exc), kind)
+        if isinstance(exc, RateLimitedError):
+            response.headers[hdrs.RETRY_AFTER] = str(exc.retry_after)
     except web.HTTPException as exc:
         known = kind_for_status(exc.status)
         kind = known.name if known is not None else "bad_request"
@@ -144,6 +153,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
             request.protocol.limit_drain()
     if kind is not None:
         state.metrics.errors.labels(kind).inc()
+        state.client_errors.charge(client, kind)
     state.metrics.http_requests.labels(route, str(response.status)).inc()
     return response
 
@@ -288,7 +298,8 @@ def create_app(config: ServerConfig) -> web.Application:
     model = MantisModel(bundle, backend, batcher, decode_pool, metrics, config.max_request_images)
     token = config.token.encode("utf-8") if config.token else None
     app = web.Application(client_max_size=config.max_request_bytes, middlewares=[_errors_middleware, _auth_middleware])
-    app[STATE] = ServerState(model, metrics, decode_pool, token, config.max_request_bytes, config.max_request_images, config.limits)
+    app[STATE] = ServerState(model, metrics, decode_pool, token, config.max_request_bytes, config.max_request_images, config.limits,
+                             ClientErrorBudget(config.client_errors))
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.router.add_get(prefix, _model_metadata)
         app.router.add_get(prefix + "/ready", _model_ready)

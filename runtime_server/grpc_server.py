@@ -26,6 +26,7 @@ from aiohttp import web
 from codec.wire import DATATYPES, ERROR_KIND_PARAMETER, GRPC_AUTH_METADATA, GRPC_SERVICE, ProtocolError, WireFormatError, unpack_bytes
 from runtime_edge import kserve_grpc as pb
 from runtime_server.app import EXTENSIONS, SERVER_NAME, SERVER_VERSION, STATE, ServerState
+from runtime_server.client_budget import peer_address
 from runtime_server.frontends import IdleReader, as_protocol_error, check_bearer, run_inference
 from runtime_server.model import VERSION
 from runtime_server.protocol import InferRequest, InputTensor, OutputTensor, RequestedOutput, _binary_data
@@ -171,13 +172,16 @@ class GrpcFrontend:
 
     def _unary(self, method: str, fn: Callable[[Any], Awaitable[Any]], public: bool) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            client = peer_address(context.peer())
             try:
+                await self.state.client_errors.admit(client, self.state.closing)
                 if not public:
                     check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
                 response = await fn(request)
             except Exception as exc:
                 err = as_protocol_error(exc, method)
                 self._count(method, err.grpc_code, err.kind)
+                self.state.client_errors.charge(client, err.kind)
                 await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
             self._count(method, "OK")
             return response
@@ -222,10 +226,14 @@ class GrpcFrontend:
 
     async def _stream(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
         method = "ModelStreamInfer"
+        client = peer_address(context.peer())
+        budget = self.state.client_errors
         try:
+            await budget.admit(client, self.state.closing)
             check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
         except ProtocolError as err:
             self._count(method, err.grpc_code, err.kind)
+            budget.charge(client, err.kind)
             await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
         write_lock = asyncio.Lock()
         slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_STREAM)
@@ -234,11 +242,13 @@ class GrpcFrontend:
         async def answer(msg: Any) -> None:
             try:
                 try:
+                    await budget.admit(client, self.state.closing)
                     response = pb.ModelStreamInferResponse(infer_response=await self._infer(msg))
                     status = "ok"
                 except Exception as exc:
                     err = as_protocol_error(exc, method)
                     self.state.metrics.errors.labels(err.kind).inc()
+                    budget.charge(client, err.kind)
                     status = err.kind
                     response = pb.ModelStreamInferResponse(error_message=str(err))
                     response.infer_response.model_name = msg.model_name

@@ -7,7 +7,9 @@ requests, one after another) and the health probe's; then the same beside ``--ho
 each repeating one attack: slow uploads (32 connections at once, a byte per 0.2 s each), 4 MiB bodies
 of a million BYTES elements, JSON headers of a million values, batches of 256 bitstreams whose headers
 claim the largest latent the format allows. The hostile clients run flat out, each in its own process at ``nice +10`` (on a small machine they
-share the server's cores, which a remote attacker does not). The server runs with its default limits
+share the server's cores, which a remote attacker does not) and from its own source address (127.0.1.K; the
+normal client and the probe have theirs), as remote clients would: serve.py's budget of refused requests
+per client address (``runtime_server/client_budget.py``, on by default) is part of what is measured. The server runs with its default limits
 except ``--body-timeout 5``, so that slow uploads are cut off within a phase. It prints the normal
 client's p50/p99 loaded vs unloaded (target: p99 ratio <= 3x), the health probe's latency under load
 (target: p99 <= 100 ms), the statuses the hostile clients got (target: none >= 500); then it sends SIGTERM
@@ -54,6 +56,16 @@ HOSTILE_NICENESS = 10
 """``nice`` increment of the hostile client processes."""
 MAX_ROUNDS = 100_000
 """Upper bound on the iterations of any client loop (each also stops at its deadline)."""
+NORMAL_SOURCE = "127.0.0.2"
+PROBE_SOURCE = "127.0.0.3"
+"""Source addresses of the normal client and the health probe: every client has its own address, as
+remote clients have (serve.py keeps its budget of refused requests per address; Linux routes all of
+127.0.0.0/8 to loopback)."""
+
+
+def hostile_source(k: int) -> str:
+    """Source address of hostile client ``k``."""
+    return f"127.0.1.{k + 1}"
 
 
 # ---- requests ---------------------------------------------------------------------------------------------
@@ -95,8 +107,8 @@ def largest_shape(channels: int) -> tuple[int, int, int]:
 
 # ---- clients ----------------------------------------------------------------------------------------------
 
-def _connect(address: tuple[str, int], timeout: float) -> socket.socket:
-    return socket.create_connection(address, timeout=timeout)
+def _connect(address: tuple[str, int], timeout: float, source: str | None = None) -> socket.socket:
+    return socket.create_connection(address, timeout=timeout, source_address=(source, 0) if source else None)
 
 
 def read_status(sock: socket.socket, deadline: float) -> int:
@@ -120,13 +132,14 @@ def read_status(sock: socket.socket, deadline: float) -> int:
     return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
 
 
-def post_raw(address: tuple[str, int], path: str, body: bytes, headers: dict[str, str], timeout: float = 30.0) -> int:
-    """POST ``body`` on a new connection; the answer's status (0: the server closed without one)."""
+def post_raw(address: tuple[str, int], path: str, body: bytes, headers: dict[str, str], timeout: float = 30.0,
+             source: str | None = None) -> int:
+    """POST ``body`` on a new connection (from ``source``); the answer's status (0: the server closed without one)."""
     deadline = time.monotonic() + timeout
     lines = [f"POST {path} HTTP/1.1", f"Host: {address[0]}", f"Content-Length: {len(body)}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     try:
-        with _connect(address, timeout) as sock:
+        with _connect(address, timeout, source) as sock:
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
             return read_status(sock, deadline)
     except OSError:
@@ -134,7 +147,7 @@ def post_raw(address: tuple[str, int], path: str, body: bytes, headers: dict[str
 
 
 def slow_uploads(address: tuple[str, int], path: str, seconds: float, connections: int = 1, reopen: bool = False,
-                 interval: float = 0.2, declared: int = 100_000) -> list[int]:
+                 interval: float = 0.2, declared: int = 100_000, source: str | None = None) -> list[int]:
     """Keep ``connections`` uploads open for at most ``seconds`` s, each declaring a ``declared``-byte body and
     sending one byte per ``interval`` s (with ``reopen``, one the server ends is replaced by a new one).
     Returns, per connection, the status the server answered (408: cut off at its body deadline), 0 if it
@@ -151,7 +164,7 @@ def slow_uploads(address: tuple[str, int], path: str, seconds: float, connection
             while len(open_socks) < connections and (reopen or opened < connections):
                 opened += 1
                 try:
-                    sock = _connect(address, max(0.1, deadline - time.monotonic()))
+                    sock = _connect(address, max(0.1, deadline - time.monotonic()), source)
                     sock.sendall(head)
                 except OSError:
                     ended.append(0)
@@ -219,7 +232,7 @@ def _timed_request(conn: http.client.HTTPConnection, method: str, path: str, tal
 
 def normal_client(address: tuple[str, int], model: str, bitstreams: list[bytes], until: float, tally: Tally) -> None:
     """Single-image requests, one after another on a keep-alive connection, until ``until``."""
-    conn = http.client.HTTPConnection(*address, timeout=30)
+    conn = http.client.HTTPConnection(*address, timeout=30, source_address=(NORMAL_SOURCE, 0))
     requests = [binary_request([b]) for b in bitstreams]
     try:
         for i in range(MAX_ROUNDS):
@@ -235,7 +248,7 @@ def normal_client(address: tuple[str, int], model: str, bitstreams: list[bytes],
 
 def health_prober(address: tuple[str, int], until: float, tally: Tally, interval: float = 0.05) -> None:
     """``GET /v2/health/live`` every ``interval`` s on a keep-alive connection until ``until``."""
-    conn = http.client.HTTPConnection(*address, timeout=30)
+    conn = http.client.HTTPConnection(*address, timeout=30, source_address=(PROBE_SOURCE, 0))
     try:
         for _ in range(MAX_ROUNDS):
             if time.monotonic() >= until:
@@ -251,10 +264,11 @@ def health_prober(address: tuple[str, int], until: float, tally: Tally, interval
 ATTACKS = ("slow_upload", "million_elements", "json_flood", "claimed_shapes")
 
 
-def hostile_client(address: tuple[str, int], model: str, claimed: bytes, until: float, tally: Tally, attack: str) -> None:
-    """Repeat one of :data:`ATTACKS` until ``until`` (``claimed``: the bitstream the ``claimed_shapes``
-    attack sends 256 of); counts ``attack:status`` (0: closed without an answer, -1: still waiting when the
-    client gave up)."""
+def hostile_client(address: tuple[str, int], model: str, claimed: bytes, until: float, tally: Tally, attack: str,
+                   source: str | None = None) -> None:
+    """Repeat one of :data:`ATTACKS` from ``source`` until ``until`` (``claimed``: the bitstream the
+    ``claimed_shapes`` attack sends 256 of); counts ``attack:status`` (0: closed without an answer, -1: still
+    waiting when the client gave up)."""
     path = f"/v2/models/{model}/infer"
     requests = {
         "slow_upload": None,
@@ -270,9 +284,9 @@ def hostile_client(address: tuple[str, int], model: str, claimed: bytes, until: 
         if time.monotonic() >= until:
             return
         if request is None:
-            statuses = slow_uploads(address, path, max(0.1, until - time.monotonic()), SLOW_CONNECTIONS, reopen=True)
+            statuses = slow_uploads(address, path, max(0.1, until - time.monotonic()), SLOW_CONNECTIONS, reopen=True, source=source)
         else:
-            statuses = [post_raw(address, path, *request)]
+            statuses = [post_raw(address, path, *request, source=source)]
         for status in statuses:
             tally.statuses[f"{attack}:{status}"] += 1
 
@@ -288,7 +302,7 @@ class Phase:
     hostile: Tally
 
 
-def _hostile_process(address: tuple[str, int], model: str, claimed: bytes, seconds: float, attack: str,
+def _hostile_process(address: tuple[str, int], model: str, claimed: bytes, seconds: float, attack: str, source: str,
                      ready: Any, go: Any, results: Any) -> None:
     """One hostile client in its own process (so that its work never competes for the measuring process's
     interpreter), at a lower CPU priority (a real attacker's CPU is not the server's; here the attackers
@@ -298,7 +312,7 @@ def _hostile_process(address: tuple[str, int], model: str, claimed: bytes, secon
     tally = Tally()
     ready.set()
     if go.wait(60):
-        hostile_client(address, model, claimed, time.monotonic() + seconds, tally, attack)
+        hostile_client(address, model, claimed, time.monotonic() + seconds, tally, attack, source)
     results.put({str(k): v for k, v in tally.statuses.items()})
 
 
@@ -310,7 +324,7 @@ def run_phase(address: tuple[str, int], model: str, bitstreams: list[bytes], cla
     ctx = multiprocessing.get_context("spawn")
     go, results = ctx.Event(), ctx.Queue()
     readies = [ctx.Event() for _ in range(hostile_clients)]
-    procs = [ctx.Process(target=_hostile_process, args=(address, model, claimed, seconds, ATTACKS[k % len(ATTACKS)], readies[k], go, results), daemon=True)
+    procs = [ctx.Process(target=_hostile_process, args=(address, model, claimed, seconds, ATTACKS[k % len(ATTACKS)], hostile_source(k), readies[k], go, results), daemon=True)
              for k in range(hostile_clients)]
     started = []
     try:

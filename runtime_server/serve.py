@@ -4,6 +4,7 @@
         [--backend onnxruntime|tensorrt|torch] [--max-batch-size N] [--max-queue-delay-ms M]
         [--max-request-bytes B] [--token-file F] [--grpc-port P]
         [--header-timeout S] [--body-timeout S] [--idle-timeout S]
+        [--client-error-burst N] [--client-error-refill R]
 
 Prints ``serving MODEL (BACKEND on DEVICE) at http://HOST:PORT`` once ready (``--port 0`` picks a free
 port), then ``serving MODEL over gRPC at grpc://HOST:P`` with ``--grpc-port`` (KServe v2 gRPC on the same
@@ -24,6 +25,7 @@ from codec.manifest import BundleError
 from codec.wire import TOKEN_ENV, read_token
 from runtime_server.app import STATE, ServerConfig, create_app, serve
 from runtime_server.backends import BACKENDS, BackendUnavailableError
+from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.connection import ConnectionLimits
 from runtime_server.grpc_server import GrpcFrontend
 
@@ -50,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds from the end of a request's headers to the end of its body (408 and close after)")
     p.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout,
                    help="seconds a connection may wait without starting a request before it is closed")
+    budget = ClientErrorLimits()
+    p.add_argument("--client-error-burst", type=float, default=budget.burst,
+                   help="refused requests (client mistakes) one client address may collect before its requests are held "
+                        "and answered 429 (0: no limit, e.g. behind a proxy, where every client has the proxy's address)")
+    p.add_argument("--client-error-refill", type=float, default=budget.refill_per_s,
+                   help="refused requests per second one client address may collect for ever")
     return p.parse_args(argv)
 
 
@@ -77,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             decode_threads=args.decode_threads,
             compute_threads=args.compute_threads,
             limits=ConnectionLimits(args.header_timeout, args.body_timeout, args.idle_timeout),
+            client_errors=ClientErrorLimits(args.client_error_burst, args.client_error_refill),
         )
         app = create_app(config)
     except (BundleError, BackendUnavailableError, ValueError) as exc:

@@ -20,6 +20,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from codec.stream import StreamFormatError, TooManyImagesError, decode_request, encode_answer, encode_refusal, read_request_id
 from codec.wire import BITSTREAM_INPUT, LABEL_INDEX_OUTPUT, STREAM_PATH, TOP_K_PARAMETER, ProtocolError
 from runtime_server.app import STATE, _model
+from runtime_server.client_budget import peer_address
 from runtime_server.frontends import IdleReader, as_protocol_error, run_inference
 from runtime_server.protocol import InferRequest, InputTensor, RequestedOutput
 
@@ -30,11 +31,12 @@ MAX_IN_FLIGHT = 64
 PROTOCOL = "compact"
 
 
-async def _answer(request: web.Request, data: bytes) -> bytes:
+async def _answer(request: web.Request, client: str | None, data: bytes) -> bytes:
     state = request.app[STATE]
     model = state.model
     request_id = read_request_id(data)
     try:
+        await state.client_errors.admit(client, state.closing)
         try:
             parsed = decode_request(data, model.max_request_images)
         except TooManyImagesError as exc:
@@ -51,6 +53,7 @@ async def _answer(request: web.Request, data: bytes) -> bytes:
     except Exception as exc:
         err = as_protocol_error(exc, request.path)
         state.metrics.errors.labels(err.kind).inc()
+        state.client_errors.charge(client, err.kind)
         state.metrics.stream_messages.labels(PROTOCOL, err.kind).inc()
         return encode_refusal(request_id, err.kind, str(err))
     state.metrics.stream_messages.labels(PROTOCOL, "ok").inc()
@@ -66,13 +69,14 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     # timeout: how long a closing connection waits for the client's close frame
     ws = web.WebSocketResponse(max_msg_size=state.max_request_bytes, compress=False, autoping=True, timeout=state.limits.lingering_time)
     await ws.prepare(request)
+    client = peer_address(request.transport.get_extra_info("peername") if request.transport is not None else None)
     send_lock = asyncio.Lock()
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
     pending: set[asyncio.Task] = set()
 
     async def serve_one(data: bytes) -> None:
         try:
-            answer = await _answer(request, data)
+            answer = await _answer(request, client, data)
             async with send_lock:
                 if not ws.closed:
                     await ws.send_bytes(answer)
@@ -92,6 +96,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
                 task.add_done_callback(pending.discard)
             elif msg.type == WSMsgType.TEXT:
                 state.metrics.errors.labels("bad_request").inc()
+                state.client_errors.charge(client, "bad_request")
                 state.metrics.stream_messages.labels(PROTOCOL, "bad_request").inc()
                 async with send_lock:
                     await ws.send_bytes(encode_refusal(read_request_id(b""), "bad_request", "the compact stream takes binary messages only"))

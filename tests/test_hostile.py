@@ -38,6 +38,7 @@ from runtime_edge.transport import (
     ServerUnreachableError,
 )
 from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.connection import LOG_BURST, ConnectionLimits
 from runtime_server.grpc_server import GrpcFrontend
 from runtime_server.hostile import (
@@ -73,7 +74,7 @@ def good(bundle) -> bytes:
 @pytest.fixture(scope="module")
 def server(onnx_bundle):
     """HTTP (and the compact stream) plus gRPC, with short connection deadlines."""
-    srv = BackgroundServer(ServerConfig(onnx_bundle, max_batch_size=8, limits=LIMITS))
+    srv = BackgroundServer(ServerConfig(onnx_bundle, max_batch_size=8, limits=LIMITS, client_errors=ClientErrorLimits(burst=0)))
     srv.grpc = GrpcFrontend(srv.app, "127.0.0.1", 0)
     with srv:
         yield srv
@@ -169,7 +170,7 @@ def test_refused_bodies_are_read_no_further_than_the_drain_limit(onnx_bundle, bu
     """After a refusal the server reads at most ``drain_bytes`` more of the body: a 1 MB body still gets its
     413 (the rest fits the sockets' buffers), a 64 MB upload is cut off instead of read to its end."""
     limits = ConnectionLimits(lingering_time=1.0, drain_bytes=64 * 1024)
-    with BackgroundServer(ServerConfig(onnx_bundle, limits=limits)) as srv:
+    with BackgroundServer(ServerConfig(onnx_bundle, limits=limits, client_errors=ClientErrorLimits(burst=0))) as srv:
         address = _address(srv)
         start = time.monotonic()
         status, doc = _post(address, _infer_path(bundle), *million_elements_request(1_000_000))

@@ -29,6 +29,7 @@ from runtime_edge.stream_transport import StreamClient, frame
 from runtime_edge.transport import KServeClient, MalformedResponseError, RetryPolicy, ServerUnreachableError
 from runtime_edge.transports import RefusedError, connect
 from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.grpc_server import GrpcFrontend
 from tests.tools.raw_websocket import open_raw_stream, read_frame
 from training.data.synthetic import SyntheticMultiTask
@@ -64,7 +65,8 @@ def samples(bundle):
 @pytest.fixture(scope="module")
 def server(onnx_bundle):
     """One server with a token: HTTP (and the compact stream) plus gRPC."""
-    config = ServerConfig(onnx_bundle, max_batch_size=8, max_queue_delay_ms=5, max_request_bytes=16 * 1024, max_request_images=4, token=TOKEN)
+    config = ServerConfig(onnx_bundle, max_batch_size=8, max_queue_delay_ms=5, max_request_bytes=16 * 1024, max_request_images=4, token=TOKEN,
+                          client_errors=ClientErrorLimits(burst=0))
     srv = BackgroundServer(config)
     srv.grpc = GrpcFrontend(srv.app, "127.0.0.1", 0)
     with srv:

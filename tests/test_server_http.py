@@ -23,6 +23,7 @@ import codec
 from codec.manifest import load_bundle
 from runtime_edge.preprocess import preprocess
 from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.client_budget import ClientErrorLimits
 from codec.wire import HEADER_LENGTH, pack_bytes
 from training.data.synthetic import SyntheticMultiTask
 
@@ -70,7 +71,8 @@ def reference(bundle, samples):
 
 @pytest.fixture(scope="module")
 def server(onnx_bundle):
-    config = ServerConfig(onnx_bundle, max_batch_size=8, max_queue_delay_ms=20, max_request_bytes=64 * 1024, max_request_images=16)
+    config = ServerConfig(onnx_bundle, max_batch_size=8, max_queue_delay_ms=20, max_request_bytes=64 * 1024, max_request_images=16,
+                          client_errors=ClientErrorLimits(burst=0))
     with BackgroundServer(config) as srv:
         yield srv
 
