@@ -11,7 +11,16 @@ import torch
 
 from training.build import load_model
 from training.config import ConfigError, load_config
-from training.continual import AddedTasksObjective, EWCPenalty, ReplayBuffer, ReplayMix, Subset, fisher_diagonal, split_by_tasks
+from training.continual import (
+    AddedTasksObjective,
+    EWCPenalty,
+    ReplayBuffer,
+    ReplayMix,
+    Subset,
+    ewc_parameter_names,
+    fisher_diagonal,
+    split_by_tasks,
+)
 from training.data import MultiTaskDataset, SyntheticMultiTask, preprocessing_meta
 from training.models.added_tasks import AddedTaskServer, expand_client, extend_model
 from training.task_addition import run_addition
@@ -94,6 +103,18 @@ def test_fisher_diagonal_is_nonnegative_and_covers_the_named_parameters(tiny_che
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
+def test_ewc_anchors_the_named_modules_only(tiny_checkpoint: Path) -> None:
+    model, _ = load_model(tiny_checkpoint, stage="stage2")
+    names = ewc_parameter_names(model, ["encoder", "decoders"])
+    assert names and all(n.startswith(("client.encoder.", "server.decoders.")) for n in names)
+    assert {n for n, _ in model.named_parameters() if n.startswith(("client.encoder.", "server.decoders."))} == set(names)
+    every = ewc_parameter_names(model, ["encoder", "task_detector", "film_generator", "decoders", "tails"])
+    assert not any(n.startswith(("client.stem.", "entropy_bottleneck.")) for n in every)
+    assert len(every) == sum(1 for n, _ in model.named_parameters() if not n.startswith(("client.stem.", "entropy_bottleneck.")))
+    with pytest.raises(ValueError, match="stem"):
+        ewc_parameter_names(model, ["stem"])
+
+
 @pytest.fixture(scope="module")
 def server_addition(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("add_server")
@@ -134,6 +155,8 @@ def test_full_addition_changes_the_tables_and_compares_with_naive_fine_tuning(ti
         model, meta = load_model(metrics["checkpoints"][method], stage="stage2")
         assert model.client.num_tasks == 4 and meta["versions"] == {"edge": 2, "server": 2}
     assert full["replay"]["buffer_images"] == 16
+    assert full["ewc"]["modules"] == ["encoder", "task_detector", "film_generator", "decoders", "tails"]
+    assert full["ewc"]["anchored_parameters"] > 0
 
 
 def test_bad_addition_configs_are_rejected(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -149,6 +172,8 @@ def test_bad_addition_configs_are_rejected(tiny_checkpoint: Path, tmp_path: Path
         _config(tiny_checkpoint, "add_task.replay_fraction=1.0")
     with pytest.raises(ConfigError, match="add_task.mode"):
         _config(tiny_checkpoint, "add_task.mode=edge")
+    with pytest.raises(ConfigError, match="ewc_modules"):
+        _config(tiny_checkpoint, "add_task.ewc_modules=[stem]")
 
 
 def test_head_warm_up_trains_the_added_heads_only(tiny_checkpoint: Path) -> None:

@@ -83,6 +83,8 @@ POS_INT = Scalar(int, minimum=1)
 NUM = Scalar(float, minimum=0)
 BOOL = Scalar(bool)
 PATH = Scalar(str, nullable=True)
+EWC_MODULES = ("encoder", "task_detector", "film_generator", "decoders", "tails")
+"""The modules whose deployed weights an EWC penalty can anchor (``add_task.ewc_modules``)."""
 QUANTIZATION = Scalar(str, choices=("noise", "ste"))
 FRACTION = Scalar(float, minimum=0, maximum=1)
 
@@ -173,6 +175,7 @@ SCHEMA: dict[str, Any] = {
         "replay_size": POS_INT,
         "replay_fraction": NUM,
         "ewc_weight": NUM,
+        "ewc_modules": ListOf(Scalar(str, choices=EWC_MODULES)),
         "fisher_samples": POS_INT,
         "export_target": Scalar(str, choices=("executorch", "coreml", "onnx", "tensorrt"), nullable=True),
     },

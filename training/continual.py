@@ -153,6 +153,17 @@ def fisher_diagonal(
     return {n: f / len(dataset) for n, f in fisher.items()}
 
 
+def ewc_parameter_names(model: SplitModel, modules: Sequence[str]) -> list[str]:
+    """The names of the parameters of ``model``'s ``modules`` (edge client: ``encoder``, ``task_detector``,
+    ``film_generator``; server half: ``decoders``, ``tails``), the ones an EWC penalty anchors."""
+    client, server = ("encoder", "task_detector", "film_generator"), ("decoders", "tails")
+    unknown = [m for m in modules if m not in client + server]
+    if unknown:
+        raise ValueError(f"EWC cannot anchor {unknown}: modules are {list(client + server)}")
+    prefixes = tuple(("client." if m in client else "server.") + m + "." for m in modules)
+    return [n for n, _ in model.named_parameters() if n.startswith(prefixes)]
+
+
 class EWCPenalty(nn.Module):
     """``weight / 2 * sum_i F_i (theta_i - theta*_i)^2``, ``F`` scaled to mean 1 over all anchored entries."""
 

@@ -48,6 +48,7 @@ from training.continual import (
     AddedTasksObjective,
     Subset,
     fisher_diagonal,
+    ewc_parameter_names,
     split_by_tasks,
     targets,
 )
@@ -286,16 +287,17 @@ def _full(run: _Run) -> dict[str, Any]:
     cfg, a, s2, rt = run.cfg, run.cfg["add_task"], run.cfg["stage2"], run.rt
     new_train, old_train = split_by_tasks(run.train, run.added)
     buffer = ReplayBuffer(run.train, old_train, a["replay_size"], cfg["seed"] + 17)
-    trainable = [n for n, _ in run.base.named_parameters() if not n.startswith(("client.stem.", "entropy_bottleneck."))]
+    anchored = ewc_parameter_names(run.base, a["ewc_modules"]) if a["ewc_weight"] > 0 else []
     start = time.perf_counter()
-    fisher = fisher_diagonal(run.base, Subset(run.train, buffer.indices[: a["fisher_samples"]], list(range(run.k))), trainable, rt.device)
+    fisher = fisher_diagonal(run.base, Subset(run.train, buffer.indices[: a["fisher_samples"]], list(range(run.k))), anchored, rt.device) if anchored else {}
     anchor = {n: p.detach().clone() for n, p in run.base.named_parameters() if n in fisher}
     fisher_seconds = time.perf_counter() - start
     before = run.before()
     tables_before = _tables_hash(run.base)
     methods = [a["method"]] + (["naive"] if a["compare_naive"] and a["method"] != "naive" else [])
     results: dict[str, Any] = {"before": before, "fisher_seconds": round(fisher_seconds, 2),
-                               "replay": {"buffer_images": len(buffer), "fraction": a["replay_fraction"], "new_task_images": len(new_train)}}
+                               "replay": {"buffer_images": len(buffer), "fraction": a["replay_fraction"], "new_task_images": len(new_train)},
+                               "ewc": {"weight": a["ewc_weight"], "modules": list(a["ewc_modules"]), "anchored_parameters": len(anchored)}}
     paths = {}
     torch.manual_seed(cfg["seed"] * 1000 + _SEED_OFFSET["replay_ewc"])
     start_model = extend_model(run.base, [len(run.tasks[i].labels) for i in run.added], "full", run.init_from, a["detector_hidden"]).to(rt.device)
@@ -303,7 +305,7 @@ def _full(run: _Run) -> dict[str, Any]:
         results["heads"] = _warm_heads(run, start_model)
     for method in methods:
         model = copy.deepcopy(start_model)
-        ewc = EWCPenalty(anchor, fisher, a["ewc_weight"]).to(rt.device) if method == "replay_ewc" else None
+        ewc = EWCPenalty(anchor, fisher, a["ewc_weight"]).to(rt.device) if method == "replay_ewc" and anchored else None
         data: Dataset = ReplayMix(run.train, new_train, buffer, a["replay_fraction"]) if method == "replay_ewc" else Subset(run.train, new_train)
         beta = s2["beta"] if a["beta"] is None else a["beta"]
         objective = FullAdditionObjective(model, beta, s2["detection_weight"], s2["quantization"], ewc)
