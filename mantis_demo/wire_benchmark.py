@@ -67,7 +67,10 @@ def measure(
     counts = [len(bundle.labels(t)) for t in bundle.task_names]
     sets = payload_sets(artifacts, images, qualities)
     grpc_port = free_port()
-    with ServerProcess(artifacts, work_dir / "serve-wire.log", ["--backend", backend, "--grpc-port", str(grpc_port)]) as server:
+    # The image files are refused on purpose, hundreds of times from one address: without a budget of refused
+    # requests, so that every one of them is answered as its transport answers a mistake (not held and 429).
+    args = ["--backend", backend, "--grpc-port", str(grpc_port), "--client-error-burst", "0"]
+    with ServerProcess(artifacts, work_dir / "serve-wire.log", args) as server:
         rows = measure_transports((LOOPBACK, server.port), (LOOPBACK, grpc_port), model, sets, counts, log=log)
     table = [r.summary() for r in rows]
     mantis = {r["transport"]: r for r in table if r["payload"] == MANTIS}

@@ -173,8 +173,11 @@ TRANSPORTS = (
     TransportConfig("HTTP, batch 1", "http", 1),
     TransportConfig("HTTP, batch 16", "http", 16),
     TransportConfig("gRPC unary", "grpc", 1, grpc_stream=False),
+    TransportConfig("gRPC unary, batch 16", "grpc", 16, grpc_stream=False),
     TransportConfig("gRPC stream", "grpc", 1),
+    TransportConfig("gRPC stream, batch 16", "grpc", 16),
     TransportConfig("compact stream", "ws", 1),
+    TransportConfig("compact stream, batch 16", "ws", 16),
 )
 
 
