@@ -12,9 +12,11 @@ times a second with real work, and its held requests cost the server a timer eac
 ``max_held`` requests already gets the refusal at once. A client that makes no mistakes never meets the
 budget; one that makes a few is never slowed.
 
-The key is the peer's IP address as the server sees it: behind a proxy or a NAT every client shares the
-proxy's, so turn the budget off there (``burst = 0``) and limit at the proxy. The table keeps at most
-``max_clients`` addresses (the ones with the fullest buckets, which are the least interesting, go first).
+The key is the peer's address as the server sees it: an IPv4 address, or the /64 network of an IPv6
+address (what one site is usually given, so that a client cannot step around its budget by changing the
+low bits). Behind a proxy or a NAT every client shares the proxy's, so turn the budget off there
+(``burst = 0``) and limit at the proxy. The table keeps at most ``max_clients`` addresses (the one charged
+longest ago goes first).
 
     budget = ClientErrorBudget(ClientErrorLimits())
     await budget.admit(address, closing)    # at the start of each request; raises rate_limited
@@ -24,6 +26,7 @@ proxy's, so turn the budget off there (``burst = 0``) and limit at the proxy. Th
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import math
 import time
 import urllib.parse
@@ -119,10 +122,9 @@ class ClientErrorBudget:
             self._forget()
 
     def _forget(self) -> None:
-        """Drop the addresses whose buckets are full again, or else the one charged longest ago."""
-        full = [c for c in self._buckets if self.tokens(c) >= self.limits.burst and not self._held.get(c)]
-        for c in full or [next(iter(self._buckets))]:
-            del self._buckets[c]
+        """Drop the address charged longest ago (the dict keeps addresses in the order of their last charge),
+        whose bucket has refilled the longest: constant time, whatever the number of addresses."""
+        del self._buckets[next(iter(self._buckets))]
 
     async def admit(self, client: str | None, closing: asyncio.Future | None = None) -> None:
         """Return at once for a client within its budget; otherwise hold the request (until ``client``
@@ -163,15 +165,24 @@ class RateLimitedError(ProtocolError):
 
 
 def peer_address(peer: object) -> str | None:
-    """The IP address of a socket peer (``("1.2.3.4", port)``, ``("::1", port, 0, 0)``) or of a gRPC peer
-    string (``ipv4:1.2.3.4:port``, ``ipv6:[::1]:port``); None when there is none (a Unix socket)."""
+    """The budget's key for a socket peer (``("1.2.3.4", port)``, ``("::1", port, 0, 0)``) or a gRPC peer
+    string (``ipv4:1.2.3.4:port``, ``ipv6:[::1]:port``): the IPv4 address (also of an IPv4-mapped IPv6
+    one), or the IPv6 address's /64 network; None when there is none (a Unix socket, an unreadable peer)."""
+    host = None
     if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-        return peer[0]
-    if isinstance(peer, str):
+        host = peer[0]
+    elif isinstance(peer, str):
         scheme, _, rest = urllib.parse.unquote(peer).partition(":")
-        if scheme == "ipv4":
-            return rest.rpartition(":")[0] or None
-        if scheme == "ipv6":
-            host = rest.rpartition(":")[0]
-            return host.strip("[]") or None
-    return None
+        if scheme in ("ipv4", "ipv6"):
+            host = rest.rpartition(":")[0].strip("[]")
+    if not host:
+        return None
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])  # without an IPv6 zone ("fe80::1%eth0")
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)

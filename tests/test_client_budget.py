@@ -74,8 +74,9 @@ def test_the_table_of_addresses_is_bounded() -> None:
         budget.charge(f"10.0.0.{i}", "bad_request")
         budget.charge(f"10.0.0.{i}", "bad_request")
         clock.now += 0.1
-    assert len(budget) <= 4
-    assert budget.wait("10.0.0.49") > 0  # the newest offender is remembered
+    assert len(budget) == 4
+    assert budget.wait("10.0.0.49") > 0  # the newest offenders are remembered, the oldest forgotten
+    assert budget.wait("10.0.0.46") > 0 and budget.wait("10.0.0.45") == 0
 
 
 @pytest.mark.parametrize("limits", [dict(burst=-1), dict(burst=0.5), dict(burst=2, refill_per_s=0), dict(max_hold=-1), dict(max_clients=0)])
@@ -108,11 +109,14 @@ def test_admit_holds_then_refuses_and_shutdown_cuts_the_hold() -> None:
 
 def test_peer_addresses() -> None:
     assert peer_address(("127.0.0.1", 5000)) == "127.0.0.1"
-    assert peer_address(("::1", 5000, 0, 0)) == "::1"
     assert peer_address("ipv4:10.1.2.3:45678") == "10.1.2.3"
-    assert peer_address("ipv6:[::1]:45678") == "::1"
-    assert peer_address("ipv6:%5B::1%5D:45678") == "::1"
-    assert peer_address("unix:/tmp/socket") is None and peer_address(None) is None and peer_address("") is None
+    # IPv6: one key per /64, so that a client cannot change its low bits to get a fresh budget
+    assert peer_address(("2001:db8:1:2::7", 5000, 0, 0)) == peer_address("ipv6:[2001:db8:1:2:ffff::1]:45678") == "2001:db8:1:2::/64"
+    assert peer_address("ipv6:%5B2001:db8:1:3::1%5D:45678") == "2001:db8:1:3::/64"
+    assert peer_address(("::ffff:10.0.0.5", 5000, 0, 0)) == "10.0.0.5"
+    assert peer_address(("fe80::1%eth0", 5000, 0, 2)) == "fe80::/64"
+    for nothing in ("unix:/tmp/socket", None, "", ("not an address", 1), "ipv4:garbage"):
+        assert peer_address(nothing) is None
 
 
 # ---- on the server --------------------------------------------------------------------------------------
