@@ -6,7 +6,9 @@ bearer token (gRPC metadata ``authorization: Bearer <token>``; ServerLive and Se
 the HTTP probes), the limits (a message over the HTTP body limit is refused by gRPC itself with
 RESOURCE_EXHAUSTED before any work; the image count by the model) and the Prometheus metrics. A refusal
 ends a unary call with the gRPC code of its error kind (``codec.wire``) and the kind in the trailing
-metadata ``error_kind``. On ``ModelStreamInfer`` a
+metadata ``error_kind``. The HTTP port's deadlines hold here too: a unary call's request message must be
+complete within the body deadline of its headers (the unary methods are registered as stream-unary, the
+same bytes on the wire, so that the handler runs when the headers arrive), a stream must not idle. On ``ModelStreamInfer`` a
 refusal is an answer, as in Triton: ``error_message`` is set and ``infer_response`` carries the request's
 id and the kind (parameter ``error_kind``); the stream goes on.
 
@@ -22,6 +24,7 @@ from typing import Any, Awaitable, Callable
 import grpc
 import numpy as np
 from aiohttp import web
+from google.protobuf.message import DecodeError
 
 from codec.wire import DATATYPES, ERROR_KIND_PARAMETER, GRPC_AUTH_METADATA, GRPC_SERVICE, ProtocolError, WireFormatError, unpack_bytes
 from runtime_edge import kserve_grpc as pb
@@ -36,6 +39,15 @@ MAX_IN_FLIGHT_PER_STREAM = 64
 MAX_CONCURRENT_STREAMS = 100
 """Calls one gRPC connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)."""
 _END = object()
+
+
+async def _next_message(messages: Any) -> Any:
+    """The next request message of a call (``_END`` after the last); a message that is not a valid protobuf
+    of the method's request type is the client's mistake (``bad_request``), not a server fault."""
+    try:
+        return await anext(messages, _END)
+    except DecodeError as exc:
+        raise ProtocolError(f"malformed request message: {exc}") from None
 
 # Where each datatype's elements sit in InferTensorContents (FP16 travels only as raw bytes).
 _CONTENTS = {
@@ -135,7 +147,9 @@ class GrpcFrontend:
         handlers = {}
         for name, (fn, public) in unary.items():
             m = pb.METHODS[name]
-            handlers[name] = grpc.unary_unary_rpc_method_handler(
+            # Registered as stream-unary (the same bytes on the wire as a unary call) so that the handler runs
+            # when the call's headers arrive and can put a deadline on the request message (_first_message).
+            handlers[name] = grpc.stream_unary_rpc_method_handler(
                 self._unary(name, fn, public), request_deserializer=m.request.FromString, response_serializer=m.response.SerializeToString)
         m = pb.METHODS["ModelStreamInfer"]
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
@@ -170,14 +184,35 @@ class GrpcFrontend:
         if kind is not None:
             self.state.metrics.errors.labels(kind).inc()
 
+    async def _first_message(self, requests: Any) -> Any:
+        """The call's request message, within the HTTP port's body deadline: ``timeout`` when it is not
+        complete by then (a client that sends headers and then nothing, or drips its message),
+        ``unavailable`` when shutdown begins first, ``bad_request`` when the call ends without one."""
+        reader = asyncio.ensure_future(_next_message(aiter(requests)))
+        closing = self.state.closing
+        timeout = self.state.limits.body_timeout
+        try:
+            await asyncio.wait((reader,) if closing is None else (reader, closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not reader.done():
+                reader.cancel()
+        if reader.done() and not reader.cancelled():
+            message = reader.result()
+            if message is _END:
+                raise ProtocolError("the call ended without a request message")
+            return message
+        if closing is not None and closing.done():
+            raise ProtocolError("the server is shutting down; retry", kind="unavailable")
+        raise ProtocolError(f"request message not received within {timeout:g} s", kind="timeout")
+
     def _unary(self, method: str, fn: Callable[[Any], Awaitable[Any]], public: bool) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handler(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             client = peer_address(context.peer())
             try:
                 await self.state.client_errors.admit(client, self.state.closing)
                 if not public:
                     check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
-                response = await fn(request)
+                response = await fn(await self._first_message(requests))
             except Exception as exc:
                 err = as_protocol_error(exc, method)
                 self._count(method, err.grpc_code, err.kind)
@@ -262,9 +297,14 @@ class GrpcFrontend:
                 slots.release()
 
         it = aiter(requests)
+        malformed: list[ProtocolError] = []
 
         async def read() -> Any:
-            return await anext(it, _END)
+            try:
+                return await _next_message(it)
+            except ProtocolError as err:  # the stream cannot go on past a message it cannot frame
+                malformed.append(err)
+                return _END
 
         reader = IdleReader(read, self.state.closing, self.state.limits.idle_timeout)
         try:
@@ -279,9 +319,12 @@ class GrpcFrontend:
             reader.close()
             for task in pending:
                 task.cancel()
-        if reader.stopped is not None:
-            err = (ProtocolError("the server is shutting down; retry", kind="unavailable") if reader.stopped == "shutdown"
+        if malformed or reader.stopped is not None:
+            err = (malformed[0] if malformed
+                   else ProtocolError("the server is shutting down; retry", kind="unavailable") if reader.stopped == "shutdown"
                    else ProtocolError(f"no message on the stream for {reader.idle:g} s", kind="timeout"))
+            if malformed:  # an idle stream is no mistake: it ends, as an idle HTTP connection closes, uncharged
+                budget.charge(client, err.kind)
             self._count(method, err.grpc_code, err.kind)
             await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
         self._count(method, "OK")

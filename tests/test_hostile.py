@@ -331,20 +331,83 @@ def test_shutdown_ends_open_streams_at_once(onnx_bundle, bundle) -> None:
             except grpc.RpcError as exc:
                 ended["grpc"] = exc.code()
 
-        waiter = threading.Thread(target=wait_grpc, daemon=True)
-        waiter.start()
+        stalled_box: queue.Queue = queue.Queue()
+        unary_channel, stalled_call = _grpc_call_without_message(urlsplit(srv.grpc.url).netloc, iter(stalled_box.get, None))
+
+        def wait_unary() -> None:
+            try:
+                stalled_call.result()
+            except grpc.RpcError as exc:
+                ended["unary"] = exc.code()
+
+        waiters = [threading.Thread(target=wait_grpc, daemon=True), threading.Thread(target=wait_unary, daemon=True)]
+        for waiter in waiters:
+            waiter.start()
         time.sleep(0.5)
         start = time.monotonic()
-    took = time.monotonic() - start  # both streams idle, neither may hold the 30 s shutdown
+    took = time.monotonic() - start  # both streams idle and a unary call without its message: none may hold the 30 s shutdown
     try:
         assert took < 5.0
         assert _close_code(ws, 1.0)[0] == 1001
-        waiter.join(5.0)
+        for waiter in waiters:
+            waiter.join(5.0)
         assert ended.get("grpc") == grpc.StatusCode.UNAVAILABLE
+        assert ended.get("unary") == grpc.StatusCode.UNAVAILABLE
     finally:
         outbox.put(None)
+        stalled_box.put(None)
         ws.close()
         channel.close()
+        unary_channel.close()
+
+
+def _grpc_call_without_message(target: str, requests: Iterator) -> tuple[grpc.Channel, grpc.Future]:
+    """A ``ModelInfer`` call whose request message comes only when ``requests`` yields it: the call's
+    headers go out at once, its message is held back (on the wire, the same as a unary call's)."""
+    channel = grpc.insecure_channel(target)
+    m = pb.METHODS["ModelInfer"]
+    call = channel.stream_unary(m.path, request_serializer=m.request.SerializeToString, response_deserializer=m.response.FromString)
+    return channel, call.future(requests, timeout=60)
+
+
+def test_grpc_calls_whose_message_does_not_arrive_are_cut_off(server, bundle, good) -> None:
+    import queue
+
+    held: queue.Queue = queue.Queue()
+    channel, call = _grpc_call_without_message(urlsplit(server.grpc.url).netloc, iter(held.get, None))
+    try:
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            call.result(timeout=LIMITS.body_timeout + 10)
+        took = time.monotonic() - start
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "request message not received" in info.value.details()
+        assert dict(info.value.trailing_metadata())[ERROR_KIND_PARAMETER] == "timeout"
+        assert LIMITS.body_timeout - 0.1 <= took < LIMITS.body_timeout + SLACK
+    finally:
+        held.put(None)
+        channel.close()
+    # A message that is sent in time is answered as by any unary client.
+    request = pb.ModelInferRequest(model_name=bundle.manifest.model_name)
+    request.inputs.add(name="bitstream", datatype="BYTES", shape=[1]).contents.bytes_contents.append(good)
+    channel, call = _grpc_call_without_message(urlsplit(server.grpc.url).netloc, iter([request]))
+    try:
+        assert call.result(timeout=10).outputs
+    finally:
+        channel.close()
+
+
+def test_malformed_grpc_messages_are_the_clients_mistake(server) -> None:
+    target = urlsplit(server.grpc.url).netloc
+    garbage = b"\xff\xff\xff\x07not a protobuf"
+    with grpc.insecure_channel(target) as channel:
+        for name, call in (
+            ("ModelInfer", lambda m: channel.unary_unary(m.path, request_serializer=bytes, response_deserializer=m.response.FromString)(garbage, timeout=10)),
+            ("ModelStreamInfer", lambda m: list(channel.stream_stream(m.path, request_serializer=bytes, response_deserializer=m.response.FromString)(iter([garbage]), timeout=10))),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                call(pb.METHODS[name])
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "malformed request message" in info.value.details(), name
+            assert dict(info.value.trailing_metadata())[ERROR_KIND_PARAMETER] == "bad_request"
 
 
 def test_pipelined_answers_before_a_malformed_request_are_sent(server, bundle, good) -> None:
