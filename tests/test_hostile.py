@@ -291,6 +291,17 @@ def _grpc_stream(target: str, requests: Iterator) -> Iterator:
     return channel, call(requests)
 
 
+def _ends_at_its_deadline(wait: Callable[[], object], message: str, deadline: float) -> None:
+    """``wait()`` raises DEADLINE_EXCEEDED (kind ``timeout``, details holding ``message``) ``deadline`` s on."""
+    start = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        wait()
+    took = time.monotonic() - start
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and message in info.value.details()
+    assert dict(info.value.trailing_metadata())[ERROR_KIND_PARAMETER] == "timeout"
+    assert deadline - 0.1 <= took < deadline + SLACK
+
+
 def test_idle_grpc_streams_end_with_deadline_exceeded(server, bundle, good) -> None:
     import queue
 
@@ -302,13 +313,7 @@ def test_idle_grpc_streams_end_with_deadline_exceeded(server, bundle, good) -> N
         outbox.put(request)
         first = next(answers)
         assert first.error_message == "" and first.infer_response.id == "a"
-        start = time.monotonic()
-        with pytest.raises(grpc.RpcError) as info:
-            next(answers)
-        took = time.monotonic() - start
-        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "no message on the stream" in info.value.details()
-        assert dict(info.value.trailing_metadata())[ERROR_KIND_PARAMETER] == "timeout"
-        assert LIMITS.idle_timeout - 0.1 <= took < LIMITS.idle_timeout + SLACK
+        _ends_at_its_deadline(lambda: next(answers), "no message on the stream", LIMITS.idle_timeout)
     finally:
         outbox.put(None)
         channel.close()
@@ -376,13 +381,7 @@ def test_grpc_calls_whose_message_does_not_arrive_are_cut_off(server, bundle, go
     held: queue.Queue = queue.Queue()
     channel, call = _grpc_call_without_message(urlsplit(server.grpc.url).netloc, iter(held.get, None))
     try:
-        start = time.monotonic()
-        with pytest.raises(grpc.RpcError) as info:
-            call.result(timeout=LIMITS.body_timeout + 10)
-        took = time.monotonic() - start
-        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "request message not received" in info.value.details()
-        assert dict(info.value.trailing_metadata())[ERROR_KIND_PARAMETER] == "timeout"
-        assert LIMITS.body_timeout - 0.1 <= took < LIMITS.body_timeout + SLACK
+        _ends_at_its_deadline(lambda: call.result(timeout=LIMITS.body_timeout + 10), "request message not received", LIMITS.body_timeout)
     finally:
         held.put(None)
         channel.close()
