@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -41,6 +41,7 @@ from runtime_server.model import VERSION, MantisModel
 from runtime_server.protocol import BodyCollector, InferRequest, encode_infer_response
 
 log = logging.getLogger("mantis.server")
+T = TypeVar("T")
 
 SERVER_NAME = "mantis"
 SERVER_VERSION = "0.1.0"
@@ -97,9 +98,37 @@ class ServerState:
     closing: asyncio.Future | None = None
     """Done once shutdown begins: requests still receiving their body are answered 503 at once."""
 
+    def refused(self, kind: str, client: str | None) -> None:
+        """Count a refusal of ``kind`` (``mantis_errors_total``) and charge it to ``client``'s budget."""
+        self.metrics.errors.labels(kind).inc()
+        self.client_errors.charge(client, kind)
+
+    async def within_body_deadline(self, work: Awaitable[T], what: str) -> T:
+        """``work``'s result (or its refusal) if it completes within the body deadline; otherwise ``work`` is
+        cancelled and the request refused: ``unavailable`` when shutdown began first, else ``timeout``
+        ("``what`` not received within ...")."""
+        task = asyncio.ensure_future(work)
+        timeout = self.limits.body_timeout
+        try:
+            await asyncio.wait((task,) if self.closing is None else (task, self.closing), timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+        if task.done() and not task.cancelled():
+            return task.result()
+        if self.closing is not None and self.closing.done():
+            raise ProtocolError("the server is shutting down; retry", kind="unavailable")
+        raise ProtocolError(f"{what} not received within {timeout:g} s", kind="timeout")
+
 
 STATE = web.AppKey("mantis_state", ServerState)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def request_client(request: web.Request) -> str | None:
+    """The budget key of ``request``'s peer (``client_budget.peer_address``)."""
+    return peer_address(request.transport.get_extra_info("peername") if request.transport is not None else None)
 
 
 def _error(status: int, message: str, kind: str) -> web.Response:
@@ -113,7 +142,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     kind = None
-    client = peer_address(request.transport.get_extra_info("peername") if request.transport is not None else None)
+    client = request_client(request)
     try:
         await state.client_errors.admit(client, state.closing)
         response = await handler(request)
@@ -152,8 +181,7 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
         if isinstance(request.protocol, GuardedRequestHandler):
             request.protocol.limit_drain()
     if kind is not None:
-        state.metrics.errors.labels(kind).inc()
-        state.client_errors.charge(client, kind)
+        state.refused(kind, client)
     state.metrics.http_requests.labels(route, str(response.status)).inc()
     return response
 
@@ -184,20 +212,8 @@ async def _read_request(request: web.Request, state: ServerState) -> InferReques
         raise ProtocolError(
             f"request body of {request.content_length} bytes exceeds the limit of {state.max_request_bytes} bytes", kind="too_large")
     collector = BodyCollector(request.headers.get(HEADER_LENGTH), state.max_request_bytes, state.max_request_images)
-    timeout = state.limits.body_timeout
-    reader = asyncio.ensure_future(_collect(request, collector))
-    try:
-        waits = (reader,) if state.closing is None else (reader, state.closing)
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not reader.done():
-            reader.cancel()
-    if reader.done() and not reader.cancelled():
-        reader.result()  # the collector's refusal, if any
-        return collector.request()
-    if state.closing is not None and state.closing.done():
-        raise ProtocolError("the server is shutting down; retry", kind="unavailable")
-    raise ProtocolError(f"request body not received within {timeout:g} s", kind="timeout")
+    await state.within_body_deadline(_collect(request, collector), "request body")  # raises the collector's refusal, if any
+    return collector.request()
 
 
 async def _collect(request: web.Request, collector: BodyCollector) -> None:

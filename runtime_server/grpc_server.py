@@ -179,31 +179,24 @@ class GrpcFrontend:
             await self.server.stop(self.grace)
             self.server = None
 
-    def _count(self, method: str, code: str, kind: str | None = None) -> None:
+    def _count(self, method: str, code: str) -> None:
         self.state.metrics.grpc_requests.labels(method, code).inc()
-        if kind is not None:
-            self.state.metrics.errors.labels(kind).inc()
+
+    async def _abort(self, context: grpc.aio.ServicerContext, method: str, err: ProtocolError, client: str | None) -> None:
+        """End the call with ``err``'s gRPC code and kind (trailing metadata), counted and charged to
+        ``client`` (None: not charged)."""
+        self._count(method, err.grpc_code)
+        self.state.refused(err.kind, client)
+        await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
 
     async def _first_message(self, requests: Any) -> Any:
         """The call's request message, within the HTTP port's body deadline: ``timeout`` when it is not
         complete by then (a client that sends headers and then nothing, or drips its message),
         ``unavailable`` when shutdown begins first, ``bad_request`` when the call ends without one."""
-        reader = asyncio.ensure_future(_next_message(aiter(requests)))
-        closing = self.state.closing
-        timeout = self.state.limits.body_timeout
-        try:
-            await asyncio.wait((reader,) if closing is None else (reader, closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not reader.done():
-                reader.cancel()
-        if reader.done() and not reader.cancelled():
-            message = reader.result()
-            if message is _END:
-                raise ProtocolError("the call ended without a request message")
-            return message
-        if closing is not None and closing.done():
-            raise ProtocolError("the server is shutting down; retry", kind="unavailable")
-        raise ProtocolError(f"request message not received within {timeout:g} s", kind="timeout")
+        message = await self.state.within_body_deadline(_next_message(aiter(requests)), "request message")
+        if message is _END:
+            raise ProtocolError("the call ended without a request message")
+        return message
 
     def _unary(self, method: str, fn: Callable[[Any], Awaitable[Any]], public: bool) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def handler(requests: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -214,10 +207,7 @@ class GrpcFrontend:
                     check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
                 response = await fn(await self._first_message(requests))
             except Exception as exc:
-                err = as_protocol_error(exc, method)
-                self._count(method, err.grpc_code, err.kind)
-                self.state.client_errors.charge(client, err.kind)
-                await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
+                await self._abort(context, method, as_protocol_error(exc, method), client)
             self._count(method, "OK")
             return response
 
@@ -267,9 +257,7 @@ class GrpcFrontend:
             await budget.admit(client, self.state.closing)
             check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
         except ProtocolError as err:
-            self._count(method, err.grpc_code, err.kind)
-            budget.charge(client, err.kind)
-            await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
+            await self._abort(context, method, err, client)
         write_lock = asyncio.Lock()
         slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_STREAM)
         pending: set[asyncio.Task] = set()
@@ -282,8 +270,7 @@ class GrpcFrontend:
                     status = "ok"
                 except Exception as exc:
                     err = as_protocol_error(exc, method)
-                    self.state.metrics.errors.labels(err.kind).inc()
-                    budget.charge(client, err.kind)
+                    self.state.refused(err.kind, client)
                     status = err.kind
                     response = pb.ModelStreamInferResponse(error_message=str(err))
                     response.infer_response.model_name = msg.model_name
@@ -323,8 +310,6 @@ class GrpcFrontend:
             err = (malformed[0] if malformed
                    else ProtocolError("the server is shutting down; retry", kind="unavailable") if reader.stopped == "shutdown"
                    else ProtocolError(f"no message on the stream for {reader.idle:g} s", kind="timeout"))
-            if malformed:  # an idle stream is no mistake: it ends, as an idle HTTP connection closes, uncharged
-                budget.charge(client, err.kind)
-            self._count(method, err.grpc_code, err.kind)
-            await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
+            # an idle stream is no mistake: it ends, as an idle HTTP connection closes, uncharged
+            await self._abort(context, method, err, client if malformed else None)
         self._count(method, "OK")

@@ -19,8 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from codec.stream import StreamFormatError, TooManyImagesError, decode_request, encode_answer, encode_refusal, read_request_id
 from codec.wire import BITSTREAM_INPUT, LABEL_INDEX_OUTPUT, STREAM_PATH, TOP_K_PARAMETER, ProtocolError
-from runtime_server.app import STATE, _model
-from runtime_server.client_budget import peer_address
+from runtime_server.app import STATE, _model, request_client
 from runtime_server.frontends import IdleReader, as_protocol_error, run_inference
 from runtime_server.protocol import InferRequest, InputTensor, RequestedOutput
 
@@ -52,8 +51,7 @@ async def _answer(request: web.Request, client: str | None, data: bytes) -> byte
         [label_index] = await run_inference(state, infer)
     except Exception as exc:
         err = as_protocol_error(exc, request.path)
-        state.metrics.errors.labels(err.kind).inc()
-        state.client_errors.charge(client, err.kind)
+        state.refused(err.kind, client)
         state.metrics.stream_messages.labels(PROTOCOL, err.kind).inc()
         return encode_refusal(request_id, err.kind, str(err))
     state.metrics.stream_messages.labels(PROTOCOL, "ok").inc()
@@ -69,7 +67,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     # timeout: how long a closing connection waits for the client's close frame
     ws = web.WebSocketResponse(max_msg_size=state.max_request_bytes, compress=False, autoping=True, timeout=state.limits.lingering_time)
     await ws.prepare(request)
-    client = peer_address(request.transport.get_extra_info("peername") if request.transport is not None else None)
+    client = request_client(request)
     send_lock = asyncio.Lock()
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
     pending: set[asyncio.Task] = set()
@@ -95,8 +93,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             elif msg.type == WSMsgType.TEXT:
-                state.metrics.errors.labels("bad_request").inc()
-                state.client_errors.charge(client, "bad_request")
+                state.refused("bad_request", client)
                 state.metrics.stream_messages.labels(PROTOCOL, "bad_request").inc()
                 async with send_lock:
                     await ws.send_bytes(encode_refusal(read_request_id(b""), "bad_request", "the compact stream takes binary messages only"))

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from compressai.ops import quantize_ste
 from torch.utils.data import DataLoader, Dataset
 
+from training.config import EWC_MODULES
 from training.losses import detection_bce, masked_task_ce, rate_bpp
 from training.models.added_tasks import AddedTaskServer
 from training.models.mantis import SplitModel
@@ -154,13 +155,12 @@ def fisher_diagonal(
 
 
 def ewc_parameter_names(model: SplitModel, modules: Sequence[str]) -> list[str]:
-    """The names of the parameters of ``model``'s ``modules`` (edge client: ``encoder``, ``task_detector``,
-    ``film_generator``; server half: ``decoders``, ``tails``), the ones an EWC penalty anchors."""
-    client, server = ("encoder", "task_detector", "film_generator"), ("decoders", "tails")
-    unknown = [m for m in modules if m not in client + server]
+    """The names of the parameters of ``model``'s ``modules`` (of :data:`training.config.EWC_MODULES`, each a
+    module of the edge client or of the server half), the ones an EWC penalty anchors."""
+    unknown = [m for m in modules if m not in EWC_MODULES]
     if unknown:
-        raise ValueError(f"EWC cannot anchor {unknown}: modules are {list(client + server)}")
-    prefixes = tuple(("client." if m in client else "server.") + m + "." for m in modules)
+        raise ValueError(f"EWC cannot anchor {unknown}: modules are {list(EWC_MODULES)}")
+    prefixes = tuple(f"{'client' if hasattr(model.client, m) else 'server'}.{m}." for m in modules)
     return [n for n, _ in model.named_parameters() if n.startswith(prefixes)]
 
 
