@@ -9,7 +9,6 @@ to, as in ``training.evaluate``.
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -19,34 +18,11 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from benchmarks.image_codecs import compress, decode
 from training.data import Normalizer
 
-FORMATS = {"jpeg": "JPEG", "webp": "WEBP"}
-# Pillow's strongest settings, so the baselines are as small as these codecs get: optimised Huffman
-# tables for JPEG, the slowest (best) method for WebP.
-ENCODER_OPTIONS: dict[str, dict[str, Any]] = {"jpeg": {"optimize": True}, "webp": {"method": 6}}
 DEFAULT_QUALITIES = (1, 2, 3, 5, 10, 20, 30, 50, 70, 90, 95)
 """Dense at the low end, where the equal-accuracy comparison usually lands."""
-
-
-@dataclass
-class Compressed:
-    data: bytes
-    encode_ms: float
-
-
-def compress(image: Image.Image, fmt: str, quality: int) -> Compressed:
-    """Encode ``image`` with Pillow as ``fmt`` (``jpeg`` or ``webp``) at ``quality``; times the encoding."""
-    buf = io.BytesIO()
-    start = time.perf_counter()
-    image.save(buf, format=FORMATS[fmt], quality=int(quality), **ENCODER_OPTIONS[fmt])
-    return Compressed(buf.getvalue(), (time.perf_counter() - start) * 1000.0)
-
-
-def decode(data: bytes) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as img:
-        img.load()
-        return img.convert("RGB")
 
 
 def _timed_decode(data: bytes) -> tuple[Image.Image, float]:

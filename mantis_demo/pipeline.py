@@ -9,7 +9,7 @@
    ``.pte`` on the ExecuTorch runtime, rANS, HTTP), stop the server,
 6. the JPEG and WebP baselines (teacher on decoded images), teacher timings,
 7. bytes on the wire per image for every transport, MANTiS against JPEG and WebP at their equal-accuracy
-   qualities, counted on the socket by a TCP proxy (``mantis_demo.wire_benchmark``),
+   qualities, counted on the socket by a TCP proxy (``benchmarks.wire``),
 8. ``report.json``, ``report.md`` and plots (``mantis_demo.report``).
 """
 
@@ -27,7 +27,7 @@ from PIL import Image
 from codec.manifest import BundleError, file_sha256, load_bundle
 from codec.files import atomic_write_json
 from mantis_demo import report as report_mod
-from mantis_demo import wire_benchmark
+from benchmarks import wire as wire_benchmark
 from mantis_demo.baselines import DEFAULT_QUALITIES, TeacherClassifier, codec_curve, task_accuracy
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.preprocess import load_image

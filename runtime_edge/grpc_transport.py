@@ -33,7 +33,7 @@ from codec.wire import (
     error_kind,
     pack_bytes,
 )
-from runtime_edge import kserve_grpc as pb
+from codec import kserve_grpc as pb
 from runtime_edge.transport import InferResult, MalformedResponseError, RetryPolicy, ServerUnreachableError, TransportError, _output_array
 from runtime_edge.transports import DEFAULT_MAX_RESPONSE_BYTES, RefusedError
 

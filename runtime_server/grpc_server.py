@@ -27,7 +27,7 @@ from aiohttp import web
 from google.protobuf.message import DecodeError
 
 from codec.wire import DATATYPES, ERROR_KIND_PARAMETER, GRPC_AUTH_METADATA, GRPC_SERVICE, ProtocolError, WireFormatError, unpack_bytes
-from runtime_edge import kserve_grpc as pb
+from codec import kserve_grpc as pb
 from runtime_server.app import EXTENSIONS, SERVER_NAME, SERVER_VERSION, STATE, ServerState
 from runtime_server.client_budget import peer_address
 from runtime_server.frontends import IdleReader, as_protocol_error, check_bearer, run_inference

@@ -19,12 +19,12 @@ import codec
 from codec.manifest import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERROR_KIND_PARAMETER, ERRORS, ProtocolError
-from runtime_edge import kserve_grpc as pb
+from codec import kserve_grpc as pb
 from runtime_edge.stream_transport import frame
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.client_budget import ClientErrorBudget, ClientErrorLimits, RateLimitedError, charged, peer_address
 from runtime_server.grpc_server import GrpcFrontend
-from runtime_server.hostile import binary_request
+from benchmarks.hostile import binary_request
 from tests.tools.raw_websocket import open_raw_stream, read_frame
 
 BURST = 3

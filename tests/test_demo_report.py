@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mantis_demo.baselines import compress
+from benchmarks.image_codecs import compress
 from mantis_demo.pipeline import DemoOptions, run_demo
 from mantis_demo.report import bandwidth_table, equal_accuracy, equal_accuracy_summary
 from runtime_edge.client import EdgeRuntime

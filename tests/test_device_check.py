@@ -1,4 +1,4 @@
-"""The edge runtime on an emulated aarch64 device (calibration/device_check.py) on a few held-out images: every
+"""The edge runtime on an emulated aarch64 device (benchmarks/device_check.py) on a few held-out images: every
 torch-free edge format gives the x86 bitstreams byte for byte and the same answers from serve.py. Needs
 qemu-user-static (``.ci/run`` installs it) and access to Debian's archive and PyPI; skipped, with the reason,
 only when the sysroot cannot be built. The sysroot and wheels are kept in ``runs/device-ci`` and reused."""
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from calibration.device import FORMATS, SysrootUnavailable, build_sysroot, device_check
+from benchmarks.aarch64 import FORMATS, SysrootUnavailable, build_sysroot, device_check
 from tests.test_edge_runtime import images  # noqa: F401  (module fixture: held-out PNG files)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -304,11 +304,11 @@ def test_int8_check_refuses_coreml_off_macos(coreml_bundle: Path) -> None:
 
 
 def test_edge_latency_benchmark_runs_and_reports_ratios(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    """export/benchmark.py end to end at a small size, pinned to one thread (in a child process: the
+    """benchmarks/edge_latency.py end to end at a small size, pinned to one thread (in a child process: the
     ExecuTorch thread pool is process-wide). Checks the report's structure, not the timings."""
     out = tmp_path / "latency.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "export" / "benchmark.py"), "--checkpoint", str(tiny_checkpoint), "--size", "32",
+        [sys.executable, "-m", "benchmarks.edge_latency", "--checkpoint", str(tiny_checkpoint), "--size", "32",
          "--warmup", "1", "--repeats", "3", "--calibration-samples", "4", "--threads", "1", "--no-resnet", "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )

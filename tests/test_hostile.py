@@ -27,7 +27,7 @@ import runtime_server.model
 from codec.manifest import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERROR_KIND_PARAMETER, GRPC_SERVICE, HEADER_LENGTH, pack_bytes
-from runtime_edge import kserve_grpc as pb
+from codec import kserve_grpc as pb
 from runtime_edge.stream_transport import frame
 from runtime_edge.transport import (
     KServeClient,
@@ -41,7 +41,7 @@ from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.connection import LOG_BURST, ConnectionLimits
 from runtime_server.grpc_server import GrpcFrontend
-from runtime_server.hostile import (
+from benchmarks.hostile import (
     read_status,
     binary_request,
     claimed_shape_bitstream,
@@ -680,8 +680,8 @@ def test_hostile_helpers_post_and_classify(server) -> None:
 
 @pytest.mark.slow
 def test_hostile_benchmark_reports_every_target(onnx_bundle, tmp_path, capsys) -> None:
-    """runtime_server/hostile.py end to end on short phases: structure and correctness only, no timing asserted."""
-    from runtime_server.hostile import main as hostile_main
+    """benchmarks/hostile.py end to end on short phases: structure and correctness only, no timing asserted."""
+    from benchmarks.hostile import main as hostile_main
 
     out = tmp_path / "hostile.json"
     code = hostile_main(["--artifacts", str(onnx_bundle), "--seconds", "1", "--json", str(out)])

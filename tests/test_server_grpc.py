@@ -211,7 +211,7 @@ def test_every_error_kind_maps_to_its_grpc_code(server, bundle, samples):
         assert client.infer(name, [_triton_input([good])], headers=AUTH).as_numpy("active_tasks").shape[0] == 1
         # A stream without the token is refused at once.
         with grpc.insecure_channel(channel_target) as channel:
-            from runtime_edge import kserve_grpc as pb
+            from codec import kserve_grpc as pb
 
             m = pb.METHODS["ModelStreamInfer"]
             call = channel.stream_stream(m.path, request_serializer=m.request.SerializeToString, response_deserializer=m.response.FromString)

@@ -21,7 +21,7 @@ import pytest
 from codec.manifest import load_bundle
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.backends import BackendUnavailableError
-from runtime_server.benchmark import main as benchmark_main
+from benchmarks.server_throughput import main as benchmark_main
 from runtime_server.process import ServerProcess, ServerStartError
 from codec.wire import HEADER_LENGTH, pack_bytes
 from runtime_server.serve import main as serve_main
@@ -164,7 +164,7 @@ def test_server_process_that_cannot_start_says_why(tmp_path: Path) -> None:
 
 
 def test_throughput_benchmark_drives_both_configurations(onnx_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """runtime_server/benchmark.py on a small load: both servers answer everything, the batch-1 server never
+    """benchmarks/server_throughput.py on a small load: both servers answer everything, the batch-1 server never
     batches, and the JSON holds what the table prints. Structure only: no timing is asserted."""
     out = tmp_path / "bench.json"
     code = benchmark_main(["--artifacts", str(onnx_bundle), "--clients", "4", "--requests", "48", "--rounds", "2",

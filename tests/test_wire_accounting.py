@@ -22,7 +22,7 @@ from codec.stream import (
     read_request_id,
 )
 from codec.wire import ERRORS, kind_for_stream_code
-from runtime_server.wire_accounting import TRANSPORTS, ByteCountingProxy, measure_transports
+from benchmarks.wire_accounting import TRANSPORTS, ByteCountingProxy, measure_transports
 
 
 def test_varints_round_trip_and_refuse_overlong() -> None:
@@ -114,7 +114,7 @@ def test_tiny_wire_accounting_run(onnx_bundle) -> None:
     from codec.manifest import load_bundle
     from runtime_server.app import BackgroundServer, ServerConfig
     from runtime_server.grpc_server import GrpcFrontend
-    from runtime_server.loadgen import synthetic_bitstreams
+    from benchmarks.loadgen import synthetic_bitstreams
 
     bundle = load_bundle(onnx_bundle)
     counts = [len(bundle.labels(t)) for t in bundle.task_names]

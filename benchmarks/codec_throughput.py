@@ -1,6 +1,6 @@
 """Codec throughput vs CompressAI, and coding overhead vs the ideal code length.
 
-``uv run python -m tests.tools.codec_benchmark`` fits a 48-channel ``EntropyBottleneck`` on synthetic data, then on one
+``uv run python -m benchmarks.codec_throughput`` fits a 48-channel ``EntropyBottleneck`` on synthetic data, then on one
 48x28x28 latent times, interleaved in the same run, ``codec.encode_latent`` / ``codec.decode_latent`` (the
 default backend) against ``EntropyBottleneck.compress`` / ``decompress`` (same work: quantize + rANS,
 rANS + dequantize), the symbol-level ``encode`` / ``decode``, and the pure-Python backend. Torch runs with
@@ -110,7 +110,7 @@ def run(rounds: int, seed: int, python_rounds: int) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tests.tools.codec_benchmark", description="Codec vs CompressAI benchmark.")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.codec_throughput", description="Codec vs CompressAI benchmark.")
     p.add_argument("--rounds", type=int, default=50, help="timed runs per measurement (median reported)")
     p.add_argument("--python-rounds", type=int, default=5, help="timed runs of the pure-Python backend")
     p.add_argument("--seed", type=int, default=0)

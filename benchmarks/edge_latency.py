@@ -1,7 +1,7 @@
 """Edge encoder latency at 224x224 on this CPU, in one run: ExecuTorch int8 vs float eager PyTorch vs the
 whole teacher vs a ResNet-50 (fp32 eager and int8 ExecuTorch), with ratios and the .pte sizes.
 
-    uv run python export/benchmark.py --checkpoint runs/demo/stage2.safetensors [--json out.json]
+    uv run python -m benchmarks.edge_latency --checkpoint runs/demo/stage2.safetensors [--json out.json]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from export.calibration_set import CalibrationSourceError
 from codec.files import atomic_write_json
 from export.errors import ExportError
-from export.latency import benchmark, format_report
+from benchmarks.latency import benchmark, format_report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,11 +1,11 @@
 """The edge runtime on an emulated aarch64 device (qemu-user, Debian arm64 sysroot, PyPI aarch64 wheels, no torch):
 bitstreams byte for byte and the server's answers against this machine's, per torch-free edge format.
 
-    uv run python calibration/device_check.py --artifacts BUNDLE_PTE BUNDLE_ONNX --data-config CONFIG.yaml --samples 200
-    uv run python calibration/device_check.py --artifacts BUNDLE --images photo1.jpg photo2.jpg
+    uv run python -m benchmarks.device_check --artifacts BUNDLE_PTE BUNDLE_ONNX --data-config CONFIG.yaml --samples 200
+    uv run python -m benchmarks.device_check --artifacts BUNDLE --images photo1.jpg photo2.jpg
 
 Exit status: 0 all bitstreams identical and all answers the same, 1 something differs, 2 the check could not run.
-What it proves and what it cannot: calibration/device.py and README.md.
+What it proves and what it cannot: benchmarks/aarch64.py and README.md.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from calibration.device import MIRROR, DeviceCheckError, device_check, format_report, write_heldout
+from benchmarks.aarch64 import MIRROR, DeviceCheckError, device_check, format_report, write_heldout
 from codec.files import atomic_write_json
 from codec.manifest import BundleError
 

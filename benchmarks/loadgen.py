@@ -194,7 +194,7 @@ async def _drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], c
     ``ModelStreamInfer`` stream, sending one single-image request at a time (asking for ``top``)."""
     import grpc
 
-    from runtime_edge import kserve_grpc as pb
+    from codec import kserve_grpc as pb
     from runtime_edge.grpc_transport import build_request
 
     method = pb.METHODS["ModelStreamInfer"]

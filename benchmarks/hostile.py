@@ -1,6 +1,6 @@
 """Hostile traffic against serve.py on loopback, and what it does to the clients that behave.
 
-    uv run python runtime_server/hostile.py --artifacts DIR [--seconds 15] [--hostile-clients 4] [--json PATH]
+    uv run python -m benchmarks.hostile --artifacts DIR [--seconds 15] [--hostile-clients 4] [--json PATH]
 
 Starts serve.py on 127.0.0.1 and measures, in one run: a normal client's latency alone (single-image
 requests, one after another) and the health probe's; then the same beside ``--hostile-clients`` clients,
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0 or args.hostile_clients < 1:
         print("hostile.py: --seconds must be > 0 and --hostile-clients >= 1", file=sys.stderr)
         return 2
-    from runtime_server.loadgen import synthetic_bitstreams
+    from benchmarks.loadgen import synthetic_bitstreams
 
     try:
         bundle = load_bundle(args.artifacts)

@@ -2,7 +2,7 @@
 MANTiS bitstreams against JPEG and WebP files at the equal-accuracy qualities; and gRPC-stream against
 HTTP throughput with concurrent clients. Every number is measured in one run.
 
-    uv run python -m mantis_demo.wire_benchmark --artifacts DIR --images DIR [--limit 100]
+    uv run python -m benchmarks.wire --artifacts DIR --images DIR [--limit 100]
         [--report REPORT.json | --jpeg-quality Q --webp-quality Q] [--clients 32] [--requests 2000] [--json OUT]
 
 ``--images`` is a directory of PNG files (the demo writes its held-out set to ``OUT/heldout``);
@@ -25,13 +25,13 @@ from typing import Any, Callable, Sequence
 
 from codec.files import atomic_write_json
 from codec.manifest import BundleError, load_bundle
-from mantis_demo.baselines import compress
+from benchmarks.image_codecs import compress
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.preprocess import ImageError, load_image
 from runtime_server.backends import BACKENDS
-from runtime_server.loadgen import run_transports
+from benchmarks.loadgen import run_transports
 from runtime_server.process import LOOPBACK, ServerError, ServerProcess, free_port
-from runtime_server.wire_accounting import measure_transports
+from benchmarks.wire_accounting import measure_transports
 
 MANTIS = "MANTiS"
 TARGETS = {

@@ -1,6 +1,6 @@
 """Server throughput on loopback: dynamic batching vs batch size 1, measured in one run.
 
-    uv run python runtime_server/benchmark.py --artifacts DIR [--clients 32] [--requests 2000]
+    uv run python -m benchmarks.server_throughput --artifacts DIR [--clients 32] [--requests 2000]
         [--time-cap 60] [--rounds 4] [--max-batch-size 32] [--max-queue-delay-ms 2] [--backend onnxruntime]
         [--bitstreams DIR] [--json PATH]
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from codec.manifest import BundleError, read_manifest
 from codec.files import atomic_write_json
 from runtime_server.backends import BACKENDS
-from runtime_server.loadgen import read_bitstreams, run_configs, synthetic_bitstreams
+from benchmarks.loadgen import read_bitstreams, run_configs, synthetic_bitstreams
 from runtime_server.process import LOOPBACK, ServerError
 
 TARGET_RATIO = 2.0

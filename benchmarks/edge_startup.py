@@ -1,8 +1,8 @@
 """Start-up of the edge command: wall time from starting ``runtime_edge.run`` on one image to its printed result,
 in a given interpreter (e.g. a device venv with ``mantis-edge[pte]``), with what it wrote to stderr.
 
-    uv run python calibration/startup.py --python DEVICE_VENV/bin/python --artifacts BUNDLE --image photo.jpg
-    uv run python calibration/startup.py --python .venv/bin/python --artifacts BUNDLE --image photo.jpg --pte-runtime official
+    uv run python -m benchmarks.edge_startup --python DEVICE_VENV/bin/python --artifacts BUNDLE --image photo.jpg
+    uv run python -m benchmarks.edge_startup --python .venv/bin/python --artifacts BUNDLE --image photo.jpg --pte-runtime official
 
 Each run is a fresh process (``-P``: the current directory is not on its path), ``--save`` into a temporary
 directory, or ``--server URL``; the report gives the median, min and max over ``--repeats`` runs.
