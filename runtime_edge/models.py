@@ -39,7 +39,7 @@ NUMPY_RUNTIME_PIN = "1.4.0"
 
 NUMPY_RUNTIME_PROGRAMS = ("1.5.1",)
 """executorch releases whose ``.pte`` programs that release loaded and ran bit-identically to the official runtime
-(it is built on ExecuTorch 1.3.1; ``tests/test_edge_install.py`` checks it on every run)."""
+(it is built on ExecuTorch 1.3.1; ``tests/runtime_edge/test_install.py`` checks it on every run)."""
 
 
 class EdgeRuntimeError(RuntimeError):

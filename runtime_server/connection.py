@@ -19,7 +19,7 @@ aiohttp's connection protocol (``RequestHandler``) with four changes, built by :
   faults keep their traceback.
 
 This reaches into aiohttp's ``RequestHandler`` internals (``_parser``, ``_waiter``, ``_messages``), as
-pinned in ``uv.lock``; ``tests/test_hostile.py`` checks each behaviour against the real server.
+pinned in ``uv.lock``; ``tests/runtime_server/test_hostile.py`` checks each behaviour against the real server.
 """
 
 from __future__ import annotations

@@ -45,3 +45,23 @@ def onnx_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory)
 def executorch_bundle(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A bundle exported by ``export/split.py --target executorch`` (int8 ``edge.pte``) from the tiny checkpoint."""
     return _export(tiny_checkpoint, tmp_path_factory, "executorch")
+
+
+EDGE_IMAGES = 6
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Six held-out images of the tiny config's data, saved as PNG files (what a camera would hand the device)."""
+    from training.config import load_config
+    from training.data import build_datasets
+
+    cfg = load_config(REPO / "training" / "configs" / "tiny.yaml")
+    _, _, test, _, _ = build_datasets(cfg, splits=("test",))
+    out = tmp_path_factory.mktemp("edge_images")
+    paths = []
+    for i in range(EDGE_IMAGES):
+        path = out / f"img{i}.png"
+        test.pil(i).save(path)
+        paths.append(path)
+    return paths

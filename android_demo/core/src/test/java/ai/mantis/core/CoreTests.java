@@ -15,7 +15,7 @@ import java.util.List;
 import java.util.Map;
 
 /**
- * Command-line driver for the JVM tests of {@code core} (run by {@code tests/test_android_core.py}). Each
+ * Command-line driver for the JVM tests of {@code core} (run by {@code tests/android_demo/test_core.py}). Each
  * command prints what the Java code computed; the Python side compares it with the Python runtimes.
  *
  * <pre>

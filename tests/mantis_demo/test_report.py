@@ -16,7 +16,7 @@ from mantis_demo.report import bandwidth_table, equal_accuracy, equal_accuracy_s
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.preprocess import load_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("demo_script", REPO / "demo.py")
 demo = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(demo)

@@ -14,7 +14,7 @@ import codec
 from codec.errors import TableError, TableFileError
 from codec.tables import EntropyTables, content_bytes, table_file_bytes
 
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ INDEX = json.loads((DEFAULT_DIR / "index.json").read_text())
 
 
 def test_vector_dir_is_the_tests_one() -> None:
-    assert DEFAULT_DIR == Path(__file__).parent / "vectors"
+    assert DEFAULT_DIR == Path(__file__).resolve().parents[1] / "vectors"
 
 
 @pytest.mark.parametrize("backend", available_backends())

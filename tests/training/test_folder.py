@@ -19,7 +19,7 @@ from training.data import DatasetError, build_datasets, load_task_map
 from training.models import create_model
 from training.pipeline import run
 
-CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 CLASSES = {"cat": 11, "dog": 12, "car": 13, "bus": 14}  # class -> index in the teacher's logits
 TASK_MAP = """
 tasks:

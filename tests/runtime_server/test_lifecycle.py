@@ -26,7 +26,7 @@ from runtime_server.process import ServerProcess, ServerStartError
 from codec.wire import HEADER_LENGTH, pack_bytes
 from runtime_server.serve import main as serve_main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _bitstream(bundle) -> bytes:

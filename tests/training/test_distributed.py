@@ -14,7 +14,7 @@ import torch
 from training.build import load_model
 from training.train import main as train_main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "training" / "configs" / "tiny.yaml"
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.aarch64 import FORMATS, SysrootUnavailable, build_sysroot, device_check
-from tests.test_edge_runtime import images  # noqa: F401  (module fixture: held-out PNG files)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "runs" / "device-ci"
 
 

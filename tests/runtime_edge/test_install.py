@@ -20,7 +20,6 @@ from codec.manifest import load_bundle
 from export.edge_wheel import EXTRAS, build_wheel
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.models import NUMPY_RUNTIME_PIN, NUMPY_RUNTIME_PROGRAMS, EdgeRuntimeError, ExecuTorchModel, NumpyRuntimeMissing, load_pte
-from tests.test_edge_runtime import images  # noqa: F401  (module fixture: held-out PNG files)
 
 
 def _python312() -> str | None:

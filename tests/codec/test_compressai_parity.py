@@ -29,7 +29,7 @@ from codec.tables import EntropyTables
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
 
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 BACKENDS = codec.available_backends()
 
 

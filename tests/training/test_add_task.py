@@ -25,7 +25,7 @@ from training.data import MultiTaskDataset, SyntheticMultiTask, preprocessing_me
 from training.models.added_tasks import AddedTaskServer, expand_client, extend_model
 from training.task_addition import run_addition
 
-TINY = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny.yaml"
+TINY = Path(__file__).resolve().parents[2] / "training" / "configs" / "tiny.yaml"
 ALL = "[shape,orientation,count,texture]"
 
 

@@ -26,7 +26,7 @@ from training.task_addition import run_addition
 
 pytestmark = pytest.mark.slow
 
-TINY = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny.yaml"
+TINY = Path(__file__).resolve().parents[2] / "training" / "configs" / "tiny.yaml"
 N = 16
 
 

@@ -9,7 +9,7 @@ import pytest
 from training.config import ConfigError, fingerprint, load_config
 from training.train import main as train_main
 
-CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
 def _write(path: Path, text: str) -> Path:

@@ -27,7 +27,7 @@ from codec.errors import (
 from codec.rans import available_backends
 from codec.tables import EntropyTables
 
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 BACKENDS = available_backends()
 
 

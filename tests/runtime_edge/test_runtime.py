@@ -27,27 +27,7 @@ from runtime_edge.predict import request_predictions
 from runtime_edge.transport import KServeClient, RetryPolicy, ServerRejectedError
 from runtime_server.process import ServerProcess
 
-REPO = Path(__file__).resolve().parents[1]
-NUM_IMAGES = 6
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Held-out images of the tiny config's data, saved as PNG files (what a camera would hand the device)."""
-    from training.config import load_config
-    from training.data import build_datasets
-
-    cfg = load_config(REPO / "training" / "configs" / "tiny.yaml")
-    _, _, test, _, _ = build_datasets(cfg, splits=("test",))
-    out = tmp_path_factory.mktemp("edge_images")
-    paths = []
-    for i in range(NUM_IMAGES):
-        path = out / f"img{i}.png"
-        test.pil(i).save(path)
-        paths.append(path)
-    return paths
-
-
+REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def edge(executorch_bundle: Path) -> EdgeRuntime:
     return EdgeRuntime(executorch_bundle)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.test_training_folder import make_tree
+from tests.training.test_folder import make_tree
 from training.build import load_model
 from training.checkpoint import CheckpointError
 from training.config import ConfigError, load_config
@@ -18,7 +18,7 @@ from training.data.shards import convert, expand_urls, main as shards_main
 from training.models import create_model
 from training.pipeline import run
 
-CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
 def shard_cfg(shards: Path, tree: Path, *extra: str, train: str | None = None) -> dict:
@@ -40,7 +40,7 @@ def test_converter_writes_shards_that_read_back_as_the_folder_does(shards: tuple
     assert sorted(p.name for p in out.iterdir()) == ["train-000000.tar", "train-000001.tar", "val-000000.tar", "val-000001.tar"]
     with tarfile.open(out / "train-000000.tar") as tar:
         assert sorted(tar.getnames()[:2]) == ["000000000.cls", "000000000.png"]
-    from tests.test_training_folder import folder_cfg
+    from tests.training.test_folder import folder_cfg
 
     folder = build_datasets(folder_cfg(tree))
     sharded = build_datasets(shard_cfg(out, tree, train=str(out / "train-*.tar")))

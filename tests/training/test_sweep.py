@@ -11,7 +11,7 @@ import training.sweep as sweep_mod
 from training.config import load_config
 from training.sweep import SweepError, build_report, main, parse_args, plan, seed_checkpoints
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "training" / "configs" / "tiny.yaml"
 SMALL = ["data.synthetic.train_size=64", "data.synthetic.test_size=32", "model.latent_channels=2"]
 

@@ -27,9 +27,9 @@ from runtime_edge.preprocess import load_image, preprocess
 from runtime_edge.transport import KServeClient
 from runtime_server.process import LOOPBACK, ServerProcess, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ANDROID = ROOT / "android_demo"
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 RUNNER = "ai.mantis.core.CoreTests"
 TOKEN = "s3cret-token"
 HELD_OUT = 240

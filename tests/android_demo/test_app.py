@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ANDROID = Path(__file__).resolve().parents[1] / "android_demo"
+ANDROID = Path(__file__).resolve().parents[2] / "android_demo"
 FETCH = ANDROID / "tools" / "fetch_sdk.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("javac") is None, reason="javac not found: install a JDK (apt-get install default-jdk-headless)")

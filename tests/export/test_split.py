@@ -21,7 +21,7 @@ import torch
 
 import codec
 from codec.manifest import MANIFEST_NAME, BundleError, Manifest, load_bundle, path_sha256
-from tests.test_manifest import _manifest as _manifest_doc
+from tests.codec.test_manifest import _manifest as _manifest_doc
 from export import exporter
 from export.bundle_writer import check_destination, finalize
 from export.edge import inspect_coreml
@@ -32,7 +32,7 @@ from export.split import main as split_main
 from export.tensorrt_engine import TensorRTUnavailable, build_engine, engine_source
 from training.build import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 FAST = ["--calibration-samples", "16", "--check-samples", "8"]
 
@@ -221,7 +221,7 @@ def test_missing_checkpoint_and_unknown_target(tmp_path: Path, capsys: pytest.Ca
 
 def test_missing_calibration_source(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = tmp_path / "data.yaml"
-    base = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny.yaml"
+    base = Path(__file__).resolve().parents[2] / "training" / "configs" / "tiny.yaml"
     cfg.write_text(
         f"base: {base}\ndata:\n  kind: folder\n  folder:\n    root: {tmp_path / 'no_images'}\n    task_map: {tmp_path / 'tasks.yaml'}\n"
     )

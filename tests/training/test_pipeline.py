@@ -14,7 +14,7 @@ from training.checkpoint import read_checkpoint
 from training.config import load_config
 from training.pipeline import run
 
-TINY = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny.yaml"
+TINY = Path(__file__).resolve().parents[2] / "training" / "configs" / "tiny.yaml"
 RESULT_KEYS = {"task_accuracy": dict, "task_detection_accuracy": float, "bytes_per_image": float, "estimated_bytes_per_image": float}
 
 

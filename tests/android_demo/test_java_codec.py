@@ -13,9 +13,9 @@ import pytest
 
 import codec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 JAVA_DIR = ROOT / "android_demo" / "codec"
-VECTORS = Path(__file__).parent / "vectors"
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 RUNNER = "ai.mantis.codec.VectorTests"
 
 pytestmark = pytest.mark.skipif(
