@@ -2,7 +2,8 @@
 
     uv run python demo.py [--out runs/demo]
 
-Writes OUT/report.json, OUT/report.md and plots (see mantis_demo/pipeline.py for the stages).
+Writes OUT/report.json, OUT/report.md and plots (see mantis_demo/pipeline.py for the stages); with
+``--results-dir results`` also the published summary, ``results/demo.json`` (``python -m benchmarks.report``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from mantis_demo.baselines import DEFAULT_QUALITIES
+from mantis_demo.report import write_demo_results
 from mantis_demo.pipeline import DEFAULT_CONFIG, DemoError, DemoOptions, run_demo
 from runtime_edge.client import EdgeRuntimeError
 from runtime_edge.transport import TransportError
@@ -29,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default="onnxruntime", help="serve.py backend (default onnxruntime)")
     p.add_argument("--sweep", type=Path, help="a training/sweep.py output directory on the same --config: the report "
                    "shows MANTiS and No-FiLM as curves and their BD-rate against JPEG/WebP")
+    p.add_argument("--results-dir", type=Path, help="also write the run's summary as DIR/demo.json (the published results: results/)")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be >= 1")
@@ -42,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = DemoOptions(out=args.out, config=args.config, checkpoint=args.checkpoint, artifacts=args.artifacts,
                        limit=args.limit, qualities=args.qualities, backend=args.backend, sweep=args.sweep)
     try:
-        run_demo(opts)
+        report = run_demo(opts)
+        if args.results_dir is not None:
+            write_demo_results(report, argv, args.results_dir)
     except (DemoError, ServerError, EdgeRuntimeError, TransportError, ValueError, OSError) as exc:
         print(f"demo.py: {exc}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.aarch64 import MIRROR, DeviceCheckError, device_check, format_report, write_heldout
-from codec.files import atomic_write_json
+from benchmarks.results import Headline, Table, add_results_arguments, write_results
 from codec.manifest import BundleError
 
 
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/device"), help="sysroot, wheels, bitstreams (reused; default runs/device)")
     p.add_argument("--mirror", default=MIRROR, help=f"Debian mirror (default {MIRROR})")
     p.add_argument("--pin", action="append", default=[], metavar="REQ", help="extra requirement for the device install, e.g. numpy==2.2.6 (repeatable)")
-    p.add_argument("--json", type=Path, help="also write the results here")
+    add_results_arguments(p, "device_check")
     args = p.parse_args(argv)
     if args.samples < 1:
         p.error("--samples must be >= 1")
@@ -43,11 +43,23 @@ def main(argv: list[str] | None = None) -> int:
         images = args.images or write_heldout(args.data_config, args.samples, args.out / "heldout")
         results, sysroot_seconds = device_check(args.artifacts, images, args.out, args.mirror, args.pin)
     except (DeviceCheckError, BundleError, OSError, ValueError) as exc:
-        print(f"device_check.py: {exc}", file=sys.stderr)
+        print(f"device_check: {exc}", file=sys.stderr)
         return 2
     print(format_report(results, sysroot_seconds))
-    if args.json:
-        atomic_write_json(args.json, {"sysroot_seconds": sysroot_seconds, "results": [asdict(r) for r in results]})
+    write_results(
+        args.results_name,
+        title="The edge runtime on an emulated aarch64 device (qemu-user, Cortex-A72) vs this machine",
+        module="benchmarks.device_check",
+        argv=argv,
+        headline=[Headline(f"aarch64 bitstreams identical to x86 ({r.runtime})", r.identical, f"of {r.images}", "all") for r in results],
+        tables=[Table("per edge format", ["runtime", "images", "bitstreams identical", "answers the same", "device install bytes",
+                                          "emulated seconds", "x86 seconds"],
+                      [[r.runtime, r.images, r.identical, r.answers_equal, r.install_bytes, round(r.arm_seconds, 1), round(r.x86_seconds, 1)]
+                       for r in results])],
+        notes=["Emulation proves code and numerics on an ARMv8 CPU model; its times say nothing about a real board's speed."],
+        data={"sysroot_seconds": sysroot_seconds, "results": [asdict(r) for r in results]},
+        results_dir=args.results_dir,
+    )
     return 0 if all(r.identical == r.images and r.answers_equal for r in results) else 1
 
 

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results import Headline, Table, add_results_arguments, write_results
+
 
 def time_edge_command(python: str, artifacts: Path, image: Path, repeats: int, server: str | None = None,
                       pte_runtime: str = "auto", timeout: float = 300.0) -> dict[str, object]:
@@ -44,7 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server", help="serve.py URL (default: --save into a temporary directory)")
     p.add_argument("--pte-runtime", default="auto", choices=("auto", "numpy", "official"))
     p.add_argument("--repeats", type=int, default=5)
+    add_results_arguments(p, "edge_startup_PTERUNTIME")
     args = p.parse_args(argv)
+    args.results_name = args.results_name.replace("PTERUNTIME", args.pte_runtime)
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     return args
@@ -55,12 +59,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         r = time_edge_command(args.python, args.artifacts.resolve(), args.image.resolve(), args.repeats, args.server, args.pte_runtime)
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        print(f"startup.py: {exc}", file=sys.stderr)
+        print(f"edge_startup: {exc}", file=sys.stderr)
         return 2
     s = r["seconds"]
     print(f"{' '.join(r['command'][:4])} ... ({args.pte_runtime}): median {r['median_s']:.2f} s, min {min(s):.2f} s, max {max(s):.2f} s over {len(s)} runs")
     print(f"stdout ({len(r['stdout'].splitlines())} lines):\n{r['stdout'].rstrip()}")
     print(f"stderr ({len(r['stderr'].splitlines())} lines){':' if r['stderr'] else ''}\n{r['stderr'].rstrip()}".rstrip())
+    how = f"--server {args.server}" if args.server else "--save"
+    write_results(
+        args.results_name,
+        title=f"Start-up of the edge command ({args.pte_runtime} .pte runtime), start to printed answer",
+        module="benchmarks.edge_startup",
+        argv=argv,
+        headline=[Headline(f"edge command start to answer, one image, {args.pte_runtime} .pte runtime ({how})", round(r["median_s"], 2), "s")],
+        tables=[Table(f"{len(s)} fresh processes", ["interpreter", "mode", "median s", "min s", "max s", "stderr lines"],
+                      [[args.python, how, round(r["median_s"], 2), round(min(s), 2), round(max(s), 2), len(r["stderr"].splitlines())]])],
+        data={k: v for k, v in r.items()},
+        results_dir=args.results_dir,
+    )
     return 0
 
 

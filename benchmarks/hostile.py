@@ -1,6 +1,6 @@
 """Hostile traffic against serve.py on loopback, and what it does to the clients that behave.
 
-    uv run python -m benchmarks.hostile --artifacts DIR [--seconds 15] [--hostile-clients 4] [--json PATH]
+    uv run python -m benchmarks.hostile --artifacts DIR [--seconds 15] [--hostile-clients 4] [--results-dir results]
 
 Starts serve.py on 127.0.0.1 and measures, in one run: a normal client's latency alone (single-image
 requests, one after another) and the health probe's; then the same beside ``--hostile-clients`` clients,
@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from codec import format as fmt
-from codec.files import atomic_write_json
 from codec.manifest import BundleError, load_bundle
 from codec.tables import EntropyTables
 from codec.wire import BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, pack_bytes
+from benchmarks.results import Headline, Table, add_results_arguments, write_results
 from runtime_server.process import LOOPBACK, ServerError, ServerProcess
 
 TARGET_P99_RATIO = 3.0
@@ -398,7 +398,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=15.0, help="length of each phase (unloaded, loaded)")
     p.add_argument("--hostile-clients", type=int, default=4, help="hostile clients in the loaded phase")
     p.add_argument("--backend", default="onnxruntime", help="serve.py --backend")
-    p.add_argument("--json", type=Path, help="also write the results here")
+    add_results_arguments(p, "hostile")
     return p.parse_args(argv)
 
 
@@ -453,8 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"answers >= 500 to hostile clients: {server_errors} (target 0)")
     print(f"SIGTERM with a queued request and a stalled upload: exit {shutdown.exit_code} after {shutdown.exit_seconds:.2f} s "
           f"(shutdown timeout 30 s); queued request got {shutdown.queued_status}, stalled upload got {shutdown.stalled_status}")
-    if args.json:
-        atomic_write_json(args.json, {
+    data = {
             "model": model, "seconds": args.seconds, "hostile_clients": args.hostile_clients,
             "normal_alone_ms": {"p50": alone.normal.percentile(50), "p99": alone.normal.percentile(99), "count": len(alone.normal.latencies_ms)},
             "normal_loaded_ms": {"p50": loaded.normal.percentile(50), "p99": loaded.normal.percentile(99), "count": len(loaded.normal.latencies_ms)},
@@ -464,7 +463,31 @@ def main(argv: list[str] | None = None) -> int:
             "server_errors": server_errors, "normal_failed": normal_failed,
             "shutdown": {"seconds": shutdown.exit_seconds, "exit_code": shutdown.exit_code,
                          "queued_status": shutdown.queued_status, "stalled_status": shutdown.stalled_status},
-        })
+    }
+    latency_rows = [[label, len(t.latencies_ms), round(t.percentile(50), 2), round(t.percentile(99), 2),
+                     round(max(t.latencies_ms, default=float("nan")), 2)]
+                    for label, t in (("normal client, alone", alone.normal), ("normal client, beside hostile", loaded.normal),
+                                     ("health probe, alone", alone.probe), ("health probe, beside hostile", loaded.probe))]
+    write_results(
+        args.results_name,
+        title="Hostile traffic: a normal client and the health probe beside hostile clients",
+        module="benchmarks.hostile",
+        argv=argv,
+        headline=[
+            Headline("normal client p99 beside hostile clients / alone", round(ratio, 2), "x", f"<= {TARGET_P99_RATIO:g}x"),
+            Headline("health probe p99 beside hostile clients", round(probe_p99, 1), "ms", f"<= {TARGET_PROBE_MS:g} ms"),
+            Headline("answers >= 500 to hostile clients", server_errors, "", "0"),
+        ],
+        tables=[
+            Table(f"{args.seconds:g} s per phase, {args.hostile_clients} hostile clients, ms", ["who", "requests", "p50", "p99", "max"], latency_rows),
+            Table("what the hostile clients were answered", ["attack:status", "answers"],
+                  [[str(k), v] for k, v in sorted(loaded.hostile.statuses.items(), key=lambda kv: str(kv[0]))]),
+            Table("SIGTERM with a queued request and a stalled upload", ["exit status", "seconds to exit", "queued request", "stalled upload"],
+                  [[shutdown.exit_code, round(shutdown.exit_seconds, 2), shutdown.queued_status, shutdown.stalled_status]]),
+        ],
+        data=data,
+        results_dir=args.results_dir,
+    )
     ok = server_errors == 0 and normal_failed == 0 and shutdown.exit_code == 0 and shutdown.queued_status == 200
     return 0 if ok else 1
 

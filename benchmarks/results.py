@@ -80,10 +80,12 @@ def cpu_model() -> str:
 
 
 def provenance(module: str, argv: list[str] | None) -> dict[str, Any]:
-    """Commit, command, date and machine of a run of ``python -m MODULE ARGV``."""
+    """Commit, command, date and machine of a run of ``python -m MODULE ARGV`` (or of ``MODULE ARGV`` where
+    MODULE is a command line such as ``./mantis demo``)."""
     args = sys.argv[1:] if argv is None else list(argv)
+    program = module.split() if " " in module else ["python", "-m", module]
     return {
-        "command": " ".join(["python", "-m", module, *map(shlex.quote, args)]),
+        "command": " ".join([*program, *map(shlex.quote, args)]),
         "commit": _git("rev-parse", "HEAD") or "unknown",
         "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
         "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
@@ -120,3 +122,9 @@ def write_results(
     atomic_write_json(path, doc)
     print(f"results written to {path}")
     return path
+
+
+def add_results_arguments(parser: Any, default_name: str) -> None:
+    """``--results-dir`` and ``--results-name``: where a benchmark writes its results file."""
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the results file goes (default: %(default)s)")
+    parser.add_argument("--results-name", default=default_name, help="the results file's name, without .json (default: %(default)s)")

@@ -3,7 +3,7 @@ MANTiS bitstreams against JPEG and WebP files at the equal-accuracy qualities; a
 HTTP throughput with concurrent clients. Every number is measured in one run.
 
     uv run python -m benchmarks.wire --artifacts DIR --images DIR [--limit 100]
-        [--report REPORT.json | --jpeg-quality Q --webp-quality Q] [--clients 32] [--requests 2000] [--json OUT]
+        [--report REPORT.json | --jpeg-quality Q --webp-quality Q] [--clients 32] [--requests 2000] [--results-dir results]
 
 ``--images`` is a directory of PNG files (the demo writes its held-out set to ``OUT/heldout``);
 ``--report`` is that demo's ``report.json``, whose equal-accuracy qualities pick the JPEG and WebP
@@ -19,11 +19,12 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 
-from codec.files import atomic_write_json
+from benchmarks.results import Headline, Table, add_results_arguments, write_results
 from codec.manifest import BundleError, load_bundle
 from benchmarks.image_codecs import compress
 from runtime_edge.client import EdgeRuntime
@@ -109,7 +110,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=32, help="concurrent clients of the throughput run (0: skip it)")
     p.add_argument("--requests", type=int, default=2000, help="requests per transport in the throughput run")
     p.add_argument("--time-cap", type=float, default=60.0, help="seconds per transport at most in the throughput run")
-    p.add_argument("--json", type=Path, help="also write the results here")
+    add_results_arguments(p, "wire")
     args = p.parse_args(argv)
     if args.report is None and (args.jpeg_quality is None or args.webp_quality is None):
         p.error("give --report, or both --jpeg-quality and --webp-quality")
@@ -125,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         images = sorted(args.images.glob("*.png"))[: args.limit]
         if not images:
             raise FileNotFoundError(f"no *.png images in {args.images}")
-        work = args.json.parent if args.json else Path.cwd()
         print(f"{len(images)} images from {args.images}, JPEG q{qualities['jpeg']} and WebP q{qualities['webp']}, {LOOPBACK}, {os.cpu_count()} CPUs")
-        result = measure(args.artifacts, images, qualities, work, args.backend)
+        with tempfile.TemporaryDirectory(prefix="mantis-wire-") as work:
+            result = measure(args.artifacts, images, qualities, Path(work), args.backend)
         throughput = None
         if args.clients:
             model = load_bundle(args.artifacts).manifest.model_name
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = run_transports(args.artifacts, model, ["--backend", args.backend], bitstreams, args.clients, args.requests, args.time_cap)
             throughput = [r.summary() for r in runs]
     except (BundleError, ImageError, ServerError, OSError, KeyError, ValueError) as exc:
-        print(f"wire_benchmark: {exc}", file=sys.stderr)
+        print(f"wire: {exc}", file=sys.stderr)
         return 2
     print(f"\n{'payload':<14} {'transport':<28} {'payload_B':>9} {'up_B/img':>9} {'up/payload':>10} {'down_B/img':>10} {'refused':>7}")
     for r in result["rows"]:
@@ -154,8 +155,25 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for c in checks:
         print(f"{c['what']}: {c['value']:.2f} (target {c['limit']}: {'met' if c['met'] else 'NOT met'})")
-    if args.json:
-        atomic_write_json(args.json, {**result, "throughput": throughput, "checks": checks})
+    write_results(
+        args.results_name,
+        title="Bytes on the wire per image, every transport, counted on the socket",
+        module="benchmarks.wire",
+        argv=argv,
+        headline=[Headline(c["what"], round(c["value"], 2), "", c["limit"]) for c in checks],
+        tables=[Table(
+            f"{len(images)} images; JPEG q{qualities['jpeg']} and WebP q{qualities['webp']}; bytes per image, both directions",
+            ["payload", "transport", "payload B", "up B/image", "up / payload", "down B/image", "refused"],
+            [[r["payload"], r["transport"], round(r["payload_bytes"], 1), round(r["up_per_image"], 1), round(r["up_ratio"], 2),
+              round(r["down_per_image"], 1), r["refused"]] for r in result["rows"]],
+        )] + ([Table(
+            f"throughput, {args.clients} concurrent clients, single-image requests",
+            ["transport", "answered", "failed", "req/s", "p50 ms", "p99 ms"],
+            [[r["label"], r["ok"], r["failed"], round(r["throughput_rps"], 1), round(r["p50_ms"], 2), round(r["p99_ms"], 2)] for r in throughput],
+        )] if throughput is not None else []),
+        data={**result, "throughput": throughput, "checks": checks},
+        results_dir=args.results_dir,
+    )
     ok = all(c["met"] for c in checks) and result["mantis_failed"] == 0
     return 0 if ok else 1
 

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.results import Headline, Table, write_results
 from codec.files import atomic_write, atomic_write_json, atomic_write_text
 
 BANDWIDTHS_MBIT = (1.0, 10.0, 100.0)
@@ -431,3 +432,39 @@ def _walk_numbers(obj: Any) -> list[float]:
     if isinstance(obj, (list, tuple)):
         return [v for x in obj for v in _walk_numbers(x)]
     return []
+
+
+def write_demo_results(report: dict[str, Any], argv: list[str] | None, results_dir: Path) -> Path:
+    """The demo's published summary, ``RESULTS_DIR/demo.json``: accuracy and bytes of MANTiS int8 end to end,
+    bytes at equal accuracy against JPEG and WebP, latency, and the run's wall time."""
+    e, eq, lat = report["edge_int8"], report["equal_accuracy"], report["latency_ms"]
+    headline = [
+        Headline("demo: MANTiS int8 end to end, mean task accuracy", round(100 * e["mean_task_accuracy"], 2), "%"),
+        Headline("demo: MANTiS int8 bitstream bytes per image", round(e["bytes_per_image"], 1), "B"),
+    ] + [
+        Headline(f"demo: {key.upper()} bytes / MANTiS bytes at equal accuracy" + ("" if eq[key]["reached"] else " (lower bound)"),
+                 round(eq[key]["ratio"], 1), "x", f">= {eq['target_ratio']:g}x")
+        for key in ("jpeg", "webp")
+    ]
+    tasks = report["dataset"]["tasks"]
+    accuracy_rows = [["MANTiS float", *[round(100 * report["float"]["task_accuracy"][t], 2) for t in tasks], "", ""],
+                     ["MANTiS int8 end to end", *[round(100 * e["task_accuracy"][t], 2) for t in tasks], round(e["bytes_per_image"], 1), ""]]
+    accuracy_rows += [[f"{key.upper()} q{eq[key]['quality']} + teacher", *["" for _ in tasks], round(eq[key]["bytes_per_image"], 1),
+                       round(100 * eq[key]["mean_task_accuracy"], 2)] for key in ("jpeg", "webp")]
+    return write_results(
+        "demo",
+        title="The main job (./mantis demo): MANTiS int8 end to end on the built-in data vs JPEG and WebP",
+        module="./mantis demo",
+        argv=argv,
+        headline=headline,
+        tables=[
+            Table(f"{report['dataset']['images']} held-out images, {report['dataset']['height']}x{report['dataset']['width']}; accuracy %",
+                  ["model", *tasks, "bytes per image", "mean accuracy %"], accuracy_rows),
+            Table("latency per image, ms (edge and server on this CPU)", ["stage", "p50", "p95"],
+                  [[k, round(v["p50"], 2), round(v["p95"], 2)] for k, v in lat.items()]),
+            Table("stages, seconds", ["stage", "seconds"], [[k, round(v, 1)] for k, v in report["stages_s"].items()] + [["whole run", report["wall_s"]]]),
+        ],
+        data={k: report[k] for k in ("model_name", "config", "dataset", "edge_int8", "equal_accuracy", "latency_ms", "stages_s", "wall_s")},
+        results_dir=results_dir,
+    )
+

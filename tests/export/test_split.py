@@ -306,15 +306,16 @@ def test_int8_check_refuses_coreml_off_macos(coreml_bundle: Path) -> None:
 def test_edge_latency_benchmark_runs_and_reports_ratios(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """benchmarks/edge_latency.py end to end at a small size, pinned to one thread (in a child process: the
     ExecuTorch thread pool is process-wide). Checks the report's structure, not the timings."""
-    out = tmp_path / "latency.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.edge_latency", "--checkpoint", str(tiny_checkpoint), "--size", "32",
-         "--warmup", "1", "--repeats", "3", "--calibration-samples", "4", "--threads", "1", "--no-resnet", "--json", str(out)],
+         "--warmup", "1", "--repeats", "3", "--calibration-samples", "4", "--threads", "1", "--no-resnet", "--results-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "int8 vs float eager" in proc.stdout
-    result = json.loads(out.read_text())
+    written = json.loads((tmp_path / "edge_latency_1threads.json").read_text())
+    result = written["data"]
+    assert written["headline"][0]["value"] == round(result["speedup_int8_vs_float_eager"], 2)
     assert result["threads"] == {"torch": 1, "executorch": 1}
     assert result["input"] == [1, 3, 32, 32]
     assert len(result["timings_ms"]) == 4 and all(t["median"] > 0 for t in result["timings_ms"].values())

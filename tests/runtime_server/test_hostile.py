@@ -683,9 +683,10 @@ def test_hostile_benchmark_reports_every_target(onnx_bundle, tmp_path, capsys) -
     """benchmarks/hostile.py end to end on short phases: structure and correctness only, no timing asserted."""
     from benchmarks.hostile import main as hostile_main
 
-    out = tmp_path / "hostile.json"
-    code = hostile_main(["--artifacts", str(onnx_bundle), "--seconds", "1", "--json", str(out)])
-    doc = json.loads(out.read_text())
+    code = hostile_main(["--artifacts", str(onnx_bundle), "--seconds", "1", "--results-dir", str(tmp_path)])
+    written = json.loads((tmp_path / "hostile.json").read_text())
+    doc = written["data"]
+    assert [h["value"] for h in written["headline"]][2] == doc["server_errors"]
     assert code == 0, capsys.readouterr().out
     assert doc["server_errors"] == 0 and doc["normal_failed"] == 0 and doc["normal_loaded_ms"]["count"] > 0
     assert doc["shutdown"]["exit_code"] == 0 and doc["shutdown"]["queued_status"] == 200

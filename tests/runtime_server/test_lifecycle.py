@@ -166,11 +166,13 @@ def test_server_process_that_cannot_start_says_why(tmp_path: Path) -> None:
 def test_throughput_benchmark_drives_both_configurations(onnx_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """benchmarks/server_throughput.py on a small load: both servers answer everything, the batch-1 server never
     batches, and the JSON holds what the table prints. Structure only: no timing is asserted."""
-    out = tmp_path / "bench.json"
     code = benchmark_main(["--artifacts", str(onnx_bundle), "--clients", "4", "--requests", "48", "--rounds", "2",
-                           "--time-cap", "60", "--json", str(out)])
+                           "--time-cap", "60", "--results-dir", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
-    doc = json.loads(out.read_text())
+    written = json.loads((tmp_path / "server_throughput_onnxruntime.json").read_text())
+    assert written["headline"][1]["value"] == 0 and written["headline"][0]["value"] > 0
+    assert [row[0] for row in written["tables"][0]["rows"]] == [c["label"] for c in written["data"]["configs"]]
+    doc = written["data"]
     assert doc["failed"] == 0 and doc["ratio"] > 0
     dynamic, single = doc["configs"]
     assert dynamic["ok"] == single["ok"] == 48
