@@ -95,7 +95,8 @@ def render_doc(docs: list[dict[str, Any]]) -> str:
             f"`{d['command']}`",
             "",
             f"Commit `{d['commit'][:10]}`{' (uncommitted changes)' if d.get('dirty') else ''}, {d['date']}, "
-            f"{m.get('cpus')} CPUs ({m.get('cpu_model')}), Python {m.get('python')}.",
+            f"{m.get('cpus')} CPUs ({m.get('cpu_model')}), load average {m.get('load_average_1m', 'n/a')} when written, "
+            f"Python {m.get('python')}.",
         ]
         if d["headline"]:
             out += [""] + markdown_table(["metric", "value", "target"], [[h["metric"], value_with_unit(h), h.get("target", "")] for h in d["headline"]])

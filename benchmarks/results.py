@@ -3,7 +3,7 @@
     results/NAME.json = {
         "name": NAME, "title": str, "command": "python -m benchmarks.NAME ...",
         "commit": git HEAD (+ "dirty": whether the tree had uncommitted changes), "date": UTC ISO 8601,
-        "machine": {"cpus": int, "cpu_model": str, "platform": str, "python": str},
+        "machine": {"cpus": int, "cpu_model": str, "platform": str, "python": str, "load_average_1m": float},
         "headline": [{"metric": str, "value": float|int|str, "unit": str, "target": str}],
         "tables": [{"caption": str, "columns": [str], "rows": [[cell, ...]]}],
         "notes": [str],                     # what the run shows and what it cannot
@@ -94,6 +94,7 @@ def provenance(module: str, argv: list[str] | None) -> dict[str, Any]:
             "cpu_model": cpu_model(),
             "platform": platform.platform(),
             "python": platform.python_version(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
         },
     }
 
