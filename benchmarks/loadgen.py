@@ -244,8 +244,8 @@ def run_transports(
             asyncio.run(_drive_grpc_stream(target, model, bitstreams, clients, 2 * clients, time_cap, None))
             for r in range(rounds):
                 share = requests // rounds + (1 if r < requests % rounds else 0)
-                for result, drive in ((http, lambda p: _drive(server.url, model, bitstreams, clients, share, time_cap / rounds, p, small=True)),
-                                      (stream, lambda p: _drive_grpc_stream(target, model, bitstreams, clients, share, time_cap / rounds, p))):
+                for result, drive in ((http, lambda p, n=share: _drive(server.url, model, bitstreams, clients, n, time_cap / rounds, p, small=True)),
+                                      (stream, lambda p, n=share: _drive_grpc_stream(target, model, bitstreams, clients, n, time_cap / rounds, p))):
                     part = LoadResult(result.label, server_args)
                     asyncio.run(drive(part))
                     result.add(part)

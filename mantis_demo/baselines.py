@@ -10,7 +10,6 @@ to, as in ``training.evaluate``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np

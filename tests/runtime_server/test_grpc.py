@@ -169,7 +169,6 @@ def test_every_error_kind_maps_to_its_grpc_code(server, bundle, samples):
     client = tgrpc.InferenceServerClient(urlsplit(server.grpc.url).netloc)
     channel_target = urlsplit(server.grpc.url).netloc
     state = server.state
-    latent = codec.decode_latent(good, bundle.tables)[0]
     try:
         def infer(bitstreams, model=name, headers=AUTH, **kw):
             return lambda: client.infer(model, [_triton_input(bitstreams)], headers=headers, **kw)

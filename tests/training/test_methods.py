@@ -126,12 +126,12 @@ def test_famo_stage2_trains_logs_its_weights_and_resumes(tmp_path: Path) -> None
         if step == 5:
             raise Cut
 
-    def train(steps_file: Path, callbacks: list = []) -> tuple[Stage2Objective, dict[str, float]]:
+    def train(steps_file: Path, callbacks: tuple = ()) -> tuple[Stage2Objective, dict[str, float]]:
         torch.manual_seed(1)
         model = mantis_stage2_from_stage1(stage1, teacher.task_tails(), "film")
         balancer = FamoBalancer(["a", "b", "c", "rate"])
         objective = Stage2Objective(model, 1.0, 1.0, 0.0, 2.0, "ste", balancer=balancer, label_smoothing=0.1)
-        spec = FitSpec("stage2", 2, 8, 0, 0.0, "fp", steps_file, save_every=2, callbacks=callbacks)
+        spec = FitSpec("stage2", 2, 8, 0, 0.0, "fp", steps_file, save_every=2, callbacks=list(callbacks))
         means = fit(objective, model, objective.param_groups(1e-3, 1e-2, 0.0, 0.5), data, spec, Runtime(torch.device("cpu")))
         return objective, means
 

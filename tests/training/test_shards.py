@@ -14,7 +14,7 @@ from training.build import load_model
 from training.checkpoint import CheckpointError
 from training.config import ConfigError, load_config
 from training.data import DatasetError, build_datasets
-from training.data.shards import convert, expand_urls, main as shards_main
+from training.data.shards import expand_urls, main as shards_main
 from training.models import create_model
 from training.pipeline import run
 
