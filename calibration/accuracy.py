@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 import codec
-from codec.manifest import Bundle, file_sha256, task_mask_from_logits
+from codec.bundle import Bundle, file_sha256
+from codec.manifest import task_mask_from_logits
 
 SERVER_BATCH = 32
 _EPS = 1e-9  # accuracy differences are ratios of counts; ignore float rounding at the threshold
@@ -148,7 +149,7 @@ def run_check(
     """Float vs int8 on ``samples`` held-out images (all of ``split`` by default); returns the
     ``int8_check.json`` body and writes it into ``artifacts``."""
     from codec.files import atomic_write_json
-    from codec.manifest import BundleError
+    from codec.bundle import BundleError
     from export.calibration_set import CalibrationSourceError, data_config, load_split, select_samples
     from runtime_edge.client import EdgeRuntime
     from runtime_edge.models import EdgeRuntimeError

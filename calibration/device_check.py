@@ -17,7 +17,7 @@ from pathlib import Path
 
 from calibration.device import MIRROR, DeviceCheckError, device_check, format_report, write_heldout
 from codec.files import atomic_write_json
-from codec.manifest import BundleError
+from codec.bundle import BundleError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from codec.manifest import BundleError, file_sha256, load_bundle
+from codec.bundle import BundleError, file_sha256, load_bundle
 from codec.files import atomic_write_json
 from mantis_demo import report as report_mod
 from mantis_demo import wire_benchmark

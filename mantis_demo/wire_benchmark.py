@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 
 from codec.files import atomic_write_json
-from codec.manifest import BundleError, load_bundle
+from codec.bundle import BundleError, load_bundle
 from mantis_demo.baselines import compress
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.preprocess import ImageError, load_image

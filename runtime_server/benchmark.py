@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from codec.manifest import BundleError, read_manifest
+from codec.bundle import BundleError, read_manifest
 from codec.files import atomic_write_json
 from runtime_server.backends import BACKENDS
 from runtime_server.loadgen import read_bitstreams, run_configs, synthetic_bitstreams

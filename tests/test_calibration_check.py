@@ -17,7 +17,7 @@ from calibration.accuracy import CheckError, PathOutputs, compare, run_check, ta
 from calibration.check import main as check_main
 from export.calibration_set import CalibrationSourceError, balanced_order, select_samples
 from export.quantize import OBSERVERS, pt2e_quantizer, quantize_onnx, quantize_pt2e
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 
 
 class _Net(nn.Module):

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 import codec
-from codec.manifest import MANIFEST_NAME, BundleError, Manifest, load_bundle, path_sha256
+from codec.bundle import BundleError, load_bundle, path_sha256
+from codec.manifest import MANIFEST_NAME, Manifest
 from tests.test_manifest import _manifest as _manifest_doc
 from export import exporter
 from export.bundle_writer import check_destination, finalize
