@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from calibration.accuracy import CheckError, PathOutputs, compare, run_check
+from calibration.int8_accuracy import CheckError, PathOutputs, compare, run_check
 from calibration.check import main as check_main
 from export.calibration_set import CalibrationSourceError, balanced_order, select_samples
 from export.quantize import OBSERVERS, pt2e_quantizer, quantize_onnx, quantize_pt2e
@@ -188,7 +188,7 @@ def test_check_errors(executorch_bundle: Path, tiny_checkpoint: Path, tmp_path: 
 
 
 def test_layer_sensitivity_rows(tiny_checkpoint: Path) -> None:
-    from calibration.layers import format_sensitivity, layer_sensitivity, quantizable_layers
+    from calibration.layer_sensitivity import format_sensitivity, layer_sensitivity, quantizable_layers
     from training.build import load_model
 
     model, _ = load_model(tiny_checkpoint, stage="stage2")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from calibration.accuracy import PathOutputs
+from calibration.int8_accuracy import PathOutputs
 from training.data.common import TaskSpec
 from training.evaluate import _Tally
 from training.metrics import mean_task_accuracy, task_accuracy

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-from calibration.accuracy import compare, eager_bitstreams, serve_bitstreams
+from calibration.int8_accuracy import compare, eager_bitstreams, serve_bitstreams
 from export.calibration_set import data_config, load_split, select_samples
 from export.exporter import load_source
 from export.quantize import quantize_pt2e
