@@ -209,8 +209,8 @@ class SplitModel(CompressionModel):
     """Client, bottleneck and server half, following CompressAI's forward/compress/decompress contract.
 
     ``forward`` is the training path (likelihoods of the noisy latent, server outputs); ``compress`` returns
-    the rANS payload of every image plus the tasks its detector found active (``active_tasks``); ``decompress`` runs the server
-    half on decoded latents.
+    the rANS payload of every image plus the tasks its detector found active (``active_tasks``);
+    ``decompress`` runs the server half on decoded latents.
 
     ``decoder_quantization`` says what the server half sees in training mode: ``"noise"`` (the noisy latent,
     CompressAI's default) or ``"ste"`` (the latent rounded around the medians, gradients passed straight
