@@ -265,7 +265,7 @@ def device_check(
     """Compare every bundle whose edge runtime a device runs without torch (:data:`FORMATS`) on ``images``, the
     device's packages installed with ``pins``; returns the results and the seconds the sysroot took (built or reused)."""
     from export.edge_wheel import build_wheel
-    from codec.manifest import load_bundle
+    from codec.bundle import load_bundle
     from runtime_server.process import ServerProcess
 
     runtimes = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.aarch64 import MIRROR, DeviceCheckError, device_check, format_report, write_heldout
 from benchmarks.results import Headline, Table, add_results_arguments, write_results
-from codec.manifest import BundleError
+from codec.bundle import BundleError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

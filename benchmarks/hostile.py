@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from codec import format as fmt
-from codec.manifest import BundleError, load_bundle
+from codec.bundle import BundleError, load_bundle
 from codec.tables import EntropyTables
 from codec.wire import BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, pack_bytes
 from benchmarks.results import Headline, Table, add_results_arguments, write_results
@@ -102,7 +102,7 @@ def claimed_shape_bitstream(tables: EntropyTables, shape: tuple[int, int, int], 
 def largest_shape(channels: int) -> tuple[int, int, int]:
     """The largest latent of ``channels`` channels the format allows (``C*H*W <= MAX_SYMBOLS``)."""
     side = int((fmt.MAX_SYMBOLS // channels) ** 0.5)
-    return channels, min(side, fmt.MAX_DIM), min(side, fmt.MAX_DIM)
+    return channels, min(side, fmt.MAX_LATENT_DIM), min(side, fmt.MAX_LATENT_DIM)
 
 
 # ---- clients ----------------------------------------------------------------------------------------------

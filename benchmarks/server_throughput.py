@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from codec.manifest import BundleError, read_manifest
+from codec.bundle import BundleError, read_manifest
 from benchmarks.results import Headline, Table, add_results_arguments, write_results
 from runtime_server.backends import BACKENDS
 from benchmarks.loadgen import read_bitstreams, run_configs, synthetic_bitstreams

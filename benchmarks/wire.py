@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 
 
 from benchmarks.results import Headline, Table, add_results_arguments, write_results
-from codec.manifest import BundleError, load_bundle
+from codec.bundle import BundleError, load_bundle
 from benchmarks.image_codecs import compress
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.preprocess import ImageError, load_image

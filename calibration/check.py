@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from calibration.accuracy import CheckError, format_table, run_check
+from calibration.int8_accuracy import CheckError, format_table, run_check
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

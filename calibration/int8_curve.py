@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from calibration.accuracy import CheckError, run_check
+from calibration.int8_accuracy import CheckError, run_check
 from codec.files import atomic_write_json
 from export.errors import ExportError
 from export.exporter import ExportOptions, export_bundle

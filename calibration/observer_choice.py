@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from calibration.accuracy import run_check
+from calibration.int8_accuracy import run_check
 from codec.files import atomic_write_json
 from export.exporter import ExportOptions, export_bundle
 

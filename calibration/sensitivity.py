@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from export.calibration_set import CalibrationSourceError
-from calibration.layers import format_sensitivity, layer_sensitivity
+from calibration.layer_sensitivity import format_sensitivity, layer_sensitivity
 from export.quantize import OBSERVERS
 from codec.files import atomic_write_json
 from export.errors import ExportError

@@ -20,7 +20,7 @@ from codec.errors import (
     TruncatedError,
     UnsupportedVersionError,
 )
-from codec.format import FORMAT_VERSION, HEADER_SIZE, MAX_SYMBOLS, MAX_TASKS, SYMBOL_LIMIT, Header, read_header
+from codec.format import FORMAT_VERSION, HEADER_SIZE, MAX_SYMBOLS, MAX_MASK_TASKS, SYMBOL_LIMIT, Header, read_header
 from codec.latent import decode_latent, dequantize, encode_latent, quantize
 from codec.rans import available_backends, get_backend
 from codec.tables import EntropyTables
@@ -40,7 +40,7 @@ __all__ = [
     "FORMAT_VERSION",
     "HEADER_SIZE",
     "MAX_SYMBOLS",
-    "MAX_TASKS",
+    "MAX_MASK_TASKS",
     "SYMBOL_LIMIT",
     "Header",
     "read_header",

@@ -37,8 +37,8 @@ TABLE_ID_SIZE = 2
 PRECISION = 16
 """CDF precision in bits: every CDF ends at ``1 << PRECISION``."""
 
-MAX_DIM = 1 << 10
-"""Largest C, H and W a header can carry (10 bits each, stored minus one)."""
+MAX_LATENT_DIM = 1 << 10
+"""Largest latent C, H and W a header can carry (10 bits each, stored minus one)."""
 MAX_SYMBOLS = 1 << 20
 """Largest C*H*W a bitstream may announce; decoding never allocates for more."""
 MAX_PAYLOAD_BYTES = (1 << 18) - 1
@@ -47,7 +47,8 @@ MIN_PAYLOAD_BYTES = 5
 """Every payload holds at least the flushed rANS state, in 5 to 8 bytes (``codec.rans.pack_state``)."""
 SYMBOL_LIMIT = 1 << 24
 """Symbols must lie in ``[-SYMBOL_LIMIT, SYMBOL_LIMIT]``."""
-MAX_TASKS = 8
+MAX_MASK_TASKS = 8
+"""Tasks a bitstream's task mask can name: one bit each in the 8-bit field (tasks 0..7)."""
 
 _DIM_BITS = 10
 _LENGTH_SHIFT = 3 * _DIM_BITS
@@ -69,8 +70,8 @@ def check_task_mask(task_mask: int) -> int:
     if isinstance(task_mask, bool) or not hasattr(task_mask, "__index__"):
         raise TaskMaskError(f"task mask must be an integer, got {type(task_mask).__name__}")
     mask = int(task_mask.__index__())
-    if not 0 <= mask < (1 << MAX_TASKS):
-        raise TaskMaskError(f"task mask {mask} outside 0..{(1 << MAX_TASKS) - 1} (at most {MAX_TASKS} tasks)")
+    if not 0 <= mask < (1 << MAX_MASK_TASKS):
+        raise TaskMaskError(f"task mask {mask} outside 0..{(1 << MAX_MASK_TASKS) - 1} (at most {MAX_MASK_TASKS} tasks)")
     return mask
 
 
@@ -82,8 +83,8 @@ def check_shape(shape: tuple[int, int, int], num_channels: int) -> tuple[int, in
     if c != num_channels:
         raise ShapeError(f"latent has {c} channels, the entropy tables have {num_channels}")
     for name, v in (("C", c), ("H", h), ("W", w)):
-        if not 1 <= v <= MAX_DIM:
-            raise ShapeError(f"latent {name}={v} outside 1..{MAX_DIM} (shape {(c, h, w)})")
+        if not 1 <= v <= MAX_LATENT_DIM:
+            raise ShapeError(f"latent {name}={v} outside 1..{MAX_LATENT_DIM} (shape {(c, h, w)})")
     if c * h * w > MAX_SYMBOLS:
         raise ShapeError(f"latent shape {(c, h, w)} has {c * h * w} symbols, more than the limit {MAX_SYMBOLS}")
     return c, h, w

@@ -1,11 +1,11 @@
 """The bundle manifest: one typed schema, written by the export and read by both runtimes (``codec/MANIFEST.md``).
 
-A bundle directory holds ``manifest.json``, ``tables.safetensors`` (the codec's entropy tables), the edge
-client (``edge.pte``, ``edge.onnx`` or ``edge.mlpackage/``) and the server half (``server.onnx``,
-``server.pt2`` and, where TensorRT exists, ``server.plan``)::
+This module is what ``manifest.json`` holds: its dataclasses, their strict JSON reading (``from_dict``),
+writing (``to_dict``) and cross-field checks, and the task-mask rule it names. Reading a bundle directory
+(the manifest file, file hashes, entropy tables) is :mod:`codec.bundle`::
 
-    export/split.py ── Manifest.to_dict() ──► manifest.json ──► Manifest.from_dict() ──► load_bundle() ──► Bundle
-                                                                 (every key and value     (file hashes,      (runtimes)
+    export/split.py ── Manifest.to_dict() ──► manifest.json ──► Manifest.from_dict() ──► codec.bundle.load_bundle() ──► Bundle
+                                                                 (every key and value     (file hashes,                   (runtimes)
                                                                   checked, unknown ones    entropy tables)
                                                                   refused)
 
@@ -17,22 +17,18 @@ numpy: a device reading a bundle needs neither torch nor the training code.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from codec.format import FORMAT_VERSION
-from codec.tables import EntropyTables
+from codec.format import MAX_MASK_TASKS
 from codec.wire import logits_output
 
 BUNDLE_FORMAT = "mantis-bundle/1"
 MANIFEST_NAME = "manifest.json"
-TABLES_FILE = "tables.safetensors"
+"""The manifest's file name in a bundle directory."""
 
 COLORS = ("RGB",)
 VALUE_RANGES = ((0.0, 1.0),)
@@ -46,18 +42,15 @@ EDGE_OUTPUTS = ("latent", "task_logits")
 SERVER_INPUT = "latent"
 DETECT_OUTPUT = "detect_logits"
 """The server half's extra output when it detects tasks itself: ``(batch, n)``, one logit per server-detected task."""
-MAX_TASKS = 32
-_CHUNK = 1 << 20
+MAX_MODEL_TASKS = 32
+"""Tasks one model may have: the edge-detected ones (at most :data:`codec.format.MAX_MASK_TASKS`, what a
+bitstream's task mask can name) plus the ones its server half detects itself (``server_detected_tasks``)."""
 
 T = TypeVar("T")
 
 
 class ManifestError(ValueError):
     """A manifest value is missing, of the wrong type, or unsupported; the message names the key."""
-
-
-class BundleError(ValueError):
-    """A bundle is missing, incomplete, corrupted, or was written in a format this code does not read."""
 
 
 class _Fields:
@@ -435,8 +428,8 @@ class Manifest:
     def validate(self, where: str = MANIFEST_NAME) -> None:
         """Cross-field checks: tasks, file entries inside the bundle, referenced files listed, names of
         the server half's tensors as the wire contract names them."""
-        if not 1 <= len(self.tasks) <= MAX_TASKS or len(set(self.task_names)) != len(self.tasks):
-            raise ManifestError(f"{where}.tasks: expected 1..{MAX_TASKS} tasks with distinct names, got {self.task_names}")
+        if not 1 <= len(self.tasks) <= MAX_MODEL_TASKS or len(set(self.task_names)) != len(self.tasks):
+            raise ManifestError(f"{where}.tasks: expected 1..{MAX_MODEL_TASKS} tasks with distinct names, got {self.task_names}")
         for name in self.files:
             p = Path(name)
             if p.is_absolute() or ".." in p.parts or not name:
@@ -449,6 +442,9 @@ class Manifest:
         detected = list(self.server_detected_tasks)
         if not all(isinstance(t, str) for t in detected) or len(detected) >= len(self.tasks) or detected != self.task_names[len(self.tasks) - len(detected):]:
             raise ManifestError(f"{where}.server_detected_tasks: must name the last tasks of {self.task_names} (and leave the edge at least one), got {detected}")
+        if self.edge_tasks > MAX_MASK_TASKS:
+            raise ManifestError(f"{where}.tasks: {self.edge_tasks} tasks are detected on the edge, a bitstream's task mask names at most "
+                                f"{MAX_MASK_TASKS} (the server half may detect the others: 'server_detected_tasks')")
         onnx = self.server["onnx"]
         if onnx.outputs and [s.name for s in onnx.outputs] != self.server_outputs:
             raise ManifestError(f"{where}.server.onnx.outputs: expected {self.server_outputs}, got {[s.name for s in onnx.outputs]}")
@@ -486,129 +482,9 @@ def task_mask_from_logits(task_logits: np.ndarray) -> int:
     """Bit ``t`` set when task ``t`` is active, by the ``positive-else-argmax`` rule: every task whose
     logit is above 0, else the argmax."""
     logits = np.asarray(task_logits, dtype=np.float64).reshape(-1)
-    if logits.size == 0 or logits.size > MAX_TASKS or not np.all(np.isfinite(logits)):
-        raise ValueError(f"task logits must be 1..{MAX_TASKS} finite values, got {logits.size} values: {logits!r}")
+    if logits.size == 0 or logits.size > MAX_MASK_TASKS or not np.all(np.isfinite(logits)):
+        raise ValueError(f"task logits must be 1..{MAX_MASK_TASKS} finite values, got {logits.size} values: {logits!r}")
     active = np.flatnonzero(logits > 0)
     if active.size == 0:
         active = np.array([int(np.argmax(logits))])
     return int(sum(1 << int(t) for t in active))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of one file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def tree_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 over a directory: for every file (sorted by relative POSIX path), its path, a NUL byte,
-    and the raw SHA-256 of its contents. Empty directories do not contribute."""
-    root = Path(path)
-    h = hashlib.sha256()
-    for f in sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix()):
-        h.update(f.relative_to(root).as_posix().encode("utf-8") + b"\0")
-        h.update(bytes.fromhex(file_sha256(f)))
-    return h.hexdigest()
-
-
-def path_sha256(path: str | os.PathLike) -> str:
-    """:func:`file_sha256` for a file, :func:`tree_sha256` for a directory."""
-    return tree_sha256(path) if Path(path).is_dir() else file_sha256(path)
-
-
-def read_manifest(root: str | os.PathLike) -> Manifest:
-    """Parse and check ``root/manifest.json`` (no hashing, no table loading); :class:`BundleError`."""
-    root = Path(root)
-    mpath = root / MANIFEST_NAME
-    if not root.is_dir():
-        raise BundleError(f"bundle {root}: no such directory")
-    if not mpath.is_file():
-        raise BundleError(f"bundle {root}: {MANIFEST_NAME} is missing (not an exported bundle?)")
-    try:
-        doc = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise BundleError(f"bundle {root}: {MANIFEST_NAME} is not valid JSON ({exc})") from None
-    try:
-        return Manifest.from_dict(doc)
-    except ManifestError as exc:
-        raise BundleError(f"bundle {root}: {exc}") from None
-
-
-def verify_files(root: str | os.PathLike, manifest: Manifest) -> None:
-    """Check that every file the manifest lists exists and has the recorded hash."""
-    root = Path(root)
-    if not manifest.files:
-        raise BundleError(f"bundle {root}: manifest 'files' lists no files")
-    for name, digest in manifest.files.items():
-        p = root / name
-        if not p.exists():
-            raise BundleError(f"bundle {root}: file {name} is missing")
-        actual = path_sha256(p)
-        if actual != digest:
-            raise BundleError(f"bundle {root}: file {name} is corrupted or was replaced (sha256 {actual}, manifest says {digest})")
-
-
-@dataclass
-class Bundle:
-    """A verified bundle: its directory, manifest and entropy tables. Build it with :func:`load_bundle`."""
-
-    root: Path
-    manifest: Manifest
-    tables: EntropyTables
-
-    @property
-    def task_names(self) -> list[str]:
-        return self.manifest.task_names
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        """``(channels, height, width)`` of one image's latent."""
-        return self.manifest.latent
-
-    def labels(self, task: str) -> list[str]:
-        return self.manifest.labels(task)
-
-    def path(self, name: str) -> Path:
-        """Absolute path of a file listed in the manifest."""
-        if name not in self.manifest.files:
-            raise BundleError(f"bundle {self.root}: {name!r} is not one of its files {sorted(self.manifest.files)}")
-        return self.root / name
-
-    @property
-    def edge_tasks(self) -> int:
-        return self.manifest.edge_tasks
-
-    def task_mask(self, task_logits: np.ndarray) -> int:
-        """Task mask for one image's detector logits, shape ``(edge_tasks,)``, by the manifest's rule."""
-        logits = np.asarray(task_logits).reshape(-1)
-        if logits.size != self.edge_tasks:
-            raise ValueError(f"expected {self.edge_tasks} task logits, got {logits.size}")
-        return task_mask_from_logits(logits)
-
-
-def load_bundle(root: str | os.PathLike, verify: bool = True) -> Bundle:
-    """Read ``root/manifest.json``, verify every file's hash, and load the entropy tables.
-
-    Raises :class:`BundleError` naming the file for a missing file, a hash mismatch, an unknown format or
-    value, a bitstream version this codec does not read, or tables whose ``table_id`` differs from the
-    manifest's.
-    """
-    root = Path(root).resolve()
-    manifest = read_manifest(root)
-    if manifest.bitstream_version != FORMAT_VERSION:
-        raise BundleError(f"bundle {root}: bitstream version {manifest.bitstream_version!r}, this codec reads version {FORMAT_VERSION}")
-    if verify:
-        verify_files(root, manifest)
-    tables_file = root / manifest.tables["file"]
-    try:
-        tables = EntropyTables.load(tables_file)
-    except (OSError, ValueError) as exc:
-        raise BundleError(f"bundle {root}: cannot load entropy tables {tables_file.name} ({exc})") from None
-    if tables.table_id.hex() != manifest.tables["table_id"]:
-        raise BundleError(f"bundle {root}: {tables_file.name} has table_id {tables.table_id.hex()}, manifest says {manifest.tables['table_id']}")
-    if int(tables.num_channels) != manifest.latent[0]:
-        raise BundleError(f"bundle {root}: {tables_file.name} has {tables.num_channels} channels, latent has {manifest.latent[0]}")
-    return Bundle(root, manifest, tables)

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Iterator
 
 from codec.files import atomic_write_json
-from codec.manifest import MANIFEST_NAME, BundleError, Manifest, ManifestError, path_sha256, read_manifest
+from codec.bundle import BundleError, path_sha256, read_manifest
+from codec.manifest import MANIFEST_NAME, Manifest, ManifestError
 from export.errors import ExportError
 
 

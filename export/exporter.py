@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 import codec
+from codec.bundle import TABLES_FILE, file_sha256
 from codec.format import FORMAT_VERSION
 from codec.manifest import (
     DEFAULT_VERSIONS,
@@ -24,14 +25,12 @@ from codec.manifest import (
     EDGE_INPUT,
     EDGE_OUTPUTS,
     SERVER_INPUT,
-    TABLES_FILE,
     EdgeSection,
     Manifest,
     Preprocessing,
     ServerFile,
     TaskInfo,
     TensorSpec,
-    file_sha256,
 )
 from codec.wire import logits_output
 from export import bundle_writer, server as server_export, verify

@@ -3,8 +3,8 @@
 The image is first resized to the model's input size (what the server would feed the teacher anyway, so
 the baseline never pays for pixels the model does not see), compressed by Pillow with its strongest
 settings, and decoded again; the bytes are ``len()`` of the compressed file. The teacher answers every
-task for every image (it has no task detector), and a task's accuracy counts the images the task applies
-to, as in ``training.evaluate``.
+task for every image (it has no task detector); accuracy is :func:`training.metrics.task_accuracy`, as in
+``training.evaluate``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from PIL import Image
 
 from benchmarks.image_codecs import compress, decode
 from training.data import Normalizer
+from training.metrics import mean_task_accuracy, task_accuracy
 
 DEFAULT_QUALITIES = (1, 2, 3, 5, 10, 20, 30, 50, 70, 90, 95)
 """Dense at the low end, where the equal-accuracy comparison usually lands."""
@@ -28,21 +29,6 @@ def _timed_decode(data: bytes) -> tuple[Image.Image, float]:
     start = time.perf_counter()
     img = decode(data)
     return img, (time.perf_counter() - start) * 1000.0
-
-
-def task_accuracy(predictions: np.ndarray, labels: np.ndarray, active: np.ndarray, task_names: Sequence[str]) -> dict[str, float]:
-    """Per task: share of the images the task applies to (label >= 0) where it is active and top-1 is right.
-
-    ``predictions`` and ``labels`` are ``(N, T)`` label indices, ``active`` ``(N, T)`` booleans.
-    """
-    out = {}
-    for t, name in enumerate(task_names):
-        relevant = labels[:, t] >= 0
-        if not relevant.any():
-            raise ValueError(f"no held-out image shows task {name!r}; cannot measure its accuracy")
-        hits = relevant & active[:, t] & (predictions[:, t] == labels[:, t])
-        out[name] = float(hits.sum() / relevant.sum())
-    return out
 
 
 class TeacherClassifier:
@@ -108,7 +94,7 @@ def codec_curve(
             "quality": int(q),
             "bytes_per_image": float(np.mean([len(c.data) for c in coded])),
             "task_accuracy": acc,
-            "mean_task_accuracy": float(np.mean(list(acc.values()))),
+            "mean_task_accuracy": mean_task_accuracy(acc),
             "encode_ms": float(np.median([r + c.encode_ms for r, c in zip(resize_ms, coded)])),
             "decode_ms": float(np.median(decode_ms)),
         }

@@ -24,16 +24,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from codec.manifest import BundleError, file_sha256, load_bundle
+from codec.bundle import BundleError, file_sha256, load_bundle
 from codec.files import atomic_write_json
 from mantis_demo import report as report_mod
 from benchmarks import wire as wire_benchmark
-from mantis_demo.baselines import DEFAULT_QUALITIES, TeacherClassifier, codec_curve, task_accuracy
+from mantis_demo.baselines import DEFAULT_QUALITIES, TeacherClassifier, codec_curve
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.preprocess import load_image
 from runtime_edge.predict import request_predictions
 from runtime_edge.transport import KServeClient
 from runtime_server.process import ServerProcess
+from training.metrics import mean_task_accuracy, task_accuracy
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "training" / "configs" / "demo.yaml"
@@ -207,7 +208,7 @@ def run_edge(bundle_dir: Path, held: HeldOut, opts: DemoOptions, log: Callable[[
     acc = task_accuracy(preds, held.labels, active, held.task_names)
     return {
         "task_accuracy": acc,
-        "mean_task_accuracy": float(np.mean(list(acc.values()))),
+        "mean_task_accuracy": mean_task_accuracy(acc),
         "bytes_per_image": float(np.mean(nbytes)),
         "bytes": {"min": int(np.min(nbytes)), "max": int(np.max(nbytes)), "p50": float(np.median(nbytes)), "total": int(np.sum(nbytes))},
         "task_detection_accuracy": float(np.mean(np.all(active == truth, axis=1))),
@@ -230,7 +231,7 @@ def run_baselines(teacher_path: Path, held: HeldOut, qualities: Sequence[int], l
     out: dict[str, Any] = {
         "teacher": {
             "task_accuracy": lossless,
-            "mean_task_accuracy": float(np.mean(list(lossless.values()))),
+            "mean_task_accuracy": mean_task_accuracy(lossless),
             "bytes_per_image": float(np.mean([p.stat().st_size for p in held.paths])),
             "input": "lossless PNG",
         }

@@ -1,6 +1,6 @@
 """The device side: image -> preprocessing -> edge client -> quantize -> rANS -> bitstream.
 
-``EdgeRuntime(artifacts_dir)`` reads an exported bundle (:func:`codec.manifest.load_bundle`: manifest,
+``EdgeRuntime(artifacts_dir)`` reads an exported bundle (:func:`codec.bundle.load_bundle`: manifest,
 file hashes, entropy tables) and loads its edge client on the runtime the manifest names
 (:mod:`runtime_edge.models`)::
 
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 import codec
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 from runtime_edge.models import EdgeModel, EdgeRuntimeError, load_edge_model
 from runtime_edge.preprocess import DEFAULT_MAX_PIXELS, load_image, preprocess
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from codec.files import atomic_write_bytes
-from codec.manifest import BundleError
+from codec.bundle import BundleError
 from codec.wire import TOKEN_ENV, read_token
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.models import PTE_RUNTIMES, EdgeRuntimeError

@@ -30,7 +30,7 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 from codec.wire import AUTH_HEADER, AUTH_SCHEME, HEADER_LENGTH, ProtocolError, bearer, kind_for_status
 from runtime_server.backends import load_backend
 from runtime_server.batching import BackendError, BatcherClosedError, DynamicBatcher

@@ -17,7 +17,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from codec.manifest import Bundle
+from codec.bundle import Bundle
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 MANIFEST_SECTION = {"onnxruntime": "onnx", "torch": "torch", "tensorrt": "tensorrt"}

@@ -30,7 +30,7 @@ import numpy as np
 import codec
 from codec.errors import CodecError
 from codec.format import TABLE_ID_SIZE
-from codec.manifest import Bundle
+from codec.bundle import Bundle
 from codec.wire import (
     ACTIVE_TASKS_OUTPUT,
     BITSTREAM_INPUT,

@@ -96,8 +96,8 @@ def _check_dict(value: Any, what: str) -> dict[str, Any]:
 
 MAX_RANK = 8
 """Most dimensions an input shape may have."""
-MAX_DIM = (1 << 63) - 1
-"""Largest dimension (KServe shapes are int64)."""
+MAX_TENSOR_DIM = (1 << 63) - 1
+"""Largest dimension of a request tensor's shape (KServe shapes are int64)."""
 JSON_BASE_TOKENS = 1024
 """Structural characters (``,`` ``:`` ``[`` ``{``) a JSON header may hold besides ``JSON_TOKENS_PER_ELEMENT``
 per allowed element: enough for ids, parameters and a requested output per tensor of a large model."""
@@ -111,7 +111,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 def _shape(value: Any, name: str) -> tuple[list[int], int]:
     """The shape and its element count (exact: Python integers never overflow)."""
-    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in value):
+    if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_TENSOR_DIM for d in value):
         raise ProtocolError(f"input {_short(name)}: 'shape' must be a list of non-negative integers (below 2^63), got {_short(value)}")
     if len(value) > MAX_RANK:
         raise ProtocolError(f"input {_short(name)}: 'shape' has {len(value)} dimensions, at most {MAX_RANK} are allowed")
@@ -168,7 +168,7 @@ def _load_header(head: bytes | memoryview, max_elements: int | None) -> dict[str
         total = 0
         for raw in raw_inputs:
             shape = raw.get("shape") if isinstance(raw, dict) else None
-            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in shape):
+            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_TENSOR_DIM for d in shape):
                 continue  # refused with its reason when the input is parsed
             count = 1
             for d in shape[: MAX_RANK + 1]:

@@ -21,7 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
-from codec.manifest import BundleError
+from codec.bundle import BundleError
 from codec.wire import TOKEN_ENV, read_token
 from runtime_server.app import STATE, ServerConfig, create_app, serve
 from runtime_server.backends import BACKENDS, BackendUnavailableError

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -26,8 +27,9 @@ from training.tables import tables_from_bottleneck
 import codec
 from codec.rans import FLUSH_FIXED_BYTES
 from training.data.common import TaskSpec
+from training.metrics import mean_task_accuracy, task_accuracy
 from training.models.added_tasks import AddedTaskServer
-from training.models.mantis import SplitModel, TaskServer, task_mask_from_logits
+from training.models.mantis import SplitModel, TaskServer, active_tasks_from_logits
 
 
 class LatentCoder:
@@ -61,8 +63,9 @@ def _estimated_bits(model: SplitModel, y: torch.Tensor) -> torch.Tensor:
 class _Tally:
     def __init__(self, tasks: Sequence[TaskSpec]) -> None:
         self.tasks = tasks
-        self.correct = torch.zeros(len(tasks))
-        self.relevant = torch.zeros(len(tasks))
+        self.predictions: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+        self.active: list[np.ndarray] = []
         self.detected = 0
         self.images = 0
         self.values: dict[str, float] = {}
@@ -72,14 +75,15 @@ class _Tally:
         self.values[name] = self.values.get(name, 0.0) + value
 
     def classify(self, logits: Sequence[torch.Tensor], labels: torch.Tensor, active: torch.Tensor) -> None:
-        for t, task_logits in enumerate(logits):
-            rel = labels[:, t] >= 0
-            hit = rel & active[:, t] & (task_logits.argmax(1).cpu() == labels[:, t])
-            self.correct[t] += hit.sum()
-            self.relevant[t] += rel.sum()
+        self.predictions.append(torch.stack([task_logits.argmax(1).cpu() for task_logits in logits], dim=1).numpy())
+        self.labels.append(labels.cpu().numpy())
+        self.active.append(active.cpu().numpy())
 
     def accuracy(self) -> dict[str, float]:
-        return {task.name: float(self.correct[t] / self.relevant[t]) if self.relevant[t] else float("nan") for t, task in enumerate(self.tasks)}
+        """:func:`training.metrics.task_accuracy` over every image classified so far."""
+        empty = np.zeros((0, len(self.tasks)), dtype=np.int64)
+        return task_accuracy(*(np.concatenate(parts) if parts else empty for parts in (self.predictions, self.labels, self.active)),
+                             [task.name for task in self.tasks])
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -101,8 +105,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of a Stage 1 or Stage 2 model on held-out data, after a real encode -> decode round trip.
 
-    Stage 2: ``task_accuracy`` (per task, over the images the task applies to; a task missing from the
-    decoded mask counts as wrong), ``mean_task_accuracy``, ``task_detection_accuracy`` (share of images
+    Stage 2: ``task_accuracy`` (:func:`training.metrics.task_accuracy`: per task, over the images the task
+    applies to; a task missing from the decoded mask counts as wrong; a task no image shows is left out),
+    ``mean_task_accuracy``, ``task_detection_accuracy`` (share of images
     whose detected task set equals the true one), bytes. ``oracle=True`` feeds the true task vector to
     FiLM and sends the true mask (the Oracle ablation). For a model with server-detected tasks (an
     ``AddedTaskServer``) the mask is the decoded edge mask followed by the server detector's decisions.
@@ -124,7 +129,7 @@ def evaluate(
         x, task_vector = x.to(device), task_vector.to(device)
         h, w = x.shape[-2:]
         y, task_logits = model.client(x, task_vector if oracle else None)
-        masks = task_vector.bool() if oracle else task_mask_from_logits(task_logits)
+        masks = task_vector.bool() if oracle else active_tasks_from_logits(task_logits)
         y_hat, dec_masks, lengths = coder.roundtrip(y, masks)
         y_hat = y_hat.to(device)
         if server_detects:
@@ -147,7 +152,7 @@ def evaluate(
     estimated = tally.values.get("estimated_bytes", 0.0) / n
     metrics: dict[str, Any] = {
         "task_accuracy": acc,
-        "mean_task_accuracy": sum(acc.values()) / len(acc),
+        "mean_task_accuracy": mean_task_accuracy(acc),
         "bytes_per_image": bytes_per_image,
         "header_bytes_per_image": float(coder.header_bytes),
         "payload_bytes_per_image": bytes_per_image - coder.header_bytes,
@@ -173,4 +178,4 @@ def evaluate_teacher(teacher: nn.Module, loader: DataLoader, tasks: Sequence[Tas
         logits = teacher(x.to(device))
         tally.classify(logits, labels, torch.ones(labels.shape, dtype=torch.bool))
     acc = tally.accuracy()
-    return {"task_accuracy": acc, "mean_task_accuracy": sum(acc.values()) / len(acc)}
+    return {"task_accuracy": acc, "mean_task_accuracy": mean_task_accuracy(acc)}

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import codec
-from codec.manifest import file_sha256
+from codec.bundle import file_sha256
 from codec.files import atomic_write_json
 from training.build import load_model
 from training.checkpoint import save_checkpoint

@@ -1,5 +1,5 @@
 """The Android app's plain-Java core (android_demo/core) on the JVM: wire constants against codec/wire.json,
-preprocessing against runtime_edge.preprocess, manifest and bundle checks against codec/manifest.py, the
+preprocessing against runtime_edge.preprocess, manifest and bundle checks against codec/manifest.py and codec/bundle.py, the
 KServe client end to end against a real serve.py on loopback, and every server error it must explain."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from PIL import Image
 
 import codec
 from codec import wire
-from codec.manifest import BundleError, Manifest, ManifestError, Preprocessing, file_sha256, load_bundle
+from codec.bundle import BundleError, file_sha256, load_bundle
+from codec.manifest import Manifest, ManifestError, Preprocessing
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.predict import request_predictions
 from runtime_edge.preprocess import load_image, preprocess
@@ -220,6 +221,7 @@ MUTATIONS: dict[str, Callable[[dict], None]] = {
     "table_id_empty": _set("tables.table_id", ""),
     "no_tasks": _set("tasks", []),
     "duplicate_tasks": lambda d: d["tasks"].append(copy.deepcopy(d["tasks"][0])),
+    "more_edge_tasks_than_a_mask_names": lambda d: d["tasks"].extend({"name": f"extra{i}", "labels": ["x", "y"]} for i in range(9 - len(d["tasks"]))),
     "duplicate_labels": lambda d: d["tasks"][0].__setitem__("labels", d["tasks"][0]["labels"][:1] * 2),
     "task_extra_key": _set("tasks.0.description", "x"),
     "file_outside": lambda d: d["files"].__setitem__("../escape", "00"),

@@ -111,7 +111,7 @@ def test_proxy_counts_every_byte_each_way() -> None:
 
 def test_tiny_wire_accounting_run(onnx_bundle) -> None:
     """Three real bitstreams and two non-bitstream files over every transport of a real server."""
-    from codec.manifest import load_bundle
+    from codec.bundle import load_bundle
     from runtime_server.app import BackgroundServer, ServerConfig
     from runtime_server.grpc_server import GrpcFrontend
     from benchmarks.loadgen import synthetic_bitstreams

@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from calibration.accuracy import CheckError, PathOutputs, compare, run_check, task_accuracy
+from calibration.int8_accuracy import CheckError, PathOutputs, compare, run_check
 from calibration.check import main as check_main
 from export.calibration_set import CalibrationSourceError, balanced_order, select_samples
 from export.quantize import OBSERVERS, pt2e_quantizer, quantize_onnx, quantize_pt2e
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 
 
 class _Net(nn.Module):
@@ -123,7 +123,7 @@ def _outputs(masks: list[int], preds: list[int], nbytes: int = 40) -> PathOutput
 def test_task_accuracy_counts_tasks_missing_from_the_mask_as_wrong() -> None:
     labels = np.array([[0, -1], [1, 2], [2, 2], [-1, 0]])
     out = _outputs(masks=[0b01, 0b10, 0b11, 0b10], preds=[0, 1, 2, 0])
-    acc = task_accuracy(out, labels, ["a", "b"])
+    acc = out.task_accuracy(labels, ["a", "b"])
     assert acc == {"a": pytest.approx(2 / 3), "b": pytest.approx(2 / 3)}
 
 
@@ -188,7 +188,7 @@ def test_check_errors(executorch_bundle: Path, tiny_checkpoint: Path, tmp_path: 
 
 
 def test_layer_sensitivity_rows(tiny_checkpoint: Path) -> None:
-    from calibration.layers import format_sensitivity, layer_sensitivity, quantizable_layers
+    from calibration.layer_sensitivity import format_sensitivity, layer_sensitivity, quantizable_layers
     from training.build import load_model
 
     model, _ = load_model(tiny_checkpoint, stage="stage2")

@@ -1,4 +1,4 @@
-"""codec/manifest.py without an export: the typed schema, its errors, the task-mask rule, tree hashes, and
+"""codec/manifest.py and codec/bundle.py without an export: the typed schema, its errors, the task-mask rule, tree hashes, and
 the edge runtime's preprocessing against the training pipeline."""
 
 from __future__ import annotations
@@ -12,18 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from codec.format import FORMAT_VERSION
-from codec.manifest import (
-    Bundle,
-    BundleError,
-    Manifest,
-    ManifestError,
-    Preprocessing,
-    load_bundle,
-    read_manifest,
-    task_mask_from_logits,
-    tree_sha256,
-)
+from codec.format import FORMAT_VERSION, MAX_MASK_TASKS
+from codec.bundle import Bundle, BundleError, load_bundle, read_manifest, tree_sha256
+from codec.manifest import MAX_MODEL_TASKS, Manifest, ManifestError, Preprocessing, task_mask_from_logits
 from runtime_edge.preprocess import preprocess
 from training.data.common import Normalizer, preprocessing_meta
 
@@ -135,6 +126,33 @@ def test_preprocess_matches_the_training_pipeline(mode: str) -> None:
 def test_checkpoint_preprocessing_is_the_bundle_schema() -> None:
     meta = preprocessing_meta((24, 32), PRE["mean"], PRE["std"])
     assert Preprocessing.from_dict(meta).to_dict() == meta == PRE
+
+
+def _tasks_manifest(n: int, server_detected: int = 0) -> dict:
+    """:func:`_manifest` with ``n`` tasks, the last ``server_detected`` of them detected by the server half."""
+    names = [f"t{i}" for i in range(n)]
+    doc = _manifest(tasks=[{"name": t, "labels": ["x", "y"]} for t in names])
+    outputs = [{"name": f"logits_{t}", "dtype": "float32", "shape": ["batch", 2]} for t in names]
+    if server_detected:
+        doc["server_detected_tasks"] = names[n - server_detected:]
+        outputs.append({"name": "detect_logits", "dtype": "float32", "shape": ["batch", server_detected]})
+    doc["server"]["onnx"]["outputs"] = outputs
+    return doc
+
+
+def test_manifest_refuses_more_edge_tasks_than_a_task_mask_names() -> None:
+    """The bitstream's task mask names MAX_MASK_TASKS tasks; tasks beyond them must be server-detected."""
+    assert Manifest.from_dict(_tasks_manifest(MAX_MASK_TASKS)).edge_tasks == MAX_MASK_TASKS
+    with pytest.raises(ManifestError, match=rf"tasks: {MAX_MASK_TASKS + 1} tasks are detected on the edge, a bitstream's task mask names at most {MAX_MASK_TASKS}"):
+        Manifest.from_dict(_tasks_manifest(MAX_MASK_TASKS + 1))
+    m = Manifest.from_dict(_tasks_manifest(MAX_MASK_TASKS + 2, server_detected=2))
+    assert m.edge_tasks == MAX_MASK_TASKS and len(m.tasks) == MAX_MASK_TASKS + 2
+    with pytest.raises(ManifestError, match=rf"expected 1..{MAX_MODEL_TASKS} tasks"):
+        Manifest.from_dict(_tasks_manifest(MAX_MODEL_TASKS + 1, server_detected=MAX_MODEL_TASKS + 1 - MAX_MASK_TASKS))
+    # the rule itself never yields a mask the bitstream cannot carry
+    assert task_mask_from_logits(np.ones(MAX_MASK_TASKS)) == (1 << MAX_MASK_TASKS) - 1
+    with pytest.raises(ValueError, match=rf"1..{MAX_MASK_TASKS} finite values"):
+        task_mask_from_logits(np.ones(MAX_MASK_TASKS + 1))
 
 
 def test_task_mask_rule() -> None:

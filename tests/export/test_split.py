@@ -20,7 +20,8 @@ import pytest
 import torch
 
 import codec
-from codec.manifest import MANIFEST_NAME, BundleError, Manifest, load_bundle, path_sha256
+from codec.bundle import BundleError, load_bundle, path_sha256
+from codec.manifest import MANIFEST_NAME, Manifest
 from tests.codec.test_manifest import _manifest as _manifest_doc
 from export import exporter
 from export.bundle_writer import check_destination, finalize
@@ -297,7 +298,7 @@ def test_failed_export_leaves_old_bundle_and_no_debris(onnx_bundle: Path, tiny_c
 
 @pytest.mark.skipif(platform.system() == "Darwin", reason="checks the message shown where Core ML cannot predict")
 def test_int8_check_refuses_coreml_off_macos(coreml_bundle: Path) -> None:
-    from calibration.accuracy import CheckError, run_check
+    from calibration.int8_accuracy import CheckError, run_check
 
     with pytest.raises(CheckError, match="needs macOS"):
         run_check(coreml_bundle, samples=4)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 from export.edge_wheel import EXTRAS, build_wheel
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.models import NUMPY_RUNTIME_PIN, NUMPY_RUNTIME_PROGRAMS, EdgeRuntimeError, ExecuTorchModel, NumpyRuntimeMissing, load_pte

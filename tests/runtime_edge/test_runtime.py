@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 
 import codec
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 from runtime_edge import run as edge_cli
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.models import CoreMLModel, EdgeRuntimeError

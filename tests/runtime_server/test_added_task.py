@@ -15,7 +15,7 @@ import pytest
 import tritonclient.http as triton
 
 import codec
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 from codec.wire import HEADER_LENGTH, pack_bytes
 from export.split import main as split_main
 from runtime_edge.preprocess import preprocess

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import codec
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERROR_KIND_PARAMETER, ERRORS, ProtocolError
 from codec import kserve_grpc as pb

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 import codec
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERRORS, HEADER_LENGTH, pack_bytes
 from runtime_edge.grpc_transport import GrpcClient

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import codec
 import runtime_server.model
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERROR_KIND_PARAMETER, GRPC_SERVICE, HEADER_LENGTH, pack_bytes
 from codec import kserve_grpc as pb

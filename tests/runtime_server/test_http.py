@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 import codec
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 from runtime_edge.preprocess import preprocess
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.client_budget import ClientErrorLimits

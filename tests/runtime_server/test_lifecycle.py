@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from codec.manifest import load_bundle
+from codec.bundle import load_bundle
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.backends import BackendUnavailableError
 from benchmarks.server_throughput import main as benchmark_main

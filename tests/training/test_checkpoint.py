@@ -48,7 +48,7 @@ def test_load_model_round_trip_is_exact(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     ca, cb = original.compress(x), loaded.compress(x)
-    assert ca["strings"] == cb["strings"] and torch.equal(ca["task_mask"], cb["task_mask"])
+    assert ca["strings"] == cb["strings"] and torch.equal(ca["active_tasks"], cb["active_tasks"])
     out = loaded.decompress(cb["strings"], cb["shape"])["out"]
     assert [o.shape for o in out] == [(3, 2), (3, 3)]
 

@@ -209,8 +209,8 @@ class SplitModel(CompressionModel):
     """Client, bottleneck and server half, following CompressAI's forward/compress/decompress contract.
 
     ``forward`` is the training path (likelihoods of the noisy latent, server outputs); ``compress`` returns
-    the rANS payload of every image plus the task mask its detector produced; ``decompress`` runs the server
-    half on decoded latents.
+    the rANS payload of every image plus the tasks its detector found active (``active_tasks``);
+    ``decompress`` runs the server half on decoded latents.
 
     ``decoder_quantization`` says what the server half sees in training mode: ``"noise"`` (the noisy latent,
     CompressAI's default) or ``"ste"`` (the latent rounded around the medians, gradients passed straight
@@ -249,7 +249,7 @@ class SplitModel(CompressionModel):
     def compress(self, x: torch.Tensor, task_vector: torch.Tensor | None = None) -> dict:
         y, task_logits = self.client(x, task_vector)
         strings = self.entropy_bottleneck.compress(y)
-        return {"strings": [strings], "shape": tuple(y.shape[-2:]), "task_mask": task_mask_from_logits(task_logits), "y": y}
+        return {"strings": [strings], "shape": tuple(y.shape[-2:]), "active_tasks": active_tasks_from_logits(task_logits), "y": y}
 
     @torch.no_grad()
     def decompress(self, strings: list, shape: tuple[int, int]) -> dict:
@@ -257,8 +257,10 @@ class SplitModel(CompressionModel):
         return {"y_hat": y_hat, "out": self.server(y_hat)}
 
 
-def task_mask_from_logits(task_logits: torch.Tensor) -> torch.Tensor:
-    """Active tasks: probability above 0.5; an image with none gets its most likely task."""
+def active_tasks_from_logits(task_logits: torch.Tensor) -> torch.Tensor:
+    """``(batch, tasks)`` booleans, task ``t`` of image ``i`` active by the manifest's ``positive-else-argmax``
+    rule: logit above 0 (probability above 0.5); an image with none gets its most likely task. The bitstream's
+    integer task mask of one image is :func:`codec.manifest.task_mask_from_logits` (the same rule)."""
     mask = task_logits > 0
     top = F.one_hot(task_logits.argmax(dim=1), task_logits.shape[1]).bool()
     return torch.where(mask.any(dim=1, keepdim=True), mask, top)

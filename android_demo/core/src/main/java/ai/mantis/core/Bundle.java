@@ -22,7 +22,7 @@ import java.util.Map;
 
 /**
  * A verified bundle directory: its manifest and entropy tables. {@link #load} checks it as
- * {@code codec.manifest.load_bundle} does: the manifest strictly, the bitstream version, the SHA-256 of every
+ * {@code codec.bundle.load_bundle} does: the manifest strictly, the bitstream version, the SHA-256 of every
  * listed file (a directory as a tree hash, MANIFEST.md), and the tables' id and channel count.
  */
 public final class Bundle {

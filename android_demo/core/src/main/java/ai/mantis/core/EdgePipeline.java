@@ -73,7 +73,7 @@ public final class EdgePipeline {
      * 0, else the first argmax (as numpy's argmax picks it).
      */
     public static int taskMask(float[] logits, int tasks) throws BundleException {
-        if (logits.length != tasks || tasks < 1 || tasks > Manifest.MAX_TASKS) {
+        if (logits.length != tasks || tasks < 1 || tasks > Manifest.MAX_EDGE_TASKS) {
             throw new BundleException("expected " + tasks + " task logits, got " + logits.length);
         }
         int mask = 0;

@@ -1,5 +1,7 @@
 package ai.mantis.core;
 
+import ai.mantis.codec.Bitstream;
+
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -27,7 +29,9 @@ public final class Manifest {
     public static final List<String> EDGE_OUTPUTS = Arrays.asList("latent", "task_logits");
     public static final String SERVER_INPUT = "latent";
     public static final List<String> SERVER_FILES = Arrays.asList("onnx", "torch", "onnx_fp16", "tensorrt");
-    public static final int MAX_TASKS = 32;
+    /** Tasks a manifest may have here: this reader has no server-detected tasks, so all are the edge's, and a
+     * bitstream's task mask names at most {@link Bitstream#MAX_TASKS} (codec/manifest.py refuses the same). */
+    public static final int MAX_EDGE_TASKS = Bitstream.MAX_TASKS;
 
     public final String format;
     public final String modelName;
@@ -313,8 +317,8 @@ public final class Manifest {
 
     private void validate(String where) throws ManifestException {
         List<String> names = taskNames();
-        if (tasks.isEmpty() || tasks.size() > MAX_TASKS || new HashSet<>(names).size() != names.size()) {
-            throw new ManifestException(where + ".tasks: expected 1.." + MAX_TASKS + " tasks with distinct names, got " + repr(names));
+        if (tasks.isEmpty() || tasks.size() > MAX_EDGE_TASKS || new HashSet<>(names).size() != names.size()) {
+            throw new ManifestException(where + ".tasks: expected 1.." + MAX_EDGE_TASKS + " tasks with distinct names, got " + repr(names));
         }
         for (String name : files.keySet()) {
             if (name.isEmpty() || name.startsWith("/") || Arrays.asList(name.split("/")).contains("..")) {

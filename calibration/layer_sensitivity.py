@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-from calibration.accuracy import compare, eager_bitstreams, serve_bitstreams, task_accuracy
+from calibration.int8_accuracy import compare, eager_bitstreams, serve_bitstreams
 from export.calibration_set import data_config, load_split, select_samples
 from export.exporter import load_source
 from export.quantize import quantize_pt2e
@@ -70,7 +70,7 @@ def layer_sensitivity(
         "observer": observer,
         "split": split,
         "images": len(images),
-        "float_task_accuracy": task_accuracy(float_out, labels, task_names),
+        "float_task_accuracy": float_out.task_accuracy(labels, task_names),
         "rows": rows,
         "most_sensitive_first": ranking,
     }

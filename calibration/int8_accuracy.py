@@ -10,9 +10,9 @@ on the backend ``serve.py`` uses (``server.onnx`` on ONNX Runtime)::
     raw image ─► EdgeRuntime.encode ───────────────────────────► bitstream ─┐
     tensor    ─► eager client ─► task mask, quantize, encode ──► bitstream ─┴► decode ─► server half ─► logits
 
-A task's accuracy counts the images that show that task (label >= 0); an answer is correct when the task
-is in the image's task mask (the server only answers the tasks the bitstream names) and the argmax of the
-task's logits is the label.
+Per-task accuracy is :func:`training.metrics.task_accuracy`: over the images that show the task (label >= 0),
+an answer is correct when the task is in the image's task mask (the server only answers the tasks the
+bitstream names) and the argmax of the task's logits is the label; a task no image shows is left out.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 import codec
-from codec.manifest import Bundle, file_sha256, task_mask_from_logits
+from codec.bundle import Bundle, file_sha256
+from codec.manifest import task_mask_from_logits
+from training.metrics import task_accuracy
 
 SERVER_BATCH = 32
 _EPS = 1e-9  # accuracy differences are ratios of counts; ignore float rounding at the threshold
@@ -45,6 +47,20 @@ class PathOutputs:
     masks: np.ndarray  # (N,) int
     num_bytes: np.ndarray  # (N,) int
     logits: list[np.ndarray]  # per task (N, n_labels)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """``(N, T)`` top-1 label of every task."""
+        return np.stack([np.argmax(lg, axis=1) for lg in self.logits], axis=1)
+
+    @property
+    def active(self) -> np.ndarray:
+        """``(N, T)``: task ``t`` is in image ``i``'s task mask."""
+        return (self.masks[:, None] >> np.arange(len(self.logits))) & 1 == 1
+
+    def task_accuracy(self, labels: np.ndarray, task_names: Sequence[str]) -> dict[str, float]:
+        """:func:`training.metrics.task_accuracy` of these outputs against ``(N, T)`` labels."""
+        return task_accuracy(self.predictions, labels, self.active, task_names)
 
 
 def eager_bitstreams(client: torch.nn.Module, images: Sequence[np.ndarray], tables: Any) -> list[bytes]:
@@ -75,23 +91,10 @@ def serve_bitstreams(bitstreams: Sequence[bytes], tables: Any, server: ServerRun
     )
 
 
-def task_accuracy(out: PathOutputs, labels: np.ndarray, task_names: Sequence[str]) -> dict[str, float]:
-    """Per task: correct answers / images that show the task (see the module docstring)."""
-    acc = {}
-    for t, name in enumerate(task_names):
-        shown = labels[:, t] >= 0
-        if not shown.any():
-            continue
-        active = (out.masks[shown] >> t) & 1 == 1
-        right = np.argmax(out.logits[t][shown], axis=1) == labels[shown, t]
-        acc[name] = float(np.mean(active & right))
-    return acc
-
-
 def compare(float_out: PathOutputs, int8_out: PathOutputs, labels: np.ndarray, task_names: Sequence[str], max_drop: float) -> dict[str, Any]:
     """The ``int8_check.json`` body (accuracies as fractions, drops in percentage points)."""
-    f_acc = task_accuracy(float_out, labels, task_names)
-    i_acc = task_accuracy(int8_out, labels, task_names)
+    f_acc = float_out.task_accuracy(labels, task_names)
+    i_acc = int8_out.task_accuracy(labels, task_names)
     drops = {t: 100.0 * (f_acc[t] - i_acc[t]) for t in f_acc}
     return {
         "images": int(len(labels)),
@@ -148,7 +151,7 @@ def run_check(
     """Float vs int8 on ``samples`` held-out images (all of ``split`` by default); returns the
     ``int8_check.json`` body and writes it into ``artifacts``."""
     from codec.files import atomic_write_json
-    from codec.manifest import BundleError
+    from codec.bundle import BundleError
     from export.calibration_set import CalibrationSourceError, data_config, load_split, select_samples
     from runtime_edge.client import EdgeRuntime
     from runtime_edge.models import EdgeRuntimeError

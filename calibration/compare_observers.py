@@ -1,7 +1,7 @@
 """Which activation observer calibrates the edge client better: export one bundle per observer and run the
 accuracy-vs-int8 check on each.
 
-    uv run python calibration/compare.py --checkpoint runs/demo/stage2.safetensors --target executorch --out artifacts/observers
+    uv run python calibration/compare_observers.py --checkpoint runs/demo/stage2.safetensors --target executorch --out artifacts/observers
 
 Writes OUT/<observer>/ (a complete bundle each) and OUT/observer_comparison.json, and prints a table.
 """
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from calibration.accuracy import CheckError
+from calibration.int8_accuracy import CheckError
 from calibration.observer_choice import compare_observers, format_comparison
 from export.quantize import OBSERVERS
 from export.edge import EDGE_TARGETS
