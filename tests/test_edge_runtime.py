@@ -24,7 +24,8 @@ from runtime_edge.client import EdgeRuntime
 from runtime_edge.models import CoreMLModel, EdgeRuntimeError
 from runtime_edge.preprocess import ImageError, load_image
 from runtime_edge.predict import request_predictions
-from runtime_edge.transport import KServeClient, RetryPolicy, ServerRejectedError
+from runtime_edge.transport import RetryPolicy, ServerRejectedError
+from runtime_edge.transport.http import KServeClient
 from runtime_server.process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,12 +22,12 @@ import codec
 from codec.manifest import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERRORS, HEADER_LENGTH, pack_bytes
-from runtime_edge.grpc_transport import GrpcClient
 from runtime_edge.predict import request_predictions
 from runtime_edge.preprocess import preprocess
-from runtime_edge.stream_transport import StreamClient, frame
-from runtime_edge.transport import KServeClient, MalformedResponseError, RetryPolicy, ServerUnreachableError
-from runtime_edge.transports import RefusedError, connect
+from runtime_edge.transport import MalformedResponseError, RefusedError, RetryPolicy, ServerUnreachableError, connect
+from runtime_edge.transport.grpc import GrpcClient
+from runtime_edge.transport.http import KServeClient
+from runtime_edge.transport.stream import StreamClient, frame
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.grpc_server import GrpcFrontend
