@@ -85,6 +85,20 @@ def native_log(what: str) -> Iterator[None]:
                     log.warning("%s: %s", what, line)
 
 
+@contextlib.contextmanager
+def torch_logs_errors_only() -> Iterator[None]:
+    """torch's loggers pass errors only meanwhile. Importing the official runtime imports the whole exporter
+    (``executorch.exir``), whose import-time notices (a deprecation warning from ``torch.utils._pytree``) are about
+    exporting, not about running a program; call this after ``import torch``, which sets those loggers up."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class ExecuTorchModel:
     """``.pte`` program on the official ExecuTorch runtime (XNNPACK-delegated int8 kernels where exported so)."""
 
@@ -93,7 +107,9 @@ class ExecuTorchModel:
     def __init__(self, path: Path) -> None:
         try:
             import torch
-            from executorch.runtime import Runtime
+
+            with torch_logs_errors_only():
+                from executorch.runtime import Runtime
         except ImportError as exc:
             raise OfficialRuntimeMissing(
                 f"{path.name}: the official ExecuTorch runtime is not installed ({exc}): pip install executorch (brings torch);"

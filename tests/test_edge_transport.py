@@ -324,13 +324,14 @@ def test_stream_sends_no_close_frame_after_a_refused_handshake(status: int) -> N
         stub.close()
 
 
-def test_stream_route_pasted_as_the_url() -> None:
-    """``ws://HOST:PORT/v2/models/M/stream`` (the route codec/STREAM.md documents) reaches the same route."""
+@pytest.mark.parametrize("route", [STREAM_PATH.replace("{model}", "m"), "/v2/models/m/versions/1/stream", "/proxy" + STREAM_PATH.replace("{model}", "m")])
+def test_stream_route_pasted_as_the_url(route: str) -> None:
+    """``ws://HOST:PORT/v2/models/M/stream`` (the route codec/STREAM.md documents) reaches that route."""
     stub = _StreamStub(lambda accept: b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-    route = STREAM_PATH.replace("{model}", "m")
     try:
         client = connect(stub.url + route, label_counts=[2], retry=RetryPolicy(retries=0))
-        with pytest.raises(ValueError, match=f"{route} is model 'm'.s stream, the request is for model 'other'.*give {stub.url} "):
+        base = stub.url + route.partition("/v2/")[0]
+        with pytest.raises(ValueError, match=f"{route} is model 'm'.s stream, the request is for model 'other': give {base} "):
             client.infer("other", [b"x"])
         with pytest.raises(RefusedError):
             client.infer("m", [b"x"])

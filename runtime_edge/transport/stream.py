@@ -71,16 +71,17 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return head + mask + data.tobytes()
 
 
-_ROUTE = re.compile(re.escape(STREAM_PATH).replace(re.escape("{model}"), "([^/]+)") + "/?")
+_HEAD, _, _TAIL = STREAM_PATH.partition("{model}")
+_ROUTE = re.compile(re.escape(_HEAD) + "([^/]+)(?:/versions/[^/]+)?" + re.escape(_TAIL) + "/?$")
 
 
-def split_stream_route(path: str) -> tuple[str, str | None]:
-    """A URL path as ``(prefix, model)``: the stream's own route (``/v2/models/M/stream``, as documented and
-    pasted from ``codec/STREAM.md``) is taken off and its model returned; any other path is a prefix in front
-    of the route (a server behind a reverse proxy)."""
-    tail = _ROUTE.search(path)
-    if tail is not None and tail.end() == len(path):
-        return path[: tail.start()].rstrip("/"), tail.group(1)
+def stream_route(path: str) -> tuple[str, str | None]:
+    """A ``ws://`` URL's path as ``(prefix, model)``: when it ends in a model's stream route
+    (``/v2/models/M/stream``, as codec/STREAM.md documents it, or ``/v2/models/M/versions/V/stream``) the route is
+    used as it is and ``model`` is ``M``; any other path is a prefix put in front of the route (a server behind a
+    reverse proxy) and ``model`` is None."""
+    if (found := _ROUTE.search(path)) is not None:
+        return path.rstrip("/"), found.group(1)
     return path.rstrip("/"), None
 
 
@@ -106,7 +107,7 @@ class StreamClient:
         self.url = f"ws://{parts.netloc}"
         self._host = parts.hostname
         self._port = parts.port or 80
-        self._prefix, self.route_model = split_stream_route(parts.path)
+        self._prefix, self.route_model = stream_route(parts.path)
         self.label_counts = list(label_counts)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -138,7 +139,7 @@ class StreamClient:
 
     def _handshake(self, model: str, deadline: float) -> None:
         key = base64.b64encode(os.urandom(16)).decode()
-        path = self._prefix + STREAM_PATH.replace("{model}", model)
+        path = self._prefix if self.route_model is not None else self._prefix + STREAM_PATH.replace("{model}", model)
         lines = [f"GET {path} HTTP/1.1", f"Host: {self._host}:{self._port}", "Upgrade: websocket", "Connection: Upgrade",
                  f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
         if self.token:
@@ -219,9 +220,9 @@ class StreamClient:
         if unknown:
             raise ValueError(f"the compact stream takes no parameters but {TOP_K_PARAMETER!r}, got {sorted(unknown)}")
         if self.route_model is not None and model != self.route_model:
-            route = self.url + self._prefix + STREAM_PATH.replace("{model}", self.route_model)
-            raise ValueError(f"server URL {route} is model {self.route_model!r}'s stream, the request is for model {model!r}:"
-                             f" give {self.url}{self._prefix} (the client adds the route) or model {model!r}'s route")
+            base = self.url + self._prefix[: _ROUTE.search(self._prefix).start()]
+            raise ValueError(f"server URL {self.url}{self._prefix} is model {self.route_model!r}'s stream, the request is for model"
+                             f" {model!r}: give {base} (the client adds each model's route) or model {model!r}'s route")
         top_k = int((parameters or {}).get(TOP_K_PARAMETER, TOP_K_DEFAULT))
         request_id = next(self._ids)
         message = encode_request(request_id, bitstreams, top_k)
