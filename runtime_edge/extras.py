@@ -12,10 +12,18 @@ NUMPY_RUNTIME_PIN = "1.4.0"
 """The executorch-numpy-runtime release this code was tested with (the ``pte`` extra pins it)."""
 
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "pte": (f"executorch-numpy-runtime=={NUMPY_RUNTIME_PIN}",),  # edge.pte without torch (Python 3.12+)
-    "onnx": ("onnxruntime>=1.20",),  # edge.onnx
-    "grpc": ("grpcio>=1.81.1", "grpcio-tools>=1.81.1"),  # grpc:// servers only; http:// and ws:// need nothing
+    "pte": (f"executorch-numpy-runtime=={NUMPY_RUNTIME_PIN}",),
+    "onnx": ("onnxruntime>=1.20",),
+    "grpc": ("grpcio>=1.81.1", "grpcio-tools>=1.81.1"),
 }
+"""Each extra's requirements."""
+
+USES: dict[str, str] = {
+    "pte": "an edge.pte bundle without torch (Python 3.12+)",
+    "onnx": "an edge.onnx bundle",
+    "grpc": "grpc:// servers (http://, https:// and ws:// need no extra)",
+}
+"""What each extra is for, as ``mantis-edge --help`` says it."""
 
 
 def install_command(extra: str) -> str:

@@ -25,7 +25,7 @@ from codec.files import atomic_write_bytes
 from codec.manifest import BundleError
 from codec.wire import TOKEN_ENV, read_token
 from runtime_edge.client import EdgeRuntime
-from runtime_edge.extras import EXTRAS, install_command
+from runtime_edge.extras import EXTRAS, USES, install_command
 from runtime_edge.models import PTE_RUNTIMES, EdgeRuntimeError
 from runtime_edge.predict import request_predictions
 from runtime_edge.preprocess import DEFAULT_MAX_PIXELS, ImageError, folder_images, load_image
@@ -33,10 +33,7 @@ from runtime_edge.transport import MissingTransportError, RetryPolicy, Transport
 
 BITSTREAM_SUFFIX = ".mtb"
 
-_EXTRA_USES = {"pte": "an edge.pte bundle without torch (Python 3.12+)", "onnx": "an edge.onnx bundle", "grpc": "grpc:// servers"}
-EPILOG = "packages (extras of the mantis-edge wheel; http://, https:// and ws:// need none):\n" + "\n".join(
-    f"  {install_command(extra):32} {_EXTRA_USES[extra]}" for extra in EXTRAS
-)
+EPILOG = "packages (extras of the mantis-edge wheel):\n" + "\n".join(f"  {install_command(extra):32} {USES[extra]}" for extra in EXTRAS)
 
 
 def program_name() -> str:

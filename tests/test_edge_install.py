@@ -21,7 +21,7 @@ from export.edge_wheel import EXTRAS, build_wheel
 from runtime_edge import models
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.extras import EXTRAS as EDGE_EXTRAS
-from runtime_edge.extras import NUMPY_RUNTIME_PIN, install_command
+from runtime_edge.extras import NUMPY_RUNTIME_PIN, USES, install_command
 from runtime_edge.models import NUMPY_RUNTIME_PROGRAMS, EdgeRuntimeError, ExecuTorchModel, NumpyRuntimeMissing, load_pte
 from tests.test_edge_runtime import images  # noqa: F401  (module fixture: held-out PNG files)
 
@@ -183,3 +183,8 @@ def test_the_project_environment_runs_a_pte_bundle_quietly(executorch_bundle: Pa
                            str(images[0])], capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert "1 image," in proc.stdout
+
+
+
+def test_every_extra_says_what_it_is_for() -> None:
+    assert set(USES) == set(EDGE_EXTRAS) and all(USES.values())

@@ -23,8 +23,8 @@ from codec.wire import STREAM_PATH
 from runtime_edge import run as edge_cli
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.models import CoreMLModel, EdgeRuntimeError
-from runtime_edge.preprocess import ImageError, load_image
 from runtime_edge.predict import request_predictions
+from runtime_edge.preprocess import ImageError, load_image
 from runtime_edge.transport import RetryPolicy, ServerRejectedError
 from runtime_edge.transport.http import KServeClient
 from runtime_server.process import ServerProcess
