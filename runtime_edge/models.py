@@ -39,7 +39,6 @@ is installed and loads the program, else official, logged)."""
 NUMPY_RUNTIME_PYTHON = (3, 12)
 """The oldest Python executorch-numpy-runtime has wheels for (cp312 abi3)."""
 
-
 NUMPY_RUNTIME_PROGRAMS = ("1.5.1",)
 """executorch releases whose ``.pte`` programs that release loaded and ran bit-identically to the official runtime
 (it is built on ExecuTorch 1.3.1; ``tests/test_edge_install.py`` checks it on every run)."""
