@@ -31,7 +31,7 @@ from typing import Sequence
 from codec.files import atomic_write_bytes, atomic_write_json
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.run import save_bitstreams, send_images
-from runtime_edge.transport import KServeClient
+from runtime_edge.transport.http import KServeClient
 
 SUITE = "trixie"
 """Debian suite of the sysroot: its python3.13 runs the cp312+ (abi3) wheel of executorch-numpy-runtime."""

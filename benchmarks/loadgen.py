@@ -195,7 +195,7 @@ async def _drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], c
     import grpc
 
     from codec import kserve_grpc as pb
-    from runtime_edge.grpc_transport import build_request
+    from runtime_edge.transport.grpc import build_request
 
     method = pb.METHODS["ModelStreamInfer"]
     counter = iter(range(requests))

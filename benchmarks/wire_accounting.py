@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from codec.wire import LABEL_INDEX_OUTPUT
-from runtime_edge.grpc_transport import GrpcClient
-from runtime_edge.transport import TransportError
-from runtime_edge.transports import Transport, connect
+from runtime_edge.transport import Transport, TransportError, connect
+from runtime_edge.transport.grpc import GrpcClient
 from runtime_server.process import LOOPBACK
 
 BUFFER = 65536

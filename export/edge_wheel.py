@@ -4,8 +4,9 @@
     pip install "dist/mantis_edge-0.1.0-py3-none-any.whl[pte]"    # .pte on executorch-numpy-runtime (Python 3.12+)
     pip install "dist/mantis_edge-0.1.0-py3-none-any.whl[onnx]"   # .onnx on ONNX Runtime
 
-It requires numpy and Pillow; the extras ``pte`` and ``onnx`` add one edge backend each, ``grpc`` the gRPC transport. The wheel is written directly (it is a zip
-with a ``.dist-info``; PEP 427), byte for byte the same for the same sources, atomically.
+It requires numpy and Pillow; the extras (``runtime_edge/extras.py``) ``pte`` and ``onnx`` add one edge backend each,
+``grpc`` the gRPC transport. The wheel is written directly (it is a zip with a ``.dist-info``; PEP 427), byte for
+byte the same for the same sources, atomically.
 """
 
 from __future__ import annotations
@@ -20,18 +21,13 @@ import zipfile
 from pathlib import Path
 
 from codec.files import atomic_write_bytes
-from runtime_edge.models import NUMPY_RUNTIME_PIN
+from runtime_edge.extras import DISTRIBUTION as NAME
+from runtime_edge.extras import EXTRAS
 
 REPO = Path(__file__).resolve().parents[1]
-NAME = "mantis-edge"
 PACKAGES = ("codec", "runtime_edge")
 REQUIRES_PYTHON = ">=3.10"
 REQUIRES = ("numpy>=2", "pillow")
-EXTRAS = {
-    "pte": (f"executorch-numpy-runtime=={NUMPY_RUNTIME_PIN}",),
-    "onnx": ("onnxruntime>=1.20",),
-    "grpc": ("grpcio>=1.81.1", "grpcio-tools>=1.81.1"),  # grpc:// servers only; http:// and ws:// need nothing
-}
 SCRIPTS = {"mantis-edge": "runtime_edge.run:main"}
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -47,9 +43,10 @@ def wheel_files(root: Path = REPO) -> dict[str, bytes]:
     package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"].get("package-data", {})
     files: dict[str, bytes] = {}
     for pkg in PACKAGES:
-        paths = {p for pattern in ["*.py", *package_data.get(pkg, [])] for p in (root / pkg).glob(pattern) if p.is_file()}
+        paths = {p for p in (root / pkg).rglob("*.py") if p.is_file()}  # subpackages too (runtime_edge/transport/)
+        paths |= {p for pattern in package_data.get(pkg, []) for p in (root / pkg).glob(pattern) if p.is_file()}
         for path in sorted(paths):
-            files[f"{pkg}/{path.name}"] = path.read_bytes()
+            files[path.relative_to(root).as_posix()] = path.read_bytes()
     return files
 
 
@@ -98,7 +95,7 @@ def build_wheel(out_dir: Path, root: Path = REPO) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="build the mantis-edge wheel (codec + runtime_edge, extras pte and onnx)")
+    p = argparse.ArgumentParser(description=f"build the mantis-edge wheel (codec + runtime_edge, extras {', '.join(EXTRAS)})")
     p.add_argument("--out", type=Path, default=REPO / "dist", help="directory for the wheel (default dist/)")
     return p.parse_args(argv)
 

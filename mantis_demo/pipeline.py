@@ -32,7 +32,7 @@ from mantis_demo.baselines import DEFAULT_QUALITIES, TeacherClassifier, codec_cu
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.preprocess import load_image
 from runtime_edge.predict import request_predictions
-from runtime_edge.transport import KServeClient
+from runtime_edge.transport.http import KServeClient
 from runtime_server.process import ServerProcess
 from training.metrics import mean_task_accuracy, task_accuracy
 

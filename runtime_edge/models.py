@@ -6,7 +6,8 @@ ties each runtime to its file suffix, so nothing is guessed from the file name):
 
 - ``executorch``: ``edge.pte`` on ``executorch-numpy-runtime`` (numpy only, no torch) where it is installed and
   loads the program, else on the official ExecuTorch runtime (``executorch.runtime``, whose Python wheel links
-  libtorch); ``pte_runtime`` chooses (``auto``, ``numpy``, ``official``) and a fallback is logged,
+  libtorch); ``pte_runtime`` chooses (``auto``, ``numpy``, ``official``) and a fallback is logged (a warning; at
+  info level on Python < 3.12, where the torch-free runtime cannot be installed and the official one is the only one),
 - ``onnxruntime``: ``edge.onnx`` on ONNX Runtime's CPU provider,
 - ``coreml``: ``edge.mlpackage`` on Core ML, macOS only.
 
@@ -27,6 +28,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from codec.manifest import EDGE_INPUT, EDGE_OUTPUTS, EDGE_RUNTIMES
+from runtime_edge.extras import NUMPY_RUNTIME_PIN, install_command
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,8 @@ PTE_RUNTIMES = ("auto", "numpy", "official")
 """How a ``.pte`` runs: ``numpy`` (executorch-numpy-runtime), ``official`` (executorch), ``auto`` (numpy where it
 is installed and loads the program, else official, logged)."""
 
-NUMPY_RUNTIME_PIN = "1.4.0"
-"""The executorch-numpy-runtime release this code was tested with (``pip install mantis-edge[pte]`` pins it)."""
+NUMPY_RUNTIME_PYTHON = (3, 12)
+"""The oldest Python executorch-numpy-runtime has wheels for (cp312 abi3)."""
 
 NUMPY_RUNTIME_PROGRAMS = ("1.5.1",)
 """executorch releases whose ``.pte`` programs that release loaded and ran bit-identically to the official runtime
@@ -82,6 +84,20 @@ def native_log(what: str) -> Iterator[None]:
                     log.warning("%s: %s", what, line)
 
 
+@contextlib.contextmanager
+def torch_logs_errors_only() -> Iterator[None]:
+    """torch's loggers pass errors only meanwhile. Importing the official runtime imports the whole exporter
+    (``executorch.exir``), whose import-time notices (a deprecation warning from ``torch.utils._pytree``) are about
+    exporting, not about running a program; call this after ``import torch``, which sets those loggers up."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class ExecuTorchModel:
     """``.pte`` program on the official ExecuTorch runtime (XNNPACK-delegated int8 kernels where exported so)."""
 
@@ -90,9 +106,14 @@ class ExecuTorchModel:
     def __init__(self, path: Path) -> None:
         try:
             import torch
-            from executorch.runtime import Runtime
+
+            with torch_logs_errors_only():
+                from executorch.runtime import Runtime
         except ImportError as exc:
-            raise EdgeRuntimeError(f"{path.name} needs the ExecuTorch runtime: pip install executorch ({exc})") from None
+            raise OfficialRuntimeMissing(
+                f"{path.name}: the official ExecuTorch runtime is not installed ({exc}): pip install executorch (brings torch);"
+                f" without torch: {install_command('pte')} (Python 3.12+)"
+            ) from None
         self._torch = torch
         self._name = path.name
         self._first = True
@@ -114,8 +135,17 @@ class ExecuTorchModel:
         return latent.detach().numpy().copy(), logits.detach().numpy().copy()
 
 
+class OfficialRuntimeMissing(EdgeRuntimeError):
+    """The official ExecuTorch runtime (``executorch``, with torch) is not installed."""
+
+
 class NumpyRuntimeMissing(EdgeRuntimeError):
     """executorch-numpy-runtime is not installed (or not installable: it needs Python 3.12+)."""
+
+
+def numpy_runtime_installable() -> bool:
+    """Whether this Python can install executorch-numpy-runtime (3.12+)."""
+    return sys.version_info >= NUMPY_RUNTIME_PYTHON
 
 
 class NumpyExecuTorchModel:
@@ -130,9 +160,11 @@ class NumpyExecuTorchModel:
         try:
             import executorch_numpy_runtime as en
         except ImportError as exc:
+            if numpy_runtime_installable():
+                raise NumpyRuntimeMissing(f"{path.name}: executorch-numpy-runtime is not installed ({exc}): {install_command('pte')}") from None
             raise NumpyRuntimeMissing(
-                f"{path.name}: executorch-numpy-runtime is not installed (pip install executorch-numpy-runtime=={NUMPY_RUNTIME_PIN};"
-                f" Python 3.12+, this is {platform.python_version()}): {exc}"
+                f"{path.name}: executorch-numpy-runtime needs Python 3.12+, this is {platform.python_version()}: run the edge"
+                f" runtime in a Python 3.12+ venv with {install_command('pte')} (runtime_edge/README.md), or use --pte-runtime official"
             ) from None
         self.version = f"executorch-numpy-runtime {en.__version__} (ExecuTorch {en.__et_version__})"
         self._name = path.name
@@ -170,8 +202,24 @@ def load_pte(path: Path, pte_runtime: str = "auto", producer: str | None = None)
     try:
         return NumpyExecuTorchModel(path, producer)
     except EdgeRuntimeError as exc:
-        log.warning("%s; running %s on the official ExecuTorch runtime instead (imports torch)", exc, path.name)
-        return ExecuTorchModel(path)
+        reason = exc
+    try:
+        model = ExecuTorchModel(path)
+    except OfficialRuntimeMissing:
+        if not isinstance(reason, NumpyRuntimeMissing):
+            raise EdgeRuntimeError(f"{reason}; and the official ExecuTorch runtime is not installed (pip install executorch)") from None
+        if numpy_runtime_installable():
+            raise EdgeRuntimeError(f"{path.name} needs a .pte runtime and none is installed: {install_command('pte')}"
+                                   " (executorch-numpy-runtime: numpy only, no torch)") from None
+        raise EdgeRuntimeError(
+            f"{path.name} needs a .pte runtime and none is installed: {install_command('pte')} in a Python 3.12+ venv"
+            f" (this is {platform.python_version()}), or here pip install executorch (brings torch)") from None
+    if isinstance(reason, NumpyRuntimeMissing) and not numpy_runtime_installable():
+        # The only .pte runtime this Python can have: an expected choice, logged below the default level.
+        log.info("%s runs on the official ExecuTorch runtime (imports torch): %s", path.name, reason)
+    else:
+        log.warning("%s; running %s on the official ExecuTorch runtime instead (imports torch)", reason, path.name)
+    return model
 
 
 class OnnxModel:
@@ -183,7 +231,7 @@ class OnnxModel:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise EdgeRuntimeError(f"{path.name} needs ONNX Runtime: pip install onnxruntime ({exc})") from None
+            raise EdgeRuntimeError(f"{path.name} needs ONNX Runtime, which is not installed ({exc}): {install_command('onnx')}") from None
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:

@@ -13,8 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from codec.wire import LABEL_INDEX_INACTIVE, LABEL_INDEX_OUTPUT, TOP_K_DEFAULT, TOP_K_PARAMETER, logits_output
-from runtime_edge.transport import InferResult, MalformedResponseError
-from runtime_edge.transports import Transport
+from runtime_edge.transport import InferResult, MalformedResponseError, Transport
 
 
 @dataclass

@@ -51,6 +51,8 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     :class:`ImageError` names the file when it is missing, not an image, truncated, or larger than
     ``max_pixels`` (checked from the header, before any pixel is decoded)."""
     p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"image {p}: a folder, not an image file")
     if not p.is_file():
         raise ImageError(f"image {p}: no such file")
     try:
@@ -68,6 +70,22 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageError(f"image {p}: refused as a decompression bomb ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"image {p}: not a readable image ({exc})") from None
+
+
+def image_extensions() -> frozenset[str]:
+    """The file suffixes Pillow opens (lower case, with the dot)."""
+    Image.init()
+    return frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder`` (suffixes Pillow opens, hidden files skipped, sorted by name;
+    subfolders are not searched); :class:`ImageError` when there is none."""
+    suffixes = image_extensions()
+    found = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes)
+    if not found:
+        raise ImageError(f"folder {folder}: no image files directly inside it (subfolders are not searched)")
+    return found
 
 
 def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:

@@ -80,7 +80,7 @@ def test_runtimes_load_neither_training_nor_torch() -> None:
     code = (
         "import sys\n"
         "sys.modules['torch'] = None\n"  # any 'import torch' now fails
-        "import codec, codec.bundle, codec.manifest, codec.wire, runtime_edge.client, runtime_edge.run, runtime_edge.transport\n"
+        "import codec, codec.bundle, codec.manifest, codec.wire, runtime_edge.client, runtime_edge.run, runtime_edge.transport.http\n"
         "import runtime_server.app, runtime_server.serve\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('training', 'export', 'calibration', 'mantis_demo'))\n"
         "assert not bad, bad\n"

@@ -12,11 +12,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("codec", "runtime_edge", "runtime_server")
 CONSTANT = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
-KNOWN_DISAGREEMENTS = {
-    # The two edge transport modules are being merged into one transport package with one response cap;
-    # until then they disagree, and nothing else may.
-    "DEFAULT_MAX_RESPONSE_BYTES": {"runtime_edge/transport.py", "runtime_edge/transports.py"},
-}
 _OPERATORS = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
     ast.Div: operator.truediv, ast.Pow: operator.pow, ast.LShift: operator.lshift, ast.RShift: operator.rshift,
@@ -79,7 +74,7 @@ def constants_with_two_values(packages: tuple[str, ...] = PACKAGES) -> dict[str,
 
 
 def test_no_constant_name_has_two_values() -> None:
-    clashes = {name: where for name, where in constants_with_two_values().items() if set(where) != KNOWN_DISAGREEMENTS.get(name)}
+    clashes = constants_with_two_values()
     assert not clashes, f"one constant name, several values (rename one, or define it once and import it): {clashes}"
 
 

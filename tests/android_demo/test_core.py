@@ -24,7 +24,7 @@ from codec.manifest import Manifest, ManifestError, Preprocessing
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.predict import request_predictions
 from runtime_edge.preprocess import load_image, preprocess
-from runtime_edge.transport import KServeClient
+from runtime_edge.transport.http import KServeClient
 from runtime_server.process import LOOPBACK, ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,12 +19,14 @@ import pytest
 
 import codec
 from codec.bundle import load_bundle
+from codec.wire import STREAM_PATH
 from runtime_edge import run as edge_cli
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.models import CoreMLModel, EdgeRuntimeError
-from runtime_edge.preprocess import ImageError, load_image
 from runtime_edge.predict import request_predictions
-from runtime_edge.transport import KServeClient, RetryPolicy, ServerRejectedError
+from runtime_edge.preprocess import ImageError, load_image
+from runtime_edge.transport import RetryPolicy, ServerRejectedError
+from runtime_edge.transport.http import KServeClient
 from runtime_server.process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -107,11 +109,14 @@ def test_cli_sends_and_prints_answers(executorch_bundle: Path, server: ServerPro
     assert f"{len(images)} images" in out
 
 
-@pytest.mark.parametrize("scheme", ["http", "grpc", "ws"])
+@pytest.mark.parametrize("scheme", ["http", "host:port", "grpc", "ws", "ws-route"])
 def test_cli_over_each_transport(scheme: str, executorch_bundle: Path, server: ServerProcess, images: list[Path], edge: EdgeRuntime,
                                  capsys: pytest.CaptureFixture) -> None:
-    """The same answers over KServe HTTP, one gRPC stream, and the compact stream; --scores adds probabilities."""
-    url = {"http": server.url, "grpc": server.grpc_url, "ws": server.url.replace("http://", "ws://")}[scheme]
+    """The same answers over KServe HTTP (HOST:PORT alone is HTTP), one gRPC stream, and the compact stream (also
+    when the URL is the stream's documented route); --scores adds probabilities, and with ws:// it is a usage error."""
+    ws = server.url.replace("http://", "ws://")
+    url = {"http": server.url, "host:port": server.url.removeprefix("http://"), "grpc": server.grpc_url, "ws": ws,
+           "ws-route": ws + STREAM_PATH.replace("{model}", edge.model_name)}[scheme]
     assert edge_cli.main(["--artifacts", str(executorch_bundle), "--server", url, "--top-k", "2", *map(str, images)]) == 0
     out = capsys.readouterr().out
     tasks = edge.bundle.task_names
@@ -125,10 +130,16 @@ def test_cli_over_each_transport(scheme: str, executorch_bundle: Path, server: S
         for k, task in enumerate(active):
             order = np.argsort(-ref_logits[tasks.index(task)], kind="stable")[:2]
             assert lines[at + 1 + k] == f"  {task}: " + ", ".join(edge.bundle.labels(task)[j] for j in order)
-    if scheme != "ws":
+    if not scheme.startswith("ws"):
         assert edge_cli.main(["--artifacts", str(executorch_bundle), "--server", url, "--scores", str(images[0])]) == 0
         scored = capsys.readouterr().out
         assert re.search(r"^  \S+: \S+ \([01]\.\d\d\)$", scored, re.M), scored
+        assert "1 image, " in scored
+    else:
+        with pytest.raises(SystemExit) as info:
+            edge_cli.main(["--artifacts", str(executorch_bundle), "--server", url, "--scores", str(images[0])])
+        assert info.value.code == 2
+        assert "--scores needs the logits, which the compact stream (ws://) does not carry" in capsys.readouterr().err
 
 
 def test_cli_save_writes_the_bitstreams(executorch_bundle: Path, images: list[Path], edge: EdgeRuntime, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -150,20 +161,46 @@ def test_cli_save_writes_the_bitstreams(executorch_bundle: Path, images: list[Pa
     assert "share the stem" in capsys.readouterr().err
 
 
-def test_bad_image_is_named_and_fails(executorch_bundle: Path, images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_image_is_named_and_the_others_are_answered(executorch_bundle: Path, images: list[Path], edge: EdgeRuntime, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """Each unreadable input gets an error line naming it; the readable images are still encoded; the exit status says
+    that not everything was."""
     bad = tmp_path / "broken.png"
     bad.write_bytes(images[0].read_bytes()[:60])  # a truncated PNG
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     missing = tmp_path / "missing.png"
-    code = edge_cli.main(["--artifacts", str(executorch_bundle), "--save", str(tmp_path / "out"), str(images[0]), str(bad), str(text), str(missing)])
-    err = capsys.readouterr().err
+    code = edge_cli.main(["--artifacts", str(executorch_bundle), "--save", str(tmp_path / "out"), str(bad), str(images[0]), str(text), str(missing)])
+    captured = capsys.readouterr()
     assert code == 2
     for p in (bad, text, missing):
-        assert str(p) in err
-    assert not (tmp_path / "out").exists()
+        assert f"{p}: " in captured.err
+    assert "3 inputs could not be read (named above); 1 image saved" in captured.err
+    assert (tmp_path / "out" / f"{images[0].stem}.mtb").read_bytes() == edge.encode(images[0]).bitstream
+    assert "1 image, " in captured.out
     with pytest.raises(ImageError, match="broken.png"):
         load_image(bad)
+    # only unreadable inputs: nothing is loaded or written
+    assert edge_cli.main(["--artifacts", str(executorch_bundle), "--save", str(tmp_path / "none"), str(bad), str(missing)]) == 2
+    assert not (tmp_path / "none").exists()
+
+
+def test_a_folder_is_its_images(executorch_bundle: Path, images: list[Path], edge: EdgeRuntime, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for path in images[:2]:
+        shutil.copy(path, folder / path.name)
+    (folder / "notes.txt").write_text("not an image")  # not an image suffix: not taken
+    (folder / ".hidden.png").write_bytes(b"")
+    shutil.copy(images[2], folder / "sub" / images[2].name)  # subfolders are not searched
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = edge_cli.main(["--artifacts", str(executorch_bundle), "--save", str(tmp_path / "out"), str(folder), str(empty)])
+    captured = capsys.readouterr()
+    assert code == 2 and f"folder {empty}: no image files directly inside it" in captured.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{p.stem}.mtb" for p in images[:2])
+    assert "2 images, " in captured.out
+    assert edge_cli.main(["--artifacts", str(executorch_bundle), "--save", str(tmp_path / "out2"), str(folder)]) == 0
 
 
 def test_missing_or_corrupted_artifacts(executorch_bundle: Path, images: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -1,26 +1,37 @@
-"""The edge runtime's KServe v2 client: wire format, retries with back-off, clear errors."""
+"""The edge runtime's transports (runtime_edge/transport/): the HTTP client's wire format, retries with back-off
+and clear errors; one response cap that the HTTP, gRPC and stream clients all honour; the stream's handshake
+and route; a missing gRPC install; and a package without import circles."""
 
 from __future__ import annotations
 
+import ast
+import base64
+import hashlib
 import json
 import socket
+import sys
 import threading
+from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
 
-from codec.wire import HEADER_LENGTH, WireFormatError, pack_bytes, unpack_bytes
+from codec.wire import GRPC_SERVICE, HEADER_LENGTH, LABEL_INDEX_OUTPUT, STREAM_PATH, WireFormatError, pack_bytes, unpack_bytes
 from runtime_edge.transport import (
-    KServeClient,
+    DEFAULT_MAX_RESPONSE_BYTES,
     MalformedResponseError,
+    MissingTransportError,
+    RefusedError,
+    ResponseTooLargeError,
     RetryPolicy,
     ServerRejectedError,
     ServerUnreachableError,
-    build_infer_request,
-    parse_infer_response,
+    connect,
 )
+from runtime_edge.transport.http import KServeClient, build_infer_request, parse_infer_response
 from runtime_server.protocol import InferRequest, OutputTensor, encode_infer_response, parse_infer_request
 
 
@@ -165,3 +176,200 @@ def test_read_timeout_is_reported_without_retry() -> None:
         client = KServeClient(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3, sleep=lambda s: pytest.fail("no retry"))
         with pytest.raises(ServerUnreachableError, match="no answer within 0.3 s"):
             client.infer("m", [b"x"])
+
+
+# -- one response cap, honoured by every transport ----------------------------------------------------------------
+
+CAP = 4096
+BIG = 64 * 1024  # what the hostile servers below answer: 16 times the cap
+
+
+def test_connect_gives_every_transport_the_same_cap() -> None:
+    for url in ("http://127.0.0.1:1", "127.0.0.1:1", "grpc://127.0.0.1:1", "ws://127.0.0.1:1"):
+        with connect(url, label_counts=[2]) as default, connect(url, label_counts=[2], max_response_bytes=CAP) as capped:
+            assert default.max_response_bytes == DEFAULT_MAX_RESPONSE_BYTES, url
+            assert capped.max_response_bytes == CAP, url
+
+
+def test_http_answer_over_the_cap_is_refused(scripted_server: tuple[str, type[_Scripted]]) -> None:
+    url, handler = scripted_server
+    handler.script += [(200, bytes(BIG), {"Content-Type": "application/octet-stream"})]
+    with connect(url, max_response_bytes=CAP, retry=RetryPolicy(retries=0)) as client:
+        with pytest.raises(ResponseTooLargeError, match=f"server {url}: the answer is larger than the {CAP} bytes this client reads"):
+            client.infer("m", [b"x"])
+
+
+@pytest.fixture
+def oversized_grpc_server() -> Iterator[str]:
+    """A gRPC server whose every answer (unary and on the stream) is a valid ModelInferResponse of ``BIG`` bytes."""
+    import grpc
+
+    from codec import kserve_grpc as pb
+
+    def response() -> object:
+        msg = pb.ModelInferResponse(model_name="m")
+        msg.outputs.add(name=LABEL_INDEX_OUTPUT, datatype="INT32", shape=[1, 1, BIG // 4])
+        msg.raw_output_contents.append(bytes(BIG))
+        return msg
+
+    def stream(requests: Iterator[object], context: object) -> Iterator[object]:
+        for _ in requests:
+            yield pb.ModelStreamInferResponse(infer_response=response())
+
+    unary, bidi = pb.METHODS["ModelInfer"], pb.METHODS["ModelStreamInfer"]
+    handlers = {
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(lambda request, context: response(), unary.request.FromString,
+                                                          unary.response.SerializeToString),
+        "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(stream, bidi.request.FromString, bidi.response.SerializeToString),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(GRPC_SERVICE, handlers),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"grpc://127.0.0.1:{port}"
+    server.stop(0)
+
+
+def test_grpc_answer_over_the_cap_is_refused(oversized_grpc_server: str) -> None:
+    from runtime_edge.transport.grpc import GrpcClient
+
+    url = oversized_grpc_server
+    with connect(url, max_response_bytes=BIG * 2, retry=RetryPolicy(retries=0)) as client:
+        assert client.infer("m", [b"x"]).outputs[LABEL_INDEX_OUTPUT].size == BIG // 4  # under the cap: read
+    for stream in (True, False):
+        with GrpcClient(url, max_response_bytes=CAP, stream=stream, retry=RetryPolicy(retries=0)) as client:
+            with pytest.raises(ResponseTooLargeError, match=f"server {url}: the answer is larger than the {CAP} bytes this client reads"):
+                client.infer("m", [b"x"])
+    with connect(url, max_response_bytes=CAP, retry=RetryPolicy(retries=0)) as client:
+        with pytest.raises(ResponseTooLargeError, match=f"larger than the {CAP} bytes"):
+            client.infer("m", [b"x"])
+
+
+class _StreamStub:
+    """A compact-stream server on a bare socket: answers the WebSocket handshake with ``reply`` (a function of
+    the handshake's accept key), then runs ``after`` on the socket; records the request line and every byte
+    the client sent after its handshake."""
+
+    def __init__(self, reply: Callable[[str], bytes], after: Callable[[socket.socket], None] | None = None) -> None:
+        self.reply, self.after = reply, after
+        self.request_line = ""
+        self.after_handshake = b""
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"ws://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            self.request_line = lines[0]
+            key = next(line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("sec-websocket-key:"))
+            accept = base64.b64encode(hashlib.sha1(key.encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()).decode()
+            conn.sendall(self.reply(accept))
+            if self.after is not None:
+                self.after(conn)
+            received = rest
+            try:
+                while chunk := conn.recv(4096):
+                    received += chunk
+            except OSError:
+                pass
+            self.after_handshake = received
+        self.done.set()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _switching(accept: str) -> bytes:
+    return (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode()
+
+
+def _big_frame(conn: socket.socket) -> None:
+    conn.recv(4096)  # the request frame
+    conn.sendall(bytes([0x82, 127]) + BIG.to_bytes(8, "big") + bytes(BIG))
+
+
+def test_stream_answer_over_the_cap_is_refused() -> None:
+    stub = _StreamStub(_switching, _big_frame)
+    try:
+        with connect(stub.url, label_counts=[2], max_response_bytes=CAP, retry=RetryPolicy(retries=0)) as client:
+            with pytest.raises(ResponseTooLargeError, match=f"server {stub.url}: the answer is larger than the {CAP} bytes this client reads"):
+                client.infer("m", [b"x"])
+    finally:
+        stub.close()
+
+
+@pytest.mark.parametrize("status", [401, 404])
+def test_stream_sends_no_close_frame_after_a_refused_handshake(status: int) -> None:
+    """After a refused handshake the connection still speaks HTTP: a WebSocket close frame there reached the
+    server as a malformed HTTP request."""
+    body = json.dumps({"error": "refused here"}).encode()
+    stub = _StreamStub(lambda accept: f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    try:
+        client = connect(stub.url, label_counts=[2], retry=RetryPolicy(retries=0))
+        with pytest.raises(RefusedError, match="refused here"):
+            client.infer("m", [b"x"])
+        client.close()
+        assert stub.done.wait(5)
+        assert stub.after_handshake == b""
+    finally:
+        stub.close()
+
+
+@pytest.mark.parametrize("route", [STREAM_PATH.replace("{model}", "m"), "/v2/models/m/versions/1/stream", "/proxy" + STREAM_PATH.replace("{model}", "m")])
+def test_stream_route_pasted_as_the_url(route: str) -> None:
+    """``ws://HOST:PORT/v2/models/M/stream`` (the route codec/STREAM.md documents) reaches that route."""
+    stub = _StreamStub(lambda accept: b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    try:
+        client = connect(stub.url + route, label_counts=[2], retry=RetryPolicy(retries=0))
+        base = stub.url + route.partition("/v2/")[0]
+        with pytest.raises(ValueError, match=f"{route} is model 'm'.s stream, the request is for model 'other': give {base} "):
+            client.infer("other", [b"x"])
+        with pytest.raises(RefusedError):
+            client.infer("m", [b"x"])
+        assert stub.done.wait(5)
+        assert stub.request_line == f"GET {route} HTTP/1.1"
+    finally:
+        stub.close()
+
+
+def test_grpc_without_its_packages_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m == "grpc" or m.startswith("grpc.") or m in ("runtime_edge.transport.grpc", "codec.kserve_grpc")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "grpc", None)  # as in a venv with mantis-edge but not its grpc extra
+    with pytest.raises(MissingTransportError, match=r"grpc:// needs the gRPC transport's packages .*pip install 'mantis-edge\[grpc\]'"):
+        connect("grpc://127.0.0.1:1")
+    with connect("http://127.0.0.1:1") as client:  # the other transports need nothing more
+        assert client.url == "http://127.0.0.1:1"
+
+
+def test_transport_package_has_no_import_circle() -> None:
+    """Every import between runtime_edge's modules, at module level or inside functions: no module reaches itself."""
+    root = Path(__file__).resolve().parents[2]
+    files = {".".join(f.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): f for f in (root / "runtime_edge").rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            deps |= {n for n in names if n in files and n != module}
+        graph[module] = deps
+
+    def reaches(start: str, goal: str, seen: frozenset[str]) -> bool:
+        return any(d == goal or (d not in seen and reaches(d, goal, seen | {d})) for d in graph[start])
+
+    assert "runtime_edge.transport.base" in graph and graph["runtime_edge.transport"] >= {"runtime_edge.transport.http"}
+    assert [m for m in graph if reaches(m, m, frozenset({m}))] == []

@@ -20,7 +20,7 @@ from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERROR_KIND_PARAMETER, ERRORS, ProtocolError
 from codec import kserve_grpc as pb
-from runtime_edge.stream_transport import frame
+from runtime_edge.transport.stream import frame
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.client_budget import ClientErrorBudget, ClientErrorLimits, RateLimitedError, charged, peer_address
 from runtime_server.grpc_server import GrpcFrontend

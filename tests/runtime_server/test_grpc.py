@@ -22,12 +22,12 @@ import codec
 from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERRORS, HEADER_LENGTH, pack_bytes
-from runtime_edge.grpc_transport import GrpcClient
 from runtime_edge.predict import request_predictions
 from runtime_edge.preprocess import preprocess
-from runtime_edge.stream_transport import StreamClient, frame
-from runtime_edge.transport import KServeClient, MalformedResponseError, RetryPolicy, ServerUnreachableError
-from runtime_edge.transports import RefusedError, connect
+from runtime_edge.transport import RefusedError, ResponseTooLargeError, RetryPolicy, ServerUnreachableError, connect
+from runtime_edge.transport.grpc import GrpcClient
+from runtime_edge.transport.http import KServeClient
+from runtime_edge.transport.stream import StreamClient, frame
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.grpc_server import GrpcFrontend
@@ -286,11 +286,11 @@ def test_edge_clients_bound_the_answer_size(server, bundle, samples):
     for stream in (True, False):
         with GrpcClient(server.grpc.url, token=TOKEN, stream=stream, max_response_bytes=200, retry=RetryPolicy(retries=0)) as client:
             client.infer(name, [samples[0][0]], outputs=["top"])  # a small answer fits
-            with pytest.raises(MalformedResponseError, match="client's limit of 200 bytes"):
+            with pytest.raises(ResponseTooLargeError, match="larger than the 200 bytes this client reads"):
                 client.infer(name, [samples[0][0]] * 4)  # every output of four images does not
     counts = [len(bundle.labels(t)) for t in bundle.task_names]
     with StreamClient(f"ws://{urlsplit(server.url).netloc}", counts, token=TOKEN, max_response_bytes=4, retry=RetryPolicy(retries=0)) as client:
-        with pytest.raises(MalformedResponseError, match="over the client's limit of 4"):
+        with pytest.raises(ResponseTooLargeError, match="larger than the 4 bytes this client reads"):
             client.infer(name, [samples[0][0]] * 4)
 
 

@@ -28,15 +28,15 @@ from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERROR_KIND_PARAMETER, GRPC_SERVICE, HEADER_LENGTH, pack_bytes
 from codec import kserve_grpc as pb
-from runtime_edge.stream_transport import frame
 from runtime_edge.transport import (
-    KServeClient,
     MalformedResponseError,
     ResponseTooLargeError,
     RetryPolicy,
     ServerRejectedError,
     ServerUnreachableError,
 )
+from runtime_edge.transport.http import KServeClient
+from runtime_edge.transport.stream import frame
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.connection import LOG_BURST, ConnectionLimits

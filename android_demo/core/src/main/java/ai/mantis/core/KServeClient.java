@@ -79,7 +79,7 @@ public final class KServeClient {
         this.sleeper = sleeper;
     }
 
-    /** 10 s timeouts, 3 retries from 200 ms doubling up to 2 s (runtime_edge/transport.py's defaults). */
+    /** 10 s timeouts, 3 retries from 200 ms doubling up to 2 s (runtime_edge/transport/base.py's defaults). */
     public static KServeClient withDefaults(String url, String token) {
         return new KServeClient(url, token, 10_000, 10_000, 3, 200, 2_000, new Sleeper() {
             @Override

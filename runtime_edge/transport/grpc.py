@@ -8,9 +8,13 @@ answers come back in ``raw_output_contents``.
 
 A failure before an answer (connection refused or lost: ``UNAVAILABLE``) and an ``unavailable`` refusal
 are retried with back-off, on a fresh stream; every other refusal is final and raises
-:class:`~runtime_edge.transports.RefusedError` with the kind. Each request waits at most ``timeout``
+:class:`~runtime_edge.transport.base.RefusedError` with the kind. Each request waits at most ``timeout``
 seconds (then the stream is dropped, so a late answer cannot be taken for the next one), and an answer
-over ``max_response_bytes`` is refused by gRPC on the client.
+over ``max_response_bytes`` is refused by gRPC on the client before it is read
+(:class:`~runtime_edge.transport.base.ResponseTooLargeError`).
+
+This module needs ``grpcio`` and ``grpcio-tools`` (``pip install 'mantis-edge[grpc]'``); :func:`runtime_edge.transport.connect`
+imports it only for a ``grpc://`` URL.
 """
 
 from __future__ import annotations
@@ -34,8 +38,17 @@ from codec.wire import (
     pack_bytes,
 )
 from codec import kserve_grpc as pb
-from runtime_edge.transport import InferResult, MalformedResponseError, RetryPolicy, ServerUnreachableError, TransportError, _output_array
-from runtime_edge.transports import DEFAULT_MAX_RESPONSE_BYTES, RefusedError
+from runtime_edge.transport.base import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    InferResult,
+    MalformedResponseError,
+    RefusedError,
+    ResponseTooLargeError,
+    RetryPolicy,
+    ServerUnreachableError,
+    TransportError,
+    decode_output,
+)
 
 _KIND_BY_CODE = {}
 for _kind in ERRORS.values():
@@ -74,7 +87,7 @@ def parse_response(response: Any) -> dict[str, np.ndarray]:
     raw = list(response.raw_output_contents)
     if len(raw) != len(response.outputs):
         raise MalformedResponseError(f"answer has {len(raw)} raw_output_contents for {len(response.outputs)} outputs")
-    return {o.name: _output_array({"name": o.name, "datatype": o.datatype, "shape": list(o.shape)}, data) for o, data in zip(response.outputs, raw)}
+    return {o.name: decode_output({"name": o.name, "datatype": o.datatype, "shape": list(o.shape)}, data) for o, data in zip(response.outputs, raw)}
 
 
 class GrpcClient:
@@ -158,7 +171,7 @@ class GrpcClient:
 
     def _refusal(self, code: str, message: str, kind_name: str | None = None) -> TransportError:
         if kind_name is None and code == "RESOURCE_EXHAUSTED":  # serve.py names its refusals: this limit is ours
-            return MalformedResponseError(f"server {self.url}: answer over the client's limit of {self.max_response_bytes} bytes ({message})")
+            return ResponseTooLargeError(self.url, self.max_response_bytes, message)
         kind = error_kind(kind_name) if kind_name in ERRORS else _KIND_BY_CODE.get(code, ERRORS["bad_request"])
         return RefusedError(self.url, kind, code, message)
 

@@ -4,8 +4,9 @@ A minimal RFC 6455 WebSocket client on the standard library (a device installs n
 connection per model, kept open; each request is one masked binary frame, each answer one binary frame
 with the request's id. Failures before an answer (refused, reset, closed connection) and ``unavailable``
 refusals are retried with back-off on a new connection; every other refusal is final
-(:class:`~runtime_edge.transports.RefusedError`). Each request waits at most ``timeout`` seconds, and an
-answer frame or handshake over ``max_response_bytes`` is refused before it is read.
+(:class:`~runtime_edge.transport.base.RefusedError`). Each request waits at most ``timeout`` seconds, and an
+answer frame or handshake over ``max_response_bytes`` is refused before it is read
+(:class:`~runtime_edge.transport.base.ResponseTooLargeError`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import http.client
 import itertools
 import json
 import os
+import re
 import socket
 import struct
 import time
@@ -35,8 +37,16 @@ from codec.wire import (
     bearer,
     kind_for_status,
 )
-from runtime_edge.transport import InferResult, MalformedResponseError, RetryPolicy, ServerUnreachableError
-from runtime_edge.transports import DEFAULT_MAX_RESPONSE_BYTES, RefusedError
+from runtime_edge.transport.base import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    InferResult,
+    MalformedResponseError,
+    RefusedError,
+    ResponseTooLargeError,
+    RetryPolicy,
+    ServerUnreachableError,
+    printable,
+)
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455's handshake constant
 _BINARY, _CLOSE, _PING, _PONG = 0x2, 0x8, 0x9, 0xA
@@ -61,8 +71,25 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return head + mask + data.tobytes()
 
 
+_HEAD, _, _TAIL = STREAM_PATH.partition("{model}")
+_ROUTE = re.compile(re.escape(_HEAD) + "([^/]+)(?:/versions/[^/]+)?" + re.escape(_TAIL) + "/?$")
+
+
+def stream_route(path: str) -> tuple[str, str | None]:
+    """A ``ws://`` URL's path as ``(prefix, model)``: when it ends in a model's stream route
+    (``/v2/models/M/stream``, as codec/STREAM.md documents it, or ``/v2/models/M/versions/V/stream``) the route is
+    used as it is and ``model`` is ``M``; any other path is a prefix put in front of the route (a server behind a
+    reverse proxy) and ``model`` is None."""
+    if (found := _ROUTE.search(path)) is not None:
+        return path.rstrip("/"), found.group(1)
+    return path.rstrip("/"), None
+
+
 class StreamClient:
-    """Compact-stream client for one server; ``label_counts`` are the model's labels per task."""
+    """Compact-stream client for one server; ``label_counts`` are the model's labels per task.
+
+    ``url`` is ``ws://HOST:PORT``; the stream's route for a model (``ws://HOST:PORT/v2/models/M/stream``) is
+    accepted too, and then requests for another model than ``M`` are a ``ValueError``."""
 
     def __init__(
         self,
@@ -80,7 +107,7 @@ class StreamClient:
         self.url = f"ws://{parts.netloc}"
         self._host = parts.hostname
         self._port = parts.port or 80
-        self._prefix = parts.path.rstrip("/")
+        self._prefix, self.route_model = stream_route(parts.path)
         self.label_counts = list(label_counts)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -112,7 +139,7 @@ class StreamClient:
 
     def _handshake(self, model: str, deadline: float) -> None:
         key = base64.b64encode(os.urandom(16)).decode()
-        path = self._prefix + STREAM_PATH.replace("{model}", model)
+        path = self._prefix if self.route_model is not None else self._prefix + STREAM_PATH.replace("{model}", model)
         lines = [f"GET {path} HTTP/1.1", f"Host: {self._host}:{self._port}", "Upgrade: websocket", "Connection: Upgrade",
                  f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
         if self.token:
@@ -120,7 +147,7 @@ class StreamClient:
         self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         while b"\r\n\r\n" not in self._buf:
             if len(self._buf) > self.max_response_bytes:
-                raise MalformedResponseError(f"server {self.url}: handshake answer over {self.max_response_bytes} bytes")
+                raise ResponseTooLargeError(self.url, self.max_response_bytes, "the handshake's answer")
             self._fill(deadline)
         head, _, self._buf = self._buf.partition(b"\r\n\r\n")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -132,7 +159,7 @@ class StreamClient:
         if status != 101:
             length = int(headers.get("content-length", "0") or 0)
             if length > self.max_response_bytes:
-                raise MalformedResponseError(f"server {self.url}: refusal body of {length} bytes over the client's limit")
+                raise ResponseTooLargeError(self.url, self.max_response_bytes, f"a refusal of {length} bytes")
             body = self._read(length, deadline) if length else b""
             try:
                 reason = str(json.loads(body)["error"])
@@ -140,7 +167,7 @@ class StreamClient:
                 reason = body.decode("utf-8", errors="replace") or http.client.responses.get(status, "")
             kind = kind_for_status(status)
             if kind is None:
-                raise MalformedResponseError(f"server {self.url}: HTTP {status} to the stream handshake: {reason}")
+                raise MalformedResponseError(f"server {self.url}: HTTP {status} to the stream handshake: {printable(reason)}")
             raise RefusedError(self.url, kind, f"HTTP {status}", reason)
         expected = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
         if headers.get("sec-websocket-accept") != expected:
@@ -170,7 +197,7 @@ class StreamClient:
             elif n == 127:
                 (n,) = struct.unpack(">Q", self._read(8, deadline))
             if n > self.max_response_bytes:
-                raise MalformedResponseError(f"server {self.url}: answer of {n} bytes over the client's limit of {self.max_response_bytes}")
+                raise ResponseTooLargeError(self.url, self.max_response_bytes, f"a frame of {n} bytes")
             payload = self._read(n, deadline)
             if opcode == _BINARY:
                 return payload
@@ -192,6 +219,10 @@ class StreamClient:
         unknown = set(parameters or {}) - {TOP_K_PARAMETER}
         if unknown:
             raise ValueError(f"the compact stream takes no parameters but {TOP_K_PARAMETER!r}, got {sorted(unknown)}")
+        if self.route_model is not None and model != self.route_model:
+            base = self.url + self._prefix[: _ROUTE.search(self._prefix).start()]
+            raise ValueError(f"server URL {self.url}{self._prefix} is model {self.route_model!r}'s stream, the request is for model"
+                             f" {model!r}: give {base} (the client adds each model's route) or model {model!r}'s route")
         top_k = int((parameters or {}).get(TOP_K_PARAMETER, TOP_K_DEFAULT))
         request_id = next(self._ids)
         message = encode_request(request_id, bitstreams, top_k)
@@ -223,6 +254,9 @@ class StreamClient:
             except StreamFormatError as exc:
                 self.close()
                 raise MalformedResponseError(f"server {self.url}: malformed answer: {exc}") from None
+            except MalformedResponseError:
+                self.close()  # the rest of the answer is unread: the connection cannot carry another request
+                raise
             except (_Lost, OSError) as exc:
                 self.close()
                 last = f"{type(exc).__name__}: {exc}"
@@ -251,11 +285,14 @@ class StreamClient:
         return out
 
     def close(self) -> None:
+        """Close the connection; an open WebSocket first gets a close frame (none after a refused handshake:
+        the connection then still speaks HTTP, and a frame would reach the server as a malformed request)."""
         if self._sock is not None:
-            try:
-                self._sock.sendall(frame(_CLOSE, struct.pack(">H", 1000)))
-            except OSError:
-                pass
+            if self._model is not None:
+                try:
+                    self._sock.sendall(frame(_CLOSE, struct.pack(">H", 1000)))
+                except OSError:
+                    pass
             self._sock.close()
             self._sock = None
             self._model = None

@@ -1,4 +1,4 @@
-"""A small KServe v2 HTTP client for sending bitstreams to ``runtime_server/serve.py``.
+"""The edge runtime's KServe v2 HTTP client (``http://HOST:PORT``, ``https://HOST:PORT``).
 
 Standard library only (``http.client``), so a device installs nothing for it. Requests use the binary
 tensor data extension: the JSON inference header is followed by the raw tensor bytes, its length in the
@@ -13,7 +13,8 @@ answer is final. Errors name the server and quote the reason it gave, with anyth
 Whatever the server does, a request ends by its deadline: ``timeout`` bounds the whole request (connecting,
 sending, every byte of the answer, retries and back-off), not each socket read, so a server that drips
 bytes, floods ``100 Continue`` or stalls mid-answer is cut off on time. The answer is capped at
-``max_response_bytes`` (headers included), read no further than that.
+``max_response_bytes`` (headers included), read no further than that
+(:class:`~runtime_edge.transport.base.ResponseTooLargeError`).
 """
 
 from __future__ import annotations
@@ -23,87 +24,23 @@ import io
 import json
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from codec.wire import (
-    BINARY_DATA_OUTPUT,
-    BINARY_DATA_SIZE,
-    BITSTREAM_INPUT,
-    DATATYPES,
-    HEADER_LENGTH,
-    AUTH_HEADER,
-    WireFormatError,
-    bearer,
-    pack_bytes,
-    unpack_bytes,
+from codec.wire import AUTH_HEADER, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, bearer, pack_bytes
+from runtime_edge.transport.base import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    InferResult,
+    MalformedResponseError,
+    ResponseTooLargeError,
+    RetryPolicy,
+    ServerRejectedError,
+    ServerUnreachableError,
+    decode_output,
+    printable,
 )
-
-
-class TransportError(RuntimeError):
-    """Base class: the bitstream did not get an answer."""
-
-
-class ServerUnreachableError(TransportError):
-    """No answer from the server after all retries (refused, reset, timed out, or unavailable)."""
-
-
-class ServerRejectedError(TransportError):
-    """The server answered with an error status; ``status`` and ``reason`` hold what it said."""
-
-    def __init__(self, url: str, status: int, reason: str) -> None:
-        self.url = url
-        self.status = status
-        self.reason = printable(reason)
-        super().__init__(f"server {url} rejected the request: HTTP {status}: {self.reason}")
-
-
-class MalformedResponseError(TransportError):
-    """The server's answer is not a well-formed KServe v2 inference response."""
-
-
-class ResponseTooLargeError(MalformedResponseError):
-    """The server's answer is larger than the client reads (``max_response_bytes``)."""
-
-
-DEFAULT_MAX_RESPONSE_BYTES = 64 << 20
-"""Largest answer (headers and body) a client reads: far above any inference response (a few bytes of
-logits and labels per image), far below what would strain a device's memory."""
-
-
-def printable(text: str, limit: int = 300) -> str:
-    """``text`` with every unprintable character escaped (no terminal control sequence survives) and cut
-    to ``limit`` characters."""
-    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
-    return out if len(out) <= limit else out[: limit - 3] + "..."
-
-
-@dataclass
-class RetryPolicy:
-    """Exponential back-off: attempt ``i`` (0-based) waits ``min(max_delay, base_delay * 2**i)`` first."""
-
-    retries: int = 3
-    base_delay: float = 0.2
-    max_delay: float = 2.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_delay, self.base_delay * (2**attempt))
-
-
-@dataclass
-class InferResult:
-    """Decoded outputs of one inference response, by output name, plus the sizes that crossed the wire."""
-
-    outputs: dict[str, np.ndarray]
-    request_bytes: int
-    response_bytes: int
-    elapsed_ms: float
-    attempts: int
-    model_name: str = ""
-    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 def build_infer_request(
@@ -128,53 +65,6 @@ def build_infer_request(
         header["outputs"] = [{"name": name} for name in outputs]
     head = json.dumps(header, separators=(",", ":")).encode()
     return head + payload, len(head)
-
-
-def _output_array(spec: dict, binary: bytes | None) -> np.ndarray:
-    """One output as a numpy array. Nothing is allocated from the declared shape, only from the data that
-    arrived, so a hostile header cannot make the client allocate more than it received."""
-    name = printable(str(spec.get("name")), 80)
-    datatype = spec.get("datatype")
-    shape = spec.get("shape", [])
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise MalformedResponseError(f"output {name!r}: 'shape' is not a list of non-negative integers")
-    count = 1
-    for d in shape:
-        count *= d  # exact (Python integers): compared with what arrived, never allocated
-    data = spec.get("data", [])
-    if binary is None and not isinstance(data, list):
-        raise MalformedResponseError(f"output {name!r}: 'data' is not a list")
-    if datatype == "BYTES":
-        if binary is not None:
-            try:
-                elems = unpack_bytes(binary, count, f"output {name!r}")
-            except WireFormatError as exc:
-                raise MalformedResponseError(str(exc)) from None
-        else:
-            if not all(isinstance(e, str) for e in data):
-                raise MalformedResponseError(f"output {name!r}: BYTES elements in JSON must be strings")
-            elems = [e.encode("utf-8", errors="surrogatepass") for e in data]
-        arr = np.empty(len(elems), dtype=object)
-        arr[:] = elems
-    elif isinstance(datatype, str) and datatype in DATATYPES:
-        dtype = DATATYPES[datatype]
-        if binary is not None:
-            if len(binary) != count * dtype.itemsize:
-                raise MalformedResponseError(f"output {name!r}: {len(binary)} bytes for shape {shape} of {datatype}")
-            arr = np.frombuffer(binary, dtype=dtype).copy()
-        else:
-            try:
-                arr = np.asarray(data, dtype=dtype)
-            except (ValueError, TypeError, OverflowError) as exc:
-                raise MalformedResponseError(f"output {name!r}: data is not {datatype} ({printable(str(exc), 80)})") from None
-    else:
-        raise MalformedResponseError(f"output {name!r}: unsupported datatype {printable(str(datatype), 40)!r}")
-    if arr.size != count:
-        raise MalformedResponseError(f"output {name!r}: {arr.size} values for shape {printable(str(shape), 80)}")
-    try:
-        return arr.reshape(shape)
-    except (ValueError, OverflowError) as exc:
-        raise MalformedResponseError(f"output {name!r}: shape {printable(str(shape), 80)} is not usable ({exc})") from None
 
 
 def parse_infer_response(body: bytes, header_length: int | None) -> tuple[dict, dict[str, np.ndarray]]:
@@ -206,7 +96,7 @@ def parse_infer_response(body: bytes, header_length: int | None) -> tuple[dict, 
             if len(binary) != size:
                 raise MalformedResponseError(f"output {printable(spec['name'], 80)!r}: binary data truncated")
             pos += size
-        outputs[spec["name"]] = _output_array(spec, binary)
+        outputs[spec["name"]] = decode_output(spec, binary)
     return header, outputs
 
 
@@ -225,7 +115,8 @@ def _error_reason(body: bytes) -> str:
 class _Budget:
     """What one request may still spend: time until ``deadline`` (``time.monotonic``) and response bytes."""
 
-    def __init__(self, deadline: float, max_bytes: int) -> None:
+    def __init__(self, url: str, deadline: float, max_bytes: int) -> None:
+        self.url = url
         self.deadline = deadline
         self.max_bytes = max_bytes
         self.received = 0
@@ -254,7 +145,7 @@ class _BudgetReader(io.RawIOBase):
         budget = self._budget
         room = budget.max_bytes - budget.received
         if room <= 0:
-            raise ResponseTooLargeError(f"the answer is larger than the {budget.max_bytes} bytes this client reads")
+            raise ResponseTooLargeError(budget.url, budget.max_bytes)
         self._sock.settimeout(budget.remaining())
         n = self._sock.recv_into(buffer, min(len(buffer), room))
         budget.received += n
@@ -302,7 +193,7 @@ class _BudgetSocket:
 class _Budgeted:
     """Mixin for ``http.client`` connections: every request runs on ``budget``, set before it is sent."""
 
-    budget = _Budget(0.0, 0)
+    budget = _Budget("", 0.0, 0)
     timeout: float | None
     sock: object
 
@@ -381,8 +272,7 @@ class KServeClient:
             conn.request(method, self._prefix + path, body=body, headers=headers)
             resp = conn.getresponse()
             if resp.length is not None and resp.length > budget.max_bytes - budget.received:
-                raise ResponseTooLargeError(
-                    f"the answer announces {resp.length} bytes, more than the {budget.max_bytes} this client reads")
+                raise ResponseTooLargeError(self.url, budget.max_bytes, f"it announces {resp.length} bytes")
             data = resp.read()
         except BaseException:
             self.close()
@@ -412,7 +302,7 @@ class KServeClient:
                     break
                 self._sleep(delay)
             attempts += 1
-            budget = _Budget(deadline, self.max_response_bytes)
+            budget = _Budget(self.url, deadline, self.max_response_bytes)
             reused = self._conn is not None and self._conn.sock is not None
             try:
                 try:
@@ -422,8 +312,6 @@ class KServeClient:
                         raise
                     # The server had closed the kept-alive connection: not an attempt, try a fresh one.
                     status, resp_headers, data = self._once(method, path, body, headers, budget)
-            except ResponseTooLargeError as exc:
-                raise ResponseTooLargeError(f"server {self.url}: {exc}") from None
             except (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
                 # also http.client.RemoteDisconnected: a connection the server closed without answering
                 last = printable(f"{type(exc).__name__}: {exc}")
