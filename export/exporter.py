@@ -39,7 +39,7 @@ from export.calibration_set import CalibrationSourceError, SampleSet, data_confi
 from export.edge import COREML_INT8_OPS, EDGE_TARGETS, export_edge, inspect_coreml
 from training.tables import tables_from_bottleneck
 from export.errors import ExportError
-from export.quantize import OBSERVERS, SCHEME
+from export.quantize import OBSERVERS, SCHEME, check_keep_float
 from export.tensorrt_engine import TensorRTUnavailable, build_engine
 from runtime_edge.models import EdgeRuntimeError, coreml_available, load_edge_model
 from runtime_server.backends import BackendUnavailableError, open_backend
@@ -175,6 +175,10 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
     out = Path(opts.out).absolute()
     checkpoint = Path(opts.checkpoint)
     model, meta, sha = load_source(checkpoint)
+    try:
+        check_keep_float(model.client, opts.keep_float)
+    except ValueError as exc:
+        raise ExportError(f"--keep-float: {exc}") from None
     bundle_writer.check_destination(out, sha, opts.target, opts.force)
     task_names = [t["name"] for t in meta["tasks"]]
     try:

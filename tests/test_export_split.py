@@ -320,3 +320,36 @@ def test_edge_latency_benchmark_runs_and_reports_ratios(tiny_checkpoint: Path, t
     assert len(result["timings_ms"]) == 4 and all(t["median"] > 0 for t in result["timings_ms"].values())
     assert result["pte_bytes"]["edge_int8.pte"] < result["pte_bytes"]["edge_fp32.pte"]
     assert 0 <= result["int8_latent_rel_rmse"] < 1
+
+
+def test_keep_float_of_a_nested_module_on_onnx(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The README's example, ``--target onnx --keep-float encoder.project``: the layer stays float32."""
+    out = tmp_path / "kept"
+    assert split_main(["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(out), "--keep-float", "encoder.project", *FAST]) == 0
+    assert _written(load_bundle(out))["edge"]["quantization"]["keep_float"] == ["encoder.project"]
+    edge = onnx.load(str(out / "edge.onnx"))
+    weights = {i.name: i.data_type for i in edge.graph.initializer if len(i.dims) == 4}
+    project = [n for n in weights if "encoder.project" in n]
+    assert project and all(weights[n] == onnx.TensorProto.FLOAT for n in project)
+    assert any(t == onnx.TensorProto.INT8 for t in weights.values())
+
+
+def test_misspelled_keep_float_module_is_an_error_line(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "parent" / "b"
+    for target in ("onnx", "executorch"):
+        rc = split_main(["--checkpoint", str(tiny_checkpoint), "--target", target, "--out", str(out), "--keep-float", "encoder.projekt", *FAST])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert "'encoder.projekt'" in err and "encoder.project" in err.replace("'encoder.projekt'", "")
+    assert not (tmp_path / "parent").exists()
+
+
+def test_failed_export_removes_the_directories_it_created(tmp_path: Path) -> None:
+    from export.bundle_writer import staging_dir
+
+    (tmp_path / "user.txt").write_text("mine")
+    with pytest.raises(ExportError):
+        with staging_dir(tmp_path / "new" / "deeper" / "bundle") as staging:
+            (staging / "edge.onnx").write_bytes(b"x")
+            raise ExportError("edge check failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user.txt"]
