@@ -89,7 +89,7 @@ def test_timm_teacher_loads_local_weights_and_is_cut_at_the_named_layer(tmp_path
     logits = teacher(x)
     assert [t.shape for t in logits] == [(2, 2), (2, 2)]
     assert teacher.distill_stride in (4, 8) and teacher.head(x).shape[1] == teacher.distill_channels
-    with pytest.raises(ValueError, match="unknown timm architecture"):
+    with pytest.raises(ConfigError, match="teacher.arch .no_such_net.: not a timm architecture"):
         create_model("teacher_timm", **{**kwargs, "arch": "no_such_net"}, weights=str(weights))
     with pytest.raises(CheckpointError, match="no such file"):
         create_model("teacher_timm", **kwargs, weights=str(tmp_path / "missing.safetensors"))
