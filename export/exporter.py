@@ -41,7 +41,7 @@ from export.calibration_set import CalibrationSourceError, SampleSet, data_confi
 from export.edge import COREML_INT8_OPS, EDGE_TARGETS, export_edge, inspect_coreml
 from training.tables import tables_from_bottleneck
 from export.errors import ExportError
-from export.quantize import OBSERVERS, SCHEME, check_keep_float
+from export.quantize import OBSERVERS, SCHEME, check_keep_float, quantizable_layers
 from export.tensorrt_engine import TensorRTUnavailable, build_engine
 from runtime_edge.models import EdgeRuntimeError, coreml_available, load_edge_model
 from runtime_server.backends import BackendUnavailableError, open_backend
@@ -243,10 +243,13 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
 
         log(f"edge client: int8 {opts.target} ({opts.observer} observer" + (f", float: {list(opts.keep_float)})" if opts.keep_float else ")"))
         edge = export_edge(client, opts.target, staging, example, calib.batches(), opts.observer, opts.keep_float)
-        if opts.target == "coreml":
-            edge_check = _check_coreml(staging / edge.file, edge.reference, client, check_images, tables, shapes)
-        else:
-            edge_check = verify.check_edge(_edge_model(staging / edge.file, edge.runtime).run, client, check_images, tables, edge.reference)
+        try:
+            if opts.target == "coreml":
+                edge_check = _check_coreml(staging / edge.file, edge.reference, client, check_images, tables, shapes)
+            else:
+                edge_check = verify.check_edge(_edge_model(staging / edge.file, edge.runtime).run, client, check_images, tables, edge.reference)
+        except verify.Int8MismatchError as exc:
+            raise ExportError(f"{exc}\n{int8_hints(opts, client)}") from None
         log(
             f"edge check: symbol agreement {edge_check['symbol_agreement']:.4f}, "
             f"task-mask agreement {edge_check['task_mask_agreement']:.3f}, latent rel. RMSE {edge_check['latent_rel_rmse']:.4f}"
@@ -292,6 +295,23 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
         manifest = bundle_writer.finalize(staging, out, manifest)
     log(f"bundle written to {out}")
     return ExportResult(out, manifest, notes)
+
+
+def int8_hints(opts: ExportOptions, client: torch.nn.Module) -> str:
+    """What to try when the int8 edge client is too far from the float one (the options of ``split.py``
+    and the sensitivity tool, with this export's values filled in)."""
+    others = [o for o in OBSERVERS if o != opts.observer]
+    kept = f" (now {' '.join(opts.keep_float)})" if opts.keep_float else ""
+    return "\n".join([
+        "what helps:",
+        f"  - another activation observer: --observer {' / '.join(others)} (this export used {opts.observer})",
+        f"  - more calibration images: --calibration-samples N (this export used {opts.calibration_samples})",
+        f"  - keeping the most sensitive layers in float: --keep-float NAME ...{kept}; the client's conv/linear layers are "
+        f"{', '.join(quantizable_layers(client))}",
+        "  - finding those layers: calibration/sensitivity.py quantizes the client once per layer with that layer in float "
+        "and ranks the layers by the accuracy each one recovers:",
+        f"      uv run python calibration/sensitivity.py --checkpoint {opts.checkpoint} --observer {opts.observer}",
+    ])
 
 
 def _data_description(cfg: dict[str, Any]) -> dict[str, Any]:

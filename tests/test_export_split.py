@@ -285,12 +285,14 @@ def test_failed_export_leaves_old_bundle_and_no_debris(onnx_bundle: Path, tiny_c
     shutil.copytree(onnx_bundle, target)
     before = _snapshot(target)
 
-    def broken(*args, **kwargs):
-        raise ExportError("edge.onnx does not match the eager model (injected)")
-
-    monkeypatch.setattr(exporter.verify, "check_edge", broken)
+    # an int8 client that misses its tolerance (none can meet a zero one): the error says what helps
+    monkeypatch.setitem(exporter.verify.EDGE_TOLERANCE, "max_latent_rel_rmse", 0.0)
     rc = split_main(["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(target), *FAST])
-    assert rc == 2 and "injected" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: edge client (int8 vs float eager) does not match the eager model: latent_rel_rmse=")
+    assert "--observer minmax (this export used histogram)" in err and "--calibration-samples N (this export used 16)" in err
+    assert "--keep-float NAME" in err and "encoder.project" in err and "task_detector.classifier" in err
+    assert f"uv run python calibration/sensitivity.py --checkpoint {tiny_checkpoint} --observer histogram" in err
     assert _snapshot(target) == before
     assert not _leftovers(tmp_path, "bundle")
     load_bundle(target)
