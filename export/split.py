@@ -19,7 +19,7 @@ from export.exporter import SERVER_ENGINES, ExportOptions, export_bundle
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="Stage 2 checkpoint (.safetensors)")
     p.add_argument("--target", required=True, choices=EDGE_TARGETS, help="edge client format")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")

@@ -255,3 +255,14 @@ def test_int8_curve_exports_checks_and_reuses_each_point(tiny_checkpoint, tmp_pa
         int8_curve.int8_curve(tmp_path, "no_film", None)
     with pytest.raises(int8_curve.Int8CurveError, match="no such curve"):
         int8_curve.int8_curve(tmp_path, "famo", None)
+
+
+@pytest.mark.parametrize("module", ["calibration.check", "calibration.compare", "calibration.int8_curve", "export.benchmark", "export.split"])
+def test_help_describes_the_command_in_whole_sentences(module: str, capsys: pytest.CaptureFixture) -> None:
+    import importlib
+
+    script = importlib.import_module(module)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--help"])
+    described = " ".join(capsys.readouterr().out.split("\n\n")[1].split())
+    assert described == " ".join(script.__doc__.split("\n\n")[0].split()) and described.endswith(".")
