@@ -98,7 +98,7 @@ def build_wheel(out_dir: Path, root: Path = REPO) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="build the mantis-edge wheel (codec + runtime_edge, extras pte and onnx)")
+    p = argparse.ArgumentParser(description="build the mantis-edge wheel (codec + runtime_edge, extras pte, onnx and grpc)")
     p.add_argument("--out", type=Path, default=REPO / "dist", help="directory for the wheel (default dist/)")
     return p.parse_args(argv)
 
