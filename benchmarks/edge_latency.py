@@ -19,7 +19,7 @@ from benchmarks.results import Headline, Table, add_results_arguments, write_res
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="Stage 2 checkpoint")
     p.add_argument("--size", type=int, default=224, help="input height and width (default 224)")
     p.add_argument("--warmup", type=int, default=10)

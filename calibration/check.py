@@ -17,7 +17,7 @@ from calibration.int8_accuracy import CheckError, format_table, run_check
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--artifacts", type=Path, required=True, help="bundle directory written by export/split.py")
     p.add_argument("--checkpoint", type=Path, default=None, help="source checkpoint, if it moved since the export")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="held-out split (default test)")

@@ -20,7 +20,7 @@ from export.errors import ExportError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--target", default="executorch", choices=[t for t in EDGE_TARGETS if t != "coreml"])
     p.add_argument("--out", type=Path, required=True)

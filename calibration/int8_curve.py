@@ -109,7 +109,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sweep", required=True, type=Path, help="a training/sweep.py output directory")
     p.add_argument("--curve", default="film", help="the curve to export (default film)")
     p.add_argument("--baselines", type=Path, help="JPEG/WebP curves: a demo report.json measured on the same data")

@@ -12,19 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch.nn as nn
 
 from calibration.int8_accuracy import compare, eager_bitstreams, serve_bitstreams
 from export.calibration_set import data_config, load_split, select_samples
 from export.exporter import load_source
-from export.quantize import quantize_pt2e
+from export.quantize import quantizable_layers, quantize_pt2e
 from export.verify import eager_outputs
 from training.tables import tables_from_bottleneck
-
-
-def quantizable_layers(client: nn.Module) -> list[str]:
-    """Names (relative to the client) of its convolutions and linear layers."""
-    return [name for name, m in client.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
 def layer_sensitivity(
@@ -74,7 +68,6 @@ def layer_sensitivity(
         "rows": rows,
         "most_sensitive_first": ranking,
     }
-
 
 def format_sensitivity(result: dict[str, Any]) -> str:
     tasks = list(result["float_task_accuracy"])

@@ -8,16 +8,38 @@ old file or the new one, never a half-written one, and a failed write leaves not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+@contextlib.contextmanager
+def directory_kept_on_success(path: str | os.PathLike) -> Iterator[Path]:
+    """Create the directory ``path`` (and missing parents) for the ``with`` block; if the block raises,
+    remove again every directory it created that is still empty, deepest first. Directories that
+    existed before, and anything written into them, are never touched."""
+    path = Path(path)
+    created = []
+    probe = path.absolute()
+    while not probe.exists():
+        created.append(probe)
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only an empty directory goes
+        raise
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> None:

@@ -17,6 +17,7 @@ numpy: a device reading a bundle needs neither torch nor the training code.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -45,12 +46,24 @@ DETECT_OUTPUT = "detect_logits"
 MAX_MODEL_TASKS = 32
 """Tasks one model may have: the edge-detected ones (at most :data:`codec.format.MAX_MASK_TASKS`, what a
 bitstream's task mask can name) plus the ones its server half detects itself (``server_detected_tasks``)."""
+MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+"""A model name: what KServe URLs (``/v2/models/NAME``) and Triton model repositories (a directory per
+model) take without escaping: letters, digits, ``_``, ``-``, ``.``, starting with a letter or digit, at
+most 64 characters."""
 
 T = TypeVar("T")
 
 
 class ManifestError(ValueError):
     """A manifest value is missing, of the wrong type, or unsupported; the message names the key."""
+
+
+def model_name_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as a model name (:data:`MODEL_NAME_PATTERN`), or None."""
+    if re.fullmatch(MODEL_NAME_PATTERN, name):
+        return None
+    return (f"{name!r} is not a safe model name (letters, digits, '_', '-', '.', starting with a letter or digit, "
+            "at most 64 characters)")
 
 
 class _Fields:
@@ -404,7 +417,7 @@ class Manifest:
         source_ref = {k: source.get(k, str) for k in ("path", "sha256")}
         source.done()
         out = cls(
-            model_name=f.get("model_name", str, check=bool),
+            model_name=f.get("model_name", str),
             bitstream_version=f.get("bitstream_version", int),
             source_checkpoint=source_ref,
             producer=f.sub("producer", _str_map),
@@ -428,6 +441,9 @@ class Manifest:
     def validate(self, where: str = MANIFEST_NAME) -> None:
         """Cross-field checks: tasks, file entries inside the bundle, referenced files listed, names of
         the server half's tensors as the wire contract names them."""
+        problem = model_name_problem(self.model_name)
+        if problem:
+            raise ManifestError(f"{where}.model_name: {problem}")
         if not 1 <= len(self.tasks) <= MAX_MODEL_TASKS or len(set(self.task_names)) != len(self.tasks):
             raise ManifestError(f"{where}.tasks: expected 1..{MAX_MODEL_TASKS} tasks with distinct names, got {self.task_names}")
         for name in self.files:

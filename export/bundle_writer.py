@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from codec.files import atomic_write_json
+from codec.files import atomic_write_json, directory_kept_on_success
 from codec.bundle import BundleError, path_sha256, read_manifest
 from codec.manifest import MANIFEST_NAME, Manifest, ManifestError
 from export.errors import ExportError
@@ -52,16 +52,17 @@ def check_destination(out: Path, source_sha256: str, target: str, force: bool) -
 
 @contextlib.contextmanager
 def staging_dir(out: Path) -> Iterator[Path]:
-    """A fresh directory beside ``out``; removed on any exception."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if tmp.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
+    """A fresh directory beside ``out``; removed on any exception, together with the parent directories
+    of ``out`` that it created."""
+    with directory_kept_on_success(out.parent):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def file_hashes(root: Path) -> dict[str, str]:

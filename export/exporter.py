@@ -8,6 +8,7 @@ and the server half, and writes the bundle atomically (``export/bundle_writer.py
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from codec.manifest import (
     ServerFile,
     TaskInfo,
     TensorSpec,
+    model_name_problem,
 )
 from codec.wire import logits_output
 from export import bundle_writer, server as server_export, verify
@@ -38,7 +40,7 @@ from export.calibration_set import CalibrationSourceError, SampleSet, data_confi
 from export.edge import COREML_INT8_OPS, EDGE_TARGETS, export_edge, inspect_coreml
 from training.tables import tables_from_bottleneck
 from export.errors import ExportError
-from export.quantize import OBSERVERS, SCHEME
+from export.quantize import OBSERVERS, SCHEME, check_keep_float, quantizable_layers
 from export.tensorrt_engine import TensorRTUnavailable, build_engine
 from runtime_edge.models import EdgeRuntimeError, coreml_available, load_edge_model
 from runtime_server.backends import BackendUnavailableError, open_backend
@@ -67,6 +69,8 @@ class ExportOptions:
     server_engine: str | None = None
     force: bool = False
     seed: int = 0
+    model_name: str | None = None
+    """The served model's name (``codec.manifest.MODEL_NAME_PATTERN``); None: :func:`default_model_name`."""
 
 
 @dataclass
@@ -88,6 +92,34 @@ def producer_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
     return out
+
+
+def _data_name(data: dict[str, Any]) -> str:
+    """A short name for the training data: the image folder's or the shard directory's name."""
+    kind = data.get("kind", "")
+    if kind == "folder" and data.get("folder", {}).get("root"):
+        return Path(data["folder"]["root"]).name
+    if kind == "webdataset" and data.get("webdataset", {}).get("train"):
+        return Path(data["webdataset"]["train"]).parent.name or kind
+    return str(kind)
+
+
+def default_model_name(meta: dict[str, Any], checkpoint: Path) -> str:
+    """The model name a bundle gets without ``--model-name``: the training run (the checkpoint's directory)
+    and its data, e.g. ``pets-Pets-photos`` for ``runs/pets/stage2.safetensors`` trained on the folder
+    ``Pets photos``; another checkpoint of the run (the No-FiLM ablation) adds its file name. A checkpoint
+    with tasks added to a deployed model takes that model's run, so the new version keeps its name."""
+    base = meta.get("base_checkpoint")
+    source = Path(base["path"]) if isinstance(base, dict) and base.get("path") else Path(checkpoint)
+    parts = [source.absolute().parent.name, _data_name(meta.get("config", {}).get("data", {}))]
+    if base is None and source.stem != "stage2":
+        parts.append(source.stem)
+    words: list[str] = []
+    for part in parts:
+        word = re.sub(r"[^A-Za-z0-9_.-]+", "-", part).strip("-_.")
+        if word and word not in words:
+            words.append(word)
+    return "-".join(words)[:64].rstrip("-_.") or "mantis"
 
 
 def load_source(checkpoint: Path) -> tuple[Any, dict[str, Any], str]:
@@ -171,15 +203,23 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
         raise ExportError(f"unknown server engine {opts.server_engine!r}; expected one of {', '.join(SERVER_ENGINES)}")
     if opts.calibration_split == opts.check_split:
         raise ExportError(f"calibration and check data must come from different splits (both {opts.check_split!r})")
+    if opts.model_name is not None and model_name_problem(opts.model_name):
+        raise ExportError(f"--model-name: {model_name_problem(opts.model_name)}")
     out = Path(opts.out).absolute()
     checkpoint = Path(opts.checkpoint)
     model, meta, sha = load_source(checkpoint)
+    model_name = opts.model_name or default_model_name(meta, checkpoint)
+    try:
+        check_keep_float(model.client, opts.keep_float)
+    except ValueError as exc:
+        raise ExportError(f"--keep-float: {exc}") from None
     bundle_writer.check_destination(out, sha, opts.target, opts.force)
     task_names = [t["name"] for t in meta["tasks"]]
     try:
         cfg = data_config(meta, checkpoint, opts.data_config)
     except CalibrationSourceError as exc:
         raise ExportError(str(exc)) from None
+    log(f"model name: {model_name}")
     log(f"calibration set: {opts.calibration_samples} images from the {opts.calibration_split} split")
     calib = pick_samples(cfg, opts.calibration_split, opts.calibration_samples, opts.seed, task_names)
     checks = pick_samples(cfg, opts.check_split, opts.check_samples, opts.seed + 1, task_names)
@@ -202,10 +242,13 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
 
         log(f"edge client: int8 {opts.target} ({opts.observer} observer" + (f", float: {list(opts.keep_float)})" if opts.keep_float else ")"))
         edge = export_edge(client, opts.target, staging, example, calib.batches(), opts.observer, opts.keep_float)
-        if opts.target == "coreml":
-            edge_check = _check_coreml(staging / edge.file, edge.reference, client, check_images, tables, shapes)
-        else:
-            edge_check = verify.check_edge(_edge_model(staging / edge.file, edge.runtime).run, client, check_images, tables, edge.reference)
+        try:
+            if opts.target == "coreml":
+                edge_check = _check_coreml(staging / edge.file, edge.reference, client, check_images, tables, shapes)
+            else:
+                edge_check = verify.check_edge(_edge_model(staging / edge.file, edge.runtime).run, client, check_images, tables, edge.reference)
+        except verify.Int8MismatchError as exc:
+            raise ExportError(f"{exc}\n{int8_hints(opts, client)}") from None
         log(
             f"edge check: symbol agreement {edge_check['symbol_agreement']:.4f}, "
             f"task-mask agreement {edge_check['task_mask_agreement']:.3f}, latent rel. RMSE {edge_check['latent_rel_rmse']:.4f}"
@@ -219,7 +262,7 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
         server_manifest = _export_server(model.server, meta["tasks"], detected, (c, lh, lw), decoded, staging, engine, notes)
 
         manifest = Manifest(
-            model_name=f"{meta['model']['name']}-{checkpoint.stem}",
+            model_name=model_name,
             bitstream_version=FORMAT_VERSION,
             source_checkpoint={"path": str(checkpoint.resolve()), "sha256": sha},
             producer=producer_versions(),
@@ -251,6 +294,23 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
         manifest = bundle_writer.finalize(staging, out, manifest)
     log(f"bundle written to {out}")
     return ExportResult(out, manifest, notes)
+
+
+def int8_hints(opts: ExportOptions, client: torch.nn.Module) -> str:
+    """What to try when the int8 edge client is too far from the float one (the options of ``split.py``
+    and the sensitivity tool, with this export's values filled in)."""
+    others = [o for o in OBSERVERS if o != opts.observer]
+    kept = f" (now {' '.join(opts.keep_float)})" if opts.keep_float else ""
+    return "\n".join([
+        "what helps:",
+        f"  - another activation observer: --observer {' / '.join(others)} (this export used {opts.observer})",
+        f"  - more calibration images: --calibration-samples N (this export used {opts.calibration_samples})",
+        f"  - keeping the most sensitive layers in float: --keep-float NAME ...{kept}; the client's conv/linear layers are "
+        f"{', '.join(quantizable_layers(client))}",
+        "  - finding those layers: calibration/sensitivity.py quantizes the client once per layer with that layer in float "
+        "and ranks the layers by the accuracy each one recovers:",
+        f"      uv run python calibration/sensitivity.py --checkpoint {opts.checkpoint} --observer {opts.observer}",
+    ])
 
 
 def _data_description(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -51,14 +51,22 @@ def pt2e_quantizer(observer: str, keep_float: Sequence[str] = ()):
     return quantizer
 
 
+def quantizable_layers(module: torch.nn.Module) -> list[str]:
+    """Names (relative to ``module``) of its convolutions and linear layers: what int8 quantizes, and
+    what ``keep_float`` can name (or a module holding several of them)."""
+    return [name for name, m in module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+
 def check_keep_float(module: torch.nn.Module, keep_float: Sequence[str]) -> None:
     """``ValueError`` naming every ``keep_float`` entry that is not a module of ``module`` (a misspelled
-    name would otherwise quantize everything without a word)."""
+    name would otherwise quantize everything without a word), and listing the layers it can name."""
     names = {name for name, _ in module.named_modules() if name}
     unknown = [k for k in keep_float if k not in names]
     if unknown:
-        leaves = sorted(n for n, m in module.named_modules() if n and not any(True for _ in m.children()))
-        raise ValueError(f"layers to keep in float {unknown} are not modules of the edge client; its layers are {leaves}")
+        raise ValueError(
+            f"layers to keep in float {unknown} are not modules of the edge client; its conv/linear layers are "
+            f"{quantizable_layers(module)} (a module holding several, such as {sorted({n.split('.')[0] for n in names})}, keeps them all)"
+        )
 
 
 def quantize_pt2e(
@@ -98,9 +106,10 @@ class _Reader:
 
 
 def onnx_nodes_in_modules(model_path: Path, module_names: Sequence[str]) -> list[str]:
-    """Names of the ONNX nodes that ``torch.onnx.export(dynamo=True)`` emitted for the given modules
-    (read from each node's ``pkg.torch.onnx.name_scopes`` metadata, a Python list literal such as
-    ``['', 'encoder', 'project', 'conv2d_10']``)."""
+    """Names of the ONNX nodes that ``torch.onnx.export(dynamo=True)`` emitted for the given modules (or
+    modules inside them), read from each node's ``pkg.torch.onnx.name_scopes`` metadata: a Python list
+    literal of the enclosing modules' full paths, outermost first, then the op, such as
+    ``['', 'encoder', 'encoder.project', 'conv2d_10']``."""
     import ast
 
     import onnx
@@ -113,10 +122,10 @@ def onnx_nodes_in_modules(model_path: Path, module_names: Sequence[str]) -> list
         if not scopes:
             continue
         try:
-            path = ".".join(s for s in ast.literal_eval(scopes) if s)
+            modules = [s for s in ast.literal_eval(scopes)[:-1] if s]
         except (ValueError, SyntaxError):
             continue
-        if any(path == name or path.startswith(name + ".") for name in module_names):
+        if any(path == name or path.startswith(name + ".") for path in modules for name in module_names):
             found.append(node.name)
     return found
 

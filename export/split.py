@@ -19,10 +19,14 @@ from export.exporter import SERVER_ENGINES, ExportOptions, export_bundle
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="Stage 2 checkpoint (.safetensors)")
     p.add_argument("--target", required=True, choices=EDGE_TARGETS, help="edge client format")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
+    p.add_argument(
+        "--model-name", default=None, metavar="NAME",
+        help="the name servers serve the model under (letters, digits, _ - .; default: the training run's directory and its data, e.g. pets-Pets-photos)",
+    )
     p.add_argument("--server-engine", choices=SERVER_ENGINES, default=None, help="also build a server engine (fp16)")
     g = p.add_argument_group("calibration")
     g.add_argument("--calibration-samples", type=int, default=128, help="images to calibrate on (default 128)")
@@ -53,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         server_engine=args.server_engine,
         force=args.force,
         seed=args.seed,
+        model_name=args.model_name,
     )
     try:
         export_bundle(opts)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from codec.files import atomic_write_json
+from codec.files import atomic_write_json, directory_kept_on_success
 from training.balancing import FamoBalancer
 from training.build import load_model
 from training.checkpoint import CheckpointError, save_checkpoint
@@ -148,7 +148,7 @@ def teacher_stage(ctx: Context) -> tuple[nn.Module, dict[str, Any], dict[str, An
         fit(TeacherObjective(teacher), teacher, param_groups(teacher.named_parameters(), tcfg["lr"], tcfg["weight_decay"]),
             ctx.train, ctx.fit_spec("teacher", tcfg, fp), ctx.rt)
     else:
-        indices = load_task_map(task_map_path(ctx.cfg)).teacher_indices()
+        indices = load_task_map(task_map_path(ctx.cfg)).teacher_indices(tcfg["kind"])
         kwargs = {"arch": tcfg["arch"], "distill_layer": tcfg["distill_layer"], "task_class_indices": indices,
                   "input_size": ctx.preprocessing["input_size"]}
         spec = {"name": f"teacher_{tcfg['kind']}", "kwargs": kwargs}
@@ -159,6 +159,38 @@ def teacher_stage(ctx: Context) -> tuple[nn.Module, dict[str, Any], dict[str, An
     metrics = evaluate_teacher(teacher, ctx.test_loader(), ctx.tasks, ctx.rt.device) if ctx.rt.is_main else {}
     ctx.finish("teacher", teacher, ctx.meta("teacher", spec, fp, metrics=metrics))
     return teacher, spec, metrics
+
+
+NEAR_CHANCE = 0.2
+"""A task's accuracy is near chance when it covers less than this share of the way from chance (1 / its
+number of classes) to 1."""
+
+
+def near_chance(accuracy: dict[str, float], tasks: Sequence[TaskSpec]) -> list[str]:
+    """The tasks whose ``accuracy`` is near chance (:data:`NEAR_CHANCE`)."""
+    chance = {t.name: 1 / len(t.labels) for t in tasks}
+    return [t for t, acc in accuracy.items() if acc < chance[t] + NEAR_CHANCE * (1 - chance[t])]
+
+
+def check_teacher(ctx: Context, teacher: nn.Module) -> dict[str, Any]:
+    """The teacher's per-task accuracy on the ``val`` split, logged before Stage 1, with a warning for the
+    tasks where it is near chance: a teacher that does not know the classes trains every later stage to
+    chance without another sign."""
+    _, val, _, _, _ = build_datasets(ctx.cfg, splits=("val",))
+    loader = DataLoader(val, batch_size=ctx.cfg["data"]["eval_batch_size"], shuffle=False, num_workers=ctx.cfg["data"]["num_workers"])
+    accuracy = evaluate_teacher(teacher, loader, ctx.tasks, ctx.rt.device)["task_accuracy"]
+    chance = {t.name: 1 / len(t.labels) for t in ctx.tasks}
+    log.info("teacher accuracy on the val split (%d images): %s", len(val),
+             ", ".join(f"{t} {a:.3f} (chance {chance[t]:.3f})" for t, a in accuracy.items()))
+    low = near_chance(accuracy, ctx.tasks)
+    if low:
+        kind = ctx.cfg["teacher"]["kind"]
+        hint = ("train it longer (teacher.epochs) or on more images" if kind == "cnn" else
+                "check that teacher.weights hold trained weights for teacher.arch and that the task map's teacher_index "
+                "gives each class's index in the teacher's logits")
+        log.warning("the teacher is near chance on the val split for %s; every later stage learns from it, so the model "
+                    "will be near chance too: %s", low, hint)
+    return {"split": "val", "images": len(val), "task_accuracy": accuracy, "chance": chance, "near_chance": low}
 
 
 def stage1_kwargs(ctx: Context, teacher: nn.Module) -> dict[str, Any]:
@@ -274,8 +306,11 @@ def run(cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallba
 
     ``datasets`` (from ``load_datasets`` with the same ``data`` section) saves building them again.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with directory_kept_on_success(out_dir) as out:  # a run that fails before writing anything leaves no empty folder
+        return _run(cfg, out, callbacks, datasets)
+
+
+def _run(cfg: dict[str, Any], out: Path, callbacks: Sequence[StepCallback], datasets: Datasets | None) -> dict[str, Any]:
     rt = setup_runtime(cfg["device"], cfg["amp"], cfg["threads"])
     try:
         start = time.perf_counter()
@@ -283,6 +318,7 @@ def run(cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallba
         ctx = Context(cfg, out, rt, train, test, tasks, preprocessing, callbacks)
         ctx.seconds["data"] = round(time.perf_counter() - start, 2)
         teacher, teacher_spec, teacher_metrics = _timed(ctx, "teacher", teacher_stage, ctx)
+        teacher_val = check_teacher(ctx, teacher) if rt.is_main else {}
         s1_model, s1_kwargs, s1_metrics = _timed(ctx, "stage1", stage1, ctx, teacher, teacher_spec)
         s2_path, s2_metrics = _timed(ctx, "stage2", stage2, ctx, "stage2", "film", s1_model, s1_kwargs, teacher, teacher_spec)
         s2_metrics = dict(s2_metrics)
@@ -296,6 +332,7 @@ def run(cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallba
         ctx.seconds["total"] = round(time.perf_counter() - start, 2)
         metrics = {
             "teacher": teacher_metrics,
+            "teacher_val": teacher_val,
             "stage1": s1_metrics,
             "stage2": s2_metrics,
             "ablations": ablations,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from codec.files import atomic_write, atomic_write_json, atomic_write_text
+from codec.files import atomic_write, atomic_write_json, atomic_write_text, directory_kept_on_success
 from training.checkpoint import CheckpointError, read_metadata
 from training.config import ConfigError, fingerprint, load_config
 from training.curves import METHOD, Curve, CurveError, bd_rate
@@ -344,11 +344,11 @@ def sweep(config: Path, out: Path, betas: Sequence[float], variants: Sequence[st
             cache["d"] = load_datasets(configs[0])
         return cache["d"]
 
-    out.mkdir(parents=True, exist_ok=True)
     records = []
-    for point, cfg in zip(points, configs):
-        sources = list(reuse) + sorted(p for p in out.glob("*/beta_*") if p.is_dir())
-        records.append(run_point(point, cfg, out, sources, datasets))
+    with directory_kept_on_success(out):  # a sweep that fails before writing anything leaves no empty folder
+        for point, cfg in zip(points, configs):
+            sources = list(reuse) + sorted(p for p in out.glob("*/beta_*") if p.is_dir())
+            records.append(run_point(point, cfg, out, sources, datasets))
     report = build_report(records, reference, pairs, base_lines)
     report.update(config=str(config), sets=list(sets), betas=sorted(float(b) for b in betas))
     write_report(report, out)

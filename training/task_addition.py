@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import codec
 from codec.bundle import file_sha256
-from codec.files import atomic_write_json
+from codec.files import atomic_write_json, directory_kept_on_success
 from training.build import load_model
 from training.checkpoint import save_checkpoint
 from training.config import ConfigError, fingerprint
@@ -331,8 +331,11 @@ def _full(run: _Run) -> dict[str, Any]:
 
 def run_addition(cfg: dict[str, Any], out_dir: str | Path, source: str = "config") -> dict[str, Any]:
     """Run the addition a validated config describes into ``out_dir``; return (and write) the metrics."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with directory_kept_on_success(out_dir) as out:  # a run that fails before writing anything leaves no empty folder
+        return _run_addition(cfg, out, source)
+
+
+def _run_addition(cfg: dict[str, Any], out: Path, source: str) -> dict[str, Any]:
     rt = setup_runtime(cfg["device"], cfg["amp"], cfg["threads"])
     try:
         start = time.perf_counter()

@@ -230,6 +230,7 @@ MUTATIONS: dict[str, Callable[[dict], None]] = {
     "server_unknown": _set("server.tflite", {"file": "x"}),
     "model_name_int": _set("model_name", 5),
     "model_name_missing": _set("model_name", _DELETE),
+    "model_name_unsafe": _set("model_name", "pets v2/../x"),
     "version_string": _set("bitstream_version", "2"),
     "producer_int": _set("producer.torch", 2),
     "source_extra": _set("source_checkpoint.step", "1"),

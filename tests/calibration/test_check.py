@@ -16,7 +16,7 @@ import torch.nn as nn
 from calibration.int8_accuracy import CheckError, PathOutputs, compare, run_check
 from calibration.check import main as check_main
 from export.calibration_set import CalibrationSourceError, balanced_order, select_samples
-from export.quantize import OBSERVERS, pt2e_quantizer, quantize_onnx, quantize_pt2e
+from export.quantize import OBSERVERS, onnx_nodes_in_modules, pt2e_quantizer, quantize_onnx, quantize_pt2e
 from codec.bundle import load_bundle
 
 
@@ -28,6 +28,21 @@ class _Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.relu(self.conv(x)))
+
+
+class _Nested(nn.Module):
+    """An ``encoder`` with a ``project`` layer inside, like the edge client's ``encoder.project``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential()
+        self.encoder.add_module("conv", nn.Conv2d(3, 8, 3, padding=1))
+        self.encoder.add_module("act", nn.ReLU())
+        self.encoder.add_module("project", nn.Conv2d(8, 8, 1))
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
 
 
 def _per_channel_weights(graph: torch.fx.GraphModule) -> list[torch.fx.Node]:
@@ -112,6 +127,22 @@ def test_onnx_quantization_observers_and_keep_float(tmp_path: Path) -> None:
     assert len(int8_weights) == 1
     with pytest.raises(ValueError, match="no ONNX nodes"):
         quantize_onnx(float_path, tmp_path / "x.onnx", "image", calib, "histogram", keep_float=["missing"])
+
+
+def test_onnx_keep_float_of_a_nested_module(tmp_path: Path) -> None:
+    net = _Nested().eval()
+    x = torch.randn(1, 3, 16, 16)
+    float_path = tmp_path / "nested.onnx"
+    torch.onnx.export(net, (x,), str(float_path), dynamo=True, input_names=["image"], external_data=False)
+    assert onnx_nodes_in_modules(float_path, ["encoder.project"]) == [
+        n.name for n in onnx.load(str(float_path)).graph.node if n.op_type == "Conv" and n.input[1].startswith("encoder.project")
+    ]
+    assert len(onnx_nodes_in_modules(float_path, ["encoder"])) >= 3  # conv, relu, project
+    calib = [torch.randn(1, 3, 16, 16).numpy() for _ in range(4)]
+    quantize_onnx(float_path, tmp_path / "kept.onnx", "image", calib, "histogram", keep_float=["encoder.project"])
+    model = onnx.load(str(tmp_path / "kept.onnx"))
+    int8_weights = {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 4}
+    assert len(int8_weights) == 2 and not any("project" in n for n in int8_weights)
 
 
 def _outputs(masks: list[int], preds: list[int], nbytes: int = 40) -> PathOutputs:
@@ -224,3 +255,14 @@ def test_int8_curve_exports_checks_and_reuses_each_point(tiny_checkpoint, tmp_pa
         int8_curve.int8_curve(tmp_path, "no_film", None)
     with pytest.raises(int8_curve.Int8CurveError, match="no such curve"):
         int8_curve.int8_curve(tmp_path, "famo", None)
+
+
+@pytest.mark.parametrize("module", ["calibration.check", "calibration.compare", "calibration.int8_curve", "export.benchmark", "export.split"])
+def test_help_describes_the_command_in_whole_sentences(module: str, capsys: pytest.CaptureFixture) -> None:
+    import importlib
+
+    script = importlib.import_module(module)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--help"])
+    described = " ".join(capsys.readouterr().out.split("\n\n")[1].split())
+    assert described == " ".join(script.__doc__.split("\n\n")[0].split()) and described.endswith(".")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from codec.files import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
+from codec.files import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text, directory_kept_on_success
 from codec.wire import TOKEN_ENV, read_token
 
 
@@ -61,3 +61,22 @@ def test_read_token_from_file_then_environment(tmp_path: Path, monkeypatch: pyte
         read_token(empty)
     with pytest.raises(ValueError, match="cannot read token file .*missing"):
         read_token(tmp_path / "missing")
+
+
+def test_directory_kept_on_success_removes_only_what_a_failed_block_created(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(RuntimeError):
+        with directory_kept_on_success(mine / "a" / "b" / "out") as out:
+            assert out.is_dir()
+            raise RuntimeError("failed run")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    with pytest.raises(RuntimeError):
+        with directory_kept_on_success(mine / "c" / "out") as out:
+            (out.parent / "written.txt").write_text("a result the run kept")
+            raise RuntimeError("failed later")
+    assert (mine / "c" / "written.txt").is_file() and not (mine / "c" / "out").exists()
+    with directory_kept_on_success(mine / "d") as out:
+        pass
+    assert out.is_dir()

@@ -21,17 +21,18 @@ import torch
 
 import codec
 from codec.bundle import BundleError, load_bundle, path_sha256
-from codec.manifest import MANIFEST_NAME, Manifest
+from codec.manifest import MANIFEST_NAME, Manifest, model_name_problem
 from tests.codec.test_manifest import _manifest as _manifest_doc
 from export import exporter
 from export.bundle_writer import check_destination, finalize
 from export.edge import inspect_coreml
 from export.errors import ExportError
-from export.exporter import ExportOptions, export_bundle
+from export.exporter import ExportOptions, default_model_name, export_bundle
 from runtime_edge.models import ExecuTorchModel, OnnxModel
 from export.split import main as split_main
 from export.tensorrt_engine import TensorRTUnavailable, build_engine, engine_source
 from training.build import load_model
+from training.checkpoint import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -285,12 +286,14 @@ def test_failed_export_leaves_old_bundle_and_no_debris(onnx_bundle: Path, tiny_c
     shutil.copytree(onnx_bundle, target)
     before = _snapshot(target)
 
-    def broken(*args, **kwargs):
-        raise ExportError("edge.onnx does not match the eager model (injected)")
-
-    monkeypatch.setattr(exporter.verify, "check_edge", broken)
+    # an int8 client that misses its tolerance (none can meet a zero one): the error says what helps
+    monkeypatch.setitem(exporter.verify.EDGE_TOLERANCE, "max_latent_rel_rmse", 0.0)
     rc = split_main(["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(target), *FAST])
-    assert rc == 2 and "injected" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: edge client (int8 vs float eager) does not match the eager model: latent_rel_rmse=")
+    assert "--observer minmax (this export used histogram)" in err and "--calibration-samples N (this export used 16)" in err
+    assert "--keep-float NAME" in err and "encoder.project" in err and "task_detector.classifier" in err
+    assert f"uv run python calibration/sensitivity.py --checkpoint {tiny_checkpoint} --observer histogram" in err
     assert _snapshot(target) == before
     assert not _leftovers(tmp_path, "bundle")
     load_bundle(target)
@@ -322,3 +325,66 @@ def test_edge_latency_benchmark_runs_and_reports_ratios(tiny_checkpoint: Path, t
     assert len(result["timings_ms"]) == 4 and all(t["median"] > 0 for t in result["timings_ms"].values())
     assert result["pte_bytes"]["edge_int8.pte"] < result["pte_bytes"]["edge_fp32.pte"]
     assert 0 <= result["int8_latent_rel_rmse"] < 1
+
+
+def test_keep_float_of_a_nested_module_on_onnx(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """The README's example, ``--target onnx --keep-float encoder.project``: the layer stays float32."""
+    out = tmp_path / "kept"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(out), "--keep-float", "encoder.project", "--model-name", "pets-int8.v2"]
+    assert split_main([*argv, *FAST]) == 0
+    assert _written(load_bundle(out))["edge"]["quantization"]["keep_float"] == ["encoder.project"]
+    assert _written(load_bundle(out))["model_name"] == "pets-int8.v2"
+    edge = onnx.load(str(out / "edge.onnx"))
+    weights = {i.name: i.data_type for i in edge.graph.initializer if len(i.dims) == 4}
+    project = [n for n in weights if "encoder.project" in n]
+    assert project and all(weights[n] == onnx.TensorProto.FLOAT for n in project)
+    assert any(t == onnx.TensorProto.INT8 for t in weights.values())
+
+
+def test_misspelled_keep_float_module_is_an_error_line(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "parent" / "b"
+    for target in ("onnx", "executorch"):
+        rc = split_main(["--checkpoint", str(tiny_checkpoint), "--target", target, "--out", str(out), "--keep-float", "encoder.projekt", *FAST])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert "'encoder.projekt'" in err and "encoder.project" in err.replace("'encoder.projekt'", "")
+    assert not (tmp_path / "parent").exists()
+
+
+def test_failed_export_removes_the_directories_it_created(tmp_path: Path) -> None:
+    from export.bundle_writer import staging_dir
+
+    (tmp_path / "user.txt").write_text("mine")
+    with pytest.raises(ExportError):
+        with staging_dir(tmp_path / "new" / "deeper" / "bundle") as staging:
+            (staging / "edge.onnx").write_bytes(b"x")
+            raise ExportError("edge check failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["user.txt"]
+
+
+def test_default_model_name_comes_from_the_run_and_its_data(executorch_bundle: Path, tiny_checkpoint: Path) -> None:
+    name = load_bundle(executorch_bundle).manifest.model_name
+    assert name == f"{tiny_checkpoint.parent.name}-synthetic" == default_model_name(read_checkpoint(tiny_checkpoint)[1], tiny_checkpoint)
+
+    def meta(data: dict) -> dict:
+        return {"config": {"data": data}}
+
+    folder = meta({"kind": "folder", "folder": {"root": "/data/Pets photos", "task_map": "/data/tasks.yaml"}})
+    assert default_model_name(folder, Path("runs/pets/stage2.safetensors")) == "pets-Pets-photos"
+    assert default_model_name(folder, Path("runs/Pets photos/stage2.safetensors")) == "Pets-photos"
+    assert default_model_name(folder, Path("runs/b01/ablation_no_film.safetensors")) == "b01-Pets-photos-ablation_no_film"
+    shards = meta({"kind": "webdataset", "webdataset": {"train": "/srv/flowers/train-{0000..0003}.tar", "val": "x", "test": None, "task_map": "t"}})
+    assert default_model_name(shards, Path("/runs/f/stage2.safetensors")) == "f-flowers"
+    added = {**meta({"kind": "synthetic"}), "base_checkpoint": {"path": "/runs/demo/stage2.safetensors", "sha256": "0"}}
+    assert default_model_name(added, Path("/runs/demo_added/added_server.safetensors")) == "demo-synthetic"  # a new version of that model
+    assert default_model_name(meta({"kind": "synthetic"}), Path("/" + "r" * 80 + "/stage2.safetensors")) == "r" * 64
+    for n in (name, "pets-Pets-photos", "r" * 64):
+        assert model_name_problem(n) is None
+
+
+def test_unsafe_model_name_is_refused_before_any_work(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "b"
+    rc = split_main(["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(out), "--model-name", "pets v2/x"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: --model-name: 'pets v2/x' is not a safe model name (letters, digits")
+    assert not out.exists()

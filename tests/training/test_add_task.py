@@ -161,7 +161,8 @@ def test_full_addition_changes_the_tables_and_compares_with_naive_fine_tuning(ti
 
 def test_bad_addition_configs_are_rejected(tiny_checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="base_checkpoint"):
-        run_addition(_config(tiny_checkpoint, "add_task.base_checkpoint=null"), tmp_path)
+        run_addition(_config(tiny_checkpoint, "add_task.base_checkpoint=null"), tmp_path / "runs" / "added")
+    assert not (tmp_path / "runs").exists()  # a failed run leaves no empty output folder
     with pytest.raises(ConfigError, match="first tasks"):
         run_addition(_config(tiny_checkpoint, "data.synthetic.tasks=[texture,shape,orientation,count]"), tmp_path)
     with pytest.raises(ConfigError, match="adds no task"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from training.checkpoint import CheckpointError
 from training.config import load_config
 from training.data import DatasetError, build_datasets, load_task_map
 from training.models import create_model
-from training.pipeline import run
+from training.pipeline import near_chance, run
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 CLASSES = {"cat": 11, "dog": 12, "car": 13, "bus": 14}  # class -> index in the teacher's logits
@@ -112,7 +113,7 @@ def test_teacher_index_is_required_for_a_pretrained_teacher(tmp_path: Path) -> N
     path = tmp_path / "tasks.yaml"
     path.write_text("tasks:\n  - {name: a, classes: [x, y]}\nteacher_index: {x: 3}\n")
     with pytest.raises(DatasetError, match=r"lacks classes \['y'\]"):
-        load_task_map(path).teacher_indices()
+        load_task_map(path).teacher_indices("timm")
 
 
 def test_torchvision_teacher_is_cut_at_the_named_layer(tmp_path: Path) -> None:
@@ -151,7 +152,7 @@ def test_torchvision_teacher_errors(tmp_path: Path) -> None:
         create_model("teacher_torchvision", arch="mobilenet_v2", **{**kwargs, "distill_layer": "features.6"})
 
 
-def test_pipeline_on_a_folder_with_a_pretrained_torchvision_teacher(tmp_path: Path) -> None:
+def test_pipeline_on_a_folder_with_a_pretrained_torchvision_teacher(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = make_tree(tmp_path / "tree", per_class=8)
     weights = tmp_path / "mnv3.safetensors"
     from safetensors.torch import save_file
@@ -159,10 +160,76 @@ def test_pipeline_on_a_folder_with_a_pretrained_torchvision_teacher(tmp_path: Pa
     save_file({k: v.contiguous() for k, v in torchvision.models.mobilenet_v3_small().state_dict().items()}, str(weights))
     cfg = folder_cfg(root, "teacher.kind=torchvision", "teacher.arch=mobilenet_v3_small", f"teacher.weights={weights}",
                      "teacher.distill_layer=features.3", "ablations.no_film=false", "data.batch_size=16")
-    metrics = run(cfg, tmp_path / "out")
+    with caplog.at_level(logging.INFO, logger="mantis.training"):
+        metrics = run(cfg, tmp_path / "out")
     assert sorted(metrics["stage2"]["task_accuracy"]) == ["animals", "things", "vehicles"]
+    # untrained ImageNet weights: the teacher's accuracy on val is printed before Stage 1, with a warning
+    check = metrics["teacher_val"]
+    assert check["split"] == "val" and check["images"] == 32 and check["chance"] == {"animals": 0.5, "vehicles": 0.5, "things": 0.5}
+    assert check["near_chance"] == near_chance(check["task_accuracy"], load_task_map(root / "tasks.yaml").tasks)
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("teacher accuracy on the val split (32 images): animals ") for m in logged)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "near chance" in r.getMessage()]
+    assert len(warned) == (1 if check["near_chance"] else 0)
+    assert all(str(check["near_chance"]) in m and "teacher_index" in m for m in warned)
     model, meta = load_model(metrics["checkpoint"], "stage2")  # rebuilt without the weights file
     assert meta["model"]["kwargs"]["teacher"]["kwargs"]["task_class_indices"] == [[11, 12], [13, 14], [12, 14]]
     x = torch.randn(2, 3, 32, 32)
     assert [o.shape[1] for o in model(x)["out"]] == [2, 2, 2]
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["checkpoint"] == metrics["checkpoint"]
+
+
+def _pretrained_config(tmp_path: Path, *lines: str) -> Path:
+    """A config file for a folder tree and a mobilenet_v3_small teacher from a local weights file."""
+    from safetensors.torch import save_file
+
+    root = make_tree(tmp_path / "tree")
+    weights = tmp_path / "mnv3.safetensors"
+    save_file({k: v.contiguous() for k, v in torchvision.models.mobilenet_v3_small().state_dict().items()}, str(weights))
+    cfg = tmp_path / "own.yaml"
+    cfg.write_text("\n".join([
+        f"base: {CONFIGS / 'tiny.yaml'}",
+        f"data: {{kind: folder, folder: {{root: {root}, task_map: {root / 'tasks.yaml'}}}}}",
+        f"teacher: {{kind: torchvision, arch: mobilenet_v3_small, weights: {weights}, distill_layer: features.3}}",
+        *lines,
+    ]) + "\n")
+    return cfg
+
+
+def test_wrong_distill_layer_is_an_error_line_and_leaves_no_out_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from training.train import main as train_main
+
+    cfg = _pretrained_config(tmp_path)
+    out = tmp_path / "runs" / "own"
+    assert train_main(["--config", str(cfg), "--out", str(out), "--set", "teacher.distill_layer=features.30"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "teacher.distill_layer 'features.30'" in err and "features.3," in err and "classifier" in err
+    assert not (tmp_path / "runs").exists()
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert train_main(["--config", str(cfg), "--out", str(mine), "--set", "teacher.arch=resnet9000"]) == 2
+    assert "teacher.arch 'resnet9000'" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_missing_teacher_index_names_the_teacher_kind(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from training.train import main as train_main
+
+    cfg = _pretrained_config(tmp_path)
+    (tmp_path / "tree" / "tasks.yaml").write_text(TASK_MAP.split("teacher_index")[0])
+    assert train_main(["--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "teacher.kind 'torchvision' needs 'teacher_index'" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_near_chance_is_relative_to_the_number_of_classes() -> None:
+    from training.data import TaskSpec
+
+    tasks = [TaskSpec("pair", ("a", "b")), TaskSpec("ten", tuple("abcdefghij"))]
+    assert near_chance({"pair": 0.55, "ten": 0.5}, tasks) == ["pair"]
+    assert near_chance({"pair": 0.61, "ten": 0.27}, tasks) == ["ten"]
+    assert near_chance({"pair": 0.9, "ten": 0.9}, tasks) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -70,6 +72,7 @@ def test_shard_patterns_and_errors_name_the_problem(shards: tuple[Path, Path], t
     with pytest.raises(ConfigError, match="needs data.webdataset.train"):
         load_config(CONFIGS / "tiny.yaml", ["data.kind=webdataset"])
     assert shards_main(["--root", str(tmp_path / "nowhere"), "--task-map", str(tree / "tasks.yaml"), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()  # a failed conversion leaves no empty --out
 
 
 def _timm_weights(path: Path, num_classes: int = 15) -> Path:
@@ -89,7 +92,7 @@ def test_timm_teacher_loads_local_weights_and_is_cut_at_the_named_layer(tmp_path
     logits = teacher(x)
     assert [t.shape for t in logits] == [(2, 2), (2, 2)]
     assert teacher.distill_stride in (4, 8) and teacher.head(x).shape[1] == teacher.distill_channels
-    with pytest.raises(ValueError, match="unknown timm architecture"):
+    with pytest.raises(ConfigError, match="teacher.arch .no_such_net.: not a timm architecture"):
         create_model("teacher_timm", **{**kwargs, "arch": "no_such_net"}, weights=str(weights))
     with pytest.raises(CheckpointError, match="no such file"):
         create_model("teacher_timm", **kwargs, weights=str(tmp_path / "missing.safetensors"))
@@ -110,3 +113,11 @@ def test_pipeline_on_shards_with_a_timm_teacher(shards: tuple[Path, Path], tmp_p
     model, meta = load_model(metrics["checkpoint"], "stage2")  # rebuilt from the metadata, without the weights file
     assert meta["model"]["kwargs"]["teacher"]["name"] == "teacher_timm"
     assert [o.shape[1] for o in model(torch.randn(2, 3, 32, 32))["out"]] == [2, 2, 2]
+
+
+def test_shards_command_runs_as_a_module_without_warnings() -> None:
+    """``python -m training.data.shards``: the package must not import the module it is about to run."""
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "training.data.shards", "--help"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0 and "RuntimeWarning" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("usage: python -m training.data.shards")

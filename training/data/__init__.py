@@ -1,4 +1,4 @@
-"""Datasets: the built-in procedural multi-task data and ImageFolder trees with a task map.
+"""Datasets: the built-in procedural multi-task data, ImageFolder trees with a task map, and WebDataset shards.
 
 Items are ``(image, labels, task_vector)``: the normalised float image, a LongTensor with one label
 per task (-1 where the task does not apply) and the multi-hot FloatTensor of the tasks that apply.
@@ -10,7 +10,6 @@ from typing import Any
 
 from training.data.common import DatasetError, MultiTaskDataset, Normalizer, TaskSpec, preprocessing_meta
 from training.data.folder import FolderMultiTask, TaskMap, folder_splits, load_task_map
-from training.data.shards import ShardMultiTask
 from training.data.synthetic import SyntheticMultiTask
 
 __all__ = [
@@ -18,7 +17,6 @@ __all__ = [
     "FolderMultiTask",
     "MultiTaskDataset",
     "Normalizer",
-    "ShardMultiTask",
     "SyntheticMultiTask",
     "TaskMap",
     "TaskSpec",
@@ -64,6 +62,10 @@ def build_datasets(
         task_map = load_task_map(shards["task_map"])
         normalizer = Normalizer(preprocessing)
         patterns = {"train": shards["train"], "val": shards["val"], "test": shards["test"] or shards["val"]}
+        # imported here, not at the top: ``python -m training.data.shards`` runs that module as __main__
+        # after importing this package, which must not have imported it already
+        from training.data.shards import ShardMultiTask
+
         sources = {split: ShardMultiTask(patterns[split], task_map, normalizer) for split in splits}
         tasks = list(task_map.tasks)
     out = {

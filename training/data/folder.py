@@ -8,8 +8,8 @@ The task map (the ImageNet-subgroups use case) looks like::
         classes: [n02085620, n02085782]      # class folder names; label i is classes[i]
       - name: birds
         classes: [n01530575, n01531178]
-    teacher_index:                           # optional: the class's index in the teacher's logits
-      n02085620: 151
+    teacher_index:                           # the class's index in the teacher's logits: required for
+      n02085620: 151                         # a torchvision or timm teacher, unused by the cnn teacher
       ...
 
 A class may belong to several tasks (its images are then relevant to all of them); class folders that
@@ -45,13 +45,16 @@ class TaskMap:
             seen.update(dict.fromkeys(task.labels))
         return list(seen)
 
-    def teacher_indices(self) -> list[list[int]]:
-        """Per task, the teacher logit index of each of its classes."""
+    def teacher_indices(self, teacher_kind: str) -> list[list[int]]:
+        """Per task, the logit index of each of its classes in a ``teacher_kind`` (torchvision or timm) teacher."""
         if self.teacher_index is None:
-            raise DatasetError(f"task map {self.path}: a pretrained teacher needs 'teacher_index' for every class")
+            raise DatasetError(
+                f"task map {self.path}: teacher.kind {teacher_kind!r} needs 'teacher_index' (each class's index in the "
+                "teacher's logits, e.g. 'teacher_index: {cat: 281, dog: 207}'); only the cnn teacher does without it"
+            )
         missing = [c for c in self.classes if c not in self.teacher_index]
         if missing:
-            raise DatasetError(f"task map {self.path}: 'teacher_index' lacks classes {missing}")
+            raise DatasetError(f"task map {self.path}: 'teacher_index' lacks classes {missing} (teacher.kind {teacher_kind!r} needs every class)")
         return [[self.teacher_index[c] for c in task.labels] for task in self.tasks]
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from braceexpand import braceexpand
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from codec.files import atomic_write
+from codec.files import atomic_write, directory_kept_on_success
 from training.data.common import DatasetError, Normalizer
 from training.data.folder import IMAGE_EXTENSIONS, FolderMultiTask, TaskMap, folder_splits, load_task_map
 
@@ -117,12 +117,15 @@ def convert(root: str | Path, task_map_path: str | Path, out: str | Path, max_pe
     Only the classes the task map names are written, images as their original bytes, in the order a
     folder source lists them. Every shard is written atomically.
     """
+    task_map = load_task_map(task_map_path)
+    splits = folder_splits(root)
+    with directory_kept_on_success(out) as out_dir:  # a failed conversion leaves no empty folder
+        return _write_shards(splits, task_map, out_dir, max_per_shard)
+
+
+def _write_shards(splits: dict[str, Path], task_map: TaskMap, out: Path, max_per_shard: int) -> dict[str, list[str]]:
     import webdataset as wds
 
-    task_map = load_task_map(task_map_path)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    splits = folder_splits(root)
     if splits["test"] == splits["val"]:
         del splits["test"]
     written: dict[str, list[str]] = {}
@@ -147,7 +150,7 @@ def convert(root: str | Path, task_map_path: str | Path, out: str | Path, max_pe
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Convert an ImageFolder tree + task map into WebDataset shards")
+    p = argparse.ArgumentParser(prog="python -m training.data.shards", description="Convert an ImageFolder tree + task map into WebDataset shards")
     p.add_argument("--root", required=True, help="ROOT/{train,val[,test]}/<class>/<image>")
     p.add_argument("--task-map", required=True, help="the tasks.yaml grouping classes into tasks")
     p.add_argument("--out", required=True, help="output directory for <split>-NNNNNN.tar")

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torchdistill.core.forward_hook import ForwardHookManager
 
 from training.checkpoint import CheckpointError
+from training.config import ConfigError
 from training.models.mantis import conv_bn_relu
 from training.models.registry import register_model
 
@@ -131,6 +132,16 @@ def _split_children(module: nn.Module, path: list[str]) -> tuple[list[nn.Module]
     return head + inner_head, inner_tail + tail
 
 
+def cut_points(module: nn.Module, prefix: str = "") -> list[str]:
+    """The layer names a model can be cut at: its children, and inside a ``Sequential`` child its children."""
+    names = []
+    for name, child in module.named_children():
+        names.append(prefix + name)
+        if isinstance(child, nn.Sequential):
+            names += cut_points(child, f"{prefix}{name}.")
+    return names
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors file or a torch file loaded with ``weights_only=True``."""
     path = Path(path)
@@ -164,7 +175,7 @@ class CutTeacher(Teacher):
         try:
             head, tail = _split_children(model, distill_layer.split("."))
         except ValueError as exc:
-            raise ValueError(f"cannot cut {arch} at {distill_layer!r}: {exc}") from None
+            raise _wrong_layer(model, arch, distill_layer, str(exc)) from None
         for i, m in enumerate(tail):
             if _first_is_linear(m):
                 tail.insert(i, nn.Flatten(1))
@@ -172,7 +183,10 @@ class CutTeacher(Teacher):
         self.head_layers = nn.Sequential(*head)
         self.tail_layers = nn.Sequential(*tail)
         self.task_selects = nn.ModuleList(SelectLogits(idx) for idx in task_class_indices)
-        self.distill_channels, self.distill_stride = self._verify(model, arch, distill_layer, input_size)
+        try:
+            self.distill_channels, self.distill_stride = self._verify(model, arch, distill_layer, input_size)
+        except ValueError as exc:
+            raise _wrong_layer(model, arch, distill_layer, str(exc)) from None
 
     def _verify(self, model: nn.Module, arch: str, layer: str, input_size: Sequence[int]) -> tuple[int, int]:
         x = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
@@ -186,19 +200,24 @@ class CutTeacher(Teacher):
                 features = self.head(x)
                 logits = self.tail_layers(features)
         except RuntimeError as exc:
-            raise ValueError(f"cannot cut {arch} at {layer!r}: its children do not run in sequence ({exc})") from None
+            raise ValueError(f"its children do not run in sequence: {exc}") from None
         finally:
             hooks.clear()
         if features.shape != hooked.shape or not torch.allclose(features, hooked, atol=1e-5):
-            raise ValueError(f"cannot cut {arch} at {layer!r}: its children do not run in sequence up to that layer")
+            raise ValueError("its children do not run in sequence up to that layer")
         if logits.shape != full.shape or not torch.allclose(logits, full, atol=1e-4):
-            raise ValueError(f"cannot cut {arch} at {layer!r}: the layers after it do not reproduce the model's output")
+            raise ValueError("the layers after it do not reproduce the model's output")
         if input_size[0] % features.shape[-2]:
-            raise ValueError(f"{arch} layer {layer!r}: output size {tuple(features.shape[-2:])} is not an integer stride")
+            raise ValueError(f"its output size {tuple(features.shape[-2:])} is not an integer stride of the input")
         return int(features.shape[1]), int(input_size[0] // features.shape[-2])
 
     def tail_parts(self) -> tuple[nn.Module, Sequence[nn.Module]]:
         return self.tail_layers, self.task_selects
+
+
+def _wrong_layer(model: nn.Module, arch: str, layer: str, problem: str) -> ConfigError:
+    return ConfigError(f"teacher.distill_layer {layer!r}: cannot cut {arch} there ({problem}); the layers it can be cut at are "
+                       f"{', '.join(cut_points(model))} (not every one of them runs in sequence)")
 
 
 class TorchvisionTeacher(CutTeacher):
@@ -217,7 +236,7 @@ class TorchvisionTeacher(CutTeacher):
         try:
             model = torchvision.models.get_model(arch, weights=None)
         except ValueError as exc:
-            raise ValueError(f"unknown torchvision architecture {arch!r} ({exc})") from None
+            raise ConfigError(f"teacher.arch {arch!r}: not a torchvision architecture ({exc})") from None
         if weights is not None:
             try:
                 model.load_state_dict(load_state_dict_file(weights))
@@ -246,7 +265,7 @@ class TimmTeacher(CutTeacher):
         import timm
 
         if not timm.is_model(arch):
-            raise ValueError(f"unknown timm architecture {arch!r}")
+            raise ConfigError(f"teacher.arch {arch!r}: not a timm architecture (timm.list_models() names them)")
         model = timm.create_model(arch, pretrained=False, **({} if num_classes is None else {"num_classes": num_classes}))
         if weights is not None:
             state = load_state_dict_file(weights)

@@ -32,6 +32,8 @@ public final class Manifest {
     /** Tasks a manifest may have here: this reader has no server-detected tasks, so all are the edge's, and a
      * bitstream's task mask names at most {@link Bitstream#MAX_TASKS} (codec/manifest.py refuses the same). */
     public static final int MAX_EDGE_TASKS = Bitstream.MAX_TASKS;
+    /** codec/manifest.py's MODEL_NAME_PATTERN: safe in KServe URLs and as a Triton model directory. */
+    public static final String MODEL_NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}";
 
     public final String format;
     public final String modelName;
@@ -297,7 +299,11 @@ public final class Manifest {
         source.string("path");
         source.string("sha256");
         source.done();
-        String modelName = f.nonEmpty("model_name");
+        String modelName = f.string("model_name");
+        if (!modelName.matches(MODEL_NAME_PATTERN)) {
+            throw new ManifestException(where + ".model_name: '" + modelName + "' is not a safe model name (letters, digits,"
+                    + " '_', '-', '.', starting with a letter or digit, at most 64 characters)");
+        }
         long version = f.integer("bitstream_version");
         strMap(f.sub("producer", true), where + ".producer");
         Preprocessing pre = Preprocessing.parse(f.sub("preprocessing", true), where + ".preprocessing");
