@@ -1,7 +1,7 @@
 package ai.mantis.core;
 
 import ai.mantis.codec.Bitstream;
-import ai.mantis.codec.CodecError;
+import ai.mantis.codec.CodecException;
 import ai.mantis.codec.EntropyTables;
 
 import java.io.ByteArrayOutputStream;
@@ -51,7 +51,7 @@ public final class Bundle {
         EntropyTables tables;
         try {
             tables = EntropyTables.load(tablesFile);
-        } catch (CodecError e) {
+        } catch (CodecException e) {
             throw new BundleException("bundle " + root + ": cannot load entropy tables " + tablesFile.getName() + " (" + e.getMessage() + ")");
         }
         String id = hex(tables.tableId());

@@ -1,7 +1,7 @@
 package ai.mantis.core;
 
 import ai.mantis.codec.Bitstream;
-import ai.mantis.codec.CodecError;
+import ai.mantis.codec.CodecException;
 import ai.mantis.codec.Latent;
 
 /**
@@ -51,7 +51,7 @@ public final class EdgePipeline {
     }
 
     /** The bitstream for an edge client's outputs (latent [C, h, w] flattened, task logits [T]). */
-    public byte[] encodeLatent(float[] latent, float[] taskLogits) throws CodecError, BundleException {
+    public byte[] encodeLatent(float[] latent, float[] taskLogits) throws CodecException, BundleException {
         int[] shape = bundle.manifest.latent;
         int n = shape[0] * shape[1] * shape[2];
         if (latent.length != n) {

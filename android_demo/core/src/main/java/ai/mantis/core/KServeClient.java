@@ -1,6 +1,7 @@
 package ai.mantis.core;
 
-import ai.mantis.codec.Json;
+import ai.mantis.json.Json;
+import ai.mantis.json.JsonException;
 
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -241,7 +242,7 @@ public final class KServeClient {
                     message = (String) m.get("error");
                 }
             }
-        } catch (IllegalArgumentException e) {
+        } catch (JsonException e) {
             // not a JSON error body: the status alone names the kind, the text is quoted as it came
         }
         if (kind == null) {
@@ -257,7 +258,7 @@ public final class KServeClient {
             if (doc instanceof Map && ((Map<?, ?>) doc).get("error") instanceof String) {
                 return (String) ((Map<?, ?>) doc).get("error");
             }
-        } catch (IllegalArgumentException e) {
+        } catch (JsonException e) {
             // quoted as it came
         }
         return text.isEmpty() ? "(empty body)" : text;
@@ -279,7 +280,7 @@ public final class KServeClient {
         Object doc;
         try {
             doc = Json.parse(Bundle.utf8(java.util.Arrays.copyOf(body, jsonLen)));
-        } catch (IllegalArgumentException | IOException e) {
+        } catch (JsonException | IOException e) {
             throw new TransportException.Malformed("response header is not JSON (" + e.getMessage() + ")");
         }
         if (!(doc instanceof Map) || !(((Map<?, ?>) doc).get("outputs") instanceof List)) {

@@ -1,5 +1,8 @@
 package ai.mantis.core;
 
+import ai.mantis.json.Json;
+import ai.mantis.json.JsonException;
+
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -252,14 +255,14 @@ public final class Manifest {
     public static Manifest parse(String json, String where) throws ManifestException {
         Object doc;
         try {
-            doc = ai.mantis.codec.Json.parse(json);
-        } catch (IllegalArgumentException e) {
+            doc = Json.parse(json);
+        } catch (JsonException e) {
             throw new ManifestException(where + ": not valid JSON (" + e.getMessage() + ")");
         }
         return fromJson(doc, where);
     }
 
-    /** Parses a value already read by {@link ai.mantis.codec.Json}. */
+    /** Parses a value already read by {@link Json}. */
     public static Manifest fromJson(Object doc, String where) throws ManifestException {
         Fields f = new Fields(doc, where);
         String fmt = f.string("format");

@@ -1,6 +1,6 @@
 package ai.mantis.core;
 
-import ai.mantis.codec.Json;
+import ai.mantis.json.Json;
 
 import java.io.File;
 import java.io.IOException;
