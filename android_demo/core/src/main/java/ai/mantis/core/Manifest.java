@@ -47,6 +47,7 @@ public final class Manifest {
     public final Map<String, ServerFile> server;
     /** Bundle-relative path -> SHA-256 (hex). */
     public final Map<String, String> files;
+    private final Map<String, String> producer;
 
     /** How an image becomes the edge client's input (MANIFEST.md, "preprocessing"). */
     public static final class Preprocessing {
@@ -235,7 +236,7 @@ public final class Manifest {
 
     private Manifest(String format, String modelName, long bitstreamVersion, Preprocessing preprocessing, List<Task> tasks,
                      String taskMaskRule, int[] latent, String[] tables, Edge edge, Map<String, ServerFile> server,
-                     Map<String, String> files) {
+                     Map<String, String> files, Map<String, String> producer) {
         this.format = format;
         this.modelName = modelName;
         this.bitstreamVersion = bitstreamVersion;
@@ -249,6 +250,21 @@ public final class Manifest {
         this.edge = edge;
         this.server = server;
         this.files = files;
+        this.producer = producer;
+    }
+
+    /** Package name -> version of the software that wrote the bundle ({@code producer}). */
+    public Map<String, String> producer() {
+        return producer;
+    }
+
+    /**
+     * The files a device needs, in the order it verifies them: the entropy tables and the edge program. The
+     * server half's files stay listed (and hashed) in the manifest for the server; a phone neither downloads
+     * nor hashes them.
+     */
+    public List<String> deviceFiles() {
+        return Collections.unmodifiableList(Arrays.asList(tablesFile, edge.file));
     }
 
     /** Parses the manifest's JSON text; {@code where} prefixes every message (Python uses "manifest.json"). */
@@ -298,7 +314,7 @@ public final class Manifest {
         source.done();
         String modelName = f.nonEmpty("model_name");
         long version = f.integer("bitstream_version");
-        strMap(f.sub("producer", true), where + ".producer");
+        Map<String, String> producer = strMap(f.sub("producer", true), where + ".producer");
         Preprocessing pre = Preprocessing.parse(f.sub("preprocessing", true), where + ".preprocessing");
         List<Task> tasks = new ArrayList<>();
         for (int i = 0; i < taskDocs.size(); i++) {
@@ -309,7 +325,7 @@ public final class Manifest {
         Map<String, String> files = strMap(f.sub("files", true), where + ".files");
         f.done();
         Manifest m = new Manifest(fmt, modelName, version, pre, Collections.unmodifiableList(tasks), rule, latent, tables, edge,
-                Collections.unmodifiableMap(server), Collections.unmodifiableMap(files));
+                Collections.unmodifiableMap(server), Collections.unmodifiableMap(files), Collections.unmodifiableMap(producer));
         m.validate(where);
         return m;
     }
