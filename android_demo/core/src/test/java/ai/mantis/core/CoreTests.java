@@ -52,7 +52,7 @@ public final class CoreTests {
                 manifests(Paths.get(args[1]));
                 break;
             case "bundle":
-                bundle(new File(args[1]), policy(args, 2));
+                bundle(new File(args[1]), args);
                 break;
             case "install":
                 install(args[1], new File(args[2]), policy(args, 3));
@@ -185,8 +185,9 @@ public final class CoreTests {
         return new BundlePolicy(args[from], new java.util.LinkedHashSet<>(java.util.Arrays.asList(args).subList(from + 1, args.length)));
     }
 
-    private static void bundle(File dir, BundlePolicy policy) {
+    private static void bundle(File dir, String[] args) {
         try {
+            BundlePolicy policy = policy(args, 2);
             Bundle b = Bundle.load(dir);
             policy.check(b);
             System.out.println("OK " + b.manifest().tableId + " " + b.manifestSha256());
