@@ -671,3 +671,24 @@ def test_java_subsampled_input_stays_close_to_runtime_edge(classes: Path, tmp_pa
             assert c.max_levels == 0.0, c  # nothing subsampled: bit-identical
         else:
             assert c.mean_levels < 1.0 and c.max_levels <= 8, c
+
+
+def test_java_turns_pixels_upright_as_pillow_does(classes: Path, tmp_path: Path) -> None:
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(9)
+    pixels = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    lines, want = [], {}
+    for o in range(1, 9):
+        (tmp_path / f"o{o}.rgb").write_bytes(pixels.tobytes())
+        lines.append(f"o{o} 7 5 {o}\n")
+        img = Image.fromarray(pixels, "RGB")
+        exif = img.getexif()
+        exif[0x0112] = o
+        img.info["exif"] = exif.tobytes()
+        want[f"o{o}"] = np.asarray(ImageOps.exif_transpose(img))
+    (tmp_path / "cases.txt").write_text("".join(lines))
+    for line in java(classes, "upright", str(tmp_path)).split("\n")[:-1]:
+        name, w, h = line.split()
+        got = np.frombuffer((tmp_path / f"{name}.up.rgb").read_bytes(), dtype=np.uint8).reshape(int(h), int(w), 3)
+        np.testing.assert_array_equal(got, want[name], err_msg=name)

@@ -69,6 +69,62 @@ public final class ExifOrientation {
         }
     }
 
+    /**
+     * The pixels of a {@code width x height} ARGB image turned upright as {@code orientation} says (as Pillow's
+     * {@code exif_transpose}): quarter turns and mirrors, no resampling. Returns {@code {pixels, {width, height}}}
+     * (the sides swap for 5..8).
+     */
+    public static int[][] upright(int[] argb, int width, int height, int orientation) {
+        if (argb.length != width * height) {
+            throw new IllegalArgumentException("pixel array holds " + argb.length + " values for a " + width + "x" + height + " image");
+        }
+        boolean swap = orientation >= TRANSPOSE && orientation <= ROTATE_270;
+        int ow = swap ? height : width;
+        int oh = swap ? width : height;
+        int[] out = new int[argb.length];
+        for (int y = 0; y < oh; y++) {
+            for (int x = 0; x < ow; x++) {
+                int sx;
+                int sy;
+                switch (orientation) {
+                    case FLIP_HORIZONTAL:
+                        sx = width - 1 - x;
+                        sy = y;
+                        break;
+                    case ROTATE_180:
+                        sx = width - 1 - x;
+                        sy = height - 1 - y;
+                        break;
+                    case FLIP_VERTICAL:
+                        sx = x;
+                        sy = height - 1 - y;
+                        break;
+                    case TRANSPOSE:
+                        sx = y;
+                        sy = x;
+                        break;
+                    case ROTATE_90:
+                        sx = y;
+                        sy = height - 1 - x;
+                        break;
+                    case TRANSVERSE:
+                        sx = width - 1 - y;
+                        sy = height - 1 - x;
+                        break;
+                    case ROTATE_270:
+                        sx = width - 1 - y;
+                        sy = x;
+                        break;
+                    default:
+                        sx = x;
+                        sy = y;
+                }
+                out[y * ow + x] = argb[sy * width + sx];
+            }
+        }
+        return new int[][] {out, {ow, oh}};
+    }
+
     /** The orientation in the TIFF structure at {@code seg[off..]}, or {@link #NORMAL}. */
     static int fromTiff(byte[] seg, int off) {
         int n = seg.length - off;

@@ -29,6 +29,7 @@ import java.util.Set;
  * urls HOSTS URL...                          Urls.parse with cleartext HOSTS (comma-separated): "OK" or "ERR message" per URL
  * subsample W H IN_H IN_W                    Subsample.forModel and forPreview(1024): two numbers
  * exif FILE...                               ExifOrientation.read per file
+ * upright DIR                                DIR/cases.txt lines "name w h orientation": DIR/name.rgb -> DIR/name.up.rgb, prints "name w h"
  * encode BUNDLE DIR N                        DIR/latents.f32, DIR/task_logits.f32 -> DIR/java_NNNN.mtb, DIR/java_masks.txt
  * infer BUNDLE URL TOKEN BATCH FILE...       sends the bitstream files, BATCH per request; prints predictions
  * </pre>
@@ -68,6 +69,9 @@ public final class CoreTests {
                 int h = Integer.parseInt(args[2]);
                 System.out.println(Subsample.forModel(w, h, Integer.parseInt(args[3]), Integer.parseInt(args[4])) + " "
                         + Subsample.forPreview(w, h, 1024));
+                break;
+            case "upright":
+                upright(Paths.get(args[1]));
                 break;
             case "exif":
                 for (int i = 1; i < args.length; i++) {
@@ -203,6 +207,28 @@ public final class CoreTests {
             System.out.println("OK " + b.manifest().tableId);
         } catch (BundleException | UrlException e) {
             System.out.println("ERR " + e.getMessage());
+        }
+    }
+
+    private static void upright(Path dir) throws IOException {
+        for (String line : Files.readAllLines(dir.resolve("cases.txt"), StandardCharsets.UTF_8)) {
+            String[] p = line.trim().split(" ");
+            int w = Integer.parseInt(p[1]);
+            int h = Integer.parseInt(p[2]);
+            byte[] rgb = Files.readAllBytes(dir.resolve(p[0] + ".rgb"));
+            int[] argb = new int[w * h];
+            for (int i = 0; i < argb.length; i++) {
+                argb[i] = 0xFF << 24 | (rgb[3 * i] & 0xFF) << 16 | (rgb[3 * i + 1] & 0xFF) << 8 | (rgb[3 * i + 2] & 0xFF);
+            }
+            int[][] up = ExifOrientation.upright(argb, w, h, Integer.parseInt(p[3]));
+            byte[] out = new byte[3 * up[0].length];
+            for (int i = 0; i < up[0].length; i++) {
+                out[3 * i] = (byte) (up[0][i] >> 16);
+                out[3 * i + 1] = (byte) (up[0][i] >> 8);
+                out[3 * i + 2] = (byte) up[0][i];
+            }
+            Files.write(dir.resolve(p[0] + ".up.rgb"), out);
+            System.out.println(p[0] + " " + up[1][0] + " " + up[1][1]);
         }
     }
 
