@@ -185,7 +185,7 @@ final class AppState {
         bundle = b;
         model = m;
         Manifest mf = b.manifest();
-        say("Bundle " + mf.modelName + " verified and loaded (tables " + mf.tableId + ", tasks " + mf.taskNames()
+        say("Bundle " + mf.modelName() + " verified and loaded (tables " + mf.tableId() + ", tasks " + mf.taskNames()
                 + ", ExecuTorch program from executorch " + mf.producer().get("executorch") + "). Pick an image.");
     }
 
@@ -224,7 +224,7 @@ final class AppState {
                 try {
                     Bundle b = Bundles.download(app, url, check);
                     use(b, check.take());
-                    msg = "Installed " + b.manifest().modelName + " (tables " + b.manifest().tableId + "), every device file verified, the program loaded.";
+                    msg = "Installed " + b.manifest().modelName() + " (tables " + b.manifest().tableId() + "), every device file verified, the program loaded.";
                 } catch (BundleException | UrlException e) {
                     check.discard();
                     msg = "Refused, the installed bundle stays: " + e.getMessage();
@@ -318,7 +318,7 @@ final class AppState {
         Manifest m = b.manifest();
         Images.Decoded img;
         try {
-            img = Images.load(file, m.preprocessing.inputSize[0], m.preprocessing.inputSize[1]);
+            img = Images.load(file, m.preprocessing().inputSize()[0], m.preprocessing().inputSize()[1]);
         } catch (IOException e) {
             finish(e.getMessage(), null, false);
             return;
@@ -332,22 +332,22 @@ final class AppState {
             EdgePipeline.Encoded enc = new EdgePipeline(b, model).encode(img.argb(), img.width(), img.height());
             KServeClient client = KServeClient.withDefaults(s.serverUrl(), s.token());
             List<byte[]> bits = Collections.singletonList(enc.bitstream());
-            KServeClient.InferResult r = client.infer(m.modelName, bits, TOP_K);
+            KServeClient.InferResult r = client.infer(m.modelName(), bits, TOP_K);
             double totalMs = (System.nanoTime() - t0) / 1e6;
-            Predictions.ImagePrediction p = Predictions.fromOutputs(r.outputs, m, 1).get(0);
-            sb.append("Active tasks: ").append(p.activeTasks).append("\n\n");
-            for (Predictions.TaskPrediction t : p.tasks.values()) {
-                sb.append(t.task).append(":\n");
-                for (int i = 0; i < t.labels.size(); i++) {
-                    sb.append(String.format(Locale.ROOT, "  %s  %.1f %%%n", t.labels.get(i), 100 * t.probabilities.get(i)));
+            Predictions.ImagePrediction p = Predictions.fromOutputs(r.outputs(), m, 1).get(0);
+            sb.append("Active tasks: ").append(p.activeTasks()).append("\n\n");
+            for (Predictions.TaskPrediction t : p.tasks().values()) {
+                sb.append(t.task()).append(":\n");
+                for (int i = 0; i < t.labels().size(); i++) {
+                    sb.append(String.format(Locale.ROOT, "  %s  %.1f %%%n", t.labels().get(i), 100 * t.probabilities().get(i)));
                 }
             }
             sb.append(String.format(Locale.ROOT, "%nImage decoded at 1/%d of each side: %dx%d%n", img.sample(), img.width(), img.height()));
             sb.append(String.format(Locale.ROOT, "Bitstream: %d bytes%nHTTP request body: %d bytes, response body: %d bytes%n",
-                    enc.bitstream().length, r.requestBytes, r.responseBytes));
+                    enc.bitstream().length, r.requestBytes(), r.responseBytes()));
             sb.append(String.format(Locale.ROOT,
                     "Time: preprocess %.2f ms, edge client %.2f ms, entropy coding %.2f ms, server round trip %.2f ms (%d attempt%s), total %.2f ms",
-                    enc.preprocessMs(), enc.edgeMs(), enc.entropyMs(), r.elapsedMs, r.attempts, r.attempts == 1 ? "" : "s", totalMs));
+                    enc.preprocessMs(), enc.edgeMs(), enc.entropyMs(), r.elapsedMs(), r.attempts(), r.attempts() == 1 ? "" : "s", totalMs));
         } catch (UrlException e) {
             sb.append("Server URL: ").append(e.getMessage());
         } catch (TransportException e) {

@@ -30,22 +30,22 @@ final class ExecuTorchEdgeModel implements EdgeModel, Closeable {
     /** Loads {@code bundle}'s edge program and runs the warm-up; BundleException saying why when it cannot. */
     static ExecuTorchEdgeModel load(Bundle bundle) throws BundleException {
         Manifest m = bundle.manifest();
-        String path = bundle.file(m.edge.file).getAbsolutePath();
+        String path = bundle.file(m.edge().file()).getAbsolutePath();
         Module module;
         try {
             module = Module.load(path, Module.LOAD_MODE_MMAP);
         } catch (RuntimeException | LinkageError e) {
-            throw new BundleException("ExecuTorch cannot load " + m.edge.file + " (" + e + ")");
+            throw new BundleException("ExecuTorch cannot load " + m.edge().file() + " (" + e + ")");
         }
         ExecuTorchEdgeModel model = new ExecuTorchEdgeModel(module, m);
         try {
             module.loadMethod("forward");
-            int[] size = m.preprocessing.inputSize;
+            int[] size = m.preprocessing().inputSize();
             model.run(new float[3 * size[0] * size[1]], new long[] {1, 3, size[0], size[1]});
             return model;
         } catch (RuntimeException | LinkageError e) {
             model.close();
-            throw new BundleException("ExecuTorch cannot run " + m.edge.file + " (" + e + "): export it with the executorch "
+            throw new BundleException("ExecuTorch cannot run " + m.edge().file() + " (" + e + "): export it with the executorch "
                     + "version this app runs");
         } catch (BundleException e) {
             model.close();
@@ -57,17 +57,17 @@ final class ExecuTorchEdgeModel implements EdgeModel, Closeable {
     public Output run(float[] image, long[] shape) throws BundleException {
         EValue[] out = module.forward(EValue.from(Tensor.fromBlob(image, shape)));
         if (out.length != Manifest.EDGE_OUTPUTS.size() || !out[0].isTensor() || !out[1].isTensor()) {
-            throw new BundleException(manifest.edge.file + " returned " + out.length + " values, the manifest says "
+            throw new BundleException(manifest.edge().file() + " returned " + out.length + " values, the manifest says "
                     + Manifest.EDGE_OUTPUTS);
         }
         Tensor latent = out[0].toTensor();
         Tensor logits = out[1].toTensor();
-        int[] l = manifest.latent;
+        int[] l = manifest.latent();
         long[] want = {1, l[0], l[1], l[2]};
-        if (!Arrays.equals(latent.shape(), want) || !Arrays.equals(logits.shape(), new long[] {1, manifest.tasks.size()})) {
-            throw new BundleException(manifest.edge.file + " returned shapes " + Arrays.toString(latent.shape()) + " and "
+        if (!Arrays.equals(latent.shape(), want) || !Arrays.equals(logits.shape(), new long[] {1, manifest.tasks().size()})) {
+            throw new BundleException(manifest.edge().file() + " returned shapes " + Arrays.toString(latent.shape()) + " and "
                     + Arrays.toString(logits.shape()) + ", the manifest says " + Arrays.toString(want) + " and [1, "
-                    + manifest.tasks.size() + "]");
+                    + manifest.tasks().size() + "]");
         }
         return new Output(latent.getDataAsFloatArray(), logits.getDataAsFloatArray());
     }

@@ -68,12 +68,12 @@ public final class Bundle {
     public static Bundle load(File root) throws BundleException {
         byte[] raw = readManifestBytes(root);
         Manifest m = parseManifest(root, raw);
-        if (m.bitstreamVersion != Bitstream.FORMAT_VERSION) {
-            throw new BundleException("bundle " + root + ": bitstream version " + m.bitstreamVersion
+        if (m.bitstreamVersion() != Bitstream.FORMAT_VERSION) {
+            throw new BundleException("bundle " + root + ": bitstream version " + m.bitstreamVersion()
                     + ", this codec reads version " + Bitstream.FORMAT_VERSION);
         }
         verifyFiles(root, m);
-        File tablesFile = new File(root, m.tablesFile);
+        File tablesFile = new File(root, m.tablesFile());
         EntropyTables tables;
         try {
             tables = EntropyTables.load(tablesFile);
@@ -81,12 +81,12 @@ public final class Bundle {
             throw new BundleException("bundle " + root + ": cannot load entropy tables " + tablesFile.getName() + " (" + e.getMessage() + ")");
         }
         String id = hex(tables.tableId());
-        if (!id.equals(m.tableId)) {
-            throw new BundleException("bundle " + root + ": " + tablesFile.getName() + " has table_id " + id + ", manifest says " + m.tableId);
+        if (!id.equals(m.tableId())) {
+            throw new BundleException("bundle " + root + ": " + tablesFile.getName() + " has table_id " + id + ", manifest says " + m.tableId());
         }
-        if (tables.numChannels() != m.latent[0]) {
+        if (tables.numChannels() != m.latent()[0]) {
             throw new BundleException("bundle " + root + ": " + tablesFile.getName() + " has " + tables.numChannels()
-                    + " channels, latent has " + m.latent[0]);
+                    + " channels, latent has " + m.latent()[0]);
         }
         return new Bundle(root, m, tables, hex(sha256().digest(raw)));
     }
@@ -141,7 +141,7 @@ public final class Bundle {
     /** Checks that every device file the manifest lists exists and has the recorded hash. */
     public static void verifyFiles(File root, Manifest m) throws BundleException {
         for (String name : m.deviceFiles()) {
-            String want = m.files.get(name);
+            String want = m.files().get(name);
             if (want == null) {
                 throw new BundleException("bundle " + root + ": manifest 'files' does not list (and hash) " + name);
             }

@@ -60,9 +60,9 @@ public final class BundlePolicy implements BundleInstaller.Check {
     @Override
     public void check(Bundle bundle) throws BundleException {
         Manifest m = bundle.manifest();
-        if (!m.edge.runtime.equals(EDGE_RUNTIME)) {
-            throw new BundleException("bundle " + bundle.root() + ": its edge client " + m.edge.file + " runs on "
-                    + m.edge.runtime + ", this app runs " + EDGE_RUNTIME + " programs (export with --target " + EDGE_RUNTIME + ")");
+        if (!m.edge().runtime().equals(EDGE_RUNTIME)) {
+            throw new BundleException("bundle " + bundle.root() + ": its edge client " + m.edge().file() + " runs on "
+                    + m.edge().runtime() + ", this app runs " + EDGE_RUNTIME + " programs (export with --target " + EDGE_RUNTIME + ")");
         }
         ExecuTorchVersion.requireRunnable(m, runtimeVersion);
         if (!pins.isEmpty() && !pins.contains(bundle.manifestSha256())) {

@@ -80,22 +80,22 @@ public final class ExecuTorchVersion {
         }
         String produced = manifest.producer().get(PRODUCER_KEY);
         if (produced == null) {
-            throw new BundleException("the manifest does not say which executorch wrote " + manifest.edge.file
+            throw new BundleException("the manifest does not say which executorch wrote " + manifest.edge().file()
                     + " (producer.executorch is missing): this app runs programs from ExecuTorch " + rt.major + ".x up to " + rt
                     + "; export the bundle again");
         }
         ExecuTorchVersion p = parse(produced);
         if (p == null) {
-            throw new BundleException(manifest.edge.file + " was written by executorch '" + produced
+            throw new BundleException(manifest.edge().file() + " was written by executorch '" + produced
                     + "' (producer.executorch), not a release this app can judge: it runs programs from ExecuTorch " + rt.major
                     + ".x up to " + rt);
         }
         if (p.major != rt.major) {
-            throw new BundleException(manifest.edge.file + " was written by executorch " + p + ", this app's runtime is ExecuTorch "
+            throw new BundleException(manifest.edge().file() + " was written by executorch " + p + ", this app's runtime is ExecuTorch "
                     + rt + " (another major version): export with executorch " + rt);
         }
         if (p.compareRelease(rt) > 0) {
-            throw new BundleException(manifest.edge.file + " was written by executorch " + p + ", newer than this app's runtime "
+            throw new BundleException(manifest.edge().file() + " was written by executorch " + p + ", newer than this app's runtime "
                     + rt + " (ExecuTorch does not promise that newer programs load on older runtimes): update the app, or export with executorch "
                     + rt);
         }

@@ -134,7 +134,7 @@ public final class CoreTests {
         sb.append(",\"errors\":{");
         boolean first = true;
         for (Wire.ErrorKind k : Wire.ErrorKind.values()) {
-            sb.append(first ? "" : ",").append(q(k.wireName)).append(":{\"http\":").append(k.http).append(",\"grpc\":").append(q(k.grpc)).append('}');
+            sb.append(first ? "" : ",").append(q(k.wireName())).append(":{\"http\":").append(k.http()).append(",\"grpc\":").append(q(k.grpc())).append('}');
             first = false;
         }
         sb.append("}}");
@@ -194,7 +194,7 @@ public final class CoreTests {
             BundlePolicy policy = policy(args, 2);
             Bundle b = Bundle.load(dir);
             policy.check(b);
-            System.out.println("OK " + b.manifest().tableId + " " + b.manifestSha256());
+            System.out.println("OK " + b.manifest().tableId() + " " + b.manifestSha256());
         } catch (BundleException e) {
             System.out.println("ERR " + e.getMessage());
         }
@@ -204,7 +204,7 @@ public final class CoreTests {
         try {
             Set<String> loopback = new java.util.HashSet<>(java.util.Arrays.asList("127.0.0.1", "localhost"));
             Bundle b = BundleInstaller.install(BundleInstaller.http(url, 10_000, loopback), dest, policy);
-            System.out.println("OK " + b.manifest().tableId);
+            System.out.println("OK " + b.manifest().tableId());
         } catch (BundleException | UrlException e) {
             System.out.println("ERR " + e.getMessage());
         }
@@ -253,9 +253,9 @@ public final class CoreTests {
 
     private static void encode(File bundleDir, Path dir, int n) throws Exception {
         Bundle b = Bundle.load(bundleDir);
-        int[] shape = b.manifest().latent;
+        int[] shape = b.manifest().latent();
         int per = shape[0] * shape[1] * shape[2];
-        int tasks = b.manifest().tasks.size();
+        int tasks = b.manifest().tasks().size();
         float[] latents = floats(dir.resolve("latents.f32"));
         float[] logits = floats(dir.resolve("task_logits.f32"));
         if (latents.length != n * per || logits.length != n * tasks) {
@@ -291,20 +291,20 @@ public final class CoreTests {
             }
             KServeClient.InferResult r;
             try {
-                r = client.infer(b.manifest().modelName, bits, 2);
+                r = client.infer(b.manifest().modelName(), bits, 2);
             } catch (TransportException.Rejected e) {
-                System.out.println("REJECTED " + e.status + " " + (e.kind == null ? "-" : e.kind.wireName) + " " + e.getMessage());
+                System.out.println("REJECTED " + e.status() + " " + (e.kind() == null ? "-" : e.kind().wireName()) + " " + e.getMessage());
                 return;
             } catch (TransportException.Unreachable e) {
-                System.out.println("UNREACHABLE " + e.attempts + " " + (e.kind == null ? "-" : e.kind.wireName) + " " + e.getMessage());
+                System.out.println("UNREACHABLE " + e.attempts() + " " + (e.kind() == null ? "-" : e.kind().wireName()) + " " + e.getMessage());
                 return;
             }
-            sent += r.requestBytes;
-            received += r.responseBytes;
-            for (Predictions.ImagePrediction p : Predictions.fromOutputs(r.outputs, b.manifest(), bits.size())) {
-                StringBuilder sb = new StringBuilder("PRED ").append(image++).append(' ').append(String.join(",", p.activeTasks));
-                for (Map.Entry<String, Predictions.TaskPrediction> e : p.tasks.entrySet()) {
-                    sb.append(' ').append(e.getKey()).append('=').append(String.join("|", e.getValue().labels));
+            sent += r.requestBytes();
+            received += r.responseBytes();
+            for (Predictions.ImagePrediction p : Predictions.fromOutputs(r.outputs(), b.manifest(), bits.size())) {
+                StringBuilder sb = new StringBuilder("PRED ").append(image++).append(' ').append(String.join(",", p.activeTasks()));
+                for (Map.Entry<String, Predictions.TaskPrediction> e : p.tasks().entrySet()) {
+                    sb.append(' ').append(e.getKey()).append('=').append(String.join("|", e.getValue().labels()));
                 }
                 System.out.println(sb);
             }
