@@ -59,14 +59,14 @@ def sdk() -> tuple[Path, Path]:
 @needs_javac
 def test_app_core_and_codec_compile_for_android_api_23(sdk: tuple[Path, Path], tmp_path: Path) -> None:
     android_jar, executorch_jar = sdk
-    sources = sorted(str(p) for d in ("codec/src/main", "core/src/main", "app/src/main") for p in (ANDROID / d).rglob("*.java"))
+    sources = sorted(str(p) for d in ("codec/src/main", "core/src/main", "app/src/main", "app/src/androidTest") for p in (ANDROID / d).rglob("*.java"))
     proc = subprocess.run(
         ["javac", "-source", "8", "-target", "8", "-Xlint:all", "-Xlint:-options", "-Werror", "-encoding", "UTF-8",
          "-bootclasspath", str(android_jar), "-cp", str(executorch_jar), "-d", str(tmp_path), *sources],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for name in ("ai/mantis/demo/MainActivity", "ai/mantis/demo/ExecuTorchEdgeModel", "ai/mantis/core/KServeClient", "ai/mantis/codec/Bitstream"):
+    for name in ("ai/mantis/demo/MainActivity", "ai/mantis/demo/ExecuTorchEdgeModel", "ai/mantis/demo/EdgeProgramTest", "ai/mantis/core/KServeClient", "ai/mantis/codec/Bitstream"):
         data = (tmp_path / f"{name}.class").read_bytes()
         assert data[:4] == b"\xca\xfe\xba\xbe" and int.from_bytes(data[6:8], "big") == 52, name  # Java 8 class files
     refs = subprocess.run(["javap", "-c", "-p", str(tmp_path / "ai/mantis/demo/ExecuTorchEdgeModel.class")], capture_output=True, text=True, timeout=60).stdout

@@ -692,3 +692,23 @@ def test_java_turns_pixels_upright_as_pillow_does(classes: Path, tmp_path: Path)
         name, w, h = line.split()
         got = np.frombuffer((tmp_path / f"{name}.up.rgb").read_bytes(), dtype=np.uint8).reshape(int(h), int(w), 3)
         np.testing.assert_array_equal(got, want[name], err_msg=name)
+
+
+def test_device_check_data_for_the_instrumented_test(executorch_bundle: Path, tmp_path: Path) -> None:
+    """benchmarks/android_device_check.py writes what EdgeProgramTest compares on a phone: the device files and,
+    per photo, runtime_edge's input, the Python edge client's outputs and bitstream."""
+    from benchmarks.android_device_check import write_device_check
+
+    out = tmp_path / "device-check"
+    names = write_device_check(executorch_bundle, out, 3)
+    assert (out / "cases.txt").read_text().split() == names == ["photo0", "photo1", "photo2"]
+    assert sorted(p.name for p in (out / "bundle").iterdir()) == ["edge.pte", "manifest.json", "tables.safetensors"]
+    rt = EdgeRuntime(executorch_bundle)
+    h, w = rt.bundle.manifest.preprocessing.input_size
+    for name in names:
+        x = np.fromfile(out / f"{name}.input.f32", dtype="<f4").reshape(1, 3, h, w)
+        latent, logits = rt.run_model(x)
+        np.testing.assert_array_equal(np.fromfile(out / f"{name}.latent.f32", dtype="<f4"), latent.reshape(-1))
+        np.testing.assert_array_equal(np.fromfile(out / f"{name}.logits.f32", dtype="<f4"), logits)
+        _, mask = codec.decode_latent((out / f"{name}.mtb").read_bytes(), rt.bundle.tables)
+        assert mask == rt.bundle.task_mask(logits)
