@@ -464,17 +464,18 @@ def test_java_url_schemes(classes: Path, url: str, expect: str) -> None:
 
 def test_java_bundle_sync_decisions(classes: Path) -> None:
     """Which bundle the app loads on start and on every return to the screen (manifest hashes a, b, c)."""
-    cases = {
-        ("-", "-", "a", "-"): "INSTALL_FROM_ASSETS",  # first start
-        ("a", "a", "a", "a"): "KEEP",  # back from the camera, gallery or Settings: no re-hash
-        ("a", "b", "a", "a"): "LOAD_INSTALLED",  # Settings installed another bundle
-        ("-", "b", "a", "a"): "LOAD_INSTALLED",  # started again with a downloaded bundle
-        ("b", "b", "c", "a"): "INSTALL_FROM_ASSETS",  # an app update ships new tables
-        ("-", "-", "-", "-"): "NONE",
-        ("-", "b", "-", "-"): "LOAD_INSTALLED",  # no bundle in the assets, one downloaded
+    cases = {  # (loaded, refused, installed, assets, assets last installed)
+        ("-", "-", "-", "a", "-"): "INSTALL_FROM_ASSETS",  # first start
+        ("a", "-", "a", "a", "a"): "KEEP",  # back from the camera, gallery or Settings: no re-hash
+        ("a", "-", "b", "a", "a"): "LOAD_INSTALLED",  # Settings installed another bundle
+        ("-", "-", "b", "a", "a"): "LOAD_INSTALLED",  # started again with a downloaded bundle
+        ("-", "b", "b", "a", "a"): "KEEP",  # the installed bundle was refused: not verified again on every return
+        ("b", "-", "b", "c", "a"): "INSTALL_FROM_ASSETS",  # an app update ships new tables
+        ("-", "-", "-", "-", "-"): "NONE",
+        ("-", "-", "b", "-", "-"): "LOAD_INSTALLED",  # no bundle in the assets, one downloaded
     }
-    for (loaded, installed, assets, recorded), want in cases.items():
-        assert java(classes, "sync", loaded, installed, assets, recorded).strip() == want, (loaded, installed, assets, recorded)
+    for args, want in cases.items():
+        assert java(classes, "sync", *args).strip() == want, args
 
 
 def test_java_reads_exif_orientation_as_pillow_does(classes: Path, tmp_path: Path) -> None:
@@ -662,6 +663,7 @@ def test_java_subsampled_input_stays_close_to_runtime_edge(classes: Path, tmp_pa
     """The trade-off of subsampled decoding (benchmarks/android_subsample.py writes the measured numbers): the
     Java tensor from a photo subsampled to at least twice the input size, against runtime_edge.preprocess on
     the full photo."""
+    pytest.importorskip("sklearn.datasets", reason="scikit-learn (its sample photos) is not installed on this platform")
     from benchmarks.android_subsample import measure, photos
 
     cases = measure(classes, photos(), (224, 224), tmp_path)
@@ -697,6 +699,7 @@ def test_java_turns_pixels_upright_as_pillow_does(classes: Path, tmp_path: Path)
 def test_device_check_data_for_the_instrumented_test(executorch_bundle: Path, tmp_path: Path) -> None:
     """benchmarks/android_device_check.py writes what EdgeProgramTest compares on a phone: the device files and,
     per photo, runtime_edge's input, the Python edge client's outputs and bitstream."""
+    pytest.importorskip("sklearn.datasets", reason="scikit-learn (its sample photos) is not installed on this platform")
     from benchmarks.android_device_check import write_device_check
 
     out = tmp_path / "device-check"

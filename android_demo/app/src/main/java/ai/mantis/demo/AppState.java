@@ -55,6 +55,7 @@ final class AppState {
     // worker thread only
     private Bundle bundle;
     private ExecuTorchEdgeModel model;
+    private String refused;
     // shown on screen: guarded by this
     private String status = "Verifying the bundle ...";
     private String result = "";
@@ -120,6 +121,16 @@ final class AppState {
         });
     }
 
+    /** Settings changed (pins, perhaps): a bundle refused before is judged again on the next {@link #sync}. */
+    void settingsChanged() {
+        worker.execute(new Runnable() {
+            @Override
+            public void run() {
+                refused = null;
+            }
+        });
+    }
+
     void say(String message) {
         publish(message, null, null, false);
     }
@@ -141,7 +152,7 @@ final class AppState {
     private void syncNow() {
         File dir = Bundles.installed(app);
         String installed = Bundle.manifestSha256(dir);
-        BundleSync.Action action = BundleSync.decide(bundle == null ? null : bundle.manifestSha256(), installed,
+        BundleSync.Action action = BundleSync.decide(bundle == null ? null : bundle.manifestSha256(), refused, installed,
                 Bundles.assetsManifestSha256(app), Bundles.assetsInstalled(app));
         switch (action) {
             case KEEP:
@@ -172,7 +183,9 @@ final class AppState {
         try {
             Bundle b = Bundles.openInstalled(app);
             use(b, ExecuTorchEdgeModel.load(b));
+            refused = null;
         } catch (BundleException e) {
+            refused = Bundle.manifestSha256(Bundles.installed(app));
             say("Bundle refused: " + e.getMessage());
         }
     }

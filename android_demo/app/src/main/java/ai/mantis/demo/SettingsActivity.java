@@ -37,6 +37,7 @@ public final class SettingsActivity extends Activity {
             public void onClick(View v) {
                 Settings.save(SettingsActivity.this, server.getText().toString(), token.getText().toString(),
                         bundleUrl.getText().toString(), pins.getText().toString());
+                AppState.get(SettingsActivity.this).settingsChanged();
                 status.setText("Saved.");
             }
         });

@@ -10,7 +10,7 @@ package ai.mantis.core;
 public final class BundleSync {
     /** The outcome of {@link #decide}. */
     public enum Action {
-        /** The loaded bundle is the installed one: nothing to do. */
+        /** The loaded bundle is the installed one (or the installed one was refused already): nothing to do. */
         KEEP,
         /** Verify and load the installed bundle. */
         LOAD_INSTALLED,
@@ -25,17 +25,18 @@ public final class BundleSync {
 
     /**
      * @param loaded          manifest hash of the bundle in memory, or null
+     * @param refused         manifest hash of the installed bundle last refused (not verified or not runnable), or null
      * @param installed       manifest hash of the installed bundle, or null
      * @param assets          manifest hash of the bundle in the app's assets, or null when it ships none
      * @param assetsInstalled the assets' manifest hash recorded when they were last installed, or null
      */
-    public static Action decide(String loaded, String installed, String assets, String assetsInstalled) {
+    public static Action decide(String loaded, String refused, String installed, String assets, String assetsInstalled) {
         if (assets != null && !assets.equals(assetsInstalled)) {
             return Action.INSTALL_FROM_ASSETS;
         }
         if (installed == null) {
             return Action.NONE;
         }
-        return installed.equals(loaded) ? Action.KEEP : Action.LOAD_INSTALLED;
+        return installed.equals(loaded) || installed.equals(refused) ? Action.KEEP : Action.LOAD_INSTALLED;
     }
 }

@@ -25,7 +25,7 @@ import java.util.Set;
  * manifests DIR                              per DIR/*.json: "name OK" or "name ERR message"
  * bundle DIR RUNTIME [PIN...]               Bundle.load + BundlePolicy: "OK table_id manifest_sha256" or "ERR message"
  * install BASE_URL DEST RUNTIME [PIN...]     BundleInstaller.install over HTTP (cleartext to loopback): "OK table_id" or "ERR message"
- * sync LOADED INSTALLED ASSETS RECORDED      BundleSync.decide ("-" for null): the action's name
+ * sync LOADED REFUSED INSTALLED ASSETS RECORDED  BundleSync.decide ("-" for null): the action's name
  * urls HOSTS URL...                          Urls.parse with cleartext HOSTS (comma-separated): "OK" or "ERR message" per URL
  * subsample W H IN_H IN_W                    Subsample.forModel and forPreview(1024): two numbers
  * exif FILE...                               ExifOrientation.read per file
@@ -59,7 +59,7 @@ public final class CoreTests {
                 install(args[1], new File(args[2]), policy(args, 3));
                 break;
             case "sync":
-                System.out.println(BundleSync.decide(orNull(args[1]), orNull(args[2]), orNull(args[3]), orNull(args[4])));
+                System.out.println(BundleSync.decide(orNull(args[1]), orNull(args[2]), orNull(args[3]), orNull(args[4]), orNull(args[5])));
                 break;
             case "urls":
                 urls(args);
