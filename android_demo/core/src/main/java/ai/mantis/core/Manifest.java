@@ -47,6 +47,7 @@ public final class Manifest {
     private final Map<String, ServerFile> server;
     /** Bundle-relative path -> SHA-256 (hex). */
     private final Map<String, String> files;
+    private final Map<String, String> producer;
 
     public String format() {
         return format;
@@ -99,7 +100,6 @@ public final class Manifest {
     public Map<String, String> files() {
         return files;
     }
-    private final Map<String, String> producer;
 
     /** How an image becomes the edge client's input (MANIFEST.md, "preprocessing"). */
     public static final class Preprocessing {
