@@ -49,7 +49,7 @@ def write_device_check(bundle: Path, out: Path, count: int) -> list[str]:
     if out.exists():
         shutil.rmtree(out)
     (out / "bundle").mkdir(parents=True)
-    for name in ("manifest.json", manifest.tables.file, manifest.edge.file):
+    for name in ("manifest.json", manifest.tables["file"], manifest.edge.file):
         shutil.copy2(bundle / name, out / "bundle" / name)
     names = []
     for name, img in sample_images(count):
