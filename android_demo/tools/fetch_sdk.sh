@@ -4,7 +4,9 @@
 #                          links its platforms/android-23/android.jar to), through apt-get download with a
 #                          separate sources list and state directory, so the system's apt setup is untouched;
 #   ExecuTorch classes.jar (org.pytorch.executorch.Module/Tensor/EValue) from the npm package
-#                          react-native-executorch, which ships it under android/libs/.
+#                          react-native-executorch, which ships it under android/libs/ (0.9.3: the classes of
+#                          its ExecuTorch 1.3 build, the newest reachable here; the app links the version in
+#                          app/src/main/assets/executorch.properties through Gradle, see README.md).
 # Idempotent: both land in android_demo/.sdk/ (gitignored) and are reused. Prints the two paths on success;
 # on failure says what failed on stderr and exits 1.
 set -euo pipefail

@@ -34,6 +34,16 @@ RUNNER = "ai.mantis.core.CoreTests"
 TOKEN = "s3cret-token"
 HELD_OUT = 240
 
+
+def app_executorch_version() -> str:
+    """The app's ExecuTorch runtime version, from the one file that defines it."""
+    props = ANDROID / "app" / "src" / "main" / "assets" / "executorch.properties"
+    values = dict(line.split("=", 1) for line in props.read_text().splitlines() if line and not line.startswith("#"))
+    return values["executorch"].strip()
+
+
+RUNTIME = app_executorch_version()
+
 pytestmark = pytest.mark.skipif(
     shutil.which("javac") is None or shutil.which("java") is None,
     reason="javac/java not found: install a JDK (Debian/Ubuntu: apt-get install default-jdk-headless)",
@@ -291,6 +301,10 @@ def test_java_bundle_check_refuses_tampered_and_wrong_bundles(classes: Path, exe
         return root
 
     case("intact", f"OK {table_id}")
+    # the server half's files are the server's: a phone neither needs nor hashes them
+    root = case("server_file_missing", f"OK {table_id}")
+    (root / "server.onnx").unlink()
+    _flip_byte(case("server_file_tampered", f"OK {table_id}") / "server.pt2")
     root = case("manifest_hash_edited", "file edge.pte is corrupted or was replaced")
     _rewrite_manifest(root, lambda d: d["files"].__setitem__("edge.pte", "0" * 64))
     root = case("manifest_value_edited", "manifest.json.preprocessing.resize: unsupported value 'nearest'")
@@ -305,8 +319,8 @@ def test_java_bundle_check_refuses_tampered_and_wrong_bundles(classes: Path, exe
     _rewrite_manifest(root, lambda d: d["files"].__setitem__("tables.safetensors", file_sha256(root / "tables.safetensors")))
     root = case("edge_program_replaced", "file edge.pte is corrupted or was replaced")
     shutil.copy(root / "server.pt2", root / "edge.pte")
-    root = case("server_file_missing", "file server.onnx is missing")
-    (root / "server.onnx").unlink()
+    root = case("tables_missing", "file tables.safetensors is missing")
+    (root / "tables.safetensors").unlink()
     # A consistent bundle whose edge client is for another runtime: valid for Python, not for this app.
     root = case("onnxruntime_edge", "this app runs executorch programs")
     (root / "edge.pte").rename(root / "edge.onnx")
@@ -317,14 +331,68 @@ def test_java_bundle_check_refuses_tampered_and_wrong_bundles(classes: Path, exe
 
     _rewrite_manifest(root, to_onnx)
     for name, (root, expect) in cases.items():
-        out = java(classes, "bundle", str(root)).strip()
+        out = java(classes, "bundle", str(root), RUNTIME).strip()
         if expect.startswith("OK"):
-            assert out == expect, name
+            assert out.rsplit(" ", 1)[0] == expect, (name, out)
+            assert out.rsplit(" ", 1)[1] == hashlib.sha256((root / "manifest.json").read_bytes()).hexdigest()
             continue
         assert out.startswith("ERR ") and expect in out, (name, out)
         if name != "onnxruntime_edge":
             with pytest.raises(BundleError):
                 load_bundle(root)
+
+
+def _set_producer(root: Path, version: str | None) -> None:
+    def edit(d: dict) -> None:
+        if version is None:
+            d["producer"].pop("executorch")
+        else:
+            d["producer"]["executorch"] = version
+
+    _rewrite_manifest(root, edit)
+
+
+def test_runtime_version_is_the_exporters(executorch_bundle: Path) -> None:
+    """The bundles the tests export come from the executorch the app's runtime is pinned to."""
+    produced = json.loads((executorch_bundle / "manifest.json").read_text())["producer"]["executorch"]
+    assert produced == RUNTIME
+
+
+@pytest.mark.parametrize(
+    ("producer", "expect"),
+    [
+        (RUNTIME, "OK"),
+        (RUNTIME + "+cpu", "OK"),
+        ("1.4.1", "OK"),
+        ("1.0.0", "OK"),
+        ("1.5.2", "ERR edge.pte was written by executorch 1.5.2, newer than this app's runtime " + RUNTIME),
+        ("1.6.0rc1", "ERR edge.pte was written by executorch 1.6.0rc1, newer than this app's runtime"),
+        ("2.0.0", "ERR edge.pte was written by executorch 2.0.0, this app's runtime is ExecuTorch " + RUNTIME + " (another major version)"),
+        ("0.7.0", "(another major version)"),
+        ("not installed", "ERR edge.pte was written by executorch 'not installed' (producer.executorch), not a release"),
+        (None, "ERR bundle"),
+    ],
+)
+def test_java_refuses_programs_from_an_executorch_its_runtime_cannot_run(classes: Path, executorch_bundle: Path, tmp_path: Path,
+                                                                          producer: str | None, expect: str) -> None:
+    root = _copy_bundle(executorch_bundle, tmp_path / "b")
+    _set_producer(root, producer)
+    out = java(classes, "bundle", str(root), RUNTIME).strip()
+    if expect == "OK":
+        assert out.startswith("OK "), out
+    else:
+        assert out.startswith("ERR ") and expect.removeprefix("ERR ") in out, out
+    if producer is None:
+        assert "producer.executorch is missing" in out
+
+
+def test_java_bundle_pins(classes: Path, executorch_bundle: Path) -> None:
+    sha = hashlib.sha256((executorch_bundle / "manifest.json").read_bytes()).hexdigest()
+    assert java(classes, "bundle", str(executorch_bundle), RUNTIME, "0" * 64, sha.upper()).startswith("OK ")
+    out = java(classes, "bundle", str(executorch_bundle), RUNTIME, "0" * 64).strip()
+    assert out.startswith("ERR ") and f"its manifest (sha256 {sha}) is not one of the 1 pinned manifest(s)" in out, out
+    out = java(classes, "bundle", str(executorch_bundle), RUNTIME, "abc").strip()
+    assert out == "ERR manifest pin 'abc' is not a hex SHA-256 (64 hex digits)", out
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -350,16 +418,90 @@ def file_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_java_downloads_verifies_and_installs_a_bundle(classes: Path, executorch_bundle: Path, file_server: tuple[str, Path], tmp_path: Path) -> None:
     url, served = file_server
     shutil.copytree(executorch_bundle, served / "bundle")
+    for server_file in ("server.onnx", "server.pt2"):  # the phone does not fetch the server half
+        (served / "bundle" / server_file).unlink()
     dest = tmp_path / "installed"
-    out = java(classes, "install", url, str(dest)).strip()
+    out = java(classes, "install", url, str(dest), RUNTIME).strip()
     assert out == f"OK {load_bundle(executorch_bundle).tables.table_id.hex()}"
-    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in executorch_bundle.iterdir() if p.name in json.loads((executorch_bundle / "manifest.json").read_text())["files"] or p.name == "manifest.json")
+    assert sorted(p.name for p in dest.iterdir()) == ["edge.pte", "manifest.json", "tables.safetensors"]
+    installed = (dest / "manifest.json").read_bytes()
+
+    def refused(expect: str, *pins: str) -> None:
+        out = java(classes, "install", url, str(dest), RUNTIME, *pins).strip()
+        assert out.startswith("ERR bundle from " + url + " refused") and expect in out, out
+        # the refused download left the installed bundle as it was, and no staging directory behind
+        assert (dest / "manifest.json").read_bytes() == installed
+        assert java(classes, "bundle", str(dest), RUNTIME).startswith("OK ")
+        assert not (tmp_path / "installed.staging").exists() and not (tmp_path / "installed.old").exists()
+
+    refused("is not one of the 1 pinned manifest(s)", "0" * 64)
+    _set_producer(served / "bundle", "1.99.0")  # a program for a newer runtime: refused before the swap
+    refused("newer than this app's runtime")
+    _set_producer(served / "bundle", RUNTIME)
     _flip_byte(served / "bundle" / "edge.pte", 100)
-    out = java(classes, "install", url, str(dest)).strip()
-    assert out.startswith("ERR bundle from " + url + " refused") and "file edge.pte is corrupted or was replaced" in out, out
-    # the refused download left the installed bundle as it was, and no staging directory behind
-    assert java(classes, "bundle", str(dest)).startswith("OK ")
-    assert not (tmp_path / "installed.staging").exists()
+    refused("file edge.pte is corrupted or was replaced")
+
+
+@pytest.mark.parametrize(
+    ("url", "expect"),
+    [
+        ("https://example.org:8443/bundle/", "OK"),
+        ("http://10.0.2.2:8000", "OK"),
+        ("HTTP://LOCALHOST:8000", "OK"),
+        ("http://192.168.1.20:8000", "plain HTTP to 192.168.1.20 is not allowed"),
+        ("file:///sdcard/bundle", "file:// is not supported"),
+        ("content://media/external/1", "content:// is not supported"),
+        ("ftp://example.org/b", "ftp:// is not supported"),
+        ("example.org:8000", "has no scheme"),
+        ("", "server URL is empty"),
+        ("https://", "names no host"),
+        ("https://user:pw@example.org/", "carries a user name or password"),
+        ("http://[::1", "is not a valid URL"),
+    ],
+)
+def test_java_url_schemes(classes: Path, url: str, expect: str) -> None:
+    out = java(classes, "urls", "10.0.2.2,localhost,127.0.0.1", url).strip()
+    assert out == "OK" if expect == "OK" else (out.startswith("ERR ") and expect in out), out
+
+
+def test_java_bundle_sync_decisions(classes: Path) -> None:
+    """Which bundle the app loads on start and on every return to the screen (manifest hashes a, b, c)."""
+    cases = {  # (loaded, refused, installed, assets, assets last installed)
+        ("-", "-", "-", "a", "-"): "INSTALL_FROM_ASSETS",  # first start
+        ("a", "-", "a", "a", "a"): "KEEP",  # back from the camera, gallery or Settings: no re-hash
+        ("a", "-", "b", "a", "a"): "LOAD_INSTALLED",  # Settings installed another bundle
+        ("-", "-", "b", "a", "a"): "LOAD_INSTALLED",  # started again with a downloaded bundle
+        ("-", "b", "b", "a", "a"): "KEEP",  # the installed bundle was refused: not verified again on every return
+        ("b", "-", "b", "c", "a"): "INSTALL_FROM_ASSETS",  # an app update ships new tables
+        ("-", "-", "-", "-", "-"): "NONE",
+        ("-", "-", "b", "-", "-"): "LOAD_INSTALLED",  # no bundle in the assets, one downloaded
+    }
+    for args, want in cases.items():
+        assert java(classes, "sync", *args).strip() == want, args
+
+
+def test_java_reads_exif_orientation_as_pillow_does(classes: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    files, want = [], []
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        exif[0x010F] = "maker"  # another tag before it in the directory
+        path = tmp_path / f"o{orientation}.jpg"
+        Image.fromarray(rng.integers(0, 256, size=(6, 10, 3), dtype=np.uint8), "RGB").save(path, "JPEG", exif=exif)
+        files.append(path)
+        with Image.open(path) as img:
+            want.append(img.getexif().get(0x0112, 1))
+    plain = tmp_path / "plain.jpg"
+    Image.new("RGB", (4, 4)).save(plain, "JPEG")
+    png = tmp_path / "x.png"
+    Image.new("RGB", (4, 4)).save(png, "PNG")
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00MM\x00*\x00\x00\x00\x08")
+    files += [plain, png, garbage]
+    want += [1, 1, 1]
+    got = [int(v) for v in java(classes, "exif", *map(str, files)).split()]
+    assert got == want == list(range(1, 9)) + [1, 1, 1]
 
 
 # -- end to end through serve.py -------------------------------------------------------------------------------
@@ -500,3 +642,78 @@ def test_java_client_retries_503_and_refused_connections_a_bounded_number_of_tim
 
     status = _infer(classes, executorch_bundle, f"http://{LOOPBACK}:{free_port()}", "", out / "py_0000.mtb")
     assert status[:3] == ["UNREACHABLE", "3", "-"] and "check the server URL in Settings" in status[3], status
+
+
+# -- photos: subsampled decoding -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "input_size", "sample"),
+    [((8000, 6000), (224, 224), 8), ((4000, 3000), (224, 224), 4), ((640, 427), (224, 224), 1), ((447, 447), (224, 224), 1),
+     ((896, 896), (224, 224), 2), ((895, 4000), (224, 224), 1), ((1, 1), (32, 32), 1), ((6000, 8000), (24, 40), 64)],
+)
+def test_java_subsample_keeps_twice_the_input_size(classes: Path, size: tuple[int, int], input_size: tuple[int, int], sample: int) -> None:
+    w, h = size
+    s, preview = (int(v) for v in java(classes, "subsample", str(w), str(h), str(input_size[0]), str(input_size[1])).split())
+    assert s == sample
+    assert w // s >= min(w, 2 * input_size[1]) and h // s >= min(h, 2 * input_size[0])  # at least twice the input, when the photo has it
+    assert s == 1 or w // (2 * s) < 2 * input_size[1] or h // (2 * s) < 2 * input_size[0]  # the largest such power of two
+    assert max(w, h) // preview <= 1024 and (preview == 1 or max(w, h) // (preview // 2) > 1024)
+
+
+def test_java_subsampled_input_stays_close_to_runtime_edge(classes: Path, tmp_path: Path) -> None:
+    """The trade-off of subsampled decoding (benchmarks/android_subsample.py writes the measured numbers): the
+    Java tensor from a photo subsampled to at least twice the input size, against runtime_edge.preprocess on
+    the full photo."""
+    pytest.importorskip("sklearn.datasets", reason="scikit-learn (its sample photos) is not installed on this platform")
+    from benchmarks.android_subsample import measure, photos
+
+    cases = measure(classes, photos(), (224, 224), tmp_path)
+    assert [c.sample for c in cases] == [1, 1, 4]
+    for c in cases:
+        if c.sample == 1:
+            assert c.max_levels == 0.0, c  # nothing subsampled: bit-identical
+        else:
+            assert c.mean_levels < 1.0 and c.max_levels <= 8, c
+
+
+def test_java_turns_pixels_upright_as_pillow_does(classes: Path, tmp_path: Path) -> None:
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(9)
+    pixels = rng.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)
+    lines, want = [], {}
+    for o in range(1, 9):
+        (tmp_path / f"o{o}.rgb").write_bytes(pixels.tobytes())
+        lines.append(f"o{o} 7 5 {o}\n")
+        img = Image.fromarray(pixels, "RGB")
+        exif = img.getexif()
+        exif[0x0112] = o
+        img.info["exif"] = exif.tobytes()
+        want[f"o{o}"] = np.asarray(ImageOps.exif_transpose(img))
+    (tmp_path / "cases.txt").write_text("".join(lines))
+    for line in java(classes, "upright", str(tmp_path)).split("\n")[:-1]:
+        name, w, h = line.split()
+        got = np.frombuffer((tmp_path / f"{name}.up.rgb").read_bytes(), dtype=np.uint8).reshape(int(h), int(w), 3)
+        np.testing.assert_array_equal(got, want[name], err_msg=name)
+
+
+def test_device_check_data_for_the_instrumented_test(executorch_bundle: Path, tmp_path: Path) -> None:
+    """benchmarks/android_device_check.py writes what EdgeProgramTest compares on a phone: the device files and,
+    per photo, runtime_edge's input, the Python edge client's outputs and bitstream."""
+    pytest.importorskip("sklearn.datasets", reason="scikit-learn (its sample photos) is not installed on this platform")
+    from benchmarks.android_device_check import write_device_check
+
+    out = tmp_path / "device-check"
+    names = write_device_check(executorch_bundle, out, 3)
+    assert (out / "cases.txt").read_text().split() == names == ["photo0", "photo1", "photo2"]
+    assert sorted(p.name for p in (out / "bundle").iterdir()) == ["edge.pte", "manifest.json", "tables.safetensors"]
+    rt = EdgeRuntime(executorch_bundle)
+    h, w = rt.bundle.manifest.preprocessing.input_size
+    for name in names:
+        x = np.fromfile(out / f"{name}.input.f32", dtype="<f4").reshape(1, 3, h, w)
+        latent, logits = rt.run_model(x)
+        np.testing.assert_array_equal(np.fromfile(out / f"{name}.latent.f32", dtype="<f4"), latent.reshape(-1))
+        np.testing.assert_array_equal(np.fromfile(out / f"{name}.logits.f32", dtype="<f4"), logits)
+        _, mask = codec.decode_latent((out / f"{name}.mtb").read_bytes(), rt.bundle.tables)
+        assert mask == rt.bundle.task_mask(logits)

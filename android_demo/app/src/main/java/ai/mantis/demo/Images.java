@@ -1,85 +1,122 @@
 package ai.mantis.demo;
 
+import ai.mantis.core.ExifOrientation;
 import ai.mantis.core.Preprocess;
+import ai.mantis.core.Subsample;
 
 import android.graphics.Bitmap;
 import android.graphics.BitmapFactory;
-import android.graphics.Matrix;
-import android.media.ExifInterface;
 
 import java.io.File;
+import java.io.FileInputStream;
 import java.io.IOException;
+import java.io.InputStream;
 
 /**
- * Image files -> upright ARGB pixels, as runtime_edge's load_image reads them: decoded by Android's
- * BitmapFactory (where the Python edge uses Pillow), refused above {@link Preprocess#MAX_PIXELS} before any
- * pixel is decoded, turned upright as the EXIF orientation says.
+ * Image files -> upright ARGB pixels for the edge client, and a small preview. BitmapFactory decodes (where the
+ * Python edge uses Pillow) with subsampling ({@link Subsample#forModel}: at least twice the model's input on
+ * each side, so a 48 MP photo never needs its full pixel array), as ARGB_8888 without premultiplied alpha (the
+ * colour values Pillow reads; {@code getPixels} gives sRGB); images over {@link Preprocess#MAX_PIXELS} are
+ * refused before decoding, as runtime_edge refuses them; the EXIF orientation is read and applied by
+ * {@code core} ({@link ExifOrientation}), on the pixel array. Running out of memory is an IOException with a
+ * message, not a dead process.
  */
 final class Images {
+    /** Longer side of the preview shown on screen (pixels). */
+    static final int PREVIEW_SIDE = 512;
+
     private Images() {
     }
 
-    /** Decoded, upright pixels of {@code file}; IOException naming the file when it is not a readable image. */
-    static Bitmap load(File file) throws IOException {
+    /** Upright pixels for the model, and a preview. */
+    static final class Decoded {
+        private final int[] argb;
+        private final int width;
+        private final int height;
+        private final int sample;
+        private final Bitmap preview;
+
+        Decoded(int[] argb, int width, int height, int sample, Bitmap preview) {
+            this.argb = argb;
+            this.width = width;
+            this.height = height;
+            this.sample = sample;
+            this.preview = preview;
+        }
+
+        /** The pixels (not copied: the array is this object's and handed on once). */
+        int[] argb() {
+            return argb;
+        }
+
+        int width() {
+            return width;
+        }
+
+        int height() {
+            return height;
+        }
+
+        /** The subsampling the decoder applied (1: full resolution). */
+        int sample() {
+            return sample;
+        }
+
+        Bitmap preview() {
+            return preview;
+        }
+    }
+
+    /** Decodes {@code file} for a model whose input is {@code inputH x inputW}; IOException naming the file on failure. */
+    static Decoded load(File file, int inputH, int inputW) throws IOException {
         BitmapFactory.Options bounds = new BitmapFactory.Options();
         bounds.inJustDecodeBounds = true;
         BitmapFactory.decodeFile(file.getPath(), bounds);
-        if (bounds.outWidth <= 0 || bounds.outHeight <= 0) {
+        int w = bounds.outWidth;
+        int h = bounds.outHeight;
+        if (w <= 0 || h <= 0) {
             throw new IOException("image " + file.getName() + ": not a readable image");
         }
-        if ((long) bounds.outWidth * bounds.outHeight > Preprocess.MAX_PIXELS) {
-            throw new IOException("image " + file.getName() + ": " + bounds.outWidth + "x" + bounds.outHeight
-                    + " pixels is over the limit of " + Preprocess.MAX_PIXELS + " pixels");
+        if ((long) w * h > Preprocess.MAX_PIXELS) {
+            throw new IOException("image " + file.getName() + ": " + w + "x" + h + " pixels is over the limit of "
+                    + Preprocess.MAX_PIXELS + " pixels");
         }
+        int sample = Subsample.forModel(w, h, inputH, inputW);
         BitmapFactory.Options opts = new BitmapFactory.Options();
         opts.inPreferredConfig = Bitmap.Config.ARGB_8888;
+        opts.inPremultiplied = false;
         opts.inScaled = false;
-        Bitmap bmp = BitmapFactory.decodeFile(file.getPath(), opts);
-        if (bmp == null) {
-            throw new IOException("image " + file.getName() + ": decoding failed (truncated or unsupported)");
+        opts.inSampleSize = sample;
+        int orientation;
+        try (InputStream in = new FileInputStream(file)) {
+            orientation = ExifOrientation.read(in);
         }
-        return upright(bmp, new ExifInterface(file.getPath()).getAttributeInt(ExifInterface.TAG_ORIENTATION,
-                ExifInterface.ORIENTATION_NORMAL));
+        try {
+            Bitmap bmp = BitmapFactory.decodeFile(file.getPath(), opts);
+            if (bmp == null) {
+                throw new IOException("image " + file.getName() + ": decoding failed (truncated or unsupported)");
+            }
+            int bw = bmp.getWidth();
+            int bh = bmp.getHeight();
+            int[] px = new int[bw * bh];
+            bmp.getPixels(px, 0, bw, 0, 0, bw, bh);
+            bmp.recycle();
+            int[][] up = ExifOrientation.upright(px, bw, bh, orientation);
+            return new Decoded(up[0], up[1][0], up[1][1], sample, preview(up[0], up[1][0], up[1][1]));
+        } catch (OutOfMemoryError e) {
+            throw new IOException("image " + file.getName() + ": not enough memory to decode its " + w + "x" + h
+                    + " pixels (subsampled by " + sample + "); try a smaller image");
+        }
     }
 
-    /** Applies an EXIF orientation (1..8) exactly: quarter turns and mirrors, no resampling. */
-    static Bitmap upright(Bitmap bmp, int orientation) {
-        Matrix m = new Matrix();
-        switch (orientation) {
-            case ExifInterface.ORIENTATION_FLIP_HORIZONTAL:
-                m.setScale(-1, 1);
-                break;
-            case ExifInterface.ORIENTATION_ROTATE_180:
-                m.setRotate(180);
-                break;
-            case ExifInterface.ORIENTATION_FLIP_VERTICAL:
-                m.setScale(1, -1);
-                break;
-            case ExifInterface.ORIENTATION_TRANSPOSE:
-                m.setRotate(90);
-                m.postScale(-1, 1);
-                break;
-            case ExifInterface.ORIENTATION_ROTATE_90:
-                m.setRotate(90);
-                break;
-            case ExifInterface.ORIENTATION_TRANSVERSE:
-                m.setRotate(-90);
-                m.postScale(-1, 1);
-                break;
-            case ExifInterface.ORIENTATION_ROTATE_270:
-                m.setRotate(-90);
-                break;
-            default:
-                return bmp;
+    private static Bitmap preview(int[] argb, int w, int h) {
+        Bitmap full = Bitmap.createBitmap(argb, w, h, Bitmap.Config.ARGB_8888);
+        int longer = Math.max(w, h);
+        if (longer <= PREVIEW_SIDE) {
+            return full;
         }
-        return Bitmap.createBitmap(bmp, 0, 0, bmp.getWidth(), bmp.getHeight(), m, false);
-    }
-
-    /** The bitmap's pixels as ARGB_8888 ints, row-major (what {@link Preprocess} takes). */
-    static int[] argb(Bitmap bmp) {
-        Bitmap b = bmp.getConfig() == Bitmap.Config.ARGB_8888 ? bmp : bmp.copy(Bitmap.Config.ARGB_8888, false);
-        int[] px = new int[b.getWidth() * b.getHeight()];
-        b.getPixels(px, 0, b.getWidth(), 0, 0, b.getWidth(), b.getHeight());
-        return px;
+        Bitmap small = Bitmap.createScaledBitmap(full, Math.max(1, w * PREVIEW_SIDE / longer), Math.max(1, h * PREVIEW_SIDE / longer), true);
+        full.recycle();
+        return small;
     }
 }

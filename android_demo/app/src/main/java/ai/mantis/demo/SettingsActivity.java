@@ -1,7 +1,5 @@
 package ai.mantis.demo;
 
-import ai.mantis.core.BundleException;
-
 import android.app.Activity;
 import android.os.Bundle;
 import android.text.InputType;
@@ -9,26 +7,28 @@ import android.view.View;
 import android.widget.Button;
 import android.widget.EditText;
 import android.widget.LinearLayout;
+import android.widget.ScrollView;
 import android.widget.TextView;
 
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-
-/** Server URL, bearer token, and a URL to download a bundle from (verified before it replaces the current one). */
+/**
+ * Server URL, bearer token, pinned manifest hashes, and a URL to download a bundle from: verified, checked and
+ * loaded before it replaces the current one; the main screen uses it as soon as it is installed.
+ */
 public final class SettingsActivity extends Activity {
-    private final ExecutorService worker = Executors.newSingleThreadExecutor();
-
     @Override
-    protected void onCreate(Bundle state) {
-        super.onCreate(state);
+    protected void onCreate(Bundle saved) {
+        super.onCreate(saved);
         Settings s = Settings.load(this);
         LinearLayout root = new LinearLayout(this);
         root.setOrientation(LinearLayout.VERTICAL);
         root.setPadding(32, 32, 32, 32);
-        final EditText server = field(root, "Server URL (serve.py)", s.serverUrl, InputType.TYPE_TEXT_VARIATION_URI);
-        final EditText token = field(root, "Bearer token", s.token, InputType.TYPE_TEXT_VARIATION_PASSWORD);
-        final EditText bundleUrl = field(root, "Bundle URL (empty: the bundle in the app's assets)", s.bundleUrl,
+        final EditText server = field(root, "Server URL (serve.py; https://, or http:// to the hosts of the network security config)",
+                s.serverUrl(), InputType.TYPE_TEXT_VARIATION_URI);
+        final EditText token = field(root, "Bearer token", s.token(), InputType.TYPE_TEXT_VARIATION_PASSWORD);
+        final EditText bundleUrl = field(root, "Bundle URL (a bundle directory served over HTTPS)", s.bundleUrl(),
                 InputType.TYPE_TEXT_VARIATION_URI);
+        final EditText pins = field(root, "Pinned manifest SHA-256, one a line (empty: any verified bundle)", s.pins(),
+                InputType.TYPE_TEXT_FLAG_MULTI_LINE);
         final TextView status = new TextView(this);
         Button save = new Button(this);
         save.setText("Save");
@@ -36,7 +36,8 @@ public final class SettingsActivity extends Activity {
             @Override
             public void onClick(View v) {
                 Settings.save(SettingsActivity.this, server.getText().toString(), token.getText().toString(),
-                        bundleUrl.getText().toString());
+                        bundleUrl.getText().toString(), pins.getText().toString());
+                AppState.get(SettingsActivity.this).settingsChanged();
                 status.setText("Saved.");
             }
         });
@@ -45,16 +46,14 @@ public final class SettingsActivity extends Activity {
         install.setOnClickListener(new View.OnClickListener() {
             @Override
             public void onClick(View v) {
-                final String url = bundleUrl.getText().toString().trim();
-                if (url.isEmpty()) {
-                    status.setText("Enter the URL of a bundle directory first.");
-                    return;
-                }
+                Settings.save(SettingsActivity.this, server.getText().toString(), token.getText().toString(),
+                        bundleUrl.getText().toString(), pins.getText().toString());
+                String url = bundleUrl.getText().toString().trim();
                 status.setText("Downloading " + url + " ...");
-                worker.execute(new Runnable() {
+                AppState.get(SettingsActivity.this).download(url, new AppState.DownloadCallback() {
                     @Override
-                    public void run() {
-                        download(url, status);
+                    public void done(String message) {
+                        status.setText(message);
                     }
                 });
             }
@@ -62,25 +61,9 @@ public final class SettingsActivity extends Activity {
         root.addView(save);
         root.addView(install);
         root.addView(status);
-        setContentView(root);
-    }
-
-    /** Runs on the worker: download, verify, install; the outcome goes to {@code status}. */
-    private void download(String url, final TextView status) {
-        String msg;
-        try {
-            ai.mantis.core.Bundle b = Bundles.download(this, url);
-            msg = "Installed " + b.manifest.modelName + " (tables " + b.manifest.tableId + "), every file verified.";
-        } catch (BundleException e) {
-            msg = "Refused: " + e.getMessage();
-        }
-        final String text = msg;
-        runOnUiThread(new Runnable() {
-            @Override
-            public void run() {
-                status.setText(text);
-            }
-        });
+        ScrollView scroll = new ScrollView(this);
+        scroll.addView(root);
+        setContentView(scroll);
     }
 
     private EditText field(LinearLayout root, String label, String value, int variation) {
@@ -92,11 +75,5 @@ public final class SettingsActivity extends Activity {
         root.addView(l);
         root.addView(e);
         return e;
-    }
-
-    @Override
-    protected void onDestroy() {
-        worker.shutdownNow();
-        super.onDestroy();
     }
 }

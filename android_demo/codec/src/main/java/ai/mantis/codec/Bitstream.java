@@ -23,27 +23,27 @@ public final class Bitstream {
 
     private Bitstream() {}
 
-    static void checkShape(int c, int h, int w, EntropyTables tables) throws CodecError.ShapeError {
+    static void checkShape(int c, int h, int w, EntropyTables tables) throws CodecException.ShapeException {
         if (c != tables.numChannels()) {
-            throw new CodecError.ShapeError("latent has " + c + " channels, the entropy tables have " + tables.numChannels());
+            throw new CodecException.ShapeException("latent has " + c + " channels, the entropy tables have " + tables.numChannels());
         }
         int[] dims = {c, h, w};
         String[] names = {"C", "H", "W"};
         for (int k = 0; k < 3; k++) {
             if (dims[k] < 1 || dims[k] > MAX_DIM) {
-                throw new CodecError.ShapeError("latent " + names[k] + "=" + dims[k] + " outside 1.." + MAX_DIM);
+                throw new CodecException.ShapeException("latent " + names[k] + "=" + dims[k] + " outside 1.." + MAX_DIM);
             }
         }
         long n = (long) c * h * w;
         if (n > MAX_SYMBOLS) {
-            throw new CodecError.ShapeError("latent shape (" + c + ", " + h + ", " + w + ") has " + n
+            throw new CodecException.ShapeException("latent shape (" + c + ", " + h + ", " + w + ") has " + n
                     + " symbols, more than the limit " + MAX_SYMBOLS);
         }
     }
 
-    static void checkTaskMask(int taskMask) throws CodecError.TaskMaskError {
+    static void checkTaskMask(int taskMask) throws CodecException.TaskMaskException {
         if (taskMask < 0 || taskMask >= (1 << MAX_TASKS)) {
-            throw new CodecError.TaskMaskError("task mask " + taskMask + " outside 0.." + ((1 << MAX_TASKS) - 1)
+            throw new CodecException.TaskMaskException("task mask " + taskMask + " outside 0.." + ((1 << MAX_TASKS) - 1)
                     + " (at most " + MAX_TASKS + " tasks)");
         }
     }
@@ -59,23 +59,23 @@ public final class Bitstream {
     /**
      * Encodes integer symbols of shape (C, H, W), channel-major, with the task mask (0..255).
      *
-     * @throws CodecError.ShapeError, CodecError.SymbolError, CodecError.TaskMaskError or
-     *     CodecError.PayloadError (payload beyond the format's 256 KiB limit)
+     * @throws CodecException.ShapeException, CodecException.SymbolException, CodecException.TaskMaskException or
+     *     CodecException.PayloadException (payload beyond the format's 256 KiB limit)
      */
-    public static byte[] encode(int[] symbols, int c, int h, int w, int taskMask, EntropyTables tables) throws CodecError {
+    public static byte[] encode(int[] symbols, int c, int h, int w, int taskMask, EntropyTables tables) throws CodecException {
         checkTaskMask(taskMask);
         checkShape(c, h, w, tables);
         if (symbols.length != c * h * w) {
-            throw new CodecError.ShapeError(symbols.length + " symbols for shape (" + c + ", " + h + ", " + w + ")");
+            throw new CodecException.ShapeException(symbols.length + " symbols for shape (" + c + ", " + h + ", " + w + ")");
         }
         for (int s : symbols) {
             if (s < -SYMBOL_LIMIT || s > SYMBOL_LIMIT) {
-                throw new CodecError.SymbolError("symbol " + s + " outside the coded range +-" + SYMBOL_LIMIT);
+                throw new CodecException.SymbolException("symbol " + s + " outside the coded range +-" + SYMBOL_LIMIT);
             }
         }
         byte[] payload = Rans.packState(Rans.encode(symbols, h * w, tables));
         if (payload.length > MAX_PAYLOAD_BYTES) {
-            throw new CodecError.PayloadError("payload of " + payload.length + " bytes exceeds the format limit of "
+            throw new CodecException.PayloadException("payload of " + payload.length + " bytes exceeds the format limit of "
                     + MAX_PAYLOAD_BYTES + " bytes");
         }
         byte[] out = new byte[HEADER_SIZE + payload.length];
@@ -102,24 +102,24 @@ public final class Bitstream {
      * Parses and verifies a bitstream. Checks, in order: length, magic, version, table id, payload length
      * (truncated / trailing), CRC-32, shape, payload.
      */
-    public static Decoded decode(byte[] data, EntropyTables tables) throws CodecError {
+    public static Decoded decode(byte[] data, EntropyTables tables) throws CodecException {
         int n = data.length;
         if (n < HEADER_SIZE) {
-            throw new CodecError.TruncatedError("bitstream of " + n + " bytes is shorter than the " + HEADER_SIZE + "-byte header");
+            throw new CodecException.TruncatedException("bitstream of " + n + " bytes is shorter than the " + HEADER_SIZE + "-byte header");
         }
         if (data[0] != MAGIC[0] || data[1] != MAGIC[1]) {
-            throw new CodecError.BadMagicError(String.format("bitstream starts with 0x%02x%02x, not the magic \"MT\"",
+            throw new CodecException.BadMagicException(String.format("bitstream starts with 0x%02x%02x, not the magic \"MT\"",
                     data[0] & 0xFF, data[1] & 0xFF));
         }
         int version = data[2] & 0xFF;
         if (version != FORMAT_VERSION) {
-            throw new CodecError.UnsupportedVersionError("bitstream format version " + version
+            throw new CodecException.UnsupportedVersionException("bitstream format version " + version
                     + ", this codec reads version " + FORMAT_VERSION);
         }
         int taskMask = data[3] & 0xFF;
         byte[] id = tables.tableId();
         if (data[4] != id[0] || data[5] != id[1]) {
-            throw new CodecError.TableMismatchError(String.format(
+            throw new CodecException.TableMismatchException(String.format(
                     "bitstream was written with entropy tables %02x%02x, these tables are %s",
                     data[4] & 0xFF, data[5] & 0xFF, EntropyTables.hex(id)));
         }
@@ -134,16 +134,16 @@ public final class Bitstream {
         int length = (int) (dims >>> LENGTH_SHIFT);
         long expected = HEADER_SIZE + (long) length;
         if (n < expected) {
-            throw new CodecError.TruncatedError("header announces a " + length + "-byte payload, only "
+            throw new CodecException.TruncatedException("header announces a " + length + "-byte payload, only "
                     + (n - HEADER_SIZE) + " bytes follow");
         }
         if (n > expected) {
-            throw new CodecError.TrailingDataError((n - expected) + " bytes follow the " + length + "-byte payload");
+            throw new CodecException.TrailingDataException((n - expected) + " bytes follow the " + length + "-byte payload");
         }
         int stored = (data[12] & 0xFF) | (data[13] & 0xFF) << 8 | (data[14] & 0xFF) << 16 | (data[15] & 0xFF) << 24;
         int actual = checksum(tables.sha256Digest(), data, 0, HEADER_SIZE, n - HEADER_SIZE);
         if (stored != actual) {
-            throw new CodecError.ChecksumError(String.format("CRC-32 mismatch (header says %08x, data gives %08x): "
+            throw new CodecException.ChecksumException(String.format("CRC-32 mismatch (header says %08x, data gives %08x): "
                     + "the bitstream is corrupted (or was written with other tables that share the table id)", stored, actual));
         }
         Rans.checkPayloadLength(length);

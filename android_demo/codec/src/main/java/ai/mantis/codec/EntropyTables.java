@@ -1,5 +1,8 @@
 package ai.mantis.codec;
 
+import ai.mantis.json.Json;
+import ai.mantis.json.JsonException;
+
 import java.io.File;
 import java.io.FileInputStream;
 import java.io.FileNotFoundException;
@@ -48,57 +51,57 @@ public final class EntropyTables {
     /**
      * Tables from arrays: {@code cdfs[c]} rows of equal length (zero-padded past {@code cdfLengths[c]}).
      *
-     * @throws CodecError.TableError if an invariant is violated
+     * @throws CodecException.TableException if an invariant is violated
      */
-    public EntropyTables(int[][] cdfs, int[] cdfLengths, int[] offsets, float[] medians) throws CodecError.TableError {
+    public EntropyTables(int[][] cdfs, int[] cdfLengths, int[] offsets, float[] medians) throws CodecException.TableException {
         int c = cdfs.length;
         if (c < 1 || c > Bitstream.MAX_DIM) {
-            throw new CodecError.TableError(c + " channels, expected 1.." + Bitstream.MAX_DIM);
+            throw new CodecException.TableException(c + " channels, expected 1.." + Bitstream.MAX_DIM);
         }
         int lmax = cdfs[0].length;
         if (lmax < 3 || lmax > MAX_CDF_LENGTH) {
-            throw new CodecError.TableError("CDF rows of length " + lmax + ", expected 3.." + MAX_CDF_LENGTH);
+            throw new CodecException.TableException("CDF rows of length " + lmax + ", expected 3.." + MAX_CDF_LENGTH);
         }
         if (cdfLengths.length != c || offsets.length != c || medians.length != c) {
-            throw new CodecError.TableError("cdf_lengths, offsets and medians must have " + c + " entries");
+            throw new CodecException.TableException("cdf_lengths, offsets and medians must have " + c + " entries");
         }
         int longest = 0;
         for (int ch = 0; ch < c; ch++) {
             int[] row = cdfs[ch];
             int len = cdfLengths[ch];
             if (row.length != lmax) {
-                throw new CodecError.TableError("CDF rows have different lengths");
+                throw new CodecException.TableException("CDF rows have different lengths");
             }
             if (len < 3 || len > lmax) {
-                throw new CodecError.TableError("cdf_lengths must lie in 3.." + lmax + ", channel " + ch + " has " + len);
+                throw new CodecException.TableException("cdf_lengths must lie in 3.." + lmax + ", channel " + ch + " has " + len);
             }
             longest = Math.max(longest, len);
             if (row[0] != 0) {
-                throw new CodecError.TableError("CDF of channel " + ch + " does not start at 0");
+                throw new CodecException.TableException("CDF of channel " + ch + " does not start at 0");
             }
             if (row[len - 1] != (1 << PRECISION)) {
-                throw new CodecError.TableError("CDF of channel " + ch + " does not end at " + (1 << PRECISION));
+                throw new CodecException.TableException("CDF of channel " + ch + " does not end at " + (1 << PRECISION));
             }
             for (int i = 1; i < len; i++) {
                 if (row[i] <= row[i - 1]) {
-                    throw new CodecError.TableError(
+                    throw new CodecException.TableException(
                             "CDF of channel " + ch + " is not strictly increasing (a zero-frequency symbol)");
                 }
             }
             for (int i = len; i < lmax; i++) {
                 if (row[i] != 0) {
-                    throw new CodecError.TableError("CDF rows must be zero-padded past their length");
+                    throw new CodecException.TableException("CDF rows must be zero-padded past their length");
                 }
             }
             if (Math.abs((long) offsets[ch]) > OFFSET_LIMIT) {
-                throw new CodecError.TableError("offsets must lie in -" + OFFSET_LIMIT + ".." + OFFSET_LIMIT);
+                throw new CodecException.TableException("offsets must lie in -" + OFFSET_LIMIT + ".." + OFFSET_LIMIT);
             }
             if (Float.isNaN(medians[ch]) || Float.isInfinite(medians[ch]) || Math.abs(medians[ch]) > MEDIAN_LIMIT) {
-                throw new CodecError.TableError("medians must be finite and within +-" + MEDIAN_LIMIT);
+                throw new CodecException.TableException("medians must be finite and within +-" + MEDIAN_LIMIT);
             }
         }
         if (longest != lmax) {
-            throw new CodecError.TableError(
+            throw new CodecException.TableException(
                     "CDF rows have " + lmax + " columns but the longest CDF has " + longest + " entries");
         }
         this.channels = c;
@@ -210,13 +213,13 @@ public final class EntropyTables {
     }
 
     /** Reads and verifies a table file (java.io, so it runs on Android API 23). */
-    public static EntropyTables load(File path) throws CodecError.TableFileError {
+    public static EntropyTables load(File path) throws CodecException.TableFileException {
         if (path.isDirectory()) {
-            throw new CodecError.TableFileError("entropy table file " + path + " is a directory");
+            throw new CodecException.TableFileException("entropy table file " + path + " is a directory");
         }
         long size = path.length();
         if (size > MAX_FILE_BYTES) {
-            throw new CodecError.TableFileError(
+            throw new CodecException.TableFileException(
                     "entropy table file " + path + ": " + size + " bytes, larger than " + MAX_FILE_BYTES);
         }
         byte[] data = new byte[(int) size];
@@ -225,37 +228,37 @@ public final class EntropyTables {
             while (pos < data.length) {
                 int n = in.read(data, pos, data.length - pos);
                 if (n < 0) {
-                    throw new CodecError.TableFileError("entropy table file " + path + " shrank while it was read");
+                    throw new CodecException.TableFileException("entropy table file " + path + " shrank while it was read");
                 }
                 pos += n;
             }
             if (in.read() >= 0) {
-                throw new CodecError.TableFileError("entropy table file " + path + " grew while it was read");
+                throw new CodecException.TableFileException("entropy table file " + path + " grew while it was read");
             }
         } catch (FileNotFoundException e) {
-            throw new CodecError.TableFileError("entropy table file " + path + " does not exist");
+            throw new CodecException.TableFileException("entropy table file " + path + " does not exist");
         } catch (IOException e) {
-            throw new CodecError.TableFileError("entropy table file " + path + " cannot be read: " + e.getMessage());
+            throw new CodecException.TableFileException("entropy table file " + path + " cannot be read: " + e.getMessage());
         }
         return fromBytes(data, path.toString());
     }
 
     /** Parses and verifies a table file's bytes; errors name {@code source}. */
-    public static EntropyTables fromBytes(byte[] data, String source) throws CodecError.TableFileError {
+    public static EntropyTables fromBytes(byte[] data, String source) throws CodecException.TableFileException {
         try {
             return parse(data);
-        } catch (CodecError.TableFileError e) {
-            throw new CodecError.TableFileError("entropy table file " + source + ": " + e.getMessage());
-        } catch (CodecError.TableError e) {
-            throw new CodecError.TableFileError("entropy table file " + source + ": invalid tables: " + e.getMessage());
+        } catch (CodecException.TableFileException e) {
+            throw new CodecException.TableFileException("entropy table file " + source + ": " + e.getMessage());
+        } catch (CodecException.TableException e) {
+            throw new CodecException.TableFileException("entropy table file " + source + ": invalid tables: " + e.getMessage());
         }
     }
 
-    private static CodecError.TableFileError bad(String message) {
-        return new CodecError.TableFileError(message);
+    private static CodecException.TableFileException bad(String message) {
+        return new CodecException.TableFileException(message);
     }
 
-    private static EntropyTables parse(byte[] data) throws CodecError.TableError {
+    private static EntropyTables parse(byte[] data) throws CodecException.TableException {
         if (data.length < 8) {
             throw bad(data.length + " bytes, too short for a safetensors file");
         }
@@ -271,7 +274,7 @@ public final class EntropyTables {
                     .decode(ByteBuffer.wrap(data, 8, (int) hlen))
                     .toString();
             parsed = Json.parse(js);
-        } catch (CharacterCodingException | IllegalArgumentException e) {
+        } catch (CharacterCodingException | JsonException e) {
             throw bad("header is not valid JSON (" + e.getMessage() + ")");
         }
         if (!(parsed instanceof Map)) {
@@ -357,11 +360,11 @@ public final class EntropyTables {
         int lmax = (int) shapes[0][1];
         for (int t = 1; t < TENSORS.length; t++) {
             if (shapes[t].length != 1 || shapes[t][0] != c) {
-                throw new CodecError.TableError(TENSORS[t] + " must have shape (" + c + ",) for " + c + " channels");
+                throw new CodecException.TableException(TENSORS[t] + " must have shape (" + c + ",) for " + c + " channels");
             }
         }
         if (c < 1 || lmax < 1) {
-            throw new CodecError.TableError("cdfs of shape (" + c + ", " + lmax + ") is empty");
+            throw new CodecException.TableException("cdfs of shape (" + c + ", " + lmax + ") is empty");
         }
         int[][] cdfs = new int[c][lmax];
         for (int ch = 0; ch < c; ch++) {

@@ -9,10 +9,10 @@ public final class Latent {
     private Latent() {}
 
     /** Quantizes a float32 latent of shape (C, H, W) with {@code perChannel = H * W} values per channel. */
-    public static int[] quantize(float[] latent, int perChannel, EntropyTables tables) throws CodecError {
+    public static int[] quantize(float[] latent, int perChannel, EntropyTables tables) throws CodecException {
         float[] medians = tables.medianArray();
         if (perChannel < 1 || latent.length != medians.length * perChannel) {
-            throw new CodecError.ShapeError(latent.length + " latent values do not form " + medians.length
+            throw new CodecException.ShapeException(latent.length + " latent values do not form " + medians.length
                     + " channels of " + perChannel);
         }
         int[] out = new int[latent.length];
@@ -20,10 +20,10 @@ public final class Latent {
             float d = latent[i] - medians[i / perChannel];
             double r = Math.rint(d);
             if (Double.isNaN(r) || Double.isInfinite(r)) {
-                throw new CodecError.SymbolError("latent contains NaN or infinite values");
+                throw new CodecException.SymbolException("latent contains NaN or infinite values");
             }
             if (Math.abs(r) > Bitstream.SYMBOL_LIMIT) {
-                throw new CodecError.SymbolError("latent value " + latent[i] + " lies beyond +-" + Bitstream.SYMBOL_LIMIT
+                throw new CodecException.SymbolException("latent value " + latent[i] + " lies beyond +-" + Bitstream.SYMBOL_LIMIT
                         + " from the median");
             }
             out[i] = (int) r;
@@ -32,10 +32,10 @@ public final class Latent {
     }
 
     /** {@code symbols + median} per channel, as float32. */
-    public static float[] dequantize(int[] symbols, int perChannel, EntropyTables tables) throws CodecError {
+    public static float[] dequantize(int[] symbols, int perChannel, EntropyTables tables) throws CodecException {
         float[] medians = tables.medianArray();
         if (perChannel < 1 || symbols.length != medians.length * perChannel) {
-            throw new CodecError.ShapeError(symbols.length + " symbols do not form " + medians.length
+            throw new CodecException.ShapeException(symbols.length + " symbols do not form " + medians.length
                     + " channels of " + perChannel);
         }
         float[] out = new float[symbols.length];

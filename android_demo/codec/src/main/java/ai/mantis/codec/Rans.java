@@ -35,19 +35,19 @@ final class Rans {
     }
 
     /** Rejects a payload too short to hold the packed state. */
-    static void checkPayloadLength(int length) throws CodecError.PayloadError {
+    static void checkPayloadLength(int length) throws CodecException.PayloadException {
         if (length < STATE_MIN_BYTES) {
-            throw new CodecError.PayloadError("payload of " + length + " bytes is shorter than the " + STATE_MIN_BYTES
+            throw new CodecException.PayloadException("payload of " + length + " bytes is shorter than the " + STATE_MIN_BYTES
                     + "-byte minimum (the rANS state)");
         }
     }
 
     /** Payload at {@code data[start..start+length)} -> word stream; rejects a state not in its shortest form. */
-    static byte[] unpackState(byte[] data, int start, int length) throws CodecError.PayloadError {
+    static byte[] unpackState(byte[] data, int start, int length) throws CodecException.PayloadException {
         checkPayloadLength(length);
         int keep = STATE_MIN_BYTES + (length - STATE_MIN_BYTES) % 4;
         if (keep > STATE_MIN_BYTES && data[start + keep - 1] == 0) {
-            throw new CodecError.PayloadError("the rANS state is written in " + keep
+            throw new CodecException.PayloadException("the rANS state is written in " + keep
                     + " bytes with a zero high byte (not the shortest form)");
         }
         byte[] out = new byte[length - keep + 8];
@@ -155,12 +155,12 @@ final class Rans {
                     | (data[at + 3] & 0xFFL) << 24;
         }
 
-        long refill(long x, String where) throws CodecError.PayloadError {
+        long refill(long x, String where) throws CodecException.PayloadException {
             if (x >= L) {
                 return x;
             }
             if (pos >= words) {
-                throw new CodecError.PayloadError("payload ends early" + where);
+                throw new CodecException.PayloadException("payload ends early" + where);
             }
             return (x << 32) | word(pos++);
         }
@@ -168,15 +168,15 @@ final class Rans {
 
     /** Decodes {@code channels * perChannel} symbols from the word stream at {@code data[start..start+4*words)}. */
     static int[] decode(byte[] data, int start, int words, int channels, int perChannel, EntropyTables tables)
-            throws CodecError.PayloadError {
+            throws CodecException.PayloadException {
         if (words < 2) {
-            throw new CodecError.PayloadError("payload of " + 4 * words + " bytes is shorter than the 8-byte rANS state");
+            throw new CodecException.PayloadException("payload of " + 4 * words + " bytes is shorter than the 8-byte rANS state");
         }
         Reader r = new Reader(data, start, words);
         long x = r.word(0) | (r.word(1) << 32);
         if (x < L) {
             // Also true for states >= 2^63, which are negative as a long.
-            throw new CodecError.PayloadError("initial rANS state 0x" + Long.toHexString(x) + " outside [2^31, 2^63)");
+            throw new CodecException.PayloadException("initial rANS state 0x" + Long.toHexString(x) + " outside [2^31, 2^63)");
         }
         int[][] rows = tables.rows();
         int[] lengths = tables.lengths();
@@ -214,7 +214,7 @@ final class Rans {
                         x = r.refill(x >>> BYPASS_BITS, " inside an escape code");
                         n += nibble;
                         if (n > MAX_BYPASS_NIBBLES) {
-                            throw new CodecError.PayloadError("escape code announces more than " + MAX_BYPASS_NIBBLES + " nibbles");
+                            throw new CodecException.PayloadException("escape code announces more than " + MAX_BYPASS_NIBBLES + " nibbles");
                         }
                     } while (nibble == BYPASS_MAX);
                     long raw = 0;
@@ -224,22 +224,22 @@ final class Rans {
                         raw |= (long) nibble << (BYPASS_BITS * j);
                     }
                     if (n > 0 && (raw >>> (BYPASS_BITS * (n - 1))) == 0) {
-                        throw new CodecError.PayloadError("escape code with a leading zero nibble (not canonical)");
+                        throw new CodecException.PayloadException("escape code with a leading zero nibble (not canonical)");
                     }
                     long v = (raw & 1) != 0 ? -(raw >>> 1) - 1 : (raw >>> 1) + mv;
                     value = v + off;
                     if (value < -Bitstream.SYMBOL_LIMIT || value > Bitstream.SYMBOL_LIMIT) {
-                        throw new CodecError.PayloadError("escaped symbol " + value + " outside +-" + Bitstream.SYMBOL_LIMIT);
+                        throw new CodecException.PayloadException("escaped symbol " + value + " outside +-" + Bitstream.SYMBOL_LIMIT);
                     }
                 }
                 out[ch * perChannel + i] = (int) value;
             }
         }
         if (r.pos != words) {
-            throw new CodecError.PayloadError((words - r.pos) + " unused 32-bit words after the last symbol");
+            throw new CodecException.PayloadException((words - r.pos) + " unused 32-bit words after the last symbol");
         }
         if (x != L) {
-            throw new CodecError.PayloadError("final rANS state 0x" + Long.toHexString(x) + " is not 2^31: the payload is corrupted");
+            throw new CodecException.PayloadException("final rANS state 0x" + Long.toHexString(x) + " is not 2^31: the payload is corrupted");
         }
         return out;
     }

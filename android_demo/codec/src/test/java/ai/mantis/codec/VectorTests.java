@@ -1,5 +1,7 @@
 package ai.mantis.codec;
 
+import ai.mantis.json.Json;
+
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
@@ -41,12 +43,19 @@ public final class VectorTests {
         void run() throws Exception;
     }
 
+    /** The Java name of the Python codec error {@code pythonName} ({@code TruncatedError} -> {@code TruncatedException}). */
+    static String javaName(String pythonName) {
+        return pythonName.endsWith("Error") ? pythonName.substring(0, pythonName.length() - "Error".length()) + "Exception" : pythonName;
+    }
+
+    /** Runs {@code action}, expecting the codec exception that Python calls {@code expected} (or "nothing"). */
     private void expectError(String expected, String what, Action action) {
+        expected = javaName(expected);
         String got;
         try {
             action.run();
             got = "nothing";
-        } catch (CodecError e) {
+        } catch (CodecException e) {
             got = e.getClass().getSimpleName();
         } catch (Exception e) {
             got = "unexpected " + e;
@@ -119,7 +128,7 @@ public final class VectorTests {
                 check(Arrays.equals(d.symbols(), symbols), name + ": decoded symbols");
                 check(d.taskMask() == mask && d.channels() == ch && d.height() == h && d.width() == w,
                         name + ": decoded task mask and shape");
-            } catch (CodecError e) {
+            } catch (CodecException e) {
                 check(false, name + ": decode raised " + e);
             }
             if (c.containsKey("latent")) {
@@ -148,24 +157,24 @@ public final class VectorTests {
             expectError((String) c.get("error"), "table file " + c.get("file"),
                     () -> EntropyTables.load(dir.resolve((String) c.get("file")).toFile()));
         }
-        expectError("TableFileError", "missing table file", () -> EntropyTables.load(dir.resolve("missing.safetensors").toFile()));
+        expectError("TableFileException", "missing table file", () -> EntropyTables.load(dir.resolve("missing.safetensors").toFile()));
         apiContracts(tables);
     }
 
     private void apiContracts(EntropyTables tables) throws Exception {
         int c = tables.numChannels();
         int[] zeros = new int[c * 4];
-        expectError("TaskMaskError", "task mask 256", () -> Bitstream.encode(zeros, c, 2, 2, 256, tables));
-        expectError("TaskMaskError", "task mask -1", () -> Bitstream.encode(zeros, c, 2, 2, -1, tables));
-        expectError("ShapeError", "channel count", () -> Bitstream.encode(new int[(c + 1) * 4], c + 1, 2, 2, 0, tables));
-        expectError("ShapeError", "symbol count", () -> Bitstream.encode(zeros, c, 2, 3, 0, tables));
-        expectError("ShapeError", "too many symbols", () -> Bitstream.encode(new int[c * 1024], c, 1024, 1024, 0, tables));
+        expectError("TaskMaskException", "task mask 256", () -> Bitstream.encode(zeros, c, 2, 2, 256, tables));
+        expectError("TaskMaskException", "task mask -1", () -> Bitstream.encode(zeros, c, 2, 2, -1, tables));
+        expectError("ShapeException", "channel count", () -> Bitstream.encode(new int[(c + 1) * 4], c + 1, 2, 2, 0, tables));
+        expectError("ShapeException", "symbol count", () -> Bitstream.encode(zeros, c, 2, 3, 0, tables));
+        expectError("ShapeException", "too many symbols", () -> Bitstream.encode(new int[c * 1024], c, 1024, 1024, 0, tables));
         int[] big = zeros.clone();
         big[3] = Bitstream.SYMBOL_LIMIT + 1;
-        expectError("SymbolError", "symbol beyond the limit", () -> Bitstream.encode(big, c, 2, 2, 0, tables));
+        expectError("SymbolException", "symbol beyond the limit", () -> Bitstream.encode(big, c, 2, 2, 0, tables));
         float[] nan = new float[c * 4];
         nan[1] = Float.NaN;
-        expectError("SymbolError", "NaN latent", () -> Latent.quantize(nan, 4, tables));
+        expectError("SymbolException", "NaN latent", () -> Latent.quantize(nan, 4, tables));
 
         // Round trips of random symbols with escapes, every task bit.
         Random rng = new Random(12345);
@@ -183,10 +192,10 @@ public final class VectorTests {
             Decoded d = Bitstream.decode(data, tables);
             check(Arrays.equals(d.symbols(), s) && d.taskMask() == mask, "random round trip " + trial);
             byte[] cut = Arrays.copyOf(data, data.length - 1);
-            expectError("TruncatedError", "truncated random stream " + trial, () -> Bitstream.decode(cut, tables));
+            expectError("TruncatedException", "truncated random stream " + trial, () -> Bitstream.decode(cut, tables));
             byte[] flip = data.clone();
             flip[flip.length - 1 - rng.nextInt(flip.length - Bitstream.HEADER_SIZE)] ^= (byte) (1 << rng.nextInt(8));
-            expectError("ChecksumError", "bit flip in random stream " + trial, () -> Bitstream.decode(flip, tables));
+            expectError("ChecksumException", "bit flip in random stream " + trial, () -> Bitstream.decode(flip, tables));
         }
     }
 

@@ -1,7 +1,7 @@
 package ai.mantis.core;
 
 import ai.mantis.codec.Bitstream;
-import ai.mantis.codec.CodecError;
+import ai.mantis.codec.CodecException;
 import ai.mantis.codec.EntropyTables;
 
 import java.io.ByteArrayOutputStream;
@@ -18,55 +18,98 @@ import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
-import java.util.Map;
 
 /**
- * A verified bundle directory: its manifest and entropy tables. {@link #load} checks it as
- * {@code codec.bundle.load_bundle} does: the manifest strictly, the bitstream version, the SHA-256 of every
- * listed file (a directory as a tree hash, MANIFEST.md), and the tables' id and channel count.
+ * A verified bundle directory as a device holds it: its manifest and entropy tables. {@link #load} checks it as
+ * {@code codec.bundle.load_bundle} does, for the device's files only ({@link Manifest#deviceFiles()}: tables
+ * and edge program; the server half's files are neither needed nor hashed here): the manifest strictly, the
+ * bitstream version, the SHA-256 of each device file, and the tables' id and channel count. The manifest's own
+ * SHA-256 ({@link #manifestSha256()}) identifies the whole bundle: it fixes every file's hash.
  */
 public final class Bundle {
     static final long MAX_MANIFEST_BYTES = 1L << 20;
     private static final int CHUNK = 1 << 16;
 
-    public final File root;
-    public final Manifest manifest;
-    public final EntropyTables tables;
+    private final File root;
+    private final Manifest manifest;
+    private final EntropyTables tables;
+    private final String manifestSha256;
 
-    private Bundle(File root, Manifest manifest, EntropyTables tables) {
+    private Bundle(File root, Manifest manifest, EntropyTables tables, String manifestSha256) {
         this.root = root;
         this.manifest = manifest;
         this.tables = tables;
+        this.manifestSha256 = manifestSha256;
+    }
+
+    public File root() {
+        return root;
+    }
+
+    public Manifest manifest() {
+        return manifest;
+    }
+
+    public EntropyTables tables() {
+        return tables;
+    }
+
+    /** Hex SHA-256 of {@code manifest.json}'s bytes: what a pin names, and what tells two bundles apart. */
+    public String manifestSha256() {
+        return manifestSha256;
+    }
+
+    /** The same verified bundle after its directory was renamed to {@code dest} (nothing is read again). */
+    Bundle movedTo(File dest) {
+        return new Bundle(dest, manifest, tables, manifestSha256);
     }
 
     /** Reads, verifies and loads the bundle in {@code root}; {@link BundleException} names what is wrong. */
     public static Bundle load(File root) throws BundleException {
-        Manifest m = readManifest(root);
-        if (m.bitstreamVersion != Bitstream.FORMAT_VERSION) {
-            throw new BundleException("bundle " + root + ": bitstream version " + m.bitstreamVersion
+        byte[] raw = readManifestBytes(root);
+        Manifest m = parseManifest(root, raw);
+        if (m.bitstreamVersion() != Bitstream.FORMAT_VERSION) {
+            throw new BundleException("bundle " + root + ": bitstream version " + m.bitstreamVersion()
                     + ", this codec reads version " + Bitstream.FORMAT_VERSION);
         }
         verifyFiles(root, m);
-        File tablesFile = new File(root, m.tablesFile);
+        File tablesFile = new File(root, m.tablesFile());
         EntropyTables tables;
         try {
             tables = EntropyTables.load(tablesFile);
-        } catch (CodecError e) {
+        } catch (CodecException e) {
             throw new BundleException("bundle " + root + ": cannot load entropy tables " + tablesFile.getName() + " (" + e.getMessage() + ")");
         }
         String id = hex(tables.tableId());
-        if (!id.equals(m.tableId)) {
-            throw new BundleException("bundle " + root + ": " + tablesFile.getName() + " has table_id " + id + ", manifest says " + m.tableId);
+        if (!id.equals(m.tableId())) {
+            throw new BundleException("bundle " + root + ": " + tablesFile.getName() + " has table_id " + id + ", manifest says " + m.tableId());
         }
-        if (tables.numChannels() != m.latent[0]) {
+        if (tables.numChannels() != m.latent()[0]) {
             throw new BundleException("bundle " + root + ": " + tablesFile.getName() + " has " + tables.numChannels()
-                    + " channels, latent has " + m.latent[0]);
+                    + " channels, latent has " + m.latent()[0]);
         }
-        return new Bundle(root, m, tables);
+        return new Bundle(root, m, tables, hex(sha256().digest(raw)));
     }
 
     /** Parses {@code root/manifest.json} (no hashing). */
     public static Manifest readManifest(File root) throws BundleException {
+        return parseManifest(root, readManifestBytes(root));
+    }
+
+    /** Hex SHA-256 of {@code root/manifest.json}, or null when there is none (no bundle installed). */
+    public static String manifestSha256(File root) {
+        File f = new File(root, Manifest.MANIFEST_NAME);
+        if (!f.isFile()) {
+            return null;
+        }
+        try {
+            return hex(sha256().digest(readAll(f, MAX_MANIFEST_BYTES)));
+        } catch (IOException e) {
+            return null;
+        }
+    }
+
+    private static byte[] readManifestBytes(File root) throws BundleException {
         if (!root.isDirectory()) {
             throw new BundleException("bundle " + root + ": no such directory");
         }
@@ -74,9 +117,17 @@ public final class Bundle {
         if (!mpath.isFile()) {
             throw new BundleException("bundle " + root + ": " + Manifest.MANIFEST_NAME + " is missing (not an exported bundle?)");
         }
+        try {
+            return readAll(mpath, MAX_MANIFEST_BYTES);
+        } catch (IOException e) {
+            throw new BundleException("bundle " + root + ": cannot read " + Manifest.MANIFEST_NAME + " (" + e.getMessage() + ")");
+        }
+    }
+
+    private static Manifest parseManifest(File root, byte[] raw) throws BundleException {
         String text;
         try {
-            text = utf8(readAll(mpath, MAX_MANIFEST_BYTES));
+            text = utf8(raw);
         } catch (IOException e) {
             throw new BundleException("bundle " + root + ": cannot read " + Manifest.MANIFEST_NAME + " (" + e.getMessage() + ")");
         }
@@ -87,41 +138,34 @@ public final class Bundle {
         }
     }
 
-    /** Checks that every file the manifest lists exists and has the recorded hash. */
+    /** Checks that every device file the manifest lists exists and has the recorded hash. */
     public static void verifyFiles(File root, Manifest m) throws BundleException {
-        if (m.files.isEmpty()) {
-            throw new BundleException("bundle " + root + ": manifest 'files' lists no files");
-        }
-        for (Map.Entry<String, String> e : m.files.entrySet()) {
-            File p = new File(root, e.getKey());
+        for (String name : m.deviceFiles()) {
+            String want = m.files().get(name);
+            if (want == null) {
+                throw new BundleException("bundle " + root + ": manifest 'files' does not list (and hash) " + name);
+            }
+            File p = new File(root, name);
             if (!p.exists()) {
-                throw new BundleException("bundle " + root + ": file " + e.getKey() + " is missing");
+                throw new BundleException("bundle " + root + ": file " + name + " is missing");
             }
             String actual;
             try {
                 actual = pathSha256(p);
             } catch (IOException ex) {
-                throw new BundleException("bundle " + root + ": cannot read " + e.getKey() + " (" + ex.getMessage() + ")");
+                throw new BundleException("bundle " + root + ": cannot read " + name + " (" + ex.getMessage() + ")");
             }
-            if (!actual.equals(e.getValue())) {
-                throw new BundleException("bundle " + root + ": file " + e.getKey() + " is corrupted or was replaced (sha256 "
-                        + actual + ", manifest says " + e.getValue() + ")");
+            if (!actual.equals(want)) {
+                throw new BundleException("bundle " + root + ": file " + name + " is corrupted or was replaced (sha256 "
+                        + actual + ", manifest says " + want + ")");
             }
         }
     }
 
-    /** Refuses a bundle whose edge client needs another runtime than {@code runtime} (this app: executorch). */
-    public void requireEdgeRuntime(String runtime) throws BundleException {
-        if (!manifest.edge.runtime.equals(runtime)) {
-            throw new BundleException("bundle " + root + ": its edge client " + manifest.edge.file + " runs on "
-                    + manifest.edge.runtime + ", this app runs " + runtime + " programs (export with --target " + runtime + ")");
-        }
-    }
-
-    /** The file {@code name} of the bundle (it must be listed in the manifest). */
+    /** The device file {@code name} of the bundle (one of {@link Manifest#deviceFiles()}, verified by {@link #load}). */
     public File file(String name) throws BundleException {
-        if (!manifest.files.containsKey(name)) {
-            throw new BundleException("bundle " + root + ": '" + name + "' is not one of its files " + manifest.files.keySet());
+        if (!manifest.deviceFiles().contains(name)) {
+            throw new BundleException("bundle " + root + ": '" + name + "' is not one of the device's files " + manifest.deviceFiles());
         }
         return new File(root, name);
     }

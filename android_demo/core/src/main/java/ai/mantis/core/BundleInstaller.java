@@ -7,11 +7,14 @@ import java.io.InputStream;
 import java.io.OutputStream;
 import java.net.HttpURLConnection;
 import java.net.URL;
+import java.util.Set;
 
 /**
- * Copies a bundle from a {@link Source} (the app's assets, or an HTTP server) into a staging directory next to
- * {@code dest}, verifies it with {@link Bundle#load}, and only then moves it into place, so a device never
- * runs a partial or tampered bundle. A bundle that fails verification is deleted and refused.
+ * Copies a bundle's device files ({@code manifest.json}, tables, edge program) from a {@link Source} (the app's
+ * assets, or an HTTP(S) server) into a staging directory next to {@code dest}, verifies it with
+ * {@link Bundle#load}, runs every further {@link Check} on it (runtime version, manifest pin, loading the
+ * program), and only then swaps it into place. A bundle refused at any step is deleted and the installed one
+ * stays as it was.
  */
 public final class BundleInstaller {
     /** Largest single bundle file copied (bytes). */
@@ -26,15 +29,25 @@ public final class BundleInstaller {
         String describe();
     }
 
+    /** A requirement the staged, verified bundle must meet before it replaces the installed one. */
+    public interface Check {
+        void check(Bundle staged) throws BundleException;
+    }
+
     private BundleInstaller() {
     }
 
-    /** A bundle served over HTTP at {@code baseUrl/<file>} (e.g. {@code python -m http.server} in the bundle). */
-    public static Source http(final String baseUrl, final int timeoutMs) {
-        final String base = baseUrl.endsWith("/") ? baseUrl : baseUrl + "/";
+    /**
+     * A bundle directory served over HTTP(S) at {@code baseUrl/<file>} (e.g. {@code python -m http.server} in the
+     * bundle); {@code cleartextHosts} as {@link Urls#parse}. Redirects are not followed.
+     */
+    public static Source http(String baseUrl, final int timeoutMs, Set<String> cleartextHosts) throws UrlException {
+        String t = baseUrl.trim();
+        final String base = Urls.parse(t.endsWith("/") ? t : t + "/", "bundle URL", cleartextHosts).toString();
         return new Source() {
             @Override
             public InputStream open(String name) throws IOException {
+                // Urls.parse admitted http(s) only, so this is an HttpURLConnection
                 HttpURLConnection conn = (HttpURLConnection) new URL(base + name).openConnection();
                 conn.setConnectTimeout(timeoutMs);
                 conn.setReadTimeout(timeoutMs);
@@ -54,8 +67,8 @@ public final class BundleInstaller {
         };
     }
 
-    /** Copies, verifies and installs the bundle at {@code dest}; the bundle that is now there. */
-    public static Bundle install(Source source, File dest) throws BundleException {
+    /** Copies, verifies, checks and installs the bundle at {@code dest}; the bundle that is now there. */
+    public static Bundle install(Source source, File dest, Check... checks) throws BundleException {
         File parent = dest.getAbsoluteFile().getParentFile();
         File staging = new File(parent, dest.getName() + ".staging");
         deleteTree(staging);
@@ -65,20 +78,26 @@ public final class BundleInstaller {
         try {
             copy(source, Manifest.MANIFEST_NAME, staging, Bundle.MAX_MANIFEST_BYTES);
             Manifest m = Bundle.readManifest(staging);
-            for (String name : m.files.keySet()) {
+            for (String name : m.deviceFiles()) {
                 copy(source, name, staging, MAX_FILE_BYTES);
             }
-            Bundle.load(staging);
+            Bundle staged = Bundle.load(staging);
+            for (Check c : checks) {
+                c.check(staged);
+            }
             File old = new File(parent, dest.getName() + ".old");
             deleteTree(old);
             if (dest.exists() && !dest.renameTo(old)) {
                 throw new BundleException("cannot move the previous bundle " + dest + " aside");
             }
             if (!staging.renameTo(dest)) {
+                if (old.exists() && !old.renameTo(dest)) {
+                    throw new BundleException("cannot move the verified bundle into " + dest + ", nor the previous one back");
+                }
                 throw new BundleException("cannot move the verified bundle into " + dest);
             }
             deleteTree(old);
-            return Bundle.load(dest);
+            return staged.movedTo(dest);
         } catch (BundleException e) {
             deleteTree(staging);
             throw new BundleException("bundle from " + source.describe() + " refused: " + e.getMessage());

@@ -8,12 +8,20 @@ package ai.mantis.core;
 public interface EdgeModel {
     /** The two outputs of one run, flattened in C order. */
     final class Output {
-        public final float[] latent;
-        public final float[] taskLogits;
+        private final float[] latent;
+        private final float[] taskLogits;
 
         public Output(float[] latent, float[] taskLogits) {
-            this.latent = latent;
-            this.taskLogits = taskLogits;
+            this.latent = latent.clone();
+            this.taskLogits = taskLogits.clone();
+        }
+
+        public float[] latent() {
+            return latent.clone();
+        }
+
+        public float[] taskLogits() {
+            return taskLogits.clone();
         }
     }
 

@@ -1,7 +1,7 @@
 package ai.mantis.core;
 
 import ai.mantis.codec.Bitstream;
-import ai.mantis.codec.CodecError;
+import ai.mantis.codec.CodecException;
 import ai.mantis.codec.Latent;
 
 /**
@@ -20,39 +20,59 @@ public final class EdgePipeline {
 
     /** One image's bitstream, task mask and where the time went (milliseconds). */
     public static final class Encoded {
-        public final byte[] bitstream;
-        public final int taskMask;
-        public final double preprocessMs;
-        public final double edgeMs;
-        public final double entropyMs;
+        private final byte[] bitstream;
+        private final int taskMask;
+        private final double preprocessMs;
+        private final double edgeMs;
+        private final double entropyMs;
 
         Encoded(byte[] bitstream, int taskMask, double preprocessMs, double edgeMs, double entropyMs) {
-            this.bitstream = bitstream;
+            this.bitstream = bitstream.clone();
             this.taskMask = taskMask;
             this.preprocessMs = preprocessMs;
             this.edgeMs = edgeMs;
             this.entropyMs = entropyMs;
         }
+
+        public byte[] bitstream() {
+            return bitstream.clone();
+        }
+
+        public int taskMask() {
+            return taskMask;
+        }
+
+        public double preprocessMs() {
+            return preprocessMs;
+        }
+
+        public double edgeMs() {
+            return edgeMs;
+        }
+
+        public double entropyMs() {
+            return entropyMs;
+        }
     }
 
     /** Encodes an ARGB image of {@code width x height} (see {@link Preprocess}). */
     public Encoded encode(int[] argb, int width, int height) throws Exception {
-        Manifest m = bundle.manifest;
+        Manifest m = bundle.manifest();
         long t0 = System.nanoTime();
-        float[] x = Preprocess.toTensor(argb, width, height, m.preprocessing);
-        long[] shape = {1, 3, m.preprocessing.inputSize[0], m.preprocessing.inputSize[1]};
+        float[] x = Preprocess.toTensor(argb, width, height, m.preprocessing());
+        long[] shape = {1, 3, m.preprocessing().inputSize()[0], m.preprocessing().inputSize()[1]};
         long t1 = System.nanoTime();
         EdgeModel.Output out = model.run(x, shape);
         long t2 = System.nanoTime();
-        byte[] bits = encodeLatent(out.latent, out.taskLogits);
+        byte[] bits = encodeLatent(out.latent(), out.taskLogits());
         long t3 = System.nanoTime();
-        int mask = taskMask(out.taskLogits, m.tasks.size());
+        int mask = taskMask(out.taskLogits(), m.tasks().size());
         return new Encoded(bits, mask, (t1 - t0) / 1e6, (t2 - t1) / 1e6, (t3 - t2) / 1e6);
     }
 
     /** The bitstream for an edge client's outputs (latent [C, h, w] flattened, task logits [T]). */
-    public byte[] encodeLatent(float[] latent, float[] taskLogits) throws CodecError, BundleException {
-        int[] shape = bundle.manifest.latent;
+    public byte[] encodeLatent(float[] latent, float[] taskLogits) throws CodecException, BundleException {
+        int[] shape = bundle.manifest().latent();
         int n = shape[0] * shape[1] * shape[2];
         if (latent.length != n) {
             throw new BundleException("edge client returned " + latent.length + " latent values, the manifest's latent "
@@ -63,9 +83,9 @@ public final class EdgePipeline {
                 throw new BundleException("edge client produced non-finite latent values (NaN/inf)");
             }
         }
-        int mask = taskMask(taskLogits, bundle.manifest.tasks.size());
-        int[] symbols = Latent.quantize(latent, shape[1] * shape[2], bundle.tables);
-        return Bitstream.encode(symbols, shape[0], shape[1], shape[2], mask, bundle.tables);
+        int mask = taskMask(taskLogits, bundle.manifest().tasks().size());
+        int[] symbols = Latent.quantize(latent, shape[1] * shape[2], bundle.tables());
+        return Bitstream.encode(symbols, shape[0], shape[1], shape[2], mask, bundle.tables());
     }
 
     /**

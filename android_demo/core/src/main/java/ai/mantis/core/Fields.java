@@ -8,7 +8,7 @@ import java.util.Map;
 import java.util.Set;
 
 /**
- * Strict reader of one JSON object (as {@link ai.mantis.codec.Json} parses it): typed required and optional
+ * Strict reader of one JSON object (as {@link ai.mantis.json.Json} parses it): typed required and optional
  * keys, then {@link #done()} refuses the rest. Messages follow {@code codec/manifest.py}'s.
  */
 final class Fields {

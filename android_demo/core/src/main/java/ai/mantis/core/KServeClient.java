@@ -1,6 +1,7 @@
 package ai.mantis.core;
 
-import ai.mantis.codec.Json;
+import ai.mantis.json.Json;
+import ai.mantis.json.JsonException;
 
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -91,32 +92,76 @@ public final class KServeClient {
 
     /** One decoded output tensor. Exactly one of {@code fp32}, {@code bool}, {@code bytes} is set. */
     public static final class Output {
-        public final String name;
-        public final String datatype;
-        public final long[] shape;
-        public final float[] fp32;
-        public final boolean[] bool;
-        public final byte[][] bytes;
+        private final String name;
+        private final String datatype;
+        private final long[] shape;
+        private final float[] fp32;
+        private final boolean[] bool;
+        private final byte[][] bytes;
+
+        public String name() {
+            return name;
+        }
+
+        public String datatype() {
+            return datatype;
+        }
+
+        public long[] shape() {
+            return shape == null ? null : shape.clone();
+        }
+
+        public float[] fp32() {
+            return fp32 == null ? null : fp32.clone();
+        }
+
+        public boolean[] bool() {
+            return bool == null ? null : bool.clone();
+        }
+
+        public byte[][] bytes() {
+            return bytes == null ? null : deepCopy(bytes);
+        }
 
         Output(String name, String datatype, long[] shape, float[] fp32, boolean[] bool, byte[][] bytes) {
             this.name = name;
             this.datatype = datatype;
-            this.shape = shape;
-            this.fp32 = fp32;
-            this.bool = bool;
-            this.bytes = bytes;
+            this.shape = shape == null ? null : shape.clone();
+            this.fp32 = fp32 == null ? null : fp32.clone();
+            this.bool = bool == null ? null : bool.clone();
+            this.bytes = bytes == null ? null : deepCopy(bytes);
         }
     }
 
     /** An answer: outputs by name and the bytes that crossed the wire in the HTTP bodies. */
     public static final class InferResult {
-        public final Map<String, Output> outputs;
+        private final Map<String, Output> outputs;
         /** Request body bytes (JSON header + BYTES tensor), not counting HTTP headers. */
-        public final int requestBytes;
+        private final int requestBytes;
         /** Response body bytes, not counting HTTP headers. */
-        public final int responseBytes;
-        public final double elapsedMs;
-        public final int attempts;
+        private final int responseBytes;
+        private final double elapsedMs;
+        private final int attempts;
+
+        public Map<String, Output> outputs() {
+            return outputs;
+        }
+
+        public int requestBytes() {
+            return requestBytes;
+        }
+
+        public int responseBytes() {
+            return responseBytes;
+        }
+
+        public double elapsedMs() {
+            return elapsedMs;
+        }
+
+        public int attempts() {
+            return attempts;
+        }
 
         InferResult(Map<String, Output> outputs, int requestBytes, int responseBytes, double elapsedMs, int attempts) {
             this.outputs = outputs;
@@ -125,6 +170,14 @@ public final class KServeClient {
             this.elapsedMs = elapsedMs;
             this.attempts = attempts;
         }
+    }
+
+    private static byte[][] deepCopy(byte[][] rows) {
+        byte[][] out = new byte[rows.length][];
+        for (int i = 0; i < rows.length; i++) {
+            out[i] = rows[i].clone();
+        }
+        return out;
     }
 
     /** Body and JSON-header length of an infer request carrying {@code bitstreams}. */
@@ -188,7 +241,7 @@ public final class KServeClient {
                 int status = conn.getResponseCode();
                 InputStream in = status >= 400 ? conn.getErrorStream() : conn.getInputStream();
                 byte[] data = in == null ? new byte[0] : readBody(in);
-                if (status == Wire.ErrorKind.UNAVAILABLE.http) {
+                if (status == Wire.ErrorKind.UNAVAILABLE.http()) {
                     lastKind = Wire.ErrorKind.UNAVAILABLE;
                     last = "HTTP 503: " + errorReason(data);
                     continue;
@@ -216,7 +269,7 @@ public final class KServeClient {
                 }
             }
         }
-        String advice = lastKind == null ? "check the server URL in Settings and that serve.py is running" : lastKind.advice + "; try again later";
+        String advice = lastKind == null ? "check the server URL in Settings and that serve.py is running" : lastKind.advice() + "; try again later";
         throw new TransportException.Unreachable("server " + url + " unreachable after " + (retries + 1) + " attempts: " + last
                 + " (" + advice + ")", lastKind, retries + 1);
     }
@@ -241,7 +294,7 @@ public final class KServeClient {
                     message = (String) m.get("error");
                 }
             }
-        } catch (IllegalArgumentException e) {
+        } catch (JsonException e) {
             // not a JSON error body: the status alone names the kind, the text is quoted as it came
         }
         if (kind == null) {
@@ -257,7 +310,7 @@ public final class KServeClient {
             if (doc instanceof Map && ((Map<?, ?>) doc).get("error") instanceof String) {
                 return (String) ((Map<?, ?>) doc).get("error");
             }
-        } catch (IllegalArgumentException e) {
+        } catch (JsonException e) {
             // quoted as it came
         }
         return text.isEmpty() ? "(empty body)" : text;
@@ -279,7 +332,7 @@ public final class KServeClient {
         Object doc;
         try {
             doc = Json.parse(Bundle.utf8(java.util.Arrays.copyOf(body, jsonLen)));
-        } catch (IllegalArgumentException | IOException e) {
+        } catch (JsonException | IOException e) {
             throw new TransportException.Malformed("response header is not JSON (" + e.getMessage() + ")");
         }
         if (!(doc instanceof Map) || !(((Map<?, ?>) doc).get("outputs") instanceof List)) {

@@ -1,6 +1,8 @@
 package ai.mantis.core;
 
 import ai.mantis.codec.Bitstream;
+import ai.mantis.json.Json;
+import ai.mantis.json.JsonException;
 
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -35,36 +37,113 @@ public final class Manifest {
     /** codec/manifest.py's MODEL_NAME_PATTERN: safe in KServe URLs and as a Triton model directory. */
     public static final String MODEL_NAME_PATTERN = "[A-Za-z0-9][A-Za-z0-9_.-]{0,63}";
 
-    public final String format;
-    public final String modelName;
-    public final long bitstreamVersion;
-    public final Preprocessing preprocessing;
-    public final List<Task> tasks;
-    public final String taskMaskRule;
+    private final String format;
+    private final String modelName;
+    private final long bitstreamVersion;
+    private final Preprocessing preprocessing;
+    private final List<Task> tasks;
+    private final String taskMaskRule;
     /** {channels, height, width} of one image's latent. */
-    public final int[] latent;
-    public final String tablesFile;
-    public final String tablesSha256;
-    public final String tableId;
-    public final Edge edge;
-    public final Map<String, ServerFile> server;
+    private final int[] latent;
+    private final String tablesFile;
+    private final String tablesSha256;
+    private final String tableId;
+    private final Edge edge;
+    private final Map<String, ServerFile> server;
     /** Bundle-relative path -> SHA-256 (hex). */
-    public final Map<String, String> files;
+    private final Map<String, String> files;
+    private final Map<String, String> producer;
+
+    public String format() {
+        return format;
+    }
+
+    public String modelName() {
+        return modelName;
+    }
+
+    public long bitstreamVersion() {
+        return bitstreamVersion;
+    }
+
+    public Preprocessing preprocessing() {
+        return preprocessing;
+    }
+
+    public List<Task> tasks() {
+        return tasks;
+    }
+
+    public String taskMaskRule() {
+        return taskMaskRule;
+    }
+
+    public int[] latent() {
+        return latent.clone();
+    }
+
+    public String tablesFile() {
+        return tablesFile;
+    }
+
+    public String tablesSha256() {
+        return tablesSha256;
+    }
+
+    public String tableId() {
+        return tableId;
+    }
+
+    public Edge edge() {
+        return edge;
+    }
+
+    public Map<String, ServerFile> server() {
+        return server;
+    }
+
+    public Map<String, String> files() {
+        return files;
+    }
 
     /** How an image becomes the edge client's input (MANIFEST.md, "preprocessing"). */
     public static final class Preprocessing {
         /** {H, W}. */
-        public final int[] inputSize;
-        public final double[] mean;
-        public final double[] std;
-        public final String color;
-        public final String resize;
-        public final String layout;
+        private final int[] inputSize;
+        private final double[] mean;
+        private final double[] std;
+        private final String color;
+        private final String resize;
+        private final String layout;
+
+        public int[] inputSize() {
+            return inputSize.clone();
+        }
+
+        public double[] mean() {
+            return mean.clone();
+        }
+
+        public double[] std() {
+            return std.clone();
+        }
+
+        public String color() {
+            return color;
+        }
+
+        public String resize() {
+            return resize;
+        }
+
+        public String layout() {
+            return layout;
+        }
 
         Preprocessing(int[] inputSize, double[] mean, double[] std, String color, String resize, String layout) {
-            this.inputSize = inputSize;
-            this.mean = mean;
-            this.std = std;
+            this.inputSize = inputSize.clone();
+            this.mean = mean.clone();
+            this.std = std.clone();
             this.color = color;
             this.resize = resize;
             this.layout = layout;
@@ -99,8 +178,16 @@ public final class Manifest {
 
     /** One task: name and label names (label i is labels.get(i)). */
     public static final class Task {
-        public final String name;
-        public final List<String> labels;
+        private final String name;
+        private final List<String> labels;
+
+        public String name() {
+            return name;
+        }
+
+        public List<String> labels() {
+            return labels;
+        }
 
         Task(String name, List<String> labels) {
             this.name = name;
@@ -127,9 +214,21 @@ public final class Manifest {
 
     /** A model file's tensor: name, dtype, shape (a String element names a dynamic dimension). */
     public static final class TensorSpec {
-        public final String name;
-        public final String dtype;
-        public final List<Object> shape;
+        private final String name;
+        private final String dtype;
+        private final List<Object> shape;
+
+        public String name() {
+            return name;
+        }
+
+        public String dtype() {
+            return dtype;
+        }
+
+        public List<Object> shape() {
+            return shape;
+        }
 
         TensorSpec(String name, String dtype, List<Object> shape) {
             this.name = name;
@@ -141,9 +240,9 @@ public final class Manifest {
             Fields f = new Fields(doc, where);
             TensorSpec out = new TensorSpec(f.string("name"), f.string("dtype"), f.list("shape"));
             f.done();
-            for (Object d : out.shape) {
+            for (Object d : out.shape()) {
                 if (!(d instanceof String) && !(d instanceof Long && (Long) d > 0)) {
-                    throw new ManifestException(where + ".shape: expected positive integers or dimension names, got " + repr(out.shape));
+                    throw new ManifestException(where + ".shape: expected positive integers or dimension names, got " + repr(out.shape()));
                 }
             }
             return out;
@@ -164,7 +263,7 @@ public final class Manifest {
         static List<String> names(List<TensorSpec> specs) {
             List<String> out = new ArrayList<>();
             for (TensorSpec s : specs) {
-                out.add(s.name);
+                out.add(s.name());
             }
             return out;
         }
@@ -172,11 +271,31 @@ public final class Manifest {
 
     /** The edge client: export target, program file, the runtime that runs it, its tensors. */
     public static final class Edge {
-        public final String target;
-        public final String file;
-        public final String runtime;
-        public final List<TensorSpec> inputs;
-        public final List<TensorSpec> outputs;
+        private final String target;
+        private final String file;
+        private final String runtime;
+        private final List<TensorSpec> inputs;
+        private final List<TensorSpec> outputs;
+
+        public String target() {
+            return target;
+        }
+
+        public String file() {
+            return file;
+        }
+
+        public String runtime() {
+            return runtime;
+        }
+
+        public List<TensorSpec> inputs() {
+            return inputs;
+        }
+
+        public List<TensorSpec> outputs() {
+            return outputs;
+        }
 
         Edge(String target, String file, String runtime, List<TensorSpec> inputs, List<TensorSpec> outputs) {
             this.target = target;
@@ -212,9 +331,21 @@ public final class Manifest {
 
     /** One file of the server half (the phone only hashes it; serve.py runs it). */
     public static final class ServerFile {
-        public final String file;
-        public final List<TensorSpec> inputs;
-        public final List<TensorSpec> outputs;
+        private final String file;
+        private final List<TensorSpec> inputs;
+        private final List<TensorSpec> outputs;
+
+        public String file() {
+            return file;
+        }
+
+        public List<TensorSpec> inputs() {
+            return inputs;
+        }
+
+        public List<TensorSpec> outputs() {
+            return outputs;
+        }
 
         ServerFile(String file, List<TensorSpec> inputs, List<TensorSpec> outputs) {
             this.file = file;
@@ -238,34 +369,49 @@ public final class Manifest {
 
     private Manifest(String format, String modelName, long bitstreamVersion, Preprocessing preprocessing, List<Task> tasks,
                      String taskMaskRule, int[] latent, String[] tables, Edge edge, Map<String, ServerFile> server,
-                     Map<String, String> files) {
+                     Map<String, String> files, Map<String, String> producer) {
         this.format = format;
         this.modelName = modelName;
         this.bitstreamVersion = bitstreamVersion;
         this.preprocessing = preprocessing;
         this.tasks = tasks;
         this.taskMaskRule = taskMaskRule;
-        this.latent = latent;
+        this.latent = latent.clone();
         this.tablesFile = tables[0];
         this.tablesSha256 = tables[1];
         this.tableId = tables[2];
         this.edge = edge;
         this.server = server;
         this.files = files;
+        this.producer = producer;
+    }
+
+    /** Package name -> version of the software that wrote the bundle ({@code producer}). */
+    public Map<String, String> producer() {
+        return producer;
+    }
+
+    /**
+     * The files a device needs, in the order it verifies them: the entropy tables and the edge program. The
+     * server half's files stay listed (and hashed) in the manifest for the server; a phone neither downloads
+     * nor hashes them.
+     */
+    public List<String> deviceFiles() {
+        return Collections.unmodifiableList(Arrays.asList(tablesFile, edge.file()));
     }
 
     /** Parses the manifest's JSON text; {@code where} prefixes every message (Python uses "manifest.json"). */
     public static Manifest parse(String json, String where) throws ManifestException {
         Object doc;
         try {
-            doc = ai.mantis.codec.Json.parse(json);
-        } catch (IllegalArgumentException e) {
+            doc = Json.parse(json);
+        } catch (JsonException e) {
             throw new ManifestException(where + ": not valid JSON (" + e.getMessage() + ")");
         }
         return fromJson(doc, where);
     }
 
-    /** Parses a value already read by {@link ai.mantis.codec.Json}. */
+    /** Parses a value already read by {@link Json}. */
     public static Manifest fromJson(Object doc, String where) throws ManifestException {
         Fields f = new Fields(doc, where);
         String fmt = f.string("format");
@@ -305,7 +451,7 @@ public final class Manifest {
                     + " '_', '-', '.', starting with a letter or digit, at most 64 characters)");
         }
         long version = f.integer("bitstream_version");
-        strMap(f.sub("producer", true), where + ".producer");
+        Map<String, String> producer = strMap(f.sub("producer", true), where + ".producer");
         Preprocessing pre = Preprocessing.parse(f.sub("preprocessing", true), where + ".preprocessing");
         List<Task> tasks = new ArrayList<>();
         for (int i = 0; i < taskDocs.size(); i++) {
@@ -316,7 +462,7 @@ public final class Manifest {
         Map<String, String> files = strMap(f.sub("files", true), where + ".files");
         f.done();
         Manifest m = new Manifest(fmt, modelName, version, pre, Collections.unmodifiableList(tasks), rule, latent, tables, edge,
-                Collections.unmodifiableMap(server), Collections.unmodifiableMap(files));
+                Collections.unmodifiableMap(server), Collections.unmodifiableMap(files), Collections.unmodifiableMap(producer));
         m.validate(where);
         return m;
     }
@@ -334,9 +480,9 @@ public final class Manifest {
         if (!files.isEmpty()) {
             List<String> referenced = new ArrayList<>();
             referenced.add(tablesFile);
-            referenced.add(edge.file);
+            referenced.add(edge.file());
             for (ServerFile s : server.values()) {
-                referenced.add(s.file);
+                referenced.add(s.file());
             }
             List<String> unlisted = new ArrayList<>();
             for (String n : referenced) {
@@ -353,11 +499,11 @@ public final class Manifest {
         for (String t : names) {
             expected.add(Wire.logitsOutput(t));
         }
-        if (!onnx.outputs.isEmpty() && !TensorSpec.names(onnx.outputs).equals(expected)) {
-            throw new ManifestException(where + ".server.onnx.outputs: expected " + repr(expected) + ", got " + repr(TensorSpec.names(onnx.outputs)));
+        if (!onnx.outputs().isEmpty() && !TensorSpec.names(onnx.outputs()).equals(expected)) {
+            throw new ManifestException(where + ".server.onnx.outputs: expected " + repr(expected) + ", got " + repr(TensorSpec.names(onnx.outputs())));
         }
-        if (!onnx.inputs.isEmpty() && !TensorSpec.names(onnx.inputs).equals(Collections.singletonList(SERVER_INPUT))) {
-            throw new ManifestException(where + ".server.onnx.inputs: expected one input '" + SERVER_INPUT + "', got " + repr(TensorSpec.names(onnx.inputs)));
+        if (!onnx.inputs().isEmpty() && !TensorSpec.names(onnx.inputs()).equals(Collections.singletonList(SERVER_INPUT))) {
+            throw new ManifestException(where + ".server.onnx.inputs: expected one input '" + SERVER_INPUT + "', got " + repr(TensorSpec.names(onnx.inputs())));
         }
     }
 
@@ -365,7 +511,7 @@ public final class Manifest {
     public List<String> taskNames() {
         List<String> out = new ArrayList<>();
         for (Task t : tasks) {
-            out.add(t.name);
+            out.add(t.name());
         }
         return out;
     }

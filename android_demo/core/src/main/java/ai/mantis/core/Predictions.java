@@ -18,9 +18,21 @@ public final class Predictions {
 
     /** One active task's labels, best first, and their probabilities. */
     public static final class TaskPrediction {
-        public final String task;
-        public final List<String> labels;
-        public final List<Double> probabilities;
+        private final String task;
+        private final List<String> labels;
+        private final List<Double> probabilities;
+
+        public String task() {
+            return task;
+        }
+
+        public List<String> labels() {
+            return labels;
+        }
+
+        public List<Double> probabilities() {
+            return probabilities;
+        }
 
         TaskPrediction(String task, List<String> labels, List<Double> probabilities) {
             this.task = task;
@@ -31,8 +43,16 @@ public final class Predictions {
 
     /** What the server answered for one image. */
     public static final class ImagePrediction {
-        public final List<String> activeTasks;
-        public final Map<String, TaskPrediction> tasks;
+        private final List<String> activeTasks;
+        private final Map<String, TaskPrediction> tasks;
+
+        public List<String> activeTasks() {
+            return activeTasks;
+        }
+
+        public Map<String, TaskPrediction> tasks() {
+            return tasks;
+        }
 
         ImagePrediction(List<String> activeTasks, Map<String, TaskPrediction> tasks) {
             this.activeTasks = activeTasks;
@@ -61,23 +81,23 @@ public final class Predictions {
             Map<String, TaskPrediction> preds = new LinkedHashMap<>();
             for (int t = 0; t < tasks.size(); t++) {
                 String task = tasks.get(t);
-                List<String> names = manifest.tasks.get(t).labels;
+                List<String> names = manifest.tasks().get(t).labels();
                 KServeClient.Output logits = outputs.get(Wire.logitsOutput(task));
                 check(logits, Wire.FP32, images, names.size());
-                if (!active.bool[i * tasks.size() + t]) {
+                if (!active.bool()[i * tasks.size() + t]) {
                     continue;
                 }
                 on.add(task);
                 KServeClient.Output labels = outputs.get(Wire.labelsOutput(task));
-                if (!Wire.BYTES.equals(labels.datatype) || labels.shape.length != 2 || labels.shape[0] != images) {
-                    throw new TransportException.Malformed("output '" + labels.name + "' is not BYTES [" + images + ", k]");
+                if (!Wire.BYTES.equals(labels.datatype()) || labels.shape().length != 2 || labels.shape()[0] != images) {
+                    throw new TransportException.Malformed("output '" + labels.name() + "' is not BYTES [" + images + ", k]");
                 }
-                int k = (int) labels.shape[1];
-                double[] probs = softmax(logits.fp32, i * names.size(), names.size());
+                int k = (int) labels.shape()[1];
+                double[] probs = softmax(logits.fp32(), i * names.size(), names.size());
                 List<String> top = new ArrayList<>();
                 List<Double> p = new ArrayList<>();
                 for (int j = 0; j < k; j++) {
-                    String label = new String(labels.bytes[i * k + j], StandardCharsets.UTF_8);
+                    String label = new String(labels.bytes()[i * k + j], StandardCharsets.UTF_8);
                     int index = names.indexOf(label);
                     if (index < 0) {
                         throw new TransportException.Malformed("server label '" + label + "' is not a label of task '" + task + "'");
@@ -106,8 +126,8 @@ public final class Predictions {
     }
 
     private static void check(KServeClient.Output o, String datatype, int rows, int cols) throws TransportException.Malformed {
-        if (!datatype.equals(o.datatype) || o.shape.length != 2 || o.shape[0] != rows || o.shape[1] != cols) {
-            throw new TransportException.Malformed("output '" + o.name + "' is " + o.datatype + " " + java.util.Arrays.toString(o.shape)
+        if (!datatype.equals(o.datatype()) || o.shape().length != 2 || o.shape()[0] != rows || o.shape()[1] != cols) {
+            throw new TransportException.Malformed("output '" + o.name() + "' is " + o.datatype() + " " + java.util.Arrays.toString(o.shape())
                     + ", expected " + datatype + " [" + rows + ", " + cols + "]");
         }
     }

@@ -28,8 +28,8 @@ public final class Preprocess {
         if (argb.length != width * height) {
             throw new IllegalArgumentException("pixel array holds " + argb.length + " values for a " + width + "x" + height + " image");
         }
-        int outH = spec.inputSize[0];
-        int outW = spec.inputSize[1];
+        int outH = spec.inputSize()[0];
+        int outW = spec.inputSize()[1];
         byte[][] rgb = split(argb);
         if (width != outW || height != outH) {
             rgb = resizeBilinear(rgb, width, height, outW, outH);
@@ -37,8 +37,8 @@ public final class Preprocess {
         int n = outW * outH;
         float[] out = new float[3 * n];
         for (int c = 0; c < 3; c++) {
-            float mean = (float) spec.mean[c];
-            float std = (float) spec.std[c];
+            float mean = (float) spec.mean()[c];
+            float std = (float) spec.std()[c];
             byte[] plane = rgb[c];
             for (int i = 0; i < n; i++) {
                 float x = (plane[i] & 0xFF) / 255.0f;

@@ -12,8 +12,16 @@ public class TransportException extends Exception {
     public static final class Unreachable extends TransportException {
         private static final long serialVersionUID = 1L;
         /** The error kind when the last answer was a refusal (503 unavailable), else null. */
-        public final Wire.ErrorKind kind;
-        public final int attempts;
+        private final Wire.ErrorKind kind;
+        private final int attempts;
+
+        public Wire.ErrorKind kind() {
+            return kind;
+        }
+
+        public int attempts() {
+            return attempts;
+        }
 
         public Unreachable(String message, Wire.ErrorKind kind, int attempts) {
             super(message);
@@ -25,10 +33,22 @@ public class TransportException extends Exception {
     /** The server answered with an error status; {@code kind} is the wire contract's name for it. */
     public static final class Rejected extends TransportException {
         private static final long serialVersionUID = 1L;
-        public final int status;
+        private final int status;
         /** The kind the body named, else the contract's kind for the status; null for a status it does not use. */
-        public final Wire.ErrorKind kind;
-        public final String serverMessage;
+        private final Wire.ErrorKind kind;
+        private final String serverMessage;
+
+        public int status() {
+            return status;
+        }
+
+        public Wire.ErrorKind kind() {
+            return kind;
+        }
+
+        public String serverMessage() {
+            return serverMessage;
+        }
 
         public Rejected(String url, int status, Wire.ErrorKind kind, String serverMessage) {
             super(describe(url, status, kind, serverMessage));
@@ -38,8 +58,8 @@ public class TransportException extends Exception {
         }
 
         private static String describe(String url, int status, Wire.ErrorKind kind, String serverMessage) {
-            String what = kind == null ? "an error the wire contract does not define" : kind.advice;
-            return "HTTP " + status + " (" + (kind == null ? "unknown" : kind.wireName) + ") from " + url + ": " + what
+            String what = kind == null ? "an error the wire contract does not define" : kind.advice();
+            return "HTTP " + status + " (" + (kind == null ? "unknown" : kind.wireName()) + ") from " + url + ": " + what
                     + ". Server said: " + serverMessage;
         }
     }

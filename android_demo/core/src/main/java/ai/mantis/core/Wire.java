@@ -43,11 +43,27 @@ public final class Wire {
         UNAVAILABLE("unavailable", 503, "UNAVAILABLE", "the server is starting or shutting down"),
         BACKEND("backend", 500, "INTERNAL", "the server's inference backend failed");
 
-        public final String wireName;
-        public final int http;
-        public final String grpc;
+        private final String wireName;
+        private final int http;
+        private final String grpc;
         /** What the refusal means for the user of the app. */
-        public final String advice;
+        private final String advice;
+
+        public String wireName() {
+            return wireName;
+        }
+
+        public int http() {
+            return http;
+        }
+
+        public String grpc() {
+            return grpc;
+        }
+
+        public String advice() {
+            return advice;
+        }
 
         ErrorKind(String wireName, int http, String grpc, String advice) {
             this.wireName = wireName;
@@ -59,7 +75,7 @@ public final class Wire {
         /** The kind named {@code name} in an error body, or null for a name the contract does not have. */
         public static ErrorKind byName(String name) {
             for (ErrorKind k : values()) {
-                if (k.wireName.equals(name)) {
+                if (k.wireName().equals(name)) {
                     return k;
                 }
             }
@@ -69,7 +85,7 @@ public final class Wire {
         /** The first kind with HTTP status {@code status} (the contract's order), or null. */
         public static ErrorKind byStatus(int status) {
             for (ErrorKind k : values()) {
-                if (k.http == status) {
+                if (k.http() == status) {
                     return k;
                 }
             }

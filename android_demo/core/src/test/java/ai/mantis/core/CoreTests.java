@@ -1,6 +1,6 @@
 package ai.mantis.core;
 
-import ai.mantis.codec.Json;
+import ai.mantis.json.Json;
 
 import java.io.File;
 import java.io.IOException;
@@ -13,6 +13,7 @@ import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 
 /**
  * Command-line driver for the JVM tests of {@code core} (run by {@code tests/android_demo/test_core.py}). Each
@@ -22,8 +23,13 @@ import java.util.Map;
  * wire                                       the wire constants as JSON
  * preprocess SPEC.json DIR                   DIR/cases.txt lines "name w h": DIR/name.rgb -> DIR/name.java.f32
  * manifests DIR                              per DIR/*.json: "name OK" or "name ERR message"
- * bundle DIR                                 "OK table_id" or "ERR message" (Bundle.load, executorch only)
- * install BASE_URL DEST                      BundleInstaller.install over HTTP: "OK" or "ERR message"
+ * bundle DIR RUNTIME [PIN...]               Bundle.load + BundlePolicy: "OK table_id manifest_sha256" or "ERR message"
+ * install BASE_URL DEST RUNTIME [PIN...]     BundleInstaller.install over HTTP (cleartext to loopback): "OK table_id" or "ERR message"
+ * sync LOADED REFUSED INSTALLED ASSETS RECORDED  BundleSync.decide ("-" for null): the action's name
+ * urls HOSTS URL...                          Urls.parse with cleartext HOSTS (comma-separated): "OK" or "ERR message" per URL
+ * subsample W H IN_H IN_W                    Subsample.forModel and forPreview(1024): two numbers
+ * exif FILE...                               ExifOrientation.read per file
+ * upright DIR                                DIR/cases.txt lines "name w h orientation": DIR/name.rgb -> DIR/name.up.rgb, prints "name w h"
  * encode BUNDLE DIR N                        DIR/latents.f32, DIR/task_logits.f32 -> DIR/java_NNNN.mtb, DIR/java_masks.txt
  * infer BUNDLE URL TOKEN BATCH FILE...       sends the bitstream files, BATCH per request; prints predictions
  * </pre>
@@ -47,10 +53,32 @@ public final class CoreTests {
                 manifests(Paths.get(args[1]));
                 break;
             case "bundle":
-                bundle(new File(args[1]));
+                bundle(new File(args[1]), args);
                 break;
             case "install":
-                install(args[1], new File(args[2]));
+                install(args[1], new File(args[2]), policy(args, 3));
+                break;
+            case "sync":
+                System.out.println(BundleSync.decide(orNull(args[1]), orNull(args[2]), orNull(args[3]), orNull(args[4]), orNull(args[5])));
+                break;
+            case "urls":
+                urls(args);
+                break;
+            case "subsample":
+                int w = Integer.parseInt(args[1]);
+                int h = Integer.parseInt(args[2]);
+                System.out.println(Subsample.forModel(w, h, Integer.parseInt(args[3]), Integer.parseInt(args[4])) + " "
+                        + Subsample.forPreview(w, h, 1024));
+                break;
+            case "upright":
+                upright(Paths.get(args[1]));
+                break;
+            case "exif":
+                for (int i = 1; i < args.length; i++) {
+                    try (java.io.InputStream in = Files.newInputStream(Paths.get(args[i]))) {
+                        System.out.println(ExifOrientation.read(in));
+                    }
+                }
                 break;
             case "encode":
                 encode(new File(args[1]), Paths.get(args[2]), Integer.parseInt(args[3]));
@@ -106,7 +134,7 @@ public final class CoreTests {
         sb.append(",\"errors\":{");
         boolean first = true;
         for (Wire.ErrorKind k : Wire.ErrorKind.values()) {
-            sb.append(first ? "" : ",").append(q(k.wireName)).append(":{\"http\":").append(k.http).append(",\"grpc\":").append(q(k.grpc)).append('}');
+            sb.append(first ? "" : ",").append(q(k.wireName())).append(":{\"http\":").append(k.http()).append(",\"grpc\":").append(q(k.grpc())).append('}');
             first = false;
         }
         sb.append("}}");
@@ -153,22 +181,66 @@ public final class CoreTests {
         }
     }
 
-    private static void bundle(File dir) {
+    private static String orNull(String s) {
+        return s.equals("-") ? null : s;
+    }
+
+    private static BundlePolicy policy(String[] args, int from) throws BundleException {
+        return new BundlePolicy(args[from], new java.util.LinkedHashSet<>(java.util.Arrays.asList(args).subList(from + 1, args.length)));
+    }
+
+    private static void bundle(File dir, String[] args) {
         try {
+            BundlePolicy policy = policy(args, 2);
             Bundle b = Bundle.load(dir);
-            b.requireEdgeRuntime("executorch");
-            System.out.println("OK " + b.manifest.tableId);
+            policy.check(b);
+            System.out.println("OK " + b.manifest().tableId() + " " + b.manifestSha256());
         } catch (BundleException e) {
             System.out.println("ERR " + e.getMessage());
         }
     }
 
-    private static void install(String url, File dest) {
+    private static void install(String url, File dest, BundlePolicy policy) {
         try {
-            Bundle b = BundleInstaller.install(BundleInstaller.http(url, 10_000), dest);
-            System.out.println("OK " + b.manifest.tableId);
-        } catch (BundleException e) {
+            Set<String> loopback = new java.util.HashSet<>(java.util.Arrays.asList("127.0.0.1", "localhost"));
+            Bundle b = BundleInstaller.install(BundleInstaller.http(url, 10_000, loopback), dest, policy);
+            System.out.println("OK " + b.manifest().tableId());
+        } catch (BundleException | UrlException e) {
             System.out.println("ERR " + e.getMessage());
+        }
+    }
+
+    private static void upright(Path dir) throws IOException {
+        for (String line : Files.readAllLines(dir.resolve("cases.txt"), StandardCharsets.UTF_8)) {
+            String[] p = line.trim().split(" ");
+            int w = Integer.parseInt(p[1]);
+            int h = Integer.parseInt(p[2]);
+            byte[] rgb = Files.readAllBytes(dir.resolve(p[0] + ".rgb"));
+            int[] argb = new int[w * h];
+            for (int i = 0; i < argb.length; i++) {
+                argb[i] = 0xFF << 24 | (rgb[3 * i] & 0xFF) << 16 | (rgb[3 * i + 1] & 0xFF) << 8 | (rgb[3 * i + 2] & 0xFF);
+            }
+            int[][] up = ExifOrientation.upright(argb, w, h, Integer.parseInt(p[3]));
+            byte[] out = new byte[3 * up[0].length];
+            for (int i = 0; i < up[0].length; i++) {
+                out[3 * i] = (byte) (up[0][i] >> 16);
+                out[3 * i + 1] = (byte) (up[0][i] >> 8);
+                out[3 * i + 2] = (byte) up[0][i];
+            }
+            Files.write(dir.resolve(p[0] + ".up.rgb"), out);
+            System.out.println(p[0] + " " + up[1][0] + " " + up[1][1]);
+        }
+    }
+
+    private static void urls(String[] args) {
+        Set<String> hosts = new java.util.HashSet<>(java.util.Arrays.asList(args[1].split(",")));
+        for (int i = 2; i < args.length; i++) {
+            try {
+                Urls.parse(args[i], "server URL", hosts);
+                System.out.println("OK");
+            } catch (UrlException e) {
+                System.out.println("ERR " + e.getMessage());
+            }
         }
     }
 
@@ -181,9 +253,9 @@ public final class CoreTests {
 
     private static void encode(File bundleDir, Path dir, int n) throws Exception {
         Bundle b = Bundle.load(bundleDir);
-        int[] shape = b.manifest.latent;
+        int[] shape = b.manifest().latent();
         int per = shape[0] * shape[1] * shape[2];
-        int tasks = b.manifest.tasks.size();
+        int tasks = b.manifest().tasks().size();
         float[] latents = floats(dir.resolve("latents.f32"));
         float[] logits = floats(dir.resolve("task_logits.f32"));
         if (latents.length != n * per || logits.length != n * tasks) {
@@ -219,20 +291,20 @@ public final class CoreTests {
             }
             KServeClient.InferResult r;
             try {
-                r = client.infer(b.manifest.modelName, bits, 2);
+                r = client.infer(b.manifest().modelName(), bits, 2);
             } catch (TransportException.Rejected e) {
-                System.out.println("REJECTED " + e.status + " " + (e.kind == null ? "-" : e.kind.wireName) + " " + e.getMessage());
+                System.out.println("REJECTED " + e.status() + " " + (e.kind() == null ? "-" : e.kind().wireName()) + " " + e.getMessage());
                 return;
             } catch (TransportException.Unreachable e) {
-                System.out.println("UNREACHABLE " + e.attempts + " " + (e.kind == null ? "-" : e.kind.wireName) + " " + e.getMessage());
+                System.out.println("UNREACHABLE " + e.attempts() + " " + (e.kind() == null ? "-" : e.kind().wireName()) + " " + e.getMessage());
                 return;
             }
-            sent += r.requestBytes;
-            received += r.responseBytes;
-            for (Predictions.ImagePrediction p : Predictions.fromOutputs(r.outputs, b.manifest, bits.size())) {
-                StringBuilder sb = new StringBuilder("PRED ").append(image++).append(' ').append(String.join(",", p.activeTasks));
-                for (Map.Entry<String, Predictions.TaskPrediction> e : p.tasks.entrySet()) {
-                    sb.append(' ').append(e.getKey()).append('=').append(String.join("|", e.getValue().labels));
+            sent += r.requestBytes();
+            received += r.responseBytes();
+            for (Predictions.ImagePrediction p : Predictions.fromOutputs(r.outputs(), b.manifest(), bits.size())) {
+                StringBuilder sb = new StringBuilder("PRED ").append(image++).append(' ').append(String.join(",", p.activeTasks()));
+                for (Map.Entry<String, Predictions.TaskPrediction> e : p.tasks().entrySet()) {
+                    sb.append(' ').append(e.getKey()).append('=').append(String.join("|", e.getValue().labels()));
                 }
                 System.out.println(sb);
             }

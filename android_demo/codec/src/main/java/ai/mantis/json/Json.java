@@ -1,18 +1,27 @@
-package ai.mantis.codec;
+package ai.mantis.json;
 
+import java.math.BigInteger;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 
 /**
- * A small strict JSON parser (RFC 8259) for the safetensors header and the test-vector index. Objects
- * become {@link LinkedHashMap}, arrays {@link ArrayList}, integers {@link Long} (or {@link Double} when
- * they have a fraction or exponent or do not fit), strings {@link String}, and true/false/null the Java
- * equivalents. Nesting is limited so hostile input cannot exhaust the stack.
+ * A small strict JSON reader (RFC 8259) for the safetensors header, bundle manifests, server answers and the
+ * test-vector index. Objects become {@link LinkedHashMap}, arrays {@link ArrayList}, integers {@link Long}
+ * ({@link BigInteger} beyond its range), numbers with a fraction or exponent {@link Double} (correctly
+ * rounded, overflow to infinity), strings {@link String} (UTF-16, lone surrogates from escapes kept), and
+ * true/false/null the Java equivalents.
+ *
+ * <p>It accepts what Python's {@code json.loads} accepts, with the same values, except three things Python
+ * lets through and this reader refuses: the constants {@code NaN}, {@code Infinity} and {@code -Infinity};
+ * an object with a duplicate key (Python keeps the last); and nesting deeper than {@value #MAX_DEPTH}
+ * (hostile input cannot exhaust the stack). Only ASCII digits are digits ({@code tests/android_demo/test_java_json.py}
+ * compares both readers on generated cases).
  */
 public final class Json {
-    private static final int MAX_DEPTH = 64;
+    /** Deepest nesting of arrays and objects accepted. */
+    public static final int MAX_DEPTH = 64;
 
     private final String text;
     private int pos;
@@ -22,7 +31,7 @@ public final class Json {
     }
 
     /** Parses one JSON value spanning the whole text. */
-    public static Object parse(String text) {
+    public static Object parse(String text) throws JsonException {
         Json p = new Json(text);
         p.skipSpace();
         Object value = p.value(0);
@@ -33,8 +42,8 @@ public final class Json {
         return value;
     }
 
-    private IllegalArgumentException error(String what) {
-        return new IllegalArgumentException("invalid JSON at offset " + pos + ": " + what);
+    private JsonException error(String what) {
+        return new JsonException("invalid JSON at offset " + pos + ": " + what);
     }
 
     private void skipSpace() {
@@ -47,7 +56,7 @@ public final class Json {
         }
     }
 
-    private Object value(int depth) {
+    private Object value(int depth) throws JsonException {
         if (depth > MAX_DEPTH) {
             throw error("nested too deeply");
         }
@@ -69,14 +78,14 @@ public final class Json {
             case 'n':
                 return literal("null", null);
             default:
-                if (c == '-' || (c >= '0' && c <= '9')) {
+                if (c == '-' || isDigit(c)) {
                     return number();
                 }
                 throw error("unexpected character '" + c + "'");
         }
     }
 
-    private Object literal(String word, Object result) {
+    private Object literal(String word, Object result) throws JsonException {
         if (!text.startsWith(word, pos)) {
             throw error("expected " + word);
         }
@@ -84,7 +93,7 @@ public final class Json {
         return result;
     }
 
-    private Map<String, Object> object(int depth) {
+    private Map<String, Object> object(int depth) throws JsonException {
         Map<String, Object> map = new LinkedHashMap<>();
         pos++;
         skipSpace();
@@ -115,7 +124,7 @@ public final class Json {
         }
     }
 
-    private List<Object> array(int depth) {
+    private List<Object> array(int depth) throws JsonException {
         List<Object> list = new ArrayList<>();
         pos++;
         skipSpace();
@@ -136,14 +145,14 @@ public final class Json {
         }
     }
 
-    private void expect(char c) {
+    private void expect(char c) throws JsonException {
         if (pos >= text.length() || text.charAt(pos) != c) {
             throw error("expected '" + c + "'");
         }
         pos++;
     }
 
-    private String string() {
+    private String string() throws JsonException {
         pos++;
         StringBuilder sb = new StringBuilder();
         while (true) {
@@ -190,11 +199,15 @@ public final class Json {
                     if (pos + 4 > text.length()) {
                         throw error("short \\u escape");
                     }
-                    try {
-                        sb.append((char) Integer.parseInt(text.substring(pos, pos + 4), 16));
-                    } catch (NumberFormatException ex) {
-                        throw error("bad \\u escape");
+                    int unit = 0;
+                    for (int i = 0; i < 4; i++) {
+                        int d = hexDigit(text.charAt(pos + i));
+                        if (d < 0) {
+                            throw error("bad \\u escape");
+                        }
+                        unit = unit << 4 | d;
                     }
+                    sb.append((char) unit);
                     pos += 4;
                     break;
                 default:
@@ -203,13 +216,13 @@ public final class Json {
         }
     }
 
-    private Object number() {
+    private Object number() throws JsonException {
         int start = pos;
         if (text.charAt(pos) == '-') {
             pos++;
         }
         int digits = pos;
-        while (pos < text.length() && Character.isDigit(text.charAt(pos))) {
+        while (pos < text.length() && isDigit(text.charAt(pos))) {
             pos++;
         }
         if (pos == digits || (text.charAt(digits) == '0' && pos - digits > 1)) {
@@ -220,7 +233,7 @@ public final class Json {
             integral = false;
             pos++;
             int frac = pos;
-            while (pos < text.length() && Character.isDigit(text.charAt(pos))) {
+            while (pos < text.length() && isDigit(text.charAt(pos))) {
                 pos++;
             }
             if (pos == frac) {
@@ -234,7 +247,7 @@ public final class Json {
                 pos++;
             }
             int exp = pos;
-            while (pos < text.length() && Character.isDigit(text.charAt(pos))) {
+            while (pos < text.length() && isDigit(text.charAt(pos))) {
                 pos++;
             }
             if (pos == exp) {
@@ -242,9 +255,32 @@ public final class Json {
             }
         }
         String s = text.substring(start, pos);
-        if (integral && pos - start <= 18) {
+        if (!integral) {
+            return Double.parseDouble(s);
+        }
+        if (pos - start <= 18) {
             return Long.parseLong(s);
         }
-        return Double.parseDouble(s);
+        BigInteger big = new BigInteger(s);
+        return big.bitLength() < 64 ? (Object) big.longValue() : big;
+    }
+
+    /** An ASCII digit: Unicode's other decimal digits (Arabic-Indic, fullwidth, ...) are not JSON digits. */
+    private static boolean isDigit(char c) {
+        return c >= '0' && c <= '9';
+    }
+
+    /** The value of an ASCII hex digit, or -1. */
+    private static int hexDigit(char c) {
+        if (c >= '0' && c <= '9') {
+            return c - '0';
+        }
+        if (c >= 'a' && c <= 'f') {
+            return c - 'a' + 10;
+        }
+        if (c >= 'A' && c <= 'F') {
+            return c - 'A' + 10;
+        }
+        return -1;
     }
 }
