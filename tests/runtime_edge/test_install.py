@@ -179,7 +179,7 @@ def test_the_project_environment_runs_a_pte_bundle_quietly(executorch_bundle: Pa
     if models.numpy_runtime_installable():
         pytest.skip("this Python could have the torch-free runtime: the fallback to the official one is then a warning")
     proc = subprocess.run([sys.executable, "-m", "runtime_edge.run", "--artifacts", str(executorch_bundle), "--save", str(tmp_path / "out"),
-                           str(images[0])], capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+                           str(images[0])], capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert "1 image," in proc.stdout
 

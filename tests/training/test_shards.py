@@ -118,6 +118,6 @@ def test_pipeline_on_shards_with_a_timm_teacher(shards: tuple[Path, Path], tmp_p
 def test_shards_command_runs_as_a_module_without_warnings() -> None:
     """``python -m training.data.shards``: the package must not import the module it is about to run."""
     proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "training.data.shards", "--help"],
-                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0 and "RuntimeWarning" not in proc.stderr, proc.stderr
     assert proc.stdout.startswith("usage: python -m training.data.shards")
