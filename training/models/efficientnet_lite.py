@@ -87,7 +87,7 @@ def timm_state_dict(state: dict[str, torch.Tensor], model: nn.Module, source: st
                     raise CheckpointError(f"teacher weights {source}: block {k} in {key!r}, the network has {len(positions)}")
                 s, i = positions[k]
                 names = _DEPTHWISE if s == 0 else _EXPANDED
-                new = f"blocks.{s}.{i}.{names.get(module, '?')}.{param}" if module in names else None
+                new = f"blocks.{s}.{i}.{names[module]}.{param}" if module in names else None
             else:
                 top = _TOP_KEY.match(key)
                 new = f"{_TOP[top.group(1)]}.{top.group(2)}" if top and top.group(1) in _TOP else None

