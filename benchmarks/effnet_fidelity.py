@@ -123,8 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "moves the agreement by several points: read it as a smoke test of the real network, not an accuracy estimate.",
     ]
     if int8 is not None:
-        rows = int8.get("tasks", int8)
-        notes.append(f"int8 edge client on its runtime (calibration/check.py, int8_check.json): {json.dumps(rows)[:400]}")
+        headline.append(Headline("top-1 agreement, int8 edge client on ExecuTorch (calibration/check.py)",
+                                 round(int8["int8"]["task_accuracy"][TASK], 4), "", f"float client there: {int8['float']['task_accuracy'][TASK]:.4f}, "
+                                 f"{int8['images']} images"))
+        headline.append(Headline("int8 edge client bytes per image", round(int8["int8"]["bytes_per_image"], 1), "B"))
+        notes.append(f"calibration/check.py compares the float and the int8 edge client, both through the real codec and the bundle's "
+                     f"ONNX server half, on the {int8['split']} split: latent symbol agreement {int8['symbol_agreement']:.4f}.")
     data = {"items": items, "labels": labels[:, 0].tolist(), "mantis": mantis, "curves": curves, "equal_agreement": equal,
             "known_classes": known, "int8_check": int8, "run": str(args.run)}
     write_results(args.name, title="EfficientNet-Lite0 split at 224x224: fidelity and bytes", module=MODULE, argv=argv,
