@@ -87,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     classifier = TeacherClassifier(teacher, preprocessing)
     images = [test.pil(i) for i in range(len(test))]
     curves = {fmt: codec_curve(fmt, args.qualities, images, labels, classifier, [TASK]) for fmt in ("jpeg", "webp")}
-    equal = {fmt: equal_accuracy(mantis_bytes, agreement, curve) for fmt, curve in curves.items()}
+    # equal agreement is only a comparison where some quality of a codec agrees less often than MANTiS
+    comparable = agreement > min(p["mean_task_accuracy"] for curve in curves.values() for p in curve)
+    equal = {fmt: equal_accuracy(mantis_bytes, agreement, curve) for fmt, curve in curves.items()} if comparable else {}
     reached = {fmt: e for fmt, e in equal.items() if e["reached"]}
     best = min(reached, key=lambda f: reached[f]["bytes_per_image"]) if reached else None
     int8 = None
@@ -106,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for fmt, e in equal.items():
         headline.append(Headline(f"{fmt.upper()} bytes at MANTiS's agreement" + ("" if e["reached"] else " (not reached: at its best quality)"),
                                  round(e["bytes_per_image"], 1), "B", f"q{e['quality']}, agreement {e['mean_task_accuracy']:.3f}"))
+    if not comparable:
+        headline.append(Headline("bytes at equal agreement", "no comparison", "",
+                                 f"MANTiS's agreement {agreement:.3f} is at or below every JPEG/WebP quality measured"))
     if best is not None:
         headline.append(Headline(f"bytes at equal agreement, better of JPEG/WebP ({best.upper()}) / MANTiS",
                                  round(equal[best]["ratio"], 2), "x", "> 1: MANTiS needs fewer bytes"))
