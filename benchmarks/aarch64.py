@@ -275,6 +275,7 @@ def device_check(
             raise DeviceCheckError(f"{bundle}: its edge client runs on {runtime}, which needs more than a torch-free device; "
                                    f"the check runs {sorted(FORMATS)}")
         runtimes[Path(bundle)] = runtime
+    out = Path(out).resolve()  # apt reads a relative Dir:: option against its own root, not the working directory
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     root = build_sysroot(out, mirror)

@@ -100,7 +100,7 @@ SCHEMA: dict[str, Any] = {
     "amp": BOOL,
     "save_every": POS_INT,
     "data": {
-        "kind": Scalar(str, choices=("synthetic", "folder", "webdataset")),
+        "kind": Scalar(str, choices=("synthetic", "folder", "webdataset", "photos")),
         "image_size": POS_INT,
         "mean": ListOf(Scalar(float), length=3),
         "std": ListOf(Scalar(float, minimum=1e-6), length=3),
@@ -117,9 +117,15 @@ SCHEMA: dict[str, Any] = {
         },
         "folder": {"root": PATH, "task_map": PATH},
         "webdataset": {"train": PATH, "val": PATH, "test": PATH, "task_map": PATH},
+        "photos": {
+            "test": ListOf(Scalar(str), min_length=1),
+            "train_crops": POS_INT,
+            "crop_scale": ListOf(Scalar(float, minimum=1e-3, maximum=1), length=2),
+            "crop_ratio": ListOf(Scalar(float, minimum=1e-3), length=2),
+        },
     },
     "teacher": {
-        "kind": Scalar(str, choices=("cnn", "torchvision", "timm")),
+        "kind": Scalar(str, choices=("cnn", "torchvision", "timm", "efficientnet_lite")),
         "channels": ListOf(POS_INT, length=4),
         "arch": PATH,
         "weights": PATH,
@@ -293,19 +299,28 @@ def _check_consistency(cfg: dict[str, Any], source: str) -> None:
         raise ConfigError(f"{source}: data.synthetic.two_task_fraction must be in [0, 1]")
     if not 0 <= cfg["add_task"]["replay_fraction"] < 1:
         raise ConfigError(f"{source}: add_task.replay_fraction must be in [0, 1)")
-    if teacher["kind"] in ("torchvision", "timm"):
+    if data["kind"] == "photos":
+        photos = data["photos"]
+        for key in ("crop_scale", "crop_ratio"):
+            if photos[key][0] > photos[key][1]:
+                raise ConfigError(f"{source}: data.photos.{key} must be [low, high], got {photos[key]}")
+        if teacher["kind"] == "cnn":
+            raise ConfigError(f"{source}: data.kind 'photos' is labelled by a pretrained teacher; teacher.kind 'cnn' has none")
+    if teacher["kind"] != "cnn":
         kind = teacher["kind"]
         for key in ("arch", "weights", "distill_layer"):
             if not teacher[key]:
                 raise ConfigError(f"{source}: teacher.kind {kind!r} needs teacher.{key}")
         if data["kind"] == "synthetic":
-            raise ConfigError(f"{source}: a {kind} teacher needs data.kind 'folder' or 'webdataset' with a teacher_index task map")
+            raise ConfigError(f"{source}: a {kind} teacher needs data.kind 'photos', or 'folder' or 'webdataset' with a teacher_index task map")
 
 
 # Options added after checkpoints were first made: while one holds this value (its default, which keeps
 # the earlier behaviour) it is left out of the fingerprint, so finished stages stay reusable.
 FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "data.webdataset": {"train": None, "val": None, "test": None, "task_map": None},
+    "data.photos": {"test": ["chelsea", "coffee", "rocket", "clock", "flower", "camera"], "train_crops": 48,
+                    "crop_scale": [0.25, 1.0], "crop_ratio": [0.75, 1.3333333]},
     "stage1.beta_warmup": 0.0,
     "stage1.saliency": 0.0,
     "stage2.beta_warmup": 0.0,

@@ -23,7 +23,7 @@ from training.balancing import FamoBalancer
 from training.build import load_model
 from training.checkpoint import CheckpointError, save_checkpoint
 from training.config import fingerprint
-from training.data import MultiTaskDataset, TaskSpec, build_datasets, load_task_map, task_map_path
+from training.data import MultiTaskDataset, TaskSpec, build_datasets, teacher_class_indices
 from training.engine import FitSpec, Runtime, StepCallback, fit, setup_runtime, shutdown_runtime
 from training.evaluate import evaluate, evaluate_teacher
 from training.models import create_model
@@ -148,12 +148,12 @@ def teacher_stage(ctx: Context) -> tuple[nn.Module, dict[str, Any], dict[str, An
         fit(TeacherObjective(teacher), teacher, param_groups(teacher.named_parameters(), tcfg["lr"], tcfg["weight_decay"]),
             ctx.train, ctx.fit_spec("teacher", tcfg, fp), ctx.rt)
     else:
-        indices = load_task_map(task_map_path(ctx.cfg)).teacher_indices(tcfg["kind"])
+        indices = teacher_class_indices(ctx.cfg, ctx.tasks)
         kwargs = {"arch": tcfg["arch"], "distill_layer": tcfg["distill_layer"], "task_class_indices": indices,
                   "input_size": ctx.preprocessing["input_size"]}
         spec = {"name": f"teacher_{tcfg['kind']}", "kwargs": kwargs}
         teacher = create_model(spec["name"], **kwargs, weights=tcfg["weights"]).to(ctx.rt.device)
-        if tcfg["kind"] == "timm":  # rebuilt from the checkpoint without the weights file
+        if tcfg["kind"] in ("timm", "efficientnet_lite"):  # rebuilt from the checkpoint without the weights file
             kwargs["num_classes"] = teacher.num_classes
     teacher.eval()
     metrics = evaluate_teacher(teacher, ctx.test_loader(), ctx.tasks, ctx.rt.device) if ctx.rt.is_main else {}

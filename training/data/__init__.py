@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from training.data.common import DatasetError, MultiTaskDataset, Normalizer, TaskSpec, preprocessing_meta
 from training.data.folder import FolderMultiTask, TaskMap, folder_splits, load_task_map
+from training.data.photos import SAMPLE_PHOTOS, PhotoCrops, load_photo, photo_items
 from training.data.synthetic import SyntheticMultiTask
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "load_task_map",
     "preprocessing_meta",
     "task_map_path",
+    "teacher_class_indices",
 ]
 
 
@@ -33,6 +37,36 @@ def task_map_path(cfg: dict[str, Any]) -> str:
     if data["kind"] not in ("folder", "webdataset"):
         raise DatasetError(f"data.kind {data['kind']!r} has no task map")
     return data[data["kind"]]["task_map"]
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, in logit order (from torchvision's weights metadata; no download)."""
+    from torchvision.models import ResNet50_Weights
+
+    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def teacher_class_indices(cfg: dict[str, Any], tasks: list[TaskSpec]) -> list[list[int]]:
+    """Per task, the teacher logit of each class: from the task map, or (photos) every class of the teacher."""
+    if cfg["data"]["kind"] == "photos":
+        return [list(range(len(t.labels))) for t in tasks]
+    return load_task_map(task_map_path(cfg)).teacher_indices(cfg["teacher"]["kind"])
+
+
+def _teacher_labeler(cfg: dict[str, Any], tasks: list[TaskSpec]):
+    """The configured pretrained teacher's top-1 class, as the labels of unlabelled photos."""
+    from training.models import create_model
+
+    t = cfg["teacher"]
+    size = cfg["data"]["image_size"]
+    teacher = create_model(f"teacher_{t['kind']}", arch=t["arch"], distill_layer=t["distill_layer"],
+                           task_class_indices=teacher_class_indices(cfg, tasks), input_size=(size, size), weights=t["weights"]).eval()
+
+    def top1(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return teacher(x)[0].argmax(1)
+
+    return top1
 
 
 def build_datasets(
@@ -57,6 +91,15 @@ def build_datasets(
         normalizer = Normalizer(preprocessing)
         sources = {split: FolderMultiTask(dirs[split], task_map, normalizer) for split in splits}
         tasks = list(task_map.tasks)
+    elif data["kind"] == "photos":
+        tasks = [TaskSpec("imagenet", imagenet_categories())]
+        photos = {name: load_photo(name) for name in SAMPLE_PHOTOS}
+        labeler = _teacher_labeler(cfg, tasks)
+        normalizer = Normalizer(preprocessing)
+        sources = {
+            split: PhotoCrops(photo_items(split, data["photos"], cfg["seed"], photos), photos, tasks[0], normalizer, labeler)
+            for split in splits
+        }
     else:
         shards = data["webdataset"]
         task_map = load_task_map(shards["task_map"])

