@@ -2,7 +2,7 @@
 
     uv run python -m benchmarks.effnet_device --artifacts artifacts/effnet_lite0 --samples 12
 
-Runs ``calibration.device.device_check`` (qemu-aarch64-static, Debian arm64 sysroot, torch-free edge runtime;
+Runs ``benchmarks.aarch64.device_check`` (qemu-aarch64-static, Debian arm64 sysroot, torch-free edge runtime;
 ``benchmarks/device_check.py`` is the same check as a tool) on the first ``--samples`` held-out images of the
 bundle's training config, with ``serve.py`` on this machine answering both sides, and writes
 ``results/NAME.json``: bitstreams identical byte for byte, answers equal.
