@@ -1,0 +1,105 @@
+"""``tritonserver`` as a child process on loopback, for the tests and the benchmarks.
+
+    with TritonProcess(install, repository, log_path) as triton:
+        ... triton.url (http://127.0.0.1:P), triton.grpc_url (grpc://127.0.0.1:Q) ...
+
+Readiness is ``GET /v2/health/ready``; stopping is SIGTERM (Triton finishes in-flight requests), then
+SIGKILL. Both ports bind 127.0.0.1 and the metrics port is off; the Python backend's shared-memory
+regions and unpacked environments are Triton's to clean up on a normal exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from runtime_server.process import LOOPBACK, ServerStartError, free_port
+from runtime_server.triton_serving.install import TritonInstall
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class TritonProcess:
+    """tritonserver on ``repository`` for the length of a ``with`` block; its output goes to ``log_path``."""
+
+    def __init__(self, install: TritonInstall, repository: str | os.PathLike, log_path: str | os.PathLike,
+                 ready_timeout: float = 120.0, args: list[str] | None = None) -> None:
+        self.install = install
+        self.repository = Path(repository).resolve()
+        self.log_path = Path(log_path)
+        self.ready_timeout = ready_timeout
+        self.args = list(args or [])
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://{LOOPBACK}:{self.grpc_port}"
+
+    def command(self) -> list[str]:
+        return [
+            str(self.install.binary), "--model-repository", str(self.repository),
+            "--backend-directory", str(self.install.backend_directory),
+            "--http-address", LOOPBACK, "--http-port", str(self.http_port),
+            "--grpc-address", LOOPBACK, "--grpc-port", str(self.grpc_port),
+            "--allow-metrics", "false", "--log-verbose", "0", *self.args,
+        ]
+
+    def start(self) -> "TritonProcess":
+        """Start tritonserver and block until every model is ready; ``ServerStartError`` otherwise."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "LD_LIBRARY_PATH": self.install.library_path()}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.proc = None
+                raise ServerStartError(f"tritonserver exited with status {code} before it was ready; log {self.log_path}:\n{_tail(self.log_path)}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2.0) as resp:
+                    if resp.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise ServerStartError(f"tritonserver not ready after {self.ready_timeout:g} s; log {self.log_path}:\n{_tail(self.log_path)}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL to the process group (the Python backend's stubs too) after ``timeout`` s."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def __enter__(self) -> "TritonProcess":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
