@@ -22,6 +22,9 @@ from types import TracebackType
 from runtime_server.process import LOOPBACK, ServerStartError, free_port
 from runtime_server.triton_serving.install import TritonInstall
 
+EXIT_TIMEOUT_S = 5
+"""Seconds Triton waits on SIGTERM for in-flight requests (and open client connections) before it exits."""
+
 
 def _tail(path: Path, lines: int = 40) -> str:
     try:
@@ -58,7 +61,7 @@ class TritonProcess:
             "--backend-directory", str(self.install.backend_directory),
             "--http-address", LOOPBACK, "--http-port", str(self.http_port),
             "--grpc-address", LOOPBACK, "--grpc-port", str(self.grpc_port),
-            "--allow-metrics", "false", "--log-verbose", "0", *self.args,
+            "--allow-metrics", "false", "--log-verbose", "0", "--exit-timeout-secs", str(EXIT_TIMEOUT_S), *self.args,
         ]
 
     def start(self) -> "TritonProcess":
