@@ -97,17 +97,23 @@ class LoadBalancer:
         env = {**os.environ, **self.environment()}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen([binary, "-db", "-f", str(CONFIG), "-f", str(stats)], stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.wait_all_up()
+        return self
+
+    def wait_all_up(self) -> None:
+        """Block until HAProxy's health checks have every replica ``UP``; ``ServerStartError`` otherwise."""
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code, self.proc = self.proc.returncode, None
+            if self.proc is None or self.proc.poll() is not None:
+                code = self.proc.returncode if self.proc is not None else None
+                self.proc = None
                 raise ServerStartError(f"haproxy exited with status {code}; log {self.log_path}:\n{self.log_path.read_text(errors='replace')[-3000:]}")
             try:
                 states = self.server_states()
             except OSError:
                 states = {}
             if len(states) == 2 * REPLICAS and all(s == "UP" for s in states.values()):
-                return self
+                return
             time.sleep(0.1)
         self.stop()
         raise ServerStartError(f"haproxy's replicas not all UP after {self.ready_timeout:g} s; log {self.log_path}")
