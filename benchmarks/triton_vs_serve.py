@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 import tempfile
@@ -42,12 +43,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-cap", type=float, default=120.0, help="seconds per server and protocol at most")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0)
+    p.add_argument("--sizing-rps", type=float, default=10000.0, help="images/s the sizing table plans replicas for")
+    p.add_argument("--utilisation", type=float, default=0.7, help="share of a replica's measured throughput to plan with")
     p.add_argument("--no-results", action="store_true", help="print only; do not write results/triton_vs_serve.json")
     return p.parse_args(argv)
 
 
-def measure(artifacts: Path, bitstreams: list[bytes], args: argparse.Namespace, work: Path) -> list[LoadResult]:
-    """Both servers up at once; every (server, protocol) pair driven in each round, in turn."""
+def measure(artifacts: Path, bitstreams: list[bytes], args: argparse.Namespace, work: Path) -> tuple[list[LoadResult], dict[str, float]]:
+    """Both servers up at once; every (server, protocol) pair driven in each round, in turn. Also returns
+    serve.py's own mean milliseconds per image (decode, queue, server half, whole request inside the server)."""
     model = read_manifest(artifacts).model_name
     triton_install = install()
     repo = work / "repository"
@@ -73,7 +77,8 @@ def measure(artifacts: Path, bitstreams: list[bytes], args: argparse.Namespace, 
                 part = LoadResult(result.label, [])
                 asyncio.run(drive(share, args.time_cap / args.rounds, part))
                 result.add(part)
-    return results
+        inside = serve.server_side_ms()
+    return results, inside
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         model = read_manifest(args.artifacts).model_name
         bitstreams = synthetic_bitstreams(args.artifacts, 64)
         with tempfile.TemporaryDirectory(prefix="mantis-triton-vs-serve-") as work:
-            results = measure(args.artifacts, bitstreams, args, Path(work))
+            results, inside = measure(args.artifacts, bitstreams, args, Path(work))
     except (BundleError, RepositoryError, TritonInstallError, ServerError, OSError) as exc:
         print(f"triton_vs_serve: {exc}", file=sys.stderr)
         return 2
@@ -98,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     p99 = {p: by[f"Triton {p}"].percentile(99) / by[f"serve.py {p}"].percentile(99) for p in ("HTTP", "gRPC stream")}
     for p in ratios:
         print(f"{p}: serve.py / Triton throughput {ratios[p]:.2f}x; Triton / serve.py p99 {p99[p]:.2f}x")
+    sizing = Table(f"Replicas for {args.sizing_rps:g} single-image requests/s at {args.utilisation:.0%} of the throughput one replica "
+                   "reached here, plus one to survive a replica's loss (N+1)",
+                   ["server", "measured requests/s per replica", "planned requests/s per replica", "replicas (N+1)"],
+                   [[r.label, round(r.throughput, 1), round(args.utilisation * r.throughput, 1),
+                     math.ceil(args.sizing_rps / (args.utilisation * r.throughput)) + 1 if r.throughput else "n/a"] for r in results])
+    print("serve.py's own time per image (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in inside.items()))
     failed = sum(r.failed for r in results)
     if not args.no_results:
         write_results(
@@ -109,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
                       Headline("failed requests", failed, "", "0")],
             tables=[Table(f"model {model}: {args.clients} concurrent clients, single-image requests asking for top, {args.rounds} alternating rounds; "
                           f"max batch {args.max_batch_size}, queue delay {args.max_queue_delay_ms:g} ms, {DECODE_WORKERS} decode workers on both; "
-                          f"{os.cpu_count()} CPUs shared by clients and servers", columns, rows)],
+                          f"{os.cpu_count()} CPUs shared by clients and servers", columns, rows), sizing],
             notes=["Triton runs the decode and answer steps and the server half (ONNX Runtime) in its Python backend, the only backend "
                    "of the nvidia-pytriton build: each step is a separate stub process, and every tensor crosses shared memory "
                    "between the core and the stubs three times per request.",
-                   "Both servers bind 127.0.0.1; the load generator runs on the same machine and shares its cores."],
-            data={"results": [r.summary() for r in results], "ratios": ratios, "p99_ratios": p99},
+                   "Both servers bind 127.0.0.1; the load generator runs on the same machine and shares its cores.",
+                   "serve_py_inside_ms_per_image: the time serve.py measured inside itself per image (decode, batching queue, server "
+                   "half, whole request from parsed body to answer); the rest of a client's latency is the HTTP/gRPC stack and "
+                   "waiting for the one event loop that parses every request and encodes every answer."],
+            data={"results": [r.summary() for r in results], "ratios": ratios, "p99_ratios": p99, "serve_py_inside_ms_per_image": inside},
         )
     return 0 if failed == 0 else 1
 
