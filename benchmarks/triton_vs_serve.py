@@ -49,9 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def measure(artifacts: Path, bitstreams: list[bytes], args: argparse.Namespace, work: Path) -> tuple[list[LoadResult], dict[str, float]]:
+def measure(artifacts: Path, bitstreams: list[bytes], args: argparse.Namespace, work: Path) -> tuple[list[LoadResult], list[list[float]], dict[str, float]]:
     """Both servers up at once; every (server, protocol) pair driven in each round, in turn. Also returns
-    serve.py's own mean milliseconds per image (decode, queue, server half, whole request inside the server)."""
+    each pair's throughput per round and serve.py's own mean milliseconds per image (decode, queue, server
+    half, whole request inside the server)."""
     model = read_manifest(artifacts).model_name
     triton_install = install()
     repo = work / "repository"
@@ -69,16 +70,18 @@ def measure(artifacts: Path, bitstreams: list[bytes], args: argparse.Namespace, 
             ("Triton", "gRPC stream", lambda n, cap, r: drive_grpc_stream(f"{LOOPBACK}:{triton.grpc_port}", model, bitstreams, args.clients, n, cap, r)),
         ]
         results = [LoadResult(f"{server} {protocol}", []) for server, protocol, _ in targets]
+        rounds: list[list[float]] = [[] for _ in targets]
         for _, _, drive in targets:
             asyncio.run(drive(4 * args.clients, args.time_cap, None))  # warm-up, not counted
         for r in range(args.rounds):
             share = args.requests // args.rounds + (1 if r < args.requests % args.rounds else 0)
-            for (_, _, drive), result in zip(targets, results):
+            for (_, _, drive), result, per_round in zip(targets, results, rounds):
                 part = LoadResult(result.label, [])
                 asyncio.run(drive(share, args.time_cap / args.rounds, part))
                 result.add(part)
+                per_round.append(part.throughput)
         inside = serve.server_side_ms()
-    return results, inside
+    return results, rounds, inside
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         model = read_manifest(args.artifacts).model_name
         bitstreams = synthetic_bitstreams(args.artifacts, 64)
         with tempfile.TemporaryDirectory(prefix="mantis-triton-vs-serve-") as work:
-            results, inside = measure(args.artifacts, bitstreams, args, Path(work))
+            results, rounds, inside = measure(args.artifacts, bitstreams, args, Path(work))
     except (BundleError, RepositoryError, TritonInstallError, ServerError, OSError) as exc:
         print(f"triton_vs_serve: {exc}", file=sys.stderr)
         return 2
@@ -108,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
                    ["server", "measured requests/s per replica", "planned requests/s per replica", "replicas (N+1)"],
                    [[r.label, round(r.throughput, 1), round(args.utilisation * r.throughput, 1),
                      math.ceil(args.sizing_rps / (args.utilisation * r.throughput)) + 1 if r.throughput else "n/a"] for r in results])
+    by_round = Table("serve.py / Triton throughput in each round (the spread shows how much the shared machine's load moved the ratio)",
+                     ["round", *ratios], [[i + 1, *(round(rounds[k][i] / rounds[k + 1][i], 2) if rounds[k + 1][i] else "n/a" for k in (0, 2))]
+                                          for i in range(args.rounds)])
+    print("per round serve.py / Triton: " + "; ".join(" ".join(str(c) for c in row) for row in by_round.rows))
     print("serve.py's own time per image (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in inside.items()))
     failed = sum(r.failed for r in results)
     if not args.no_results:
@@ -120,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                       Headline("failed requests", failed, "", "0")],
             tables=[Table(f"model {model}: {args.clients} concurrent clients, single-image requests asking for top, {args.rounds} alternating rounds; "
                           f"max batch {args.max_batch_size}, queue delay {args.max_queue_delay_ms:g} ms, {DECODE_WORKERS} decode workers on both; "
-                          f"{os.cpu_count()} CPUs shared by clients and servers", columns, rows), sizing],
+                          f"{os.cpu_count()} CPUs shared by clients and servers", columns, rows), by_round, sizing],
             notes=["Triton runs the decode and answer steps and the server half (ONNX Runtime) in its Python backend, the only backend "
                    "of the nvidia-pytriton build: each step is a separate stub process, and every tensor crosses shared memory "
                    "between the core and the stubs three times per request.",
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                    "serve_py_inside_ms_per_image: the time serve.py measured inside itself per image (decode, batching queue, server "
                    "half, whole request from parsed body to answer); the rest of a client's latency is the HTTP/gRPC stack and "
                    "waiting for the one event loop that parses every request and encodes every answer."],
-            data={"results": [r.summary() for r in results], "ratios": ratios, "p99_ratios": p99, "serve_py_inside_ms_per_image": inside},
+            data={"results": [r.summary() for r in results], "throughput_per_round": rounds, "ratios": ratios, "p99_ratios": p99, "serve_py_inside_ms_per_image": inside},
         )
     return 0 if failed == 0 else 1
 

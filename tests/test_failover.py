@@ -5,9 +5,11 @@ edge runtime's retries (``benchmarks/failover.py`` measures the same run)."""
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
 from benchmarks.failover import run_failover
+from runtime_edge.grpc_transport import _lost
 from runtime_edge.client import EdgeRuntime
 from runtime_server.load_balancer import haproxy_binary
 from training.data.synthetic import SyntheticMultiTask
@@ -30,3 +32,22 @@ def test_a_replica_killed_under_load_loses_no_image(onnx_bundle, bitstreams, tmp
     for r in results:
         assert r.answered == IMAGES and r.lost == 0 and r.duplicated == 0 and r.wrong == 0, (r.scheme, r.errors[:5])
         assert 0 < r.killed_after_s < r.seconds and r.answered_after_kill > 0, r  # the replica died mid-load
+
+
+class _Error(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, kind: str | None = None) -> None:
+        self._code, self._kind = code, kind
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def trailing_metadata(self) -> tuple:
+        return (("error_kind", self._kind),) if self._kind else ()
+
+
+def test_grpc_client_retries_calls_lost_on_the_way_only() -> None:
+    """A call reset from the other side (a balancer's replica died: CANCELLED naming no error kind) or an
+    unavailable connection is retried; a server's refusal, which names its kind, is final."""
+    assert _lost(_Error(grpc.StatusCode.UNAVAILABLE)) and _lost(_Error(grpc.StatusCode.CANCELLED))
+    assert not _lost(_Error(grpc.StatusCode.CANCELLED, "bad_request"))
+    assert not _lost(_Error(grpc.StatusCode.INVALID_ARGUMENT)) and not _lost(_Error(grpc.StatusCode.INTERNAL, "backend"))
