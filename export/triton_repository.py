@@ -36,6 +36,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from codec.files import atomic_write_text
 from codec.manifest import MANIFEST_NAME, SERVER_INPUT, Bundle, BundleError, file_sha256, load_bundle
@@ -62,7 +63,7 @@ TASK_MASK = "task_mask"
 
 
 class RepositoryError(ValueError):
-    """The repository cannot be written: a bad bundle, an option the bundle cannot serve, a foreign folder."""
+    """The repository cannot be written: a bad bundle, or an option the bundle cannot serve."""
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ def _version_for(root: Path, writer: _Writer) -> int:
     return latest + 1
 
 
-def _replace_version(model_dir: Path, version: int, fill) -> None:
+def _replace_version(model_dir: Path, version: int, fill: Callable[[Path], None]) -> None:
     """Write version ``version`` of a model into a temporary folder beside it, then move it into place."""
     model_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=model_dir))
@@ -284,10 +285,6 @@ def write_repository(artifacts: str | os.PathLike, out: str | os.PathLike, optio
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise RepositoryError(f"{root} exists and is not a directory")
-    foreign = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-               and p.name not in (writer.model, *writer.names.values())] if root.is_dir() else []
-    if foreign:
-        print(f"note: repository {root} also holds models {sorted(foreign)}; Triton will load them too", file=sys.stderr)
     version = _version_for(root, writer)
     _replace_version(root / writer.names["decode"], version, lambda d: writer.fill_python(d, "decode.py"))
     _replace_version(root / writer.names["server"], version, writer.fill_server)
