@@ -1,7 +1,8 @@
-"""Failover: two serve.py replicas behind HAProxy (``runtime_server/deploy/haproxy.cfg``), one SIGKILLed
-under load, over HTTP and over gRPC.
+"""Failover: two replicas (serve.py, and Triton with ``--servers serve.py triton``) behind HAProxy
+(``runtime_server/deploy/haproxy.cfg``), one SIGKILLed under load, over HTTP and over gRPC.
 
     uv run python -m benchmarks.failover --artifacts BUNDLE [--images 400] [--clients 4] [--kill-after 0.3]
+        [--servers serve.py triton]
 
 Edge clients (the edge runtime's transports with their retry policy: ``http://`` and ``grpc://``, one
 ``ModelStreamInfer`` stream per client) stream single-image requests through the load balancer; when
@@ -20,43 +21,61 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from benchmarks.results import Headline, Table, write_results
 from codec.manifest import BundleError, read_manifest
 from codec.wire import LABEL_INDEX_OUTPUT, logits_output
+from export.triton_repository import RepositoryError, RepositoryOptions, write_repository
 from runtime_edge.transport import RetryPolicy, TransportError
 from runtime_edge.transports import connect
 from runtime_server.load_balancer import LoadBalancer
 from runtime_server.loadgen import synthetic_bitstreams
 from runtime_server.process import LOOPBACK, ServerError, ServerProcess, free_port
+from runtime_server.triton_serving.install import TritonInstallError, install
+from runtime_server.triton_serving.process import TritonProcess
 
 SCHEMES = ("http", "grpc")
 
 
+SERVERS = ("serve.py", "triton")
+
+
 @dataclass
 class Replica:
-    """One serve.py replica with its HTTP and gRPC ports (kept across restarts, as the balancer names them)."""
+    """One replica (serve.py, or tritonserver on ``repository``) with its HTTP and gRPC ports, kept across
+    restarts, as the balancer names them."""
 
     artifacts: Path
     log: Path
+    repository: Path | None = None
     http_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
-    process: ServerProcess | None = None
+    process: ServerProcess | TritonProcess | None = None
 
     @property
     def urls(self) -> tuple[str, str]:
         return f"http://{LOOPBACK}:{self.http_port}", f"grpc://{LOOPBACK}:{self.grpc_port}"
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.proc is not None
+
     def start(self) -> None:
+        if self.repository is not None:
+            self.process = TritonProcess(install(), self.repository, self.log, http_port=self.http_port, grpc_port=self.grpc_port).start()
+            return
         # behind a balancer every client has the balancer's address: no budget of refused requests per address
         args = ["--grpc-port", str(self.grpc_port), "--client-error-burst", "0", "--max-batch-size", "16"]
         self.process = ServerProcess(self.artifacts, self.log, args, port=self.http_port).start()
 
     def kill(self) -> None:
         """SIGKILL: no graceful shutdown, in-flight requests are lost on the replica."""
-        if self.process is not None and self.process.proc is not None:
+        if isinstance(self.process, TritonProcess):
+            self.process.kill()
+        elif self.running:
             self.process.proc.kill()
             self.process.proc.wait()
             self.process.proc = None
@@ -70,6 +89,7 @@ class Replica:
 class FailoverResult:
     """What the clients got during one run."""
 
+    server: str
     scheme: str
     images: int
     clients: int
@@ -104,10 +124,10 @@ def _same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> bool:
 
 
 def drive(url: str, model: str, bitstreams: list[bytes], expected: list[dict[str, np.ndarray]], names: list[str], clients: int,
-          kill_after: float, kill, scheme: str, retry: RetryPolicy | None = None) -> FailoverResult:
+          kill_after: float, kill: Callable[[], None], server: str, scheme: str, retry: RetryPolicy | None = None) -> FailoverResult:
     """``clients`` edge clients share the images (one single-image request each, in order); ``kill()`` runs
     once ``kill_after`` of them are answered. Every answer is kept by image index and checked."""
-    result = FailoverResult(scheme, len(bitstreams), clients)
+    result = FailoverResult(server, scheme, len(bitstreams), clients)
     answers: dict[int, list[dict[str, np.ndarray]]] = {}
     waits: list[float] = []
     lock = threading.Lock()
@@ -166,23 +186,28 @@ def drive(url: str, model: str, bitstreams: list[bytes], expected: list[dict[str
 
 
 def run_failover(artifacts: Path, bitstreams: list[bytes], clients: int, kill_after: float, log_dir: Path,
-                 schemes: tuple[str, ...] = SCHEMES) -> list[FailoverResult]:
-    """For each scheme: both replicas up behind the balancer, the clients streaming, replica 1 SIGKILLed."""
-    model = read_manifest(artifacts).model_name
-    names = [LABEL_INDEX_OUTPUT, *(logits_output(t) for t in read_manifest(artifacts).task_names)]
-    replicas = [Replica(artifacts, log_dir / f"replica{i}.log") for i in (1, 2)]
+                 schemes: tuple[str, ...] = SCHEMES, server: str = "serve.py") -> list[FailoverResult]:
+    """For each scheme: both replicas of ``server`` up behind the balancer, the clients streaming, replica 1
+    SIGKILLed (and started again for the next scheme)."""
+    manifest = read_manifest(artifacts)
+    names = [LABEL_INDEX_OUTPUT, *(logits_output(t) for t in manifest.task_names)]
+    repository = None
+    if server == "triton":
+        repository = log_dir / "repository"
+        write_repository(artifacts, repository, RepositoryOptions(max_batch_size=16, execution_env=str(install().execution_env)))
+    replicas = [Replica(artifacts, log_dir / f"{server}{i}.log", repository) for i in (1, 2)]
     results = []
     try:
         for r in replicas:
             r.start()
-        expected = expected_answers(replicas[1].urls[0], model, bitstreams, names)
-        with LoadBalancer([r.urls for r in replicas], log_dir / "haproxy.log") as lb:
+        expected = expected_answers(replicas[1].urls[0], manifest.model_name, bitstreams, names)
+        with LoadBalancer([r.urls for r in replicas], log_dir / f"haproxy-{server}.log") as lb:
             for scheme in schemes:
-                if replicas[0].process is None or replicas[0].process.proc is None:
+                if not replicas[0].running:
                     replicas[0].start()
                     lb.wait_all_up()
                 url = lb.url if scheme == "http" else lb.grpc_url
-                results.append(drive(url, model, bitstreams, expected, names, clients, kill_after, replicas[0].kill, scheme))
+                results.append(drive(url, manifest.model_name, bitstreams, expected, names, clients, kill_after, replicas[0].kill, server, scheme))
     finally:
         for r in replicas:
             r.stop()
@@ -190,11 +215,12 @@ def run_failover(artifacts: Path, bitstreams: list[bytes], clients: int, kill_af
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="two serve.py replicas behind HAProxy, one SIGKILLed under load (HTTP and gRPC)")
+    p = argparse.ArgumentParser(description="two replicas behind HAProxy, one SIGKILLed under load (HTTP and gRPC)")
     p.add_argument("--artifacts", type=Path, required=True, help="bundle directory")
     p.add_argument("--images", type=int, default=400, help="images per protocol (one single-image request each)")
     p.add_argument("--clients", type=int, default=4, help="concurrent edge clients")
     p.add_argument("--kill-after", type=float, default=0.3, help="fraction of the images answered before replica 1 is killed")
+    p.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS), help="which replicas to run, one after the other")
     p.add_argument("--no-results", action="store_true", help="print only; do not write results/failover.json")
     return p.parse_args(argv)
 
@@ -206,29 +232,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         bitstreams = synthetic_bitstreams(args.artifacts, args.images)
-        with tempfile.TemporaryDirectory(prefix="mantis-failover-") as logs:
-            results = run_failover(args.artifacts, bitstreams, args.clients, args.kill_after, Path(logs))
-    except (BundleError, ServerError, OSError) as exc:
+        results = []
+        for server in args.servers:
+            with tempfile.TemporaryDirectory(prefix="mantis-failover-") as logs:
+                results += run_failover(args.artifacts, bitstreams, args.clients, args.kill_after, Path(logs), server=server)
+    except (BundleError, RepositoryError, TritonInstallError, ServerError, OSError) as exc:
         print(f"failover: {exc}", file=sys.stderr)
         return 2
-    columns = ["protocol", "images", "answered", "lost", "answered twice", "wrong", "requests retried", "extra attempts",
+    columns = ["replicas", "protocol", "images", "answered", "lost", "answered twice", "wrong", "requests retried", "extra attempts",
                "longest wait (ms)", "p50 (ms)", "p99 (ms)", "killed after (s)"]
-    rows = [[r.scheme, r.images, r.answered, r.lost, r.duplicated, r.wrong, r.retried, r.extra_attempts,
+    rows = [[r.server, r.scheme, r.images, r.answered, r.lost, r.duplicated, r.wrong, r.retried, r.extra_attempts,
              round(r.longest_wait_ms, 1), round(r.p50_ms, 2), round(r.p99_ms, 2), round(r.killed_after_s, 2)] for r in results]
     for row in [columns, *rows]:
         print(" | ".join(str(c) for c in row))
     for r in results:
         for e in r.errors[:5]:
-            print(f"  {r.scheme}: {e}")
+            print(f"  {r.server} {r.scheme}: {e}")
     bad = sum(r.lost + r.duplicated + r.wrong for r in results)
     if not args.no_results:
         write_results(
             "failover",
-            title="Failover: two serve.py replicas behind HAProxy, one SIGKILLed under load",
+            title="Failover: two replicas behind HAProxy, one SIGKILLed under load",
             module="benchmarks.failover",
             argv=argv,
-            headline=[Headline("images lost, answered twice or wrongly when a replica dies (HTTP + gRPC)", bad, "images", "0"),
-                      *(Headline(f"longest wait during the failover ({r.scheme})", round(r.longest_wait_ms, 1), "ms") for r in results)],
+            headline=[Headline(f"images lost, answered twice or wrongly when a replica dies ({', '.join(args.servers)}; HTTP + gRPC)", bad, "images", "0"),
+                      *(Headline(f"longest wait during the failover ({r.server}, {r.scheme})", round(r.longest_wait_ms, 1), "ms") for r in results)],
             tables=[Table(f"{args.images} images per protocol, {args.clients} edge clients, replica 1 SIGKILLed after {args.kill_after:.0%} "
                           "were answered (HAProxy 2.6, runtime_server/deploy/haproxy.cfg)", columns, rows)],
             notes=["Retries are the edge runtime's own (RetryPolicy defaults): HAProxy re-sends only requests that never reached a "

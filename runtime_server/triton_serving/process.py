@@ -37,14 +37,14 @@ class TritonProcess:
     """tritonserver on ``repository`` for the length of a ``with`` block; its output goes to ``log_path``."""
 
     def __init__(self, install: TritonInstall, repository: str | os.PathLike, log_path: str | os.PathLike,
-                 ready_timeout: float = 120.0, args: list[str] | None = None) -> None:
+                 ready_timeout: float = 120.0, args: list[str] | None = None, http_port: int | None = None, grpc_port: int | None = None) -> None:
         self.install = install
         self.repository = Path(repository).resolve()
         self.log_path = Path(log_path)
         self.ready_timeout = ready_timeout
         self.args = list(args or [])
-        self.http_port = free_port()
-        self.grpc_port = free_port()
+        self.http_port = http_port or free_port()
+        self.grpc_port = grpc_port or free_port()
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -85,6 +85,13 @@ class TritonProcess:
             time.sleep(0.25)
         self.stop()
         raise ServerStartError(f"tritonserver not ready after {self.ready_timeout:g} s; log {self.log_path}:\n{_tail(self.log_path)}")
+
+    def kill(self) -> None:
+        """SIGKILL to tritonserver and its Python backend processes (its process group), as a machine failure would."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL to the process group (the Python backend's stubs too) after ``timeout`` s."""
