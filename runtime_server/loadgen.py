@@ -211,16 +211,22 @@ async def drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], cl
                     if time.perf_counter() >= stop_at:
                         return
                     t0 = time.perf_counter()
+                    closed = False
                     try:
                         await call.write(build_request(model, "", [bitstreams[i % len(bitstreams)]], None, [LABEL_INDEX_OUTPUT]))
                         answer = await asyncio.wait_for(call.read(), 60)
-                        error = "stream closed" if answer is grpc.aio.EOF else answer.error_message
-                    except (grpc.RpcError, asyncio.TimeoutError) as exc:
+                        closed = answer is grpc.aio.EOF
+                        error = f"stream closed: {(await call.code()).name}" if closed else answer.error_message
+                    except (grpc.RpcError, asyncio.TimeoutError, asyncio.InvalidStateError) as exc:
+                        closed = not isinstance(exc, asyncio.TimeoutError)
                         error = type(exc).__name__
                     if result is not None:
                         result.record(error[:80] if error else error, t0)
+                    if closed:  # the stream is over: this worker stops, the others take the remaining requests
+                        return
             finally:
-                await call.done_writing()
+                if not call.done():
+                    await call.done_writing()
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     if result is not None:
