@@ -81,6 +81,9 @@ def measure(artifacts: Path, bitstreams: list[bytes], args: argparse.Namespace, 
                 result.add(part)
                 per_round.append(part.throughput)
         inside = serve.server_side_ms()
+        if triton.proc is None or triton.proc.poll() is not None:
+            log = (work / "triton.log").read_text(errors="replace").splitlines()[-40:]
+            raise ServerError("tritonserver exited during the run; the end of its log:\n" + "\n".join(log))
     return results, rounds, inside
 
 

@@ -4,8 +4,9 @@
         ... triton.url (http://127.0.0.1:P), triton.grpc_url (grpc://127.0.0.1:Q) ...
 
 Readiness is ``GET /v2/health/ready``; stopping is SIGTERM (Triton finishes in-flight requests), then
-SIGKILL. Both ports bind 127.0.0.1 and the metrics port is off; the Python backend's shared-memory
-regions and unpacked environments are Triton's to clean up on a normal exit.
+SIGKILL. Both ports bind 127.0.0.1 and the metrics port is off. The Python backend's shared-memory
+regions (``/dev/shm/triton_python_backend_shm_region_*``) are Triton's to remove on a normal exit; after a
+SIGKILL, the regions that appeared while this server ran and that no process still maps are removed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,29 @@ from runtime_server.triton_serving.install import TritonInstall
 
 EXIT_TIMEOUT_S = 5
 """Seconds Triton waits on SIGTERM for in-flight requests (and open client connections) before it exits."""
+
+
+SHM = Path("/dev/shm")
+SHM_PREFIX = "triton_python_backend_shm_region_"
+
+
+def _shm_regions() -> set[str]:
+    try:
+        return {p.name for p in SHM.iterdir() if p.name.startswith(SHM_PREFIX)}
+    except OSError:
+        return set()
+
+
+def _mapped_regions() -> set[str]:
+    """Names of the shared-memory regions some live process maps."""
+    names = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text()
+        except OSError:
+            continue
+        names |= {line.rsplit("/", 1)[-1].split()[0] for line in text.splitlines() if SHM_PREFIX in line}
+    return names
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -46,6 +70,7 @@ class TritonProcess:
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
         self.proc: subprocess.Popen | None = None
+        self._regions_before: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -68,6 +93,7 @@ class TritonProcess:
         """Start tritonserver and block until every model is ready; ``ServerStartError`` otherwise."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "LD_LIBRARY_PATH": self.install.library_path()}
+        self._regions_before = _shm_regions()
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + self.ready_timeout
@@ -92,6 +118,8 @@ class TritonProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
             self.proc = None
+            for name in _shm_regions() - self._regions_before - _mapped_regions():
+                (SHM / name).unlink(missing_ok=True)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL to the process group (the Python backend's stubs too) after ``timeout`` s."""
