@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -78,9 +79,10 @@ def _run(cmd: list[str], step: str) -> None:
 
 
 def _uv() -> str:
-    uv = shutil.which("uv")
+    """The uv that runs this process (``uv run`` sets ``$UV``), else the one on PATH."""
+    uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
-        raise TritonInstallError("uv is not on PATH; ./mantis installs it (pip install uv)")
+        raise TritonInstallError("uv is not on PATH and this process was not started by `uv run`; ./mantis installs uv (pip install uv)")
     return uv
 
 
