@@ -41,7 +41,7 @@ from typing import Callable
 from codec.files import atomic_write_text
 from codec.manifest import MANIFEST_NAME, SERVER_INPUT, Bundle, BundleError, file_sha256, load_bundle
 from codec.wire import ACTIVE_TASKS_OUTPUT, BITSTREAM_INPUT, LABEL_INDEX_OUTPUT, labels_output, logits_output
-from runtime_server.triton_serving.common import SERVER_OUTPUT_PREFIX
+from runtime_server.triton_serving.common import BUNDLE_DIR, COMPUTE_THREADS, LATENT, MAX_REQUEST_IMAGES, SERVER_OUTPUT_PREFIX, TASK_MASK
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SOURCES = REPO_ROOT / "runtime_server" / "triton_serving"
@@ -58,8 +58,6 @@ PROJECT_CODE = (
 SERVER_HALVES = {"python": "python", "onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}
 """``--server-half`` -> the Triton backend (``python``) or platform that runs the server half."""
 DEFAULT_MAX_BATCH_SIZE = 32
-LATENT = "latent"
-TASK_MASK = "task_mask"
 
 
 class RepositoryError(ValueError):
@@ -150,7 +148,7 @@ class _Writer:
         c, h, w = self.bundle.latent_shape
         io = (_tensors("input", [_tensor(BITSTREAM_INPUT, "TYPE_STRING", [-1])])
               + _tensors("output", [_tensor(LATENT, "TYPE_FP32", [-1, c, h, w]), _tensor(TASK_MASK, "TYPE_INT64", [-1])]))
-        return self._python(self.names["decode"], 0, self.options.decode_instances, io, {"max_request_images": str(self.batch)})
+        return self._python(self.names["decode"], 0, self.options.decode_instances, io, {MAX_REQUEST_IMAGES: str(self.batch)})
 
     def server_config(self) -> str:
         c, h, w = self.bundle.latent_shape
@@ -160,7 +158,7 @@ class _Writer:
         name = self.names["server"]
         kind = SERVER_HALVES[self.options.server_half]
         if kind == "python":
-            return self._python(name, self.batch, self.options.instances, io, {"compute_threads": str(self.options.compute_threads)})
+            return self._python(name, self.batch, self.options.instances, io, {COMPUTE_THREADS: str(self.options.compute_threads)})
         device = "KIND_GPU" if self.options.gpu or kind == "tensorrt_plan" else "KIND_CPU"
         return (f'name: "{name}"\nplatform: "{kind}"\nmax_batch_size: {self.batch}\n' + io
                 + f"instance_group [ {{ count: {self.options.instances} kind: {device} }} ]\n"
@@ -214,7 +212,7 @@ class _Writer:
             else:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
-        bundle_dir = folder / "bundle"
+        bundle_dir = folder / BUNDLE_DIR
         bundle_dir.mkdir()
         manifest = self.bundle.manifest
         for name in [MANIFEST_NAME, manifest.tables["file"], *(manifest.server[k].file for k in server_files)]:

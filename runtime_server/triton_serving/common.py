@@ -24,6 +24,12 @@ SERVER_OUTPUT_PREFIX = "server_"
 """The answer model's inputs are the server half's outputs under this prefix: an ensemble output that is
 also another step's input deadlocks Triton 2.51's ensemble scheduler when a client asks for a subset of the
 outputs, so the answer step hands the logits on as its own outputs."""
+LATENT = "latent"
+"""The decode step's latent output, the server half's input (``codec.manifest.SERVER_INPUT``)."""
+TASK_MASK = "task_mask"
+"""The decode step's int64 task masks, the answer step's input."""
+COMPUTE_THREADS = "compute_threads"
+"""The Python server half's configuration parameter: ONNX Runtime intra-op threads per instance (0: its default)."""
 MAX_REQUEST_IMAGES = "max_request_images"
 """The decode model's configuration parameter: bitstreams per request at most (the server half's max batch size)."""
 

@@ -16,10 +16,7 @@ import triton_python_backend_utils as pb_utils
 
 from codec.wire import BITSTREAM_INPUT, ProtocolError
 from runtime_server.answers import ModelContract
-from runtime_server.triton_serving.common import MAX_REQUEST_IMAGES, load_version_bundle, model_parameter, refusal_message, request_parameters, triton_code
-
-LATENT = "latent"
-TASK_MASK = "task_mask"
+from runtime_server.triton_serving.common import LATENT, MAX_REQUEST_IMAGES, TASK_MASK, load_version_bundle, model_parameter, refusal_message, request_parameters, triton_code
 
 
 class TritonPythonModel:

@@ -15,10 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 from codec.manifest import SERVER_INPUT
 from runtime_server.backends import OnnxRuntimeBackend
-from runtime_server.triton_serving.common import load_version_bundle, model_parameter
-
-COMPUTE_THREADS = "compute_threads"
-"""Configuration parameter: ONNX Runtime intra-op threads per instance (0: ONNX Runtime's default)."""
+from runtime_server.triton_serving.common import COMPUTE_THREADS, load_version_bundle, model_parameter
 
 
 class TritonPythonModel:
