@@ -28,6 +28,7 @@ from runtime_edge.transport import KServeClient, ServerRejectedError
 from runtime_edge.transports import RefusedError
 from runtime_server.app import BackgroundServer, ServerConfig
 from runtime_server.client_budget import ClientErrorLimits
+from runtime_server.process import ServerStartError
 from runtime_server.triton_serving.install import TritonInstallError, install
 from runtime_server.triton_serving.process import TritonProcess
 from training.data.synthetic import SyntheticMultiTask
@@ -252,3 +253,16 @@ def test_split_takes_the_repository_options(tmp_path) -> None:
                        "--triton-repository", str(tmp_path / "r"), "--triton-server-half", "onnxruntime", "--triton-max-batch-size", "8"])
     assert args.triton_repository == tmp_path / "r"
     assert options_from(args, "triton-") == RepositoryOptions(server_half="onnxruntime", max_batch_size=8)
+
+
+def test_onnxruntime_repository_fails_only_for_the_missing_backend(onnx_bundle, triton_install, tmp_path) -> None:
+    """The ``onnxruntime_onnx`` repository on the real Triton: its configurations parse and the Python
+    models load; only the server half fails, because this Triton build has no ONNX Runtime backend."""
+    written = write_repository(onnx_bundle, tmp_path / "repo", RepositoryOptions(server_half="onnxruntime", execution_env=str(triton_install.execution_env)))
+    log = tmp_path / "tritonserver.log"
+    with pytest.raises(ServerStartError):
+        TritonProcess(triton_install, written.root, log).start()
+    text = log.read_text()
+    assert f"failed to load '{written.model}_server' version 1: Invalid argument: unable to find backend library for backend 'onnxruntime'" in text
+    assert f"successfully loaded '{written.model}_decode'" in text and f"successfully loaded '{written.model}_answer'" in text
+    assert "parse" not in text.lower()
