@@ -18,6 +18,7 @@ import argparse
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,8 +199,9 @@ def run_failover(artifacts: Path, bitstreams: list[bytes], clients: int, kill_af
     replicas = [Replica(artifacts, log_dir / f"{server}{i}.log", repository) for i in (1, 2)]
     results = []
     try:
-        for r in replicas:
-            r.start()
+        with ThreadPoolExecutor(len(replicas)) as pool:  # both start at once
+            for started in [pool.submit(r.start) for r in replicas]:
+                started.result()
         expected = expected_answers(replicas[1].urls[0], manifest.model_name, bitstreams, names)
         with LoadBalancer([r.urls for r in replicas], log_dir / f"haproxy-{server}.log") as lb:
             for scheme in schemes:

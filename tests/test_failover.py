@@ -1,17 +1,19 @@
-"""Replicas behind a real load balancer: two serve.py processes behind HAProxy (Debian's package, with
-``runtime_server/deploy/haproxy.cfg``), edge clients streaming single-image requests over HTTP and over
-gRPC, one replica SIGKILLed mid-load: every image gets exactly one answer, the right one, through the
-edge runtime's retries (``benchmarks/failover.py`` measures the same run)."""
+"""Replicas behind a real load balancer: two serve.py processes, then two tritonserver processes, behind
+HAProxy (Debian's package, with ``runtime_server/deploy/haproxy.cfg``), edge clients streaming
+single-image requests over HTTP and over gRPC, one replica SIGKILLed mid-load: every image gets exactly
+one answer, the right one, through the edge runtime's retries (``benchmarks/failover.py`` measures the
+same run)."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
-from benchmarks.failover import run_failover
+from benchmarks.failover import SERVERS, run_failover
 from runtime_edge.grpc_transport import _lost
 from runtime_edge.client import EdgeRuntime
 from runtime_server.load_balancer import haproxy_binary
+from runtime_server.triton_serving.install import TritonInstallError, install
 from training.data.synthetic import SyntheticMultiTask
 
 IMAGES = 200
@@ -26,9 +28,15 @@ def bitstreams(onnx_bundle) -> list[bytes]:
 
 
 @pytest.mark.skipif(haproxy_binary() is None, reason="haproxy is not installed (Debian package haproxy; .ci/run installs it)")
-def test_a_replica_killed_under_load_loses_no_image(onnx_bundle, bitstreams, tmp_path) -> None:
-    results = run_failover(onnx_bundle, bitstreams, clients=4, kill_after=0.3, log_dir=tmp_path)
-    assert [r.scheme for r in results] == ["http", "grpc"]
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_replica_killed_under_load_loses_no_image(server, onnx_bundle, bitstreams, tmp_path) -> None:
+    if server == "triton":
+        try:
+            install()
+        except TritonInstallError as exc:
+            pytest.skip(f"Triton Inference Server cannot be installed here: {exc}")
+    results = run_failover(onnx_bundle, bitstreams, clients=4, kill_after=0.3, log_dir=tmp_path, server=server)
+    assert [(r.server, r.scheme) for r in results] == [(server, "http"), (server, "grpc")]
     for r in results:
         assert r.answered == IMAGES and r.lost == 0 and r.duplicated == 0 and r.wrong == 0, (r.scheme, r.errors[:5])
         assert 0 < r.killed_after_s < r.seconds and r.answered_after_kill > 0, r  # the replica died mid-load
