@@ -29,7 +29,10 @@ class TritonPythonModel:
         outputs = [pb_utils.get_input_tensor_by_name(request, SERVER_OUTPUT_PREFIX + name).as_numpy() for name in self.inputs]
         masks = pb_utils.get_input_tensor_by_name(request, TASK_MASK).as_numpy().astype(np.int64)
         logits, masks = self.contract.with_server_detected(outputs, masks)
-        tensors = self.contract.build_outputs(logits, masks, top_k, self.names)
+        # only what the ensemble asks of this step: a response with outputs nobody requested crashed Triton 2.51
+        # (SIGSEGV in TRITONBACKEND_ResponseSend) under concurrent load
+        requested = set(request.requested_output_names())
+        tensors = self.contract.build_outputs(logits, masks, top_k, [n for n in self.names if n in requested])
         return [pb_utils.Tensor(t.name, t.data) for t in tensors]
 
     def execute(self, requests: list) -> list:
