@@ -4,9 +4,10 @@
         ... triton.url (http://127.0.0.1:P), triton.grpc_url (grpc://127.0.0.1:Q) ...
 
 Readiness is ``GET /v2/health/ready``; stopping is SIGTERM (Triton finishes in-flight requests), then
-SIGKILL. Both ports bind 127.0.0.1 and the metrics port is off. The Python backend's shared-memory
-regions (``/dev/shm/triton_python_backend_shm_region_*``) are Triton's to remove on a normal exit; after a
-SIGKILL, the regions that appeared while this server ran and that no process still maps are removed.
+SIGKILL. Both ports bind 127.0.0.1 and the metrics port is off. The Python backend's processes and
+shared-memory regions (``/dev/shm/triton_python_backend_shm_region_*``) are Triton's to remove on a normal
+exit; after a SIGKILL or a crash, what is left of the process group is killed and the regions that appeared
+while this server ran and that no process still maps are removed.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class TritonProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 code = self.proc.returncode
+                self._clean_up(self.proc.pid)
                 self.proc = None
                 raise ServerStartError(f"tritonserver exited with status {code} before it was ready; log {self.log_path}:\n{_tail(self.log_path)}")
             try:
@@ -117,9 +119,18 @@ class TritonProcess:
         if self.proc is not None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            self._clean_up(self.proc.pid)
             self.proc = None
-            for name in _shm_regions() - self._regions_before - _mapped_regions():
-                (SHM / name).unlink(missing_ok=True)
+
+    def _clean_up(self, group: int) -> None:
+        """After tritonserver has exited: SIGKILL what is left of its process group (Python backend stubs
+        outlive a tritonserver that crashed) and remove the shared-memory regions nothing maps any more."""
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for name in _shm_regions() - self._regions_before - _mapped_regions():
+            (SHM / name).unlink(missing_ok=True)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL to the process group (the Python backend's stubs too) after ``timeout`` s."""
@@ -133,6 +144,8 @@ class TritonProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         code = self.proc.returncode
+        if code != 0:
+            self._clean_up(self.proc.pid)
         self.proc = None
         return code
 
