@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from runtime_server.process import LOOPBACK, ServerProcess, free_port, scrape_metrics
-from codec.wire import BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, LABEL_INDEX_OUTPUT, pack_bytes
+from codec.wire import BINARY_DATA, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, LABEL_INDEX_OUTPUT, pack_bytes
 
 
 @dataclass
@@ -103,13 +103,13 @@ def _request(bitstream: bytes, small: bool = False) -> tuple[bytes, dict[str, st
         "inputs": [{"name": BITSTREAM_INPUT, "datatype": "BYTES", "shape": [1], "parameters": {BINARY_DATA_SIZE: len(payload)}}],
         "parameters": {BINARY_DATA_OUTPUT: True},
     }
-    if small:  # the labels-only answer the edge runtime asks for
-        doc["outputs"] = [{"name": LABEL_INDEX_OUTPUT}]
+    if small:  # the labels-only answer the edge runtime asks for (binary: Triton applies binary_data_output only to unnamed outputs)
+        doc["outputs"] = [{"name": LABEL_INDEX_OUTPUT, "parameters": {BINARY_DATA: True}}]
     head = json.dumps(doc).encode()
     return head + payload, {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
 
 
-async def _drive(url: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float, result: LoadResult | None,
+async def drive_http(url: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float, result: LoadResult | None,
                  small: bool = False) -> None:
     """``clients`` workers share ``requests`` requests; ``result`` None is a warm-up (nothing recorded);
     ``small`` asks for ``top`` alone."""
@@ -170,13 +170,13 @@ def run_configs(
         for i, (_, args) in enumerate(configs):
             servers.append(ServerProcess(artifacts, Path(logs.name) / f"serve{i}.log", args).start())
         for server in servers:
-            asyncio.run(_drive(server.url, model, bitstreams, clients, 2 * clients, time_cap, None))
+            asyncio.run(drive_http(server.url, model, bitstreams, clients, 2 * clients, time_cap, None))
         before = [_batch_stats(s.url) for s in servers]
         for r in range(rounds):
             share = requests // rounds + (1 if r < requests % rounds else 0)
             for server, result in zip(servers, results):
                 part = LoadResult(result.label, result.server_args)
-                asyncio.run(_drive(server.url, model, bitstreams, clients, share, time_cap / rounds, part))
+                asyncio.run(drive_http(server.url, model, bitstreams, clients, share, time_cap / rounds, part))
                 result.add(part)
         for server, result, (b0, i0) in zip(servers, results, before):
             b1, i1 = _batch_stats(server.url)
@@ -188,9 +188,9 @@ def run_configs(
     return results
 
 
-async def _drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float,
+async def drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float,
                              result: LoadResult | None) -> None:
-    """Like :func:`_drive` over gRPC: ``clients`` workers, each with its own channel and one
+    """Like :func:`drive_http` over gRPC: ``clients`` workers, each with its own channel and one
     ``ModelStreamInfer`` stream, sending one single-image request at a time (asking for ``top``)."""
     import grpc
 
@@ -211,16 +211,22 @@ async def _drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], c
                     if time.perf_counter() >= stop_at:
                         return
                     t0 = time.perf_counter()
+                    closed = False
                     try:
                         await call.write(build_request(model, "", [bitstreams[i % len(bitstreams)]], None, [LABEL_INDEX_OUTPUT]))
                         answer = await asyncio.wait_for(call.read(), 60)
-                        error = "stream closed" if answer is grpc.aio.EOF else answer.error_message
-                    except (grpc.RpcError, asyncio.TimeoutError) as exc:
+                        closed = answer is grpc.aio.EOF
+                        error = f"stream closed: {(await call.code()).name}" if closed else answer.error_message
+                    except (grpc.RpcError, asyncio.TimeoutError, asyncio.InvalidStateError) as exc:
+                        closed = not isinstance(exc, asyncio.TimeoutError)
                         error = type(exc).__name__
                     if result is not None:
                         result.record(error[:80] if error else error, t0)
+                    if closed:  # the stream is over: this worker stops, the others take the remaining requests
+                        return
             finally:
-                await call.done_writing()
+                if not call.done():
+                    await call.done_writing()
 
     await asyncio.gather(*(worker() for _ in range(clients)))
     if result is not None:
@@ -240,12 +246,12 @@ def run_transports(
     try:
         with ServerProcess(artifacts, Path(logs.name) / "serve.log", [*server_args, "--grpc-port", str(grpc_port)]) as server:
             target = f"{LOOPBACK}:{grpc_port}"
-            asyncio.run(_drive(server.url, model, bitstreams, clients, 2 * clients, time_cap, None, small=True))
-            asyncio.run(_drive_grpc_stream(target, model, bitstreams, clients, 2 * clients, time_cap, None))
+            asyncio.run(drive_http(server.url, model, bitstreams, clients, 2 * clients, time_cap, None, small=True))
+            asyncio.run(drive_grpc_stream(target, model, bitstreams, clients, 2 * clients, time_cap, None))
             for r in range(rounds):
                 share = requests // rounds + (1 if r < requests % rounds else 0)
-                for result, drive in ((http, lambda p, n=share: _drive(server.url, model, bitstreams, clients, n, time_cap / rounds, p, small=True)),
-                                      (stream, lambda p, n=share: _drive_grpc_stream(target, model, bitstreams, clients, n, time_cap / rounds, p))):
+                for result, drive in ((http, lambda p, n=share: drive_http(server.url, model, bitstreams, clients, n, time_cap / rounds, p, small=True)),
+                                      (stream, lambda p, n=share: drive_grpc_stream(target, model, bitstreams, clients, n, time_cap / rounds, p))):
                     part = LoadResult(result.label, server_args)
                     asyncio.run(drive(part))
                     result.add(part)

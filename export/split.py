@@ -4,6 +4,8 @@
 
 An existing --out is replaced only when it is empty or holds a bundle of the same checkpoint and target;
 --force replaces a different bundle. Nothing is written unless every exported half passes its check.
+With --triton-repository DIR the bundle is also written as a Triton Inference Server model repository
+(export/triton_repository.py; its options here are prefixed --triton-).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from export.quantize import OBSERVERS
 from export.edge import EDGE_TARGETS
 from export.errors import ExportError
 from export.exporter import SERVER_ENGINES, ExportOptions, export_bundle
+from export.triton_repository import RepositoryError, add_options, options_from, write_repository
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--check-split", default="val", choices=("train", "val", "test"))
     g.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace an --out that holds a different bundle")
+    t = p.add_argument_group("Triton Inference Server model repository")
+    t.add_argument("--triton-repository", type=Path, default=None, help="also write the bundle as a model version of this Triton repository")
+    add_options(t, "triton-")
     return p.parse_args(argv)
 
 
@@ -64,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.triton_repository is not None:
+        try:
+            written = write_repository(args.out, args.triton_repository, options_from(args, "triton-"))
+        except RepositoryError as exc:
+            print(f"error: the bundle is written, the Triton repository is not: {exc}", file=sys.stderr)
+            return 2
+        print(f"Triton repository {written.root}: model {written.model} version {written.version}")
     return 0
 
 

@@ -6,8 +6,9 @@ order and requests carry no ``id`` (bytes saved on every message); with
 ``stream=False`` each request is a unary ``ModelInfer`` call. Bitstreams travel in ``raw_input_contents``,
 answers come back in ``raw_output_contents``.
 
-A failure before an answer (connection refused or lost: ``UNAVAILABLE``) and an ``unavailable`` refusal
-are retried with back-off, on a fresh stream; every other refusal is final and raises
+A failure before an answer (connection refused or lost: ``UNAVAILABLE``; a call reset by the server or a
+proxy in between, e.g. a load balancer whose replica died: ``CANCELLED`` without an error kind) and an
+``unavailable`` refusal are retried with back-off, on a fresh stream; every other refusal is final and raises
 :class:`~runtime_edge.transport.base.RefusedError` with the kind. Each request waits at most ``timeout``
 seconds (then the stream is dropped, so a late answer cannot be taken for the next one), and an answer
 over ``max_response_bytes`` is refused by gRPC on the client before it is read
@@ -61,6 +62,14 @@ def _kind_of(error: grpc.RpcError) -> str | None:
         if key == ERROR_KIND_PARAMETER:
             return value
     return None
+
+
+def _lost(error: grpc.RpcError) -> bool:
+    """Whether the call failed before an answer: the connection is gone (``UNAVAILABLE``) or the call was
+    reset from the other side (``CANCELLED`` that names no error kind: a server's refusal names one, and
+    this client's own cancellation is never read back). Inference is a pure function: such a call is retried."""
+    code = error.code()
+    return code == grpc.StatusCode.UNAVAILABLE or (code == grpc.StatusCode.CANCELLED and _kind_of(error) is None)
 
 
 class _Closed:
@@ -193,7 +202,7 @@ class GrpcClient:
                 if isinstance(item, _Closed):
                     error = item.error
                     code = error.code().name if error is not None else "OK"
-                    if error is None or error.code() == grpc.StatusCode.UNAVAILABLE:
+                    if error is None or _lost(error):
                         last = f"stream closed ({code}: {error.details() if error is not None else 'by the server'})"
                         continue
                     raise self._refusal(code, error.details() or "", _kind_of(error))
@@ -208,8 +217,8 @@ class GrpcClient:
                 try:
                     response = self._unary(msg, timeout=self.timeout, metadata=self._metadata)
                 except grpc.RpcError as exc:
-                    if exc.code() == grpc.StatusCode.UNAVAILABLE:
-                        last = f"UNAVAILABLE: {exc.details()}"
+                    if _lost(exc):
+                        last = f"{exc.code().name}: {exc.details()}"
                         continue
                     if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                         raise ServerUnreachableError(f"server {self.url}: no answer within {self.timeout:g} s") from None
