@@ -5,7 +5,7 @@ aiohttp's connection protocol (``RequestHandler``) with four changes, built by :
 - **Header deadline.** Once the first byte of a request arrives on an idle connection, its headers must be
   complete within ``header_timeout`` seconds; otherwise the client gets ``408`` and the connection closes.
   A connection that sends nothing is closed after ``idle_timeout`` (aiohttp's keep-alive timer, which
-  also runs from the moment the connection opens). The body's deadline is the handler's (``app.py``).
+  also runs from the moment the connection opens). The body's deadline is the handler's (``http_frontend.py``).
 - **Pipelining in order.** aiohttp parses up to 32 pipelined requests in one go, and one malformed
   request among them made the parser drop the requests before it. Here the parser stops after each
   complete request and parses the next only once that one is taken for handling, so every valid request
@@ -33,10 +33,12 @@ from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser
+from aiohttp import web
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_server import Server
 
 from codec.wire import error_kind
+from runtime_server.client_budget import peer_address
 
 log = logging.getLogger("mantis.server")
 
@@ -195,6 +197,11 @@ class GuardedRequestHandler(RequestHandler):
             self._bad_traffic.warning("malformed HTTP request from %s: %s", self._peer(), one_line(exc))
             return
         super().log_exception(*args, **kw)
+
+
+def request_client(request: web.Request) -> str | None:
+    """The client budget's key of ``request``'s peer (``client_budget.peer_address``)."""
+    return peer_address(request.transport.get_extra_info("peername") if request.transport is not None else None)
 
 
 def one_line(exc: BaseException) -> str:

@@ -358,7 +358,8 @@ def _json_data(tensor: OutputTensor) -> list[Any]:
     return flat.tolist()
 
 
-def _binary_data(tensor: OutputTensor) -> bytes:
+def binary_data(tensor: OutputTensor) -> bytes:
+    """``tensor``'s elements in the binary tensor data layout (``codec/WIRE.md``), for HTTP and gRPC answers."""
     if tensor.datatype == "BYTES":
         return pack_bytes([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in tensor.data.reshape(-1)])
     return np.ascontiguousarray(tensor.data, dtype=DATATYPES[tensor.datatype]).tobytes()
@@ -377,7 +378,7 @@ def encode_infer_response(
     for tensor in outputs:
         spec: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.data.shape)}
         if request.binary_output(tensor.name):
-            raw = _binary_data(tensor)
+            raw = binary_data(tensor)
             spec["parameters"] = {BINARY_DATA_SIZE: len(raw)}
             chunks.append(raw)
         else:

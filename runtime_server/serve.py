@@ -23,11 +23,12 @@ from pathlib import Path
 
 from codec.manifest import BundleError
 from codec.wire import TOKEN_ENV, read_token
-from runtime_server.app import STATE, ServerConfig, create_app, serve
 from runtime_server.backends import BACKENDS, BackendUnavailableError
 from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.connection import ConnectionLimits
-from runtime_server.grpc_server import GrpcFrontend
+from runtime_server.dataplane import ServerConfig, open_data_plane
+from runtime_server.grpc_frontend import GrpcFrontend
+from runtime_server.http_frontend import create_app, serve
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,14 +88,15 @@ def main(argv: list[str] | None = None) -> int:
             limits=ConnectionLimits(args.header_timeout, args.body_timeout, args.idle_timeout),
             client_errors=ClientErrorLimits(args.client_error_burst, args.client_error_refill),
         )
-        app = create_app(config)
+        plane = open_data_plane(config)
     except (BundleError, BackendUnavailableError, ValueError) as exc:
         print(f"serve.py: {exc}", file=sys.stderr)
         return 2
     if not _is_loopback(args.host) and config.token is None:
         print(f"serve.py: warning: listening on {args.host} without a bearer token", file=sys.stderr)
-    model = app[STATE].model
-    grpc_frontend = GrpcFrontend(app, args.host, args.grpc_port, args.shutdown_timeout) if args.grpc_port is not None else None
+    model = plane.model
+    grpc_frontend = GrpcFrontend(plane, args.host, args.grpc_port, args.shutdown_timeout) if args.grpc_port is not None else None
+    app = create_app(plane)
 
     def announce(url: str) -> None:
         print(f"serving {model.name} ({model.backend.name} on {model.backend.device}) at {url}", flush=True)

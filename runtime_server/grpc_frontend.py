@@ -1,7 +1,8 @@
-"""serve.py's KServe v2 gRPC endpoint (``inference.GRPCInferenceService``, ``codec/kserve_grpc.proto``).
+"""The gRPC frontend: KServe v2 gRPC (``inference.GRPCInferenceService``, ``codec/kserve_grpc.proto``) as a
+thin adapter over the data plane (``runtime_server/dataplane.py``).
 
-It runs on grpc.aio in the aiohttp application's event loop and shares everything behind the HTTP routes:
-the model (``MantisModel.infer`` validates, decodes and batches), the batcher, the readiness flag, the
+It runs on grpc.aio in the server's event loop and shares everything with the HTTP frontend through the
+plane: the model (``MantisModel.infer`` validates, decodes and batches), the batcher, the readiness flag, the
 bearer token (gRPC metadata ``authorization: Bearer <token>``; ServerLive and ServerReady stay open like
 the HTTP probes), the limits (a message over the HTTP body limit is refused by gRPC itself with
 RESOURCE_EXHAUSTED before any work; the image count by the model) and the Prometheus metrics. A refusal
@@ -12,7 +13,7 @@ same bytes on the wire, so that the handler runs when the headers arrive), a str
 refusal is an answer, as in Triton: ``error_message`` is set and ``infer_response`` carries the request's
 id and the kind (parameter ``error_kind``); the stream goes on.
 
-    frontend = GrpcFrontend(app, "127.0.0.1", 8001)   # before the app starts; serves while it runs
+    frontend = GrpcFrontend(plane, "127.0.0.1", 8001)   # before the server starts; serves while it runs
 """
 
 from __future__ import annotations
@@ -23,22 +24,22 @@ from typing import Any, Awaitable, Callable
 
 import grpc
 import numpy as np
-from aiohttp import web
 from google.protobuf.message import DecodeError
 
-from codec.wire import DATATYPES, ERROR_KIND_PARAMETER, GRPC_AUTH_METADATA, GRPC_SERVICE, ProtocolError, WireFormatError, unpack_bytes
+from codec.wire import DATATYPES, ERROR_KIND_PARAMETER, GRPC_AUTH_METADATA, GRPC_SERVICE, ProtocolError, WireFormatError, bearer, unpack_bytes
 from runtime_edge import kserve_grpc as pb
-from runtime_server.app import EXTENSIONS, SERVER_NAME, SERVER_VERSION, STATE, ServerState
 from runtime_server.client_budget import peer_address
-from runtime_server.frontends import IdleReader, as_protocol_error, check_bearer, run_inference
+from runtime_server.dataplane import DataPlane
+from runtime_server.idle_reader import IdleReader
 from runtime_server.model import VERSION
-from runtime_server.protocol import InferRequest, InputTensor, OutputTensor, RequestedOutput, _binary_data
+from runtime_server.protocol import InferRequest, InputTensor, OutputTensor, RequestedOutput, binary_data
 
 MAX_IN_FLIGHT_PER_STREAM = 64
 """Requests of one stream being answered at once; the stream is not read further until one is done."""
 MAX_CONCURRENT_STREAMS = 100
 """Calls one gRPC connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)."""
 _END = object()
+_HOW_TO_AUTHENTICATE = f"metadata '{GRPC_AUTH_METADATA}: {bearer('<token>')}'"
 
 
 async def _next_message(messages: Any) -> Any:
@@ -105,7 +106,7 @@ def to_infer_response(model_name: str, request_id: str | None, outputs: list[Out
     response = pb.ModelInferResponse(model_name=model_name, model_version=VERSION, id=request_id or "")
     for tensor in outputs:
         response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.data.shape))
-        response.raw_output_contents.append(_binary_data(tensor))
+        response.raw_output_contents.append(binary_data(tensor))
     return response
 
 
@@ -117,18 +118,17 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
 
 
 class GrpcFrontend:
-    """The gRPC server of one aiohttp app: started after the app's own startup (model warm, batcher
-    running), stopped at its shutdown (in-flight calls get ``grace`` seconds) before the batcher stops."""
+    """The gRPC server of one data plane: started by the plane once the model is warm and the batcher runs,
+    stopped when shutdown begins (in-flight calls get ``grace`` seconds), before the batcher stops."""
 
-    def __init__(self, app: web.Application, host: str, port: int, grace: float = 30.0) -> None:
-        self.state: ServerState = app[STATE]
+    def __init__(self, plane: DataPlane, host: str, port: int, grace: float = 30.0) -> None:
+        self.plane = plane
         self.host = host
         self.port = port
         self.grace = grace
         self.server: grpc.aio.Server | None = None
         self.bound_port: int | None = None
-        app.on_startup.append(self._start)
-        app.on_shutdown.append(self._stop)
+        plane.add_frontend(self)
 
     @property
     def url(self) -> str:
@@ -156,12 +156,12 @@ class GrpcFrontend:
             self._stream, request_deserializer=m.request.FromString, response_serializer=m.response.SerializeToString)
         return handlers
 
-    async def _start(self, app: web.Application) -> None:
+    async def start(self) -> None:
         options = [
-            ("grpc.max_receive_message_length", self.state.max_request_bytes),
+            ("grpc.max_receive_message_length", self.plane.max_request_bytes),
             ("grpc.http2.bdp_probe", 0),  # no bandwidth-probing PINGs next to small messages
             # the HTTP port's idle deadline: a connection without a call is closed (GOAWAY) after it
-            ("grpc.max_connection_idle_ms", int(self.state.limits.idle_timeout * 1000)),
+            ("grpc.max_connection_idle_ms", int(self.plane.limits.idle_timeout * 1000)),
             ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
         ]
         server = grpc.aio.server(options=options)
@@ -174,26 +174,26 @@ class GrpcFrontend:
         await server.start()
         self.server = server
 
-    async def _stop(self, app: web.Application) -> None:
+    async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop(self.grace)
             self.server = None
 
     def _count(self, method: str, code: str) -> None:
-        self.state.metrics.grpc_requests.labels(method, code).inc()
+        self.plane.metrics.grpc_requests.labels(method, code).inc()
 
     async def _abort(self, context: grpc.aio.ServicerContext, method: str, err: ProtocolError, client: str | None) -> None:
         """End the call with ``err``'s gRPC code and kind (trailing metadata), counted and charged to
         ``client`` (None: not charged)."""
         self._count(method, err.grpc_code)
-        self.state.refused(err.kind, client)
+        self.plane.refused(err.kind, client)
         await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
 
     async def _first_message(self, requests: Any) -> Any:
         """The call's request message, within the HTTP port's body deadline: ``timeout`` when it is not
         complete by then (a client that sends headers and then nothing, or drips its message),
         ``unavailable`` when shutdown begins first, ``bad_request`` when the call ends without one."""
-        message = await self.state.within_body_deadline(_next_message(aiter(requests)), "request message")
+        message = await self.plane.within_body_deadline(_next_message(aiter(requests)), "request message")
         if message is _END:
             raise ProtocolError("the call ended without a request message")
         return message
@@ -202,40 +202,31 @@ class GrpcFrontend:
         async def handler(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             client = peer_address(context.peer())
             try:
-                await self.state.client_errors.admit(client, self.state.closing)
+                await self.plane.admit(client)
                 if not public:
-                    check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
+                    self.plane.authenticate(_metadata(context, GRPC_AUTH_METADATA), _HOW_TO_AUTHENTICATE)
                 response = await fn(await self._first_message(requests))
             except Exception as exc:
-                await self._abort(context, method, as_protocol_error(exc, method), client)
+                await self._abort(context, method, self.plane.error(exc, method), client)
             self._count(method, "OK")
             return response
 
         return handler
 
-    def _check_model(self, name: str, version: str) -> None:
-        model = self.state.model
-        if name != model.name:
-            raise ProtocolError(f"unknown model {name!r}; this server serves {model.name!r}", kind="not_found")
-        if version not in ("", VERSION):
-            raise ProtocolError(f"model {name!r} has no version {version!r}; versions: [{VERSION!r}]", kind="not_found")
-
     async def _server_live(self, request: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
 
     async def _server_ready(self, request: Any) -> Any:
-        return pb.ServerReadyResponse(ready=self.state.ready)
+        return pb.ServerReadyResponse(ready=self.plane.ready)
 
     async def _model_ready(self, request: Any) -> Any:
-        self._check_model(request.name, request.version)
-        return pb.ModelReadyResponse(ready=self.state.ready)
+        return pb.ModelReadyResponse(ready=self.plane.model_ready(request.name, request.version))
 
     async def _server_metadata(self, request: Any) -> Any:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(**self.plane.server_metadata())
 
     async def _model_metadata(self, request: Any) -> Any:
-        self._check_model(request.name, request.version)
-        meta = self.state.model.metadata()
+        meta = self.plane.model_metadata(request.name, request.version)
         response = pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"])
         for spec in meta["inputs"]:
             response.inputs.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
@@ -244,18 +235,17 @@ class GrpcFrontend:
         return response
 
     async def _infer(self, msg: Any) -> Any:
-        self._check_model(msg.model_name, msg.model_version)
+        model = self.plane.find_model(msg.model_name, msg.model_version)
         request = to_infer_request(msg)
-        outputs = await run_inference(self.state, request)
-        return to_infer_response(self.state.model.name, request.id, outputs)
+        outputs = await self.plane.infer(request)
+        return to_infer_response(model.name, request.id, outputs)
 
     async def _stream(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
         method = "ModelStreamInfer"
         client = peer_address(context.peer())
-        budget = self.state.client_errors
         try:
-            await budget.admit(client, self.state.closing)
-            check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
+            await self.plane.admit(client)
+            self.plane.authenticate(_metadata(context, GRPC_AUTH_METADATA), _HOW_TO_AUTHENTICATE)
         except ProtocolError as err:
             await self._abort(context, method, err, client)
         write_lock = asyncio.Lock()
@@ -265,18 +255,18 @@ class GrpcFrontend:
         async def answer(msg: Any) -> None:
             try:
                 try:
-                    await budget.admit(client, self.state.closing)
+                    await self.plane.admit(client)
                     response = pb.ModelStreamInferResponse(infer_response=await self._infer(msg))
                     status = "ok"
                 except Exception as exc:
-                    err = as_protocol_error(exc, method)
-                    self.state.refused(err.kind, client)
+                    err = self.plane.error(exc, method)
+                    self.plane.refused(err.kind, client)
                     status = err.kind
                     response = pb.ModelStreamInferResponse(error_message=str(err))
                     response.infer_response.model_name = msg.model_name
                     response.infer_response.id = msg.id
                     response.infer_response.parameters[ERROR_KIND_PARAMETER].string_param = err.kind
-                self.state.metrics.stream_messages.labels("grpc", status).inc()
+                self.plane.metrics.stream_messages.labels("grpc", status).inc()
                 async with write_lock:
                     if not context.done():
                         await context.write(response)
@@ -293,7 +283,7 @@ class GrpcFrontend:
                 malformed.append(err)
                 return _END
 
-        reader = IdleReader(read, self.state.closing, self.state.limits.idle_timeout)
+        reader = IdleReader(read, self.plane.closing, self.plane.limits.idle_timeout)
         try:
             while (msg := await reader.next(lambda: bool(pending))) not in (None, _END):
                 await slots.acquire()

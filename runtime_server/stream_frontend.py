@@ -1,5 +1,5 @@
-"""The compact stream (``codec/STREAM.md``): WebSocket binary messages on the HTTP server's route
-``/v2/models/{model}/stream``.
+"""The compact stream's frontend (``codec/STREAM.md``): WebSocket binary messages on the HTTP server's
+route ``/v2/models/{model}/stream``, a thin adapter over the data plane (``runtime_server/dataplane.py``).
 
 The handshake is an ordinary request of the aiohttp app, so the bearer token (``Authorization`` header),
 the unknown-model 404 and the not-ready 503 apply before the upgrade. Then every binary message is one
@@ -19,8 +19,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from codec.stream import StreamFormatError, TooManyImagesError, decode_request, encode_answer, encode_refusal, read_request_id
 from codec.wire import BITSTREAM_INPUT, LABEL_INDEX_OUTPUT, STREAM_PATH, TOP_K_PARAMETER, ProtocolError
-from runtime_server.app import STATE, _model, request_client
-from runtime_server.frontends import IdleReader, as_protocol_error, run_inference
+from runtime_server.connection import request_client
+from runtime_server.dataplane import DataPlane
+from runtime_server.idle_reader import IdleReader
 from runtime_server.protocol import InferRequest, InputTensor, RequestedOutput
 
 log = logging.getLogger("mantis.server")
@@ -30,12 +31,11 @@ MAX_IN_FLIGHT = 64
 PROTOCOL = "compact"
 
 
-async def _answer(request: web.Request, client: str | None, data: bytes) -> bytes:
-    state = request.app[STATE]
-    model = state.model
+async def _answer(plane: DataPlane, where: str, client: str | None, data: bytes) -> bytes:
+    model = plane.model
     request_id = read_request_id(data)
     try:
-        await state.client_errors.admit(client, state.closing)
+        await plane.admit(client)
         try:
             parsed = decode_request(data, model.max_request_images)
         except TooManyImagesError as exc:
@@ -48,24 +48,22 @@ async def _answer(request: web.Request, client: str | None, data: bytes) -> byte
             [RequestedOutput(LABEL_INDEX_OUTPUT)],
             {TOP_K_PARAMETER: parsed.top_k},
         )
-        [label_index] = await run_inference(state, infer)
+        [label_index] = await plane.infer(infer)
     except Exception as exc:
-        err = as_protocol_error(exc, request.path)
-        state.refused(err.kind, client)
-        state.metrics.stream_messages.labels(PROTOCOL, err.kind).inc()
+        err = plane.error(exc, where)
+        plane.refused(err.kind, client)
+        plane.metrics.stream_messages.labels(PROTOCOL, err.kind).inc()
         return encode_refusal(request_id, err.kind, str(err))
-    state.metrics.stream_messages.labels(PROTOCOL, "ok").inc()
+    plane.metrics.stream_messages.labels(PROTOCOL, "ok").inc()
     return encode_answer(parsed.id, label_index.data, [len(model.labels[t]) for t in model.tasks])
 
 
-async def stream_handler(request: web.Request) -> web.StreamResponse:
+async def _serve_stream(plane: DataPlane, request: web.Request) -> web.StreamResponse:
     """Upgrade to a WebSocket and answer binary request messages until the client closes."""
-    state = request.app[STATE]
-    _model(request)
-    if not state.ready:
-        raise ProtocolError("the server is not ready (starting or shutting down)", kind="unavailable")
+    plane.find_model(request.match_info["name"], request.match_info.get("version"))
+    plane.check_ready()
     # timeout: how long a closing connection waits for the client's close frame
-    ws = web.WebSocketResponse(max_msg_size=state.max_request_bytes, compress=False, autoping=True, timeout=state.limits.lingering_time)
+    ws = web.WebSocketResponse(max_msg_size=plane.max_request_bytes, compress=False, autoping=True, timeout=plane.limits.lingering_time)
     await ws.prepare(request)
     client = request_client(request)
     send_lock = asyncio.Lock()
@@ -74,14 +72,14 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
 
     async def serve_one(data: bytes) -> None:
         try:
-            answer = await _answer(request, client, data)
+            answer = await _answer(plane, request.path, client, data)
             async with send_lock:
                 if not ws.closed:
                     await ws.send_bytes(answer)
         finally:
             slots.release()
 
-    reader = IdleReader(ws.receive, state.closing, state.limits.idle_timeout)
+    reader = IdleReader(ws.receive, plane.closing, plane.limits.idle_timeout)
     try:
         while True:
             msg = await reader.next(lambda: bool(pending))
@@ -93,13 +91,13 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             elif msg.type == WSMsgType.TEXT:
-                state.refused("bad_request", client)
-                state.metrics.stream_messages.labels(PROTOCOL, "bad_request").inc()
+                plane.refused("bad_request", client)
+                plane.metrics.stream_messages.labels(PROTOCOL, "bad_request").inc()
                 async with send_lock:
                     await ws.send_bytes(encode_refusal(read_request_id(b""), "bad_request", "the compact stream takes binary messages only"))
             elif msg.type == WSMsgType.ERROR:
                 # aiohttp closes the connection itself (1009 for a message over max_msg_size).
-                state.metrics.errors.labels("too_large" if ws.close_code == 1009 else "bad_request").inc()
+                plane.metrics.errors.labels("too_large" if ws.close_code == 1009 else "bad_request").inc()
                 log.info("compact stream closed on a protocol error: %s", ws.exception())
                 break
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
@@ -120,8 +118,12 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def add_stream_routes(app: web.Application) -> None:
-    """Register the compact stream's route (also under ``/versions/{version}``)."""
+def add_stream_routes(app: web.Application, plane: DataPlane) -> None:
+    """Register the compact stream's route on ``app`` (also under ``/versions/{version}``), served by ``plane``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await _serve_stream(plane, request)
+
     base, _, tail = STREAM_PATH.partition("{model}")
-    app.router.add_get(f"{base}{{name}}{tail}", stream_handler)
-    app.router.add_get(f"{base}{{name}}/versions/{{version}}{tail}", stream_handler)
+    app.router.add_get(f"{base}{{name}}{tail}", handler)
+    app.router.add_get(f"{base}{{name}}/versions/{{version}}{tail}", handler)
