@@ -14,8 +14,8 @@ aiohttp's connection protocol (``RequestHandler``) with four changes, built by :
   client still sending can finish and read its answer); then the connection stops reading and closes at
   the end of the lingering time, so that a client repeating refused multi-megabyte requests costs the
   server little reading.
-- **Bounded logs.** A malformed HTTP message (the client's fault) is logged as one warning line without a
-  traceback, at most ``LOG_BURST`` per ``LOG_PERIOD`` seconds (then a count of those left out); server
+- **Bounded logs, JSON errors.** A malformed HTTP message (the client's fault) is answered with the wire
+  contract's JSON error body (``{"error", "kind"}``), and logged as one warning line without a traceback, at most ``LOG_BURST`` per ``LOG_PERIOD`` seconds (then a count of those left out); server
   faults keep their traceback.
 
 This reaches into aiohttp's ``RequestHandler`` internals (``_parser``, ``_waiter``, ``_messages``), as
@@ -37,7 +37,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_server import Server
 
-from codec.wire import error_kind
+from codec.wire import error_kind, kind_for_status
 from runtime_server.client_budget import peer_address
 
 log = logging.getLogger("mantis.server")
@@ -190,6 +190,20 @@ class GuardedRequestHandler(RequestHandler):
     def _peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+        """A malformed request (aiohttp's 4xx before any handler runs) is answered with the wire contract's
+        JSON error body, logged at the bounded rate; a server fault keeps aiohttp's 500."""
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("Response is sent already, cannot send another response with the error message")
+        known = kind_for_status(status)
+        text = one_line(exc) if exc is not None else (message or "bad request")
+        response = web.json_response({"error": f"malformed HTTP request: {text}", "kind": known.name if known else "bad_request"}, status=status)
+        response.force_close()
+        return response
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")

@@ -37,7 +37,7 @@ from runtime_server.client_budget import ClientErrorBudget, ClientErrorLimits
 from runtime_server.connection import ConnectionLimits
 from runtime_server.metrics import ServerMetrics
 from runtime_server.model import VERSION, MantisModel
-from runtime_server.protocol import InferRequest, OutputTensor
+from runtime_server.protocol import InferRequest, OutputTensor, echo
 
 log = logging.getLogger("mantis.server")
 T = TypeVar("T")
@@ -45,6 +45,8 @@ T = TypeVar("T")
 SERVER_NAME = "mantis"
 SERVER_VERSION = "0.1.0"
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
+MAX_ERROR_MESSAGE = 1024
+"""Most characters of a refusal's message (gRPC sends it as a trailer, which clients cap at 16 KiB)."""
 
 
 @dataclass
@@ -113,13 +115,22 @@ class DataPlane:
         self.frontends.append(frontend)
 
     async def start(self) -> None:
-        """Warm the model up, start the batcher and the frontends, then turn ready."""
+        """Warm the model up, start the frontends and the batcher, then turn ready. A frontend that cannot
+        start (its port in use) stops those started before it and releases the decoding threads."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.model.warm_up)
-        self.model.batcher.start()
         self.closing = loop.create_future()
-        for frontend in self.frontends:
-            await frontend.start()
+        started: list[Frontend] = []
+        try:
+            for frontend in self.frontends:
+                await frontend.start()
+                started.append(frontend)
+        except BaseException:
+            for frontend in started:
+                await frontend.stop()
+            self.decode_pool.shutdown(wait=False)
+            raise
+        self.model.batcher.start()
         self.ready = True
 
     async def begin_shutdown(self) -> None:
@@ -164,27 +175,38 @@ class DataPlane:
 
     def find_model(self, name: str, version: str | None = None) -> MantisModel:
         """The served model if it is called ``name`` and has ``version`` (None or empty: any); else
-        ``not_found``."""
+        ``not_found`` (repeating at most ``protocol.ECHO_LIMIT`` characters of what the client sent)."""
         model = self.model
         if name != model.name:
-            raise ProtocolError(f"unknown model {name!r}; this server serves {model.name!r}", kind="not_found")
+            raise ProtocolError(f"unknown model {echo(name)}; this server serves {model.name!r}", kind="not_found")
         if version not in (None, "", VERSION):
-            raise ProtocolError(f"model {name!r} has no version {version!r}; versions: [{VERSION!r}]", kind="not_found")
+            raise ProtocolError(f"model {name!r} has no version {echo(version)}; versions: [{VERSION!r}]", kind="not_found")
         return model
 
     def error(self, exc: BaseException, where: str) -> ProtocolError:
         """The refusal ``exc`` amounts to: a :class:`ProtocolError` as it is, a closed batcher
         ``unavailable``; a failing backend or a server bug is logged (with the traceback for a bug) and
-        becomes ``backend``, a server fault."""
+        becomes ``backend``, a server fault.
+
+        The refusal comes back detached (no traceback, no chained exception) and its message at most
+        :data:`MAX_ERROR_MESSAGE` characters: the frontend keeps it while it answers, and a traceback would
+        keep every frame it passed (with the request's bytes) alive until the cycle collector runs."""
         if isinstance(exc, ProtocolError):
-            return exc
-        if isinstance(exc, BatcherClosedError):
-            return ProtocolError(str(exc), kind="unavailable")
-        if isinstance(exc, BackendError):
+            err = exc
+        elif isinstance(exc, BatcherClosedError):
+            err = ProtocolError(str(exc), kind="unavailable")
+        elif isinstance(exc, BackendError):
             log.error("backend failure on %s: %s", where, exc)
-            return ProtocolError(f"backend failure: {exc}", kind="backend")
-        log.error("internal error on %s", where, exc_info=exc)
-        return ProtocolError(f"internal server error: {type(exc).__name__}", kind="backend")
+            err = ProtocolError(f"backend failure: {exc}", kind="backend")
+        else:
+            log.error("internal error on %s", where, exc_info=exc)
+            err = ProtocolError(f"internal server error: {type(exc).__name__}", kind="backend")
+        exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+        err.__traceback__ = err.__context__ = err.__cause__ = None
+        message = str(err)
+        if len(message) > MAX_ERROR_MESSAGE:
+            err.args = (message[: MAX_ERROR_MESSAGE - 3] + "...",)
+        return err
 
     async def within_body_deadline(self, work: Awaitable[T], what: str) -> T:
         """``work``'s result (or its refusal) if it completes within the body deadline; otherwise ``work`` is

@@ -41,7 +41,9 @@ log = logging.getLogger("mantis.server")
 
 PLANE = web.AppKey("mantis_plane", DataPlane)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Probes need no token: they reveal nothing and orchestrators call them without credentials.
+# Probes need no token and are never held or refused by the client budget: they reveal nothing, orchestrators
+# call them without credentials, and a probe held for a second or answered 429 would take a healthy server
+# out of rotation.
 _OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})
 _HOW_TO_AUTHENTICATE = f"'{AUTH_HEADER}: {bearer('<token>')}'"
 
@@ -59,7 +61,8 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     kind = None
     client = request_client(request)
     try:
-        await plane.admit(client)
+        if request.path not in _OPEN_PATHS:  # probes are never held by the client budget
+            await plane.admit(client)
         response = await handler(request)
     except web.HTTPException as exc:  # aiohttp's own: no route (404), wrong method (405)
         known = kind_for_status(exc.status)
@@ -107,6 +110,11 @@ async def _read_request(request: web.Request, plane: DataPlane) -> InferRequest:
         raise ProtocolError(
             f"Content-Encoding {encoding[:40]!r} is not supported: send the body uncompressed "
             "(entropy-coded bitstreams do not compress)")
+    codings = [c.strip().lower() for c in request.headers.get(hdrs.TRANSFER_ENCODING, "").split(",") if c.strip()]
+    if [c for c in codings if c != "chunked"]:
+        raise ProtocolError(
+            f"Transfer-Encoding {request.headers[hdrs.TRANSFER_ENCODING][:40]!r} is not supported: send the body "
+            "uncompressed, chunked or with a Content-Length")
     if request.content_length is not None and request.content_length > plane.max_request_bytes:
         raise ProtocolError(
             f"request body of {request.content_length} bytes exceeds the limit of {plane.max_request_bytes} bytes", kind="too_large")

@@ -92,3 +92,14 @@ class IdleReader(Generic[T]):
         if self._closing is not None:
             self._closing.remove_done_callback(self._on_closing)
 
+
+async def finish_answers(pending: set[asyncio.Task], closing: asyncio.Future | None, linger: float) -> None:
+    """Wait for the answers of a streaming connection that are still in flight; once shutdown has begun
+    (``closing`` done), at most ``linger`` seconds more, then cancel the rest: a client that stopped
+    reading its answers cannot hold the server's shutdown."""
+    while pending and closing is not None and not closing.done():
+        await asyncio.wait({*pending, closing}, return_when=asyncio.FIRST_COMPLETED)
+    if pending:
+        await asyncio.wait(set(pending), timeout=linger)
+    for task in pending:
+        task.cancel()

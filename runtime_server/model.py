@@ -47,7 +47,7 @@ from codec.wire import (
 from runtime_server.backends import Backend, BackendUnavailableError
 from runtime_server.batching import DynamicBatcher
 from runtime_server.metrics import ServerMetrics
-from runtime_server.protocol import InferRequest, OutputTensor
+from runtime_server.protocol import InferRequest, OutputTensor, echo
 
 VERSION = "1"
 
@@ -129,12 +129,12 @@ class MantisModel:
     def _bitstreams(self, request: InferRequest) -> list[bytes]:
         if len(request.inputs) != 1 or request.inputs[0].name != BITSTREAM_INPUT:
             names = [i.name for i in request.inputs]
-            raise ProtocolError(f"model {self.name!r} takes exactly one input {BITSTREAM_INPUT!r}, got {names}")
+            raise ProtocolError(f"model {self.name!r} takes exactly one input {BITSTREAM_INPUT!r}, got {echo(names)}")
         tensor = request.inputs[0]
         if tensor.datatype != "BYTES":
-            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must be BYTES, got {tensor.datatype}")
+            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must be BYTES, got {echo(tensor.datatype)}")
         if len(tensor.shape) != 1 or tensor.shape[0] < 1:
-            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must have shape [N] with N >= 1 (one bitstream per image), got {tensor.shape}")
+            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must have shape [N] with N >= 1 (one bitstream per image), got {echo(tensor.shape)}")
         if tensor.shape[0] > self.max_request_images:
             raise ProtocolError(
                 f"request holds {tensor.shape[0]} bitstreams; this server takes at most {self.max_request_images} per request", kind="too_large")
@@ -143,7 +143,7 @@ class MantisModel:
     def _top_k(self, request: InferRequest) -> int:
         k = request.parameters.get(TOP_K_PARAMETER, TOP_K_DEFAULT)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ProtocolError(f"parameter {TOP_K_PARAMETER!r} must be an integer >= 1, got {k!r}")
+            raise ProtocolError(f"parameter {TOP_K_PARAMETER!r} must be an integer >= 1, got {echo(k)}")
         return k
 
     def _requested(self, request: InferRequest) -> list[str]:
@@ -152,7 +152,7 @@ class MantisModel:
         names = [o.name for o in request.outputs]
         unknown = [n for n in names if n not in self.requestable]
         if unknown:
-            raise ProtocolError(f"unknown outputs {unknown}; model {self.name!r} has {self.requestable}")
+            raise ProtocolError(f"unknown outputs {echo(unknown)}; model {self.name!r} has {self.requestable}")
         return names
 
     def check_headers(self, bitstreams: list[bytes]) -> None:
