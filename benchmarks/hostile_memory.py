@@ -180,6 +180,7 @@ class Clients:
         message.inputs.add(name="bitstream", datatype="BYTES", shape=[64]).contents.bytes_contents.extend([bitstream] * 64)
         for _ in range(n):
             call = self.stream(iter([message] * 16), timeout=30)
+            next(call)  # the first answer: the other 15 requests are in flight
             call.cancel()
 
     def close(self) -> None:
@@ -247,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         notes=[
             "Refused requests carry a bitstream whose header no model has (refused as codec from its 16 bytes), each request "
             "exactly --max-request-bytes long on HTTP and the compact stream (the gRPC message just under it).",
-            "Clients that leave send 16 requests of 64 images and reset the connection (compact stream) or cancel the call (gRPC).",
+            "Clients that leave send 16 requests of 64 images and reset the connection at once (compact stream) or cancel "
+            "the call after the first answer (gRPC).",
         ],
         data={"requests": args.requests, "disconnects": args.disconnects, "max_request_bytes": args.max_request_bytes,
               "bundle": bundle.manifest.model_name, "rows": rows, "target_mb": TARGET_MB},
