@@ -237,18 +237,18 @@ def test_compact_stream_takes_a_message_of_exactly_the_limit(server, bundle, cap
 
 
 def test_a_client_leaving_with_requests_in_flight_costs_no_tracebacks(server, bundle, good, no_tracebacks) -> None:
+    """64 requests of 256 images (seconds of decoding) and a reset: the work for the gone client stops, and
+    no answer is written to the closed connection (which logged a traceback per request)."""
     before = server.plane.metrics.stream_messages.labels("compact", "ok")._value.get()
-    sent = 200
-    for _ in range(3):
-        ws = open_raw_stream(_stream_url(server, bundle))
-        ws.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        for i in range(sent):
-            ws.sendall(frame(0x2, encode_request(i + 1, [good] * 64, top_k=255)))
-        ws.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        ws.close()  # a reset, with answers unread and requests in flight
-    time.sleep(1.0)
+    sent = 64
+    ws = open_raw_stream(_stream_url(server, bundle))
+    ws.sendall(b"".join(frame(0x2, encode_request(i + 1, [good] * 256)) for i in range(sent)))
+    time.sleep(0.2)
+    ws.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.close()  # a reset, with requests in flight
+    time.sleep(3.0)
     answered = server.plane.metrics.stream_messages.labels("compact", "ok")._value.get() - before
-    assert answered < 3 * sent, "the server kept working for clients that had left"
+    assert answered < sent, "the server kept working for a client that had left"
     with open_raw_stream(_stream_url(server, bundle)) as ws:  # and goes on serving
         ws.sendall(frame(0x2, encode_request(7, [good])))
         assert decode_answer(read_frame(ws)[1], 1, 1, [len(bundle.labels(t)) for t in bundle.task_names]).error is None
