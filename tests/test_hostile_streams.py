@@ -398,7 +398,7 @@ _metadata = st.lists(st.tuples(st.sampled_from(["authorization", "x-fuzz", "grpc
 
 @FUZZ
 @given(messages=st.lists(_grpc_messages(), min_size=1, max_size=3), metadata=_metadata, stream=st.booleans())
-def test_fuzzed_grpc_messages_never_get_internal(server, bundle, good, messages, metadata, stream) -> None:
+def test_fuzzed_grpc_messages_never_get_internal(server, bundle, good, no_tracebacks, messages, metadata, stream) -> None:
     model = bundle.manifest.model_name.encode()
     messages = [m.replace(b"{model}", model) for m in messages]
     m = pb.METHODS["ModelInfer"]
@@ -447,7 +447,7 @@ def _stream_frames(draw: st.DrawFn) -> bytes:
 
 @FUZZ
 @given(raw=_stream_frames())
-def test_fuzzed_compact_stream_frames_never_get_a_server_error(server, bundle, good, raw) -> None:
+def test_fuzzed_compact_stream_frames_never_get_a_server_error(server, bundle, good, no_tracebacks, raw) -> None:
     with open_raw_stream(_stream_url(server, bundle)) as ws:
         try:
             ws.sendall(raw.replace(b"{good}", good) if b"{good}" in raw else raw)
