@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mantis_demo.baselines import DEFAULT_QUALITIES
+from benchmarks.baselines import DEFAULT_QUALITIES
 from mantis_demo.report import write_demo_results
 from mantis_demo.pipeline import DEFAULT_CONFIG, DemoError, DemoOptions, run_demo
 from runtime_edge.client import EdgeRuntimeError

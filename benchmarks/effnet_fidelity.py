@@ -30,7 +30,7 @@ TASK = "imagenet"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    from mantis_demo.baselines import DEFAULT_QUALITIES
+    from benchmarks.baselines import DEFAULT_QUALITIES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", type=Path, required=True, help="training output directory")
@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def known_class_top1(teacher: torch.nn.Module, cfg: dict[str, Any], preprocessing: dict[str, Any]) -> list[list[Any]]:
     """Rows ``[photo, side, view, predicted class, right?]`` for every photo with a known class, whole and
     central square, classified by the teacher."""
-    from mantis_demo.baselines import TeacherClassifier
+    from benchmarks.baselines import TeacherClassifier
     from training.data import imagenet_categories
     from training.data.photos import KNOWN_CLASSES, load_photo, view_box
 
@@ -60,8 +60,8 @@ def known_class_top1(teacher: torch.nn.Module, cfg: dict[str, Any], preprocessin
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from mantis_demo.baselines import TeacherClassifier, codec_curve
-    from mantis_demo.report import equal_accuracy
+    from benchmarks.baselines import TeacherClassifier, codec_curve
+    from benchmarks.baselines import equal_accuracy
     from training.build import load_model
     from training.checkpoint import CheckpointError
     from training.data import build_datasets

@@ -45,6 +45,7 @@ from codec.bundle import BundleError, load_bundle
 from codec.tables import EntropyTables
 from codec.wire import BINARY_DATA_SIZE, BITSTREAM_INPUT, HEADER_LENGTH, pack_bytes
 from benchmarks.results import Headline, Table, add_results_arguments, write_results
+from benchmarks.loadgen import synthetic_bitstreams
 from runtime_server.process import LOOPBACK, ServerError, ServerProcess
 
 TARGET_P99_RATIO = 3.0
@@ -411,8 +412,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds <= 0 or args.hostile_clients < 1:
         print("hostile.py: --seconds must be > 0 and --hostile-clients >= 1", file=sys.stderr)
         return 2
-    from benchmarks.loadgen import synthetic_bitstreams
-
     try:
         bundle = load_bundle(args.artifacts)
         bitstreams = synthetic_bitstreams(args.artifacts, 16)

@@ -4,7 +4,7 @@
         --teacher runs/sweep/film/beta_1/teacher.safetensors --out runs/sweep_baselines
 
 Writes the config's held-out images as PNGs (as the demo does) and ``OUT/baselines.json``: the teacher on
-the lossless images and on JPEG / WebP at each quality (``mantis_demo.baselines``), the file
+the lossless images and on JPEG / WebP at each quality (``benchmarks.baselines``), the file
 ``training/sweep.py --baselines`` reads for the BD-rate of every curve against them.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from codec.files import atomic_write_json
-from mantis_demo.baselines import DEFAULT_QUALITIES
+from benchmarks.baselines import DEFAULT_QUALITIES
 from mantis_demo.pipeline import run_baselines, save_held_out
 
 

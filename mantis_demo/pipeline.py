@@ -28,7 +28,7 @@ from codec.bundle import BundleError, file_sha256, load_bundle
 from codec.files import atomic_write_json
 from mantis_demo import report as report_mod
 from benchmarks import wire as wire_benchmark
-from mantis_demo.baselines import DEFAULT_QUALITIES, TeacherClassifier, codec_curve
+from benchmarks.baselines import DEFAULT_QUALITIES, TeacherClassifier, codec_curve
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.preprocess import load_image
 from runtime_edge.predict import request_predictions

@@ -34,7 +34,7 @@ from codec.wire import (
     output_names,
     requestable_outputs,
 )
-from runtime_server.protocol import InferRequest, OutputTensor
+from runtime_server.protocol import InferRequest, OutputTensor, echo
 
 
 class ModelContract:
@@ -55,12 +55,12 @@ class ModelContract:
     def _bitstreams(self, request: InferRequest) -> list[bytes]:
         if len(request.inputs) != 1 or request.inputs[0].name != BITSTREAM_INPUT:
             names = [i.name for i in request.inputs]
-            raise ProtocolError(f"model {self.name!r} takes exactly one input {BITSTREAM_INPUT!r}, got {names}")
+            raise ProtocolError(f"model {self.name!r} takes exactly one input {BITSTREAM_INPUT!r}, got {echo(names)}")
         tensor = request.inputs[0]
         if tensor.datatype != "BYTES":
-            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must be BYTES, got {tensor.datatype}")
+            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must be BYTES, got {echo(tensor.datatype)}")
         if len(tensor.shape) != 1 or tensor.shape[0] < 1:
-            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must have shape [N] with N >= 1 (one bitstream per image), got {tensor.shape}")
+            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must have shape [N] with N >= 1 (one bitstream per image), got {echo(tensor.shape)}")
         self.check_count(tensor.shape[0])
         return list(tensor.data)
 
@@ -74,7 +74,7 @@ class ModelContract:
         """The request parameter ``top_k`` (default 1); :class:`ProtocolError` unless an integer >= 1."""
         k = parameters.get(TOP_K_PARAMETER, TOP_K_DEFAULT)
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ProtocolError(f"parameter {TOP_K_PARAMETER!r} must be an integer >= 1, got {k!r}")
+            raise ProtocolError(f"parameter {TOP_K_PARAMETER!r} must be an integer >= 1, got {echo(k)}")
         return k
 
     def _requested(self, request: InferRequest) -> list[str]:
@@ -83,7 +83,7 @@ class ModelContract:
         names = [o.name for o in request.outputs]
         unknown = [n for n in names if n not in self.requestable]
         if unknown:
-            raise ProtocolError(f"unknown outputs {unknown}; model {self.name!r} has {self.requestable}")
+            raise ProtocolError(f"unknown outputs {echo(unknown)}; model {self.name!r} has {self.requestable}")
         return names
 
     def check_headers(self, bitstreams: list[bytes]) -> None:

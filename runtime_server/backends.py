@@ -13,28 +13,17 @@ logits of every task, then, for a server half that detects tasks itself, ``detec
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from codec.bundle import Bundle
+from runtime_server.backend_base import Backend, BackendUnavailableError
+from runtime_server.tensorrt_backend import TensorRTBackend
 
 BACKENDS = ("onnxruntime", "tensorrt", "torch")
 MANIFEST_SECTION = {"onnxruntime": "onnx", "torch": "torch", "tensorrt": "tensorrt"}
 """Backend -> the manifest's ``server`` entry whose file it runs."""
-
-
-class BackendUnavailableError(RuntimeError):
-    """The chosen backend cannot run here, or the bundle lacks what it needs."""
-
-
-class Backend(Protocol):
-    name: str
-    device: str
-
-    def run(self, latents: np.ndarray) -> list[np.ndarray]:
-        """Per-task logits for a batch of latents, in the manifest's task order."""
-        ...
 
 
 class OnnxRuntimeBackend:
@@ -120,7 +109,5 @@ def open_backend(kind: str, path: Path, output_names: Sequence[str], threads: in
     if kind == "torch":
         return TorchBackend(path, output_names, threads)
     if kind == "tensorrt":
-        from runtime_server.tensorrt_backend import TensorRTBackend
-
         return TensorRTBackend(path, output_names)
     raise BackendUnavailableError(f"unknown backend {kind!r}; choose one of {BACKENDS}")

@@ -5,7 +5,7 @@ aiohttp's connection protocol (``RequestHandler``) with four changes, built by :
 - **Header deadline.** Once the first byte of a request arrives on an idle connection, its headers must be
   complete within ``header_timeout`` seconds; otherwise the client gets ``408`` and the connection closes.
   A connection that sends nothing is closed after ``idle_timeout`` (aiohttp's keep-alive timer, which
-  also runs from the moment the connection opens). The body's deadline is the handler's (``app.py``).
+  also runs from the moment the connection opens). The body's deadline is the handler's (``http_frontend.py``).
 - **Pipelining in order.** aiohttp parses up to 32 pipelined requests in one go, and one malformed
   request among them made the parser drop the requests before it. Here the parser stops after each
   complete request and parses the next only once that one is taken for handling, so every valid request
@@ -14,8 +14,8 @@ aiohttp's connection protocol (``RequestHandler``) with four changes, built by :
   client still sending can finish and read its answer); then the connection stops reading and closes at
   the end of the lingering time, so that a client repeating refused multi-megabyte requests costs the
   server little reading.
-- **Bounded logs.** A malformed HTTP message (the client's fault) is logged as one warning line without a
-  traceback, at most ``LOG_BURST`` per ``LOG_PERIOD`` seconds (then a count of those left out); server
+- **Bounded logs, JSON errors.** A malformed HTTP message (the client's fault) is answered with the wire
+  contract's JSON error body (``{"error", "kind"}``), and logged as one warning line without a traceback, at most ``LOG_BURST`` per ``LOG_PERIOD`` seconds (then a count of those left out); server
   faults keep their traceback.
 
 This reaches into aiohttp's ``RequestHandler`` internals (``_parser``, ``_waiter``, ``_messages``), as
@@ -33,10 +33,12 @@ from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser
+from aiohttp import web
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_server import Server
 
-from codec.wire import error_kind
+from codec.wire import error_kind, kind_for_status
+from runtime_server.client_budget import peer_address
 
 log = logging.getLogger("mantis.server")
 
@@ -189,12 +191,31 @@ class GuardedRequestHandler(RequestHandler):
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
 
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+        """A malformed request (aiohttp's 4xx before any handler runs) is answered with the wire contract's
+        JSON error body, logged at the bounded rate; a server fault keeps aiohttp's 500."""
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("Response is sent already, cannot send another response with the error message")
+        known = kind_for_status(status)
+        text = one_line(exc) if exc is not None else (message or "bad request")
+        response = web.json_response({"error": f"malformed HTTP request: {text}", "kind": known.name if known else "bad_request"}, status=status)
+        response.force_close()
+        return response
+
     def log_exception(self, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")
         if isinstance(exc, HttpProcessingError):  # a malformed message: the client's fault, not the server's
             self._bad_traffic.warning("malformed HTTP request from %s: %s", self._peer(), one_line(exc))
             return
         super().log_exception(*args, **kw)
+
+
+def request_client(request: web.Request) -> str | None:
+    """The client budget's key of ``request``'s peer (``client_budget.peer_address``)."""
+    return peer_address(request.transport.get_extra_info("peername") if request.transport is not None else None)
 
 
 def one_line(exc: BaseException) -> str:

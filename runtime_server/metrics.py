@@ -17,7 +17,7 @@ class ServerMetrics:
     - ``mantis_infer_requests_total{model}`` / ``mantis_infer_images_total{model}``: successful inferences.
     - ``mantis_errors_total{kind}``: refused or failed requests by kind (``bad_request``, ``codec``,
       ``table_mismatch``, ``model_mismatch``, ``timeout``, ``too_large``, ``not_found``, ``unauthorized``, ``unavailable``,
-      ``disconnected``, ``backend``, ``internal``).
+      ``disconnected``, ``backend``).
     - ``mantis_grpc_requests_total{method,code}``: every gRPC call (a stream counts once), by method and status.
     - ``mantis_stream_messages_total{protocol,status}``: messages answered on the gRPC stream (``grpc``) and
       the compact stream (``compact``), ``ok`` or the error kind.

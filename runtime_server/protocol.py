@@ -104,7 +104,12 @@ per allowed element: enough for ids, parameters and a requested output per tenso
 JSON_TOKENS_PER_ELEMENT = 4
 
 
-def _short(value: Any, limit: int = 80) -> str:
+ECHO_LIMIT = 80
+"""Most characters of a client-given value (a name, a shape, a parameter) that an error message repeats."""
+
+
+def echo(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` cut to ``limit`` characters: how an error message repeats what a client sent."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -112,9 +117,9 @@ def _short(value: Any, limit: int = 80) -> str:
 def _shape(value: Any, name: str) -> tuple[list[int], int]:
     """The shape and its element count (exact: Python integers never overflow)."""
     if not isinstance(value, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_TENSOR_DIM for d in value):
-        raise ProtocolError(f"input {_short(name)}: 'shape' must be a list of non-negative integers (below 2^63), got {_short(value)}")
+        raise ProtocolError(f"input {echo(name)}: 'shape' must be a list of non-negative integers (below 2^63), got {echo(value)}")
     if len(value) > MAX_RANK:
-        raise ProtocolError(f"input {_short(name)}: 'shape' has {len(value)} dimensions, at most {MAX_RANK} are allowed")
+        raise ProtocolError(f"input {echo(name)}: 'shape' has {len(value)} dimensions, at most {MAX_RANK} are allowed")
     count = 1
     for d in value:
         count *= d
@@ -144,7 +149,7 @@ def _header_length(value: str | None) -> int | None:
     try:
         json_len = int(value.strip())
     except ValueError:
-        raise ProtocolError(f"{HEADER_LENGTH} header must be an integer, got {_short(value)}") from None
+        raise ProtocolError(f"{HEADER_LENGTH} header must be an integer, got {echo(value)}") from None
     if json_len <= 0:
         raise ProtocolError(f"{HEADER_LENGTH} must be positive, got {json_len}")
     return json_len
@@ -160,7 +165,7 @@ def _load_header(head: bytes | memoryview, max_elements: int | None) -> dict[str
     except RecursionError:
         raise ProtocolError("inference request header is not valid JSON (nested too deeply)") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer over Python's digit limit
-        raise ProtocolError(f"inference request header is not valid JSON ({_short(str(exc), 200)})") from None
+        raise ProtocolError(f"inference request header is not valid JSON ({echo(str(exc), 200)})") from None
     if not isinstance(doc, dict):
         raise ProtocolError("inference request must be a JSON object")
     raw_inputs = doc.get("inputs")
@@ -176,7 +181,7 @@ def _load_header(head: bytes | memoryview, max_elements: int | None) -> dict[str
             total += count
             if total > max_elements:
                 raise ProtocolError(
-                    f"input {_short(raw.get('name'))}: shape {_short(shape)} makes more than {max_elements} elements "
+                    f"input {echo(raw.get('name'))}: shape {echo(shape)} makes more than {max_elements} elements "
                     f"in the request; this server takes at most {max_elements} per request", kind="too_large")
     return doc
 
@@ -230,12 +235,12 @@ def _flatten(data: Any, count: int, name: str, shape: list[int]) -> list[Any]:
                 stack.append(iter(item))
                 break
             if len(out) == count:
-                raise ProtocolError(f"input {_short(name)}: more than {count} values for shape {shape}")
+                raise ProtocolError(f"input {echo(name)}: more than {count} values for shape {shape}")
             out.append(item)
         else:
             stack.pop()
     if len(out) != count:
-        raise ProtocolError(f"input {_short(name)}: {len(out)} values for shape {shape}")
+        raise ProtocolError(f"input {echo(name)}: {len(out)} values for shape {shape}")
     return out
 
 
@@ -243,12 +248,12 @@ def _json_bytes_elements(values: list[Any], name: str, encoding: str | None) -> 
     out = []
     for i, v in enumerate(values):
         if not isinstance(v, str):
-            raise ProtocolError(f"input {_short(name)}: BYTES element {i} must be a JSON string, got {type(v).__name__}")
+            raise ProtocolError(f"input {echo(name)}: BYTES element {i} must be a JSON string, got {type(v).__name__}")
         if encoding == "base64":
             try:
                 out.append(base64.b64decode(v, validate=True))
             except (binascii.Error, ValueError):
-                raise ProtocolError(f"input {_short(name)}: BYTES element {i} is not valid base64") from None
+                raise ProtocolError(f"input {echo(name)}: BYTES element {i} is not valid base64") from None
         else:
             out.append(v.encode("utf-8", errors="surrogatepass"))
     return out
@@ -257,11 +262,11 @@ def _json_bytes_elements(values: list[Any], name: str, encoding: str | None) -> 
 def _json_numeric(values: list[Any], name: str, datatype: str) -> np.ndarray:
     ok = (bool,) if datatype == "BOOL" else (int, float)
     if not all(isinstance(v, ok) and (datatype == "BOOL" or not isinstance(v, bool)) for v in values):
-        raise ProtocolError(f"input {_short(name)}: data must be {datatype} numbers")
+        raise ProtocolError(f"input {echo(name)}: data must be {datatype} numbers")
     try:
         return np.asarray(values, dtype=DATATYPES[datatype])
     except (OverflowError, ValueError) as exc:
-        raise ProtocolError(f"input {_short(name)}: data does not fit {datatype} ({exc})") from None
+        raise ProtocolError(f"input {echo(name)}: data does not fit {datatype} ({exc})") from None
 
 
 def parse_infer_request(body: bytes, header_length: str | None, max_elements: int | None = None) -> InferRequest:
@@ -299,36 +304,36 @@ def _parse(body: bytes, header_length: int | None, max_elements: int | None, doc
             raise ProtocolError(f"inputs[{k}] needs a 'name' string")
         datatype = raw.get("datatype")
         if not isinstance(datatype, str) or (datatype != "BYTES" and datatype not in DATATYPES):
-            raise ProtocolError(f"input {_short(name)}: unknown datatype {_short(datatype)}")
+            raise ProtocolError(f"input {echo(name)}: unknown datatype {echo(datatype)}")
         shape, count = _shape(raw.get("shape"), name)
-        params = _check_dict(raw.get("parameters"), f"input {_short(name)} 'parameters'")
+        params = _check_dict(raw.get("parameters"), f"input {echo(name)} 'parameters'")
         size = params.get(BINARY_DATA_SIZE)
         if size is not None:
             if "data" in raw:
-                raise ProtocolError(f"input {_short(name)} has both 'data' and 'binary_data_size'")
+                raise ProtocolError(f"input {echo(name)} has both 'data' and 'binary_data_size'")
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise ProtocolError(f"input {_short(name)}: 'binary_data_size' must be a non-negative integer")
+                raise ProtocolError(f"input {echo(name)}: 'binary_data_size' must be a non-negative integer")
             if header_length is None:
-                raise ProtocolError(f"input {_short(name)} uses 'binary_data_size' but the request has no {HEADER_LENGTH} header")
+                raise ProtocolError(f"input {echo(name)} uses 'binary_data_size' but the request has no {HEADER_LENGTH} header")
             if pos + size > len(binary):
                 raise ProtocolError(
-                    f"input {_short(name)}: 'binary_data_size' {size} exceeds the {len(binary) - pos} bytes left in the body"
+                    f"input {echo(name)}: 'binary_data_size' {size} exceeds the {len(binary) - pos} bytes left in the body"
                 )
             chunk = binary[pos : pos + size]
             pos += size
             if datatype == "BYTES":
                 try:
-                    data: list[bytes] | np.ndarray = unpack_bytes(chunk, count, f"input {_short(name)}")
+                    data: list[bytes] | np.ndarray = unpack_bytes(chunk, count, f"input {echo(name)}")
                 except WireFormatError as exc:
                     raise ProtocolError(str(exc)) from None
             else:
                 dtype = DATATYPES[datatype]
                 if size != count * dtype.itemsize:
-                    raise ProtocolError(f"input {_short(name)}: {size} bytes for shape {shape} of {datatype}")
+                    raise ProtocolError(f"input {echo(name)}: {size} bytes for shape {shape} of {datatype}")
                 data = np.frombuffer(chunk, dtype=dtype).copy()
         else:
             if "data" not in raw:
-                raise ProtocolError(f"input {_short(name)} has neither 'data' nor 'binary_data_size'")
+                raise ProtocolError(f"input {echo(name)} has neither 'data' nor 'binary_data_size'")
             values = _flatten(raw["data"], count, name, shape)
             if datatype == "BYTES":
                 data = _json_bytes_elements(values, name, params.get("content_type"))
@@ -347,7 +352,7 @@ def _parse(body: bytes, header_length: int | None, max_elements: int | None, doc
         for k, raw in enumerate(raw_outputs):
             if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
                 raise ProtocolError(f"outputs[{k}] must be an object with a 'name' string")
-            outputs.append(RequestedOutput(raw["name"], _check_dict(raw.get("parameters"), f"output {_short(raw['name'])} 'parameters'")))
+            outputs.append(RequestedOutput(raw["name"], _check_dict(raw.get("parameters"), f"output {echo(raw['name'])} 'parameters'")))
     return InferRequest(request_id, inputs, outputs, parameters)
 
 
@@ -358,7 +363,8 @@ def _json_data(tensor: OutputTensor) -> list[Any]:
     return flat.tolist()
 
 
-def _binary_data(tensor: OutputTensor) -> bytes:
+def binary_data(tensor: OutputTensor) -> bytes:
+    """``tensor``'s elements in the binary tensor data layout (``codec/WIRE.md``), for HTTP and gRPC answers."""
     if tensor.datatype == "BYTES":
         return pack_bytes([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in tensor.data.reshape(-1)])
     return np.ascontiguousarray(tensor.data, dtype=DATATYPES[tensor.datatype]).tobytes()
@@ -377,7 +383,7 @@ def encode_infer_response(
     for tensor in outputs:
         spec: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.data.shape)}
         if request.binary_output(tensor.name):
-            raw = _binary_data(tensor)
+            raw = binary_data(tensor)
             spec["parameters"] = {BINARY_DATA_SIZE: len(raw)}
             chunks.append(raw)
         else:

@@ -23,19 +23,27 @@ from pathlib import Path
 
 from codec.bundle import BundleError
 from codec.wire import TOKEN_ENV, read_token
-from runtime_server.app import STATE, ServerConfig, create_app, serve
 from runtime_server.backends import BACKENDS, BackendUnavailableError
 from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.connection import ConnectionLimits
-from runtime_server.grpc_server import GrpcFrontend
+from runtime_server.dataplane import ServerConfig, open_data_plane
+from runtime_server.grpc_frontend import GrpcFrontend
+from runtime_server.http_frontend import create_app, serve
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default (none for the options that are off unless given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="KServe v2 server for the server half of a MANTiS bundle")
+    p = argparse.ArgumentParser(description="KServe v2 server for the server half of a MANTiS bundle", formatter_class=_HelpWithDefaults)
     p.add_argument("--artifacts", type=Path, required=True, help="bundle directory written by export/split.py")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (loopback: reachable from this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
-    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime")
+    p.add_argument("--backend", choices=BACKENDS, default="onnxruntime", help="inference backend of the server half")
     p.add_argument("--max-batch-size", type=int, default=32, help="most images per backend batch")
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill")
     p.add_argument("--max-request-bytes", type=int, default=4 << 20, help="request body limit (413 above)")
@@ -43,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--decode-threads", type=int, default=2, help="threads for entropy decoding")
     p.add_argument("--compute-threads", type=int, default=0, help="CPU threads per batch (0: the backend's default)")
     p.add_argument("--token-file", type=Path, help=f"require 'Authorization: Bearer <token>' (else ${TOKEN_ENV} if set)")
-    p.add_argument("--grpc-port", type=int, help="also serve KServe v2 gRPC on this port (0: any free port; default: off)")
+    p.add_argument("--grpc-port", type=int, help="also serve KServe v2 gRPC on this port (0: any free port; off unless given)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on exit")
     defaults = ConnectionLimits()
     p.add_argument("--header-timeout", type=float, default=defaults.header_timeout,
@@ -87,14 +95,15 @@ def main(argv: list[str] | None = None) -> int:
             limits=ConnectionLimits(args.header_timeout, args.body_timeout, args.idle_timeout),
             client_errors=ClientErrorLimits(args.client_error_burst, args.client_error_refill),
         )
-        app = create_app(config)
+        plane = open_data_plane(config)
     except (BundleError, BackendUnavailableError, ValueError) as exc:
         print(f"serve.py: {exc}", file=sys.stderr)
         return 2
     if not _is_loopback(args.host) and config.token is None:
         print(f"serve.py: warning: listening on {args.host} without a bearer token", file=sys.stderr)
-    model = app[STATE].model
-    grpc_frontend = GrpcFrontend(app, args.host, args.grpc_port, args.shutdown_timeout) if args.grpc_port is not None else None
+    model = plane.model
+    grpc_frontend = GrpcFrontend(plane, args.host, args.grpc_port, args.shutdown_timeout) if args.grpc_port is not None else None
+    app = create_app(plane)
 
     def announce(url: str) -> None:
         print(f"serving {model.name} ({model.backend.name} on {model.backend.device}) at {url}", flush=True)
@@ -106,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     except BackendUnavailableError as exc:
         print(f"serve.py: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"serve.py: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+    except OSError as exc:  # the HTTP port's error names the address, the gRPC port's says it is gRPC's
+        print(f"serve.py: cannot listen: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime_server.backends import BackendUnavailableError
+from runtime_server.backend_base import BackendUnavailableError
 
 
 class TensorRTBackend:

@@ -81,7 +81,7 @@ def test_runtimes_load_neither_training_nor_torch() -> None:
         "import sys\n"
         "sys.modules['torch'] = None\n"  # any 'import torch' now fails
         "import codec, codec.bundle, codec.manifest, codec.wire, runtime_edge.client, runtime_edge.run, runtime_edge.transport.http\n"
-        "import runtime_server.app, runtime_server.serve\n"
+        "import runtime_server.serve\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('training', 'export', 'calibration', 'mantis_demo'))\n"
         "assert not bad, bad\n"
     )
@@ -102,3 +102,98 @@ def test_entry_points_name_existing_mains() -> None:
         assert path.is_file(), f"{name}: {path} is gone"
         tree = ast.parse(path.read_text(encoding="utf-8"))
         assert any(isinstance(n, ast.FunctionDef) and n.name == attr for n in tree.body), f"{name}: {path} has no {attr}()"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def _project_imports(path: Path) -> list[tuple[str, list[str], bool]]:
+    """``(module, imported names, at module level)`` for every import of a project module in ``path``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] in PACKAGES:
+            found.append((node.module, [a.name for a in node.names], id(node) in top))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, [], id(node) in top) for a in node.names if a.name.split(".")[0] in PACKAGES]
+    return found
+
+
+def test_server_modules_import_each_other_one_way_at_module_level() -> None:
+    """Within ``runtime_server`` no file imports another lazily (inside a function) or a private name of
+    another, and no two files import each other, directly or around a circle."""
+    files = {_module_name(f): f for f in sorted((ROOT / "runtime_server").glob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    wrong = []
+    for name, path in files.items():
+        graph[name] = set()
+        for module, names, top in _project_imports(path):
+            target = next((m for m in (module, *(f"{module}.{n}" for n in names)) if m in files and m != name), None)
+            if target is None:
+                continue
+            graph[name].add(target)
+            if not top:
+                wrong.append(f"{name} imports {target} inside a function")
+            wrong += [f"{name} imports the private {n} of {module}" for n in names if n.startswith("_")]
+    assert not wrong, wrong
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep})) for dep in graph[start])
+
+    cycles = [name for name in graph if reaches(name, name, {name})]
+    assert not cycles, f"server modules on an import circle: {cycles}"
+
+
+def _module_of(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def module_graph() -> dict[str, set[str]]:
+    """``{module: {project modules it imports}}`` over every file of the project's packages, at file level
+    (``from pkg import name`` counts ``pkg.name`` where that is a module, else ``pkg``)."""
+    files = {_module_of(f): f for pkg in PACKAGES for f in (ROOT / pkg).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        deps: set[str] = set()
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in files}
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    base = ".".join([*anchor, *([base] if base else [])])
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    if full in files:
+                        deps.add(full)
+                    elif base in files:
+                        deps.add(base)
+        graph[mod] = deps - {mod}
+    return graph
+
+
+def test_no_import_circle_between_files() -> None:
+    """No module reaches itself through imports, lazy (inside functions) or not."""
+    graph = module_graph()
+    circles, state = [], {}
+
+    def visit(mod: str, stack: list[str]) -> None:
+        state[mod] = "open"
+        for dep in sorted(graph.get(mod, ())):
+            if state.get(dep) == "open":
+                circles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, [*stack, dep])
+        state[mod] = "done"
+
+    for mod in sorted(graph):
+        if mod not in state:
+            visit(mod, [mod])
+    assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)

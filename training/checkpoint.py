@@ -90,3 +90,20 @@ def _preprocessing(doc: Any, path: Path) -> dict[str, Any]:
         return Preprocessing.from_dict(doc, f"checkpoint {path}: preprocessing").to_dict()
     except ManifestError as exc:
         raise CheckpointError(str(exc)) from None
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors file or a torch file loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"teacher weights {path}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"teacher weights {path}: unreadable ({exc})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"teacher weights {path}: expected a state dict of tensors")
+    return state

@@ -112,8 +112,9 @@ def test_proxy_counts_every_byte_each_way() -> None:
 def test_tiny_wire_accounting_run(onnx_bundle) -> None:
     """Three real bitstreams and two non-bitstream files over every transport of a real server."""
     from codec.bundle import load_bundle
-    from runtime_server.app import BackgroundServer, ServerConfig
-    from runtime_server.grpc_server import GrpcFrontend
+    from runtime_server.dataplane import ServerConfig
+    from runtime_server.http_frontend import BackgroundServer
+    from runtime_server.grpc_frontend import GrpcFrontend
     from benchmarks.loadgen import synthetic_bitstreams
 
     bundle = load_bundle(onnx_bundle)
@@ -121,7 +122,7 @@ def test_tiny_wire_accounting_run(onnx_bundle) -> None:
     bitstreams = synthetic_bitstreams(onnx_bundle, 3)
     files = [b"\xff\xd8\xff" + bytes(300), b"\xff\xd8\xff" + bytes(500)]
     srv = BackgroundServer(ServerConfig(onnx_bundle))
-    frontend = GrpcFrontend(srv.app, "127.0.0.1", 0)
+    frontend = GrpcFrontend(srv.plane, "127.0.0.1", 0)
     with srv:
         port = int(srv.url.rsplit(":", 1)[1])
         rows = measure_transports(("127.0.0.1", port), ("127.0.0.1", frontend.bound_port), bundle.manifest.model_name,

@@ -12,7 +12,8 @@ import pytest
 
 from benchmarks.image_codecs import compress
 from mantis_demo.pipeline import DemoOptions, run_demo
-from mantis_demo.report import bandwidth_table, equal_accuracy, equal_accuracy_summary
+from benchmarks.baselines import equal_accuracy
+from mantis_demo.report import bandwidth_table, equal_accuracy_summary
 from runtime_edge.client import EdgeRuntime
 from runtime_edge.preprocess import load_image
 

@@ -4,7 +4,6 @@ and route; a missing gRPC install; and a package without import circles."""
 
 from __future__ import annotations
 
-import ast
 import base64
 import hashlib
 import json
@@ -13,7 +12,6 @@ import sys
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -349,27 +347,3 @@ def test_grpc_without_its_packages_names_the_extra(monkeypatch: pytest.MonkeyPat
         connect("grpc://127.0.0.1:1")
     with connect("http://127.0.0.1:1") as client:  # the other transports need nothing more
         assert client.url == "http://127.0.0.1:1"
-
-
-def test_transport_package_has_no_import_circle() -> None:
-    """Every import between runtime_edge's modules, at module level or inside functions: no module reaches itself."""
-    root = Path(__file__).resolve().parents[2]
-    files = {".".join(f.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): f for f in (root / "runtime_edge").rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for module, path in files.items():
-        deps = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            elif isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            else:
-                continue
-            deps |= {n for n in names if n in files and n != module}
-        graph[module] = deps
-
-    def reaches(start: str, goal: str, seen: frozenset[str]) -> bool:
-        return any(d == goal or (d not in seen and reaches(d, goal, seen | {d})) for d in graph[start])
-
-    assert "runtime_edge.transport.base" in graph and graph["runtime_edge.transport"] >= {"runtime_edge.transport.http"}
-    assert [m for m in graph if reaches(m, m, frozenset({m}))] == []

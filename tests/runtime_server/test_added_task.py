@@ -19,7 +19,8 @@ from codec.bundle import load_bundle
 from codec.wire import HEADER_LENGTH, pack_bytes
 from export.split import main as split_main
 from runtime_edge.preprocess import preprocess
-from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.dataplane import ServerConfig
+from runtime_server.http_frontend import BackgroundServer
 from training.config import load_config
 from training.data.synthetic import SyntheticMultiTask
 from training.task_addition import run_addition

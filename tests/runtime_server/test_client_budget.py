@@ -21,9 +21,10 @@ from codec.stream import decode_answer, encode_request
 from codec.wire import ERROR_KIND_PARAMETER, ERRORS, ProtocolError
 from codec import kserve_grpc as pb
 from runtime_edge.transport.stream import frame
-from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.dataplane import ServerConfig
+from runtime_server.http_frontend import BackgroundServer
 from runtime_server.client_budget import ClientErrorBudget, ClientErrorLimits, RateLimitedError, charged, peer_address
-from runtime_server.grpc_server import GrpcFrontend
+from runtime_server.grpc_frontend import GrpcFrontend
 from benchmarks.hostile import binary_request
 from tests.tools.raw_websocket import open_raw_stream, read_frame
 
@@ -136,7 +137,7 @@ def good(bundle) -> bytes:
 def server(onnx_bundle):
     """A fresh server per test (so that every test starts with full buckets), HTTP and gRPC."""
     srv = BackgroundServer(ServerConfig(onnx_bundle, max_batch_size=8, client_errors=LIMITS))
-    srv.grpc = GrpcFrontend(srv.app, "127.0.0.1", 0)
+    srv.grpc = GrpcFrontend(srv.plane, "127.0.0.1", 0)
     with srv:
         yield srv
 
@@ -173,7 +174,7 @@ def test_http_client_over_its_budget_is_held_and_answered_429(server, bundle, go
     # the offender is served again once it has waited for a token
     time.sleep(1.0 / REFILL + 0.1)
     assert _infer(server, model, good)[0] == 200
-    assert server.state.client_errors.refused == 1
+    assert server.plane.client_errors.refused == 1
 
 
 def _spend_on_stream(send_bad, max_messages: int = BURST + 3) -> list[str]:

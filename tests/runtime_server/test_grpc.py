@@ -28,9 +28,10 @@ from runtime_edge.transport import RefusedError, ResponseTooLargeError, RetryPol
 from runtime_edge.transport.grpc import GrpcClient
 from runtime_edge.transport.http import KServeClient
 from runtime_edge.transport.stream import StreamClient, frame
-from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.dataplane import ServerConfig
+from runtime_server.http_frontend import BackgroundServer
 from runtime_server.client_budget import ClientErrorLimits
-from runtime_server.grpc_server import GrpcFrontend
+from runtime_server.grpc_frontend import GrpcFrontend
 from tests.tools.raw_websocket import open_raw_stream, read_frame
 from training.data.synthetic import SyntheticMultiTask
 
@@ -68,7 +69,7 @@ def server(onnx_bundle):
     config = ServerConfig(onnx_bundle, max_batch_size=8, max_queue_delay_ms=5, max_request_bytes=16 * 1024, max_request_images=4, token=TOKEN,
                           client_errors=ClientErrorLimits(burst=0))
     srv = BackgroundServer(config)
-    srv.grpc = GrpcFrontend(srv.app, "127.0.0.1", 0)
+    srv.grpc = GrpcFrontend(srv.plane, "127.0.0.1", 0)
     with srv:
         yield srv
 
@@ -168,7 +169,7 @@ def test_every_error_kind_maps_to_its_grpc_code(server, bundle, samples):
     good = samples[0][0]
     client = tgrpc.InferenceServerClient(urlsplit(server.grpc.url).netloc)
     channel_target = urlsplit(server.grpc.url).netloc
-    state = server.state
+    state = server.plane
     try:
         def infer(bitstreams, model=name, headers=AUTH, **kw):
             return lambda: client.infer(model, [_triton_input(bitstreams)], headers=headers, **kw)

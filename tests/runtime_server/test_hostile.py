@@ -37,10 +37,11 @@ from runtime_edge.transport import (
 )
 from runtime_edge.transport.http import KServeClient
 from runtime_edge.transport.stream import frame
-from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.dataplane import ServerConfig
+from runtime_server.http_frontend import BackgroundServer
 from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.connection import LOG_BURST, ConnectionLimits
-from runtime_server.grpc_server import GrpcFrontend
+from runtime_server.grpc_frontend import GrpcFrontend
 from benchmarks.hostile import (
     read_status,
     binary_request,
@@ -75,7 +76,7 @@ def good(bundle) -> bytes:
 def server(onnx_bundle):
     """HTTP (and the compact stream) plus gRPC, with short connection deadlines."""
     srv = BackgroundServer(ServerConfig(onnx_bundle, max_batch_size=8, limits=LIMITS, client_errors=ClientErrorLimits(burst=0)))
-    srv.grpc = GrpcFrontend(srv.app, "127.0.0.1", 0)
+    srv.grpc = GrpcFrontend(srv.plane, "127.0.0.1", 0)
     with srv:
         yield srv
 
@@ -323,7 +324,7 @@ def test_shutdown_ends_open_streams_at_once(onnx_bundle, bundle) -> None:
     import queue
 
     srv = BackgroundServer(ServerConfig(onnx_bundle, limits=ConnectionLimits(idle_timeout=60.0)), shutdown_timeout=30.0)
-    srv.grpc = GrpcFrontend(srv.app, "127.0.0.1", 0, grace=30.0)
+    srv.grpc = GrpcFrontend(srv.plane, "127.0.0.1", 0, grace=30.0)
     outbox: queue.Queue = queue.Queue()
     with srv:
         ws = open_raw_stream(f"{srv.url}/v2/models/{bundle.manifest.model_name}/stream")

@@ -22,7 +22,8 @@ from tritonclient.utils import InferenceServerException
 import codec
 from codec.bundle import load_bundle
 from runtime_edge.preprocess import preprocess
-from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.dataplane import ServerConfig
+from runtime_server.http_frontend import BackgroundServer
 from runtime_server.client_budget import ClientErrorLimits
 from codec.wire import HEADER_LENGTH, pack_bytes
 from training.data.synthetic import SyntheticMultiTask

@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from codec.bundle import load_bundle
-from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.dataplane import ServerConfig
+from runtime_server.http_frontend import BackgroundServer
 from runtime_server.backends import BackendUnavailableError
 from benchmarks.server_throughput import main as benchmark_main
 from runtime_server.process import ServerProcess, ServerStartError

@@ -26,7 +26,8 @@ from runtime_edge.client import EdgeRuntime
 from runtime_edge.transport.grpc import GrpcClient
 from runtime_edge.transport import KServeClient, ServerRejectedError
 from runtime_edge.transport import RefusedError
-from runtime_server.app import BackgroundServer, ServerConfig
+from runtime_server.dataplane import ServerConfig
+from runtime_server.http_frontend import BackgroundServer
 from runtime_server.client_budget import ClientErrorLimits
 from runtime_server.process import ServerStartError
 from runtime_server.triton_serving.install import TritonInstallError, install

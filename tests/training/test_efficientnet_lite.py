@@ -9,13 +9,12 @@ import pytest
 import torch
 from torchdistill.core.forward_hook import ForwardHookManager
 
-from training.checkpoint import CheckpointError
+from training.checkpoint import CheckpointError, load_state_dict_file
 from training.config import ConfigError, load_config
 from training.data import DatasetError
 from training.data.photos import SAMPLE_PHOTOS, TEST_VIEWS, check_split, load_photo, photo_items
 from training.models import create_model
 from training.models import efficientnet_lite
-from training.models.teacher import load_state_dict_file
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 ARCH = "efficientnet_lite0"

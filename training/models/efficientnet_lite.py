@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from training.checkpoint import CheckpointError
+from training.checkpoint import CheckpointError, load_state_dict_file
 
 ARCHS = {"efficientnet_lite0": 0, "efficientnet_lite1": 1, "efficientnet_lite2": 2, "efficientnet_lite3": 3, "efficientnet_lite4": 4}
 """The variants, by the name configs use; the value is the digit in timm's and the packages' names."""
@@ -107,8 +107,6 @@ def timm_state_dict(state: dict[str, torch.Tensor], model: nn.Module, source: st
 
 def pretrained(arch: str, weights: str | Path | None = None) -> nn.Module:
     """The network with its ImageNet weights (from ``weights``, or the installed package), loaded strictly."""
-    from training.models.teacher import load_state_dict_file
-
     path = packaged_weights(arch) if weights is None else Path(weights)
     state = load_state_dict_file(path)
     classifier = state.get("_fc.weight", state.get("classifier.weight"))

@@ -15,16 +15,13 @@ attributes ``distill_channels`` / ``distill_stride`` describing the distilled la
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torchdistill.core.forward_hook import ForwardHookManager
 
-from training.checkpoint import CheckpointError
+from training.checkpoint import CheckpointError, load_state_dict_file
 from training.config import ConfigError
 from training.models.mantis import conv_bn_relu
 from training.models.registry import register_model
@@ -142,23 +139,6 @@ def cut_points(module: nn.Module, prefix: str = "") -> list[str]:
         if isinstance(child, nn.Sequential):
             names += cut_points(child, f"{prefix}{name}.")
     return names
-
-
-def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a .safetensors file or a torch file loaded with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"teacher weights {path}: no such file")
-    try:
-        if path.suffix == ".safetensors":
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as exc:
-        raise CheckpointError(f"teacher weights {path}: unreadable ({exc})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"teacher weights {path}: expected a state dict of tensors")
-    return state
 
 
 class CutTeacher(Teacher):

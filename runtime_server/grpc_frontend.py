@@ -1,7 +1,8 @@
-"""serve.py's KServe v2 gRPC endpoint (``inference.GRPCInferenceService``, ``codec/kserve_grpc.proto``).
+"""The gRPC frontend: KServe v2 gRPC (``inference.GRPCInferenceService``, ``codec/kserve_grpc.proto``) as a
+thin adapter over the data plane (``runtime_server/dataplane.py``).
 
-It runs on grpc.aio in the aiohttp application's event loop and shares everything behind the HTTP routes:
-the model (``MantisModel.infer`` validates, decodes and batches), the batcher, the readiness flag, the
+It runs on grpc.aio in the server's event loop and shares everything with the HTTP frontend through the
+plane: the model (``MantisModel.infer`` validates, decodes and batches), the batcher, the readiness flag, the
 bearer token (gRPC metadata ``authorization: Bearer <token>``; ServerLive and ServerReady stay open like
 the HTTP probes), the limits (a message over the HTTP body limit is refused by gRPC itself with
 RESOURCE_EXHAUSTED before any work; the image count by the model) and the Prometheus metrics. A refusal
@@ -12,33 +13,34 @@ same bytes on the wire, so that the handler runs when the headers arrive), a str
 refusal is an answer, as in Triton: ``error_message`` is set and ``infer_response`` carries the request's
 id and the kind (parameter ``error_kind``); the stream goes on.
 
-    frontend = GrpcFrontend(app, "127.0.0.1", 8001)   # before the app starts; serves while it runs
+    frontend = GrpcFrontend(plane, "127.0.0.1", 8001)   # before the server starts; serves while it runs
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import socket
 from typing import Any, Awaitable, Callable
 
 import grpc
 import numpy as np
-from aiohttp import web
 from google.protobuf.message import DecodeError
 
-from codec.wire import DATATYPES, ERROR_KIND_PARAMETER, GRPC_AUTH_METADATA, GRPC_SERVICE, ProtocolError, WireFormatError, unpack_bytes
+from codec.wire import DATATYPES, ERROR_KIND_PARAMETER, GRPC_AUTH_METADATA, GRPC_SERVICE, ProtocolError, WireFormatError, bearer, unpack_bytes
 from codec import kserve_grpc as pb
-from runtime_server.app import EXTENSIONS, SERVER_NAME, SERVER_VERSION, STATE, ServerState
 from runtime_server.client_budget import peer_address
-from runtime_server.frontends import IdleReader, as_protocol_error, check_bearer, run_inference
+from runtime_server.dataplane import DataPlane
+from runtime_server.idle_reader import IdleReader, finish_answers
 from runtime_server.model import VERSION
-from runtime_server.protocol import InferRequest, InputTensor, OutputTensor, RequestedOutput, _binary_data
+from runtime_server.protocol import ECHO_LIMIT, MAX_RANK, InferRequest, InputTensor, OutputTensor, RequestedOutput, binary_data, echo
 
 MAX_IN_FLIGHT_PER_STREAM = 64
 """Requests of one stream being answered at once; the stream is not read further until one is done."""
 MAX_CONCURRENT_STREAMS = 100
 """Calls one gRPC connection may have open at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)."""
 _END = object()
+_HOW_TO_AUTHENTICATE_GRPC = f"metadata '{GRPC_AUTH_METADATA}: {bearer('<token>')}'"
 
 
 async def _next_message(messages: Any) -> Any:
@@ -62,39 +64,55 @@ def _parameters(params: Any) -> dict[str, Any]:
 
 
 def _input_data(tensor: Any, count: int, raw: bytes | None) -> list[bytes] | np.ndarray:
-    name, datatype = tensor.name, tensor.datatype
+    name, datatype = echo(tensor.name), tensor.datatype
     if raw is not None:
         if datatype == "BYTES":
             try:
-                return unpack_bytes(raw, count, f"input {name!r}")
+                return unpack_bytes(raw, count, f"input {name}")
             except WireFormatError as exc:
                 raise ProtocolError(str(exc)) from None
         dtype = DATATYPES[datatype]
         if len(raw) != count * dtype.itemsize:
-            raise ProtocolError(f"input {name!r}: {len(raw)} raw bytes for shape {list(tensor.shape)} of {datatype}")
+            raise ProtocolError(f"input {name}: {len(raw)} raw bytes for shape {echo(list(tensor.shape))} of {datatype}")
         return np.frombuffer(raw, dtype=dtype).copy()
     field = _CONTENTS.get(datatype)
     if field is None:
-        raise ProtocolError(f"input {name!r}: {datatype} data must come in raw_input_contents")
-    values = list(getattr(tensor.contents, field))
+        raise ProtocolError(f"input {name}: {datatype} data must come in raw_input_contents")
+    values = getattr(tensor.contents, field)
     if len(values) != count:
-        raise ProtocolError(f"input {name!r}: {len(values)} values for shape {list(tensor.shape)}")
-    return [bytes(v) for v in values] if datatype == "BYTES" else np.asarray(values, dtype=DATATYPES[datatype])
+        raise ProtocolError(f"input {name}: {len(values)} values for shape {echo(list(tensor.shape))}")
+    if datatype == "BYTES":
+        return [bytes(v) for v in values]
+    try:  # int_contents carries INT8 and INT16 too, uint_contents UINT8 and UINT16: a value may not fit
+        return np.asarray(values, dtype=DATATYPES[datatype])
+    except (OverflowError, ValueError) as exc:
+        raise ProtocolError(f"input {name}: data does not fit {datatype} ({echo(str(exc))})") from None
 
 
-def to_infer_request(msg: Any) -> InferRequest:
-    """A ``ModelInferRequest`` as the :class:`InferRequest` that ``MantisModel.infer`` takes."""
-    raw = list(msg.raw_input_contents)
+def to_infer_request(msg: Any, max_elements: int) -> InferRequest:
+    """A ``ModelInferRequest`` as the :class:`InferRequest` that ``MantisModel.infer`` takes; whatever the
+    client got wrong is a :class:`ProtocolError` that repeats at most a short prefix of what it sent, and
+    shapes of more than ``max_elements`` elements in all are ``too_large`` before any element is read."""
+    raw = msg.raw_input_contents
     if raw and len(raw) != len(msg.inputs):
         raise ProtocolError(f"request has {len(raw)} raw_input_contents for {len(msg.inputs)} inputs")
     inputs = []
+    total = 0
     for i, tensor in enumerate(msg.inputs):
+        name = echo(tensor.name)
         if tensor.datatype != "BYTES" and tensor.datatype not in DATATYPES:
-            raise ProtocolError(f"input {tensor.name!r}: unknown datatype {tensor.datatype!r}")
+            raise ProtocolError(f"input {name}: unknown datatype {echo(tensor.datatype)}")
+        if len(tensor.shape) > MAX_RANK:
+            raise ProtocolError(f"input {name}: 'shape' has {len(tensor.shape)} dimensions, at most {MAX_RANK} are allowed")
         shape = [int(d) for d in tensor.shape]
         if any(d < 0 for d in shape):
-            raise ProtocolError(f"input {tensor.name!r}: 'shape' must be non-negative, got {shape}")
-        data = _input_data(tensor, math.prod(shape), raw[i] if raw else None)
+            raise ProtocolError(f"input {name}: 'shape' must be non-negative, got {shape}")
+        count = math.prod(shape)
+        total += count
+        if total > max_elements:
+            raise ProtocolError(f"input {name}: shape {shape} makes more than {max_elements} elements in the request; "
+                                f"this server takes at most {max_elements} per request", kind="too_large")
+        data = _input_data(tensor, count, raw[i] if raw else None)
         inputs.append(InputTensor(tensor.name, tensor.datatype, shape, _parameters(tensor.parameters), data))
     outputs = [RequestedOutput(o.name, _parameters(o.parameters)) for o in msg.outputs] or None
     return InferRequest(msg.id or None, inputs, outputs, _parameters(msg.parameters))
@@ -105,8 +123,19 @@ def to_infer_response(model_name: str, request_id: str | None, outputs: list[Out
     response = pb.ModelInferResponse(model_name=model_name, model_version=VERSION, id=request_id or "")
     for tensor in outputs:
         response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=list(tensor.data.shape))
-        response.raw_output_contents.append(_binary_data(tensor))
+        response.raw_output_contents.append(binary_data(tensor))
     return response
+
+
+def _bind_error(host: str, port: int) -> str:
+    """Why grpc could not listen on ``host:port``, as the operating system says it (e.g. "address already in use")."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        return (exc.strerror or str(exc)).lower()
+    return "grpc could not bind it"
 
 
 def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
@@ -117,18 +146,17 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
 
 
 class GrpcFrontend:
-    """The gRPC server of one aiohttp app: started after the app's own startup (model warm, batcher
-    running), stopped at its shutdown (in-flight calls get ``grace`` seconds) before the batcher stops."""
+    """The gRPC server of one data plane: started by the plane once the model is warm and the batcher runs,
+    stopped when shutdown begins (in-flight calls get ``grace`` seconds), before the batcher stops."""
 
-    def __init__(self, app: web.Application, host: str, port: int, grace: float = 30.0) -> None:
-        self.state: ServerState = app[STATE]
+    def __init__(self, plane: DataPlane, host: str, port: int, grace: float = 30.0) -> None:
+        self.plane = plane
         self.host = host
         self.port = port
         self.grace = grace
         self.server: grpc.aio.Server | None = None
         self.bound_port: int | None = None
-        app.on_startup.append(self._start)
-        app.on_shutdown.append(self._stop)
+        plane.add_frontend(self)
 
     @property
     def url(self) -> str:
@@ -156,86 +184,96 @@ class GrpcFrontend:
             self._stream, request_deserializer=m.request.FromString, response_serializer=m.response.SerializeToString)
         return handlers
 
-    async def _start(self, app: web.Application) -> None:
+    async def start(self) -> None:
         options = [
-            ("grpc.max_receive_message_length", self.state.max_request_bytes),
+            ("grpc.max_receive_message_length", self.plane.max_request_bytes),
             ("grpc.http2.bdp_probe", 0),  # no bandwidth-probing PINGs next to small messages
             # the HTTP port's idle deadline: a connection without a call is closed (GOAWAY) after it
-            ("grpc.max_connection_idle_ms", int(self.state.limits.idle_timeout * 1000)),
+            ("grpc.max_connection_idle_ms", int(self.plane.limits.idle_timeout * 1000)),
             ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+            # grpc sets SO_REUSEPORT by default: a second server on the same port would then start and share
+            # the clients with the first; without it the port in use is an error, as on the HTTP port
+            ("grpc.so_reuseport", 0),
         ]
         server = grpc.aio.server(options=options)
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(GRPC_SERVICE, self._handlers())])
         host = f"[{self.host}]" if ":" in self.host else self.host
         try:
             self.bound_port = server.add_insecure_port(f"{host}:{self.port}")
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen for gRPC on {self.host}:{self.port}: {exc}") from None
+        except RuntimeError:
+            self.bound_port = 0
+        if not self.bound_port:
+            raise OSError(f"cannot listen for gRPC on {self.host}:{self.port}: {_bind_error(self.host, self.port)}")
         await server.start()
         self.server = server
 
-    async def _stop(self, app: web.Application) -> None:
+    async def stop(self) -> None:
         if self.server is not None:
             await self.server.stop(self.grace)
             self.server = None
 
     def _count(self, method: str, code: str) -> None:
-        self.state.metrics.grpc_requests.labels(method, code).inc()
+        self.plane.metrics.grpc_requests.labels(method, code).inc()
 
     async def _abort(self, context: grpc.aio.ServicerContext, method: str, err: ProtocolError, client: str | None) -> None:
         """End the call with ``err``'s gRPC code and kind (trailing metadata), counted and charged to
         ``client`` (None: not charged)."""
         self._count(method, err.grpc_code)
-        self.state.refused(err.kind, client)
+        self.plane.refused(err.kind, client)
         await context.abort(grpc.StatusCode[err.grpc_code], str(err), trailing_metadata=((ERROR_KIND_PARAMETER, err.kind),))
 
-    async def _first_message(self, requests: Any) -> Any:
-        """The call's request message, within the HTTP port's body deadline: ``timeout`` when it is not
-        complete by then (a client that sends headers and then nothing, or drips its message),
-        ``unavailable`` when shutdown begins first, ``bad_request`` when the call ends without one."""
-        message = await self.state.within_body_deadline(_next_message(aiter(requests)), "request message")
-        if message is _END:
-            raise ProtocolError("the call ended without a request message")
-        return message
+    async def _only_message(self, requests: Any) -> Any:
+        """The call's one request message and the end of the call, within the HTTP port's body deadline:
+        ``timeout`` when they are not complete by then (a client that sends headers and then nothing, or
+        drips its message), ``unavailable`` when shutdown begins first, ``bad_request`` when the call ends
+        without a message or carries a second one (a unary method takes exactly one)."""
+
+        async def read() -> Any:
+            messages = aiter(requests)
+            message = await _next_message(messages)
+            if message is _END:
+                raise ProtocolError("the call ended without a request message")
+            if await _next_message(messages) is not _END:
+                raise ProtocolError("a unary call carries exactly one request message; this one has more")
+            return message
+
+        return await self.plane.within_body_deadline(read(), "request message")
 
     def _unary(self, method: str, fn: Callable[[Any], Awaitable[Any]], public: bool) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        """A unary method: ``public`` ones (the health probes) need no token and are never held by the
+        client budget, like the HTTP probes."""
+
         async def handler(requests: Any, context: grpc.aio.ServicerContext) -> Any:
             client = peer_address(context.peer())
             try:
-                await self.state.client_errors.admit(client, self.state.closing)
                 if not public:
-                    check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
-                response = await fn(await self._first_message(requests))
+                    await self.plane.admit(client)
+                    self.plane.authenticate(_metadata(context, GRPC_AUTH_METADATA), _HOW_TO_AUTHENTICATE_GRPC)
+                response = await fn(await self._only_message(requests))
             except Exception as exc:
-                await self._abort(context, method, as_protocol_error(exc, method), client)
-            self._count(method, "OK")
-            return response
+                err = self.plane.error(exc, method)
+            else:
+                self._count(method, "OK")
+                return response
+            # outside the except block: the abort's exception must not chain the refused call's
+            await self._abort(context, method, err, client)
 
         return handler
-
-    def _check_model(self, name: str, version: str) -> None:
-        model = self.state.model
-        if name != model.name:
-            raise ProtocolError(f"unknown model {name!r}; this server serves {model.name!r}", kind="not_found")
-        if version not in ("", VERSION):
-            raise ProtocolError(f"model {name!r} has no version {version!r}; versions: [{VERSION!r}]", kind="not_found")
 
     async def _server_live(self, request: Any) -> Any:
         return pb.ServerLiveResponse(live=True)
 
     async def _server_ready(self, request: Any) -> Any:
-        return pb.ServerReadyResponse(ready=self.state.ready)
+        return pb.ServerReadyResponse(ready=self.plane.ready)
 
     async def _model_ready(self, request: Any) -> Any:
-        self._check_model(request.name, request.version)
-        return pb.ModelReadyResponse(ready=self.state.ready)
+        return pb.ModelReadyResponse(ready=self.plane.model_ready(request.name, request.version))
 
     async def _server_metadata(self, request: Any) -> Any:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION, extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(**self.plane.server_metadata())
 
     async def _model_metadata(self, request: Any) -> Any:
-        self._check_model(request.name, request.version)
-        meta = self.state.model.metadata()
+        meta = self.plane.model_metadata(request.name, request.version)
         response = pb.ModelMetadataResponse(name=meta["name"], versions=meta["versions"], platform=meta["platform"])
         for spec in meta["inputs"]:
             response.inputs.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
@@ -244,19 +282,22 @@ class GrpcFrontend:
         return response
 
     async def _infer(self, msg: Any) -> Any:
-        self._check_model(msg.model_name, msg.model_version)
-        request = to_infer_request(msg)
-        outputs = await run_inference(self.state, request)
-        return to_infer_response(self.state.model.name, request.id, outputs)
+        model = self.plane.find_model(msg.model_name, msg.model_version)
+        request = to_infer_request(msg, self.plane.max_request_images)
+        outputs = await self.plane.infer(request)
+        return to_infer_response(model.name, request.id, outputs)
 
     async def _stream(self, requests: Any, context: grpc.aio.ServicerContext) -> None:
         method = "ModelStreamInfer"
         client = peer_address(context.peer())
-        budget = self.state.client_errors
         try:
-            await budget.admit(client, self.state.closing)
-            check_bearer(self.state.token, _metadata(context, GRPC_AUTH_METADATA))
-        except ProtocolError as err:
+            await self.plane.admit(client)
+            self.plane.authenticate(_metadata(context, GRPC_AUTH_METADATA), _HOW_TO_AUTHENTICATE_GRPC)
+        except ProtocolError as exc:
+            err = self.plane.error(exc, method)
+        else:
+            err = None
+        if err is not None:
             await self._abort(context, method, err, client)
         write_lock = asyncio.Lock()
         slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_STREAM)
@@ -264,22 +305,12 @@ class GrpcFrontend:
 
         async def answer(msg: Any) -> None:
             try:
-                try:
-                    await budget.admit(client, self.state.closing)
-                    response = pb.ModelStreamInferResponse(infer_response=await self._infer(msg))
-                    status = "ok"
-                except Exception as exc:
-                    err = as_protocol_error(exc, method)
-                    self.state.refused(err.kind, client)
-                    status = err.kind
-                    response = pb.ModelStreamInferResponse(error_message=str(err))
-                    response.infer_response.model_name = msg.model_name
-                    response.infer_response.id = msg.id
-                    response.infer_response.parameters[ERROR_KIND_PARAMETER].string_param = err.kind
-                self.state.metrics.stream_messages.labels("grpc", status).inc()
+                response = await self._stream_answer(msg, client, method)
                 async with write_lock:
                     if not context.done():
                         await context.write(response)
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+                pass  # the call ended (the client went away): the answer goes nowhere
             finally:
                 slots.release()
 
@@ -289,27 +320,46 @@ class GrpcFrontend:
         async def read() -> Any:
             try:
                 return await _next_message(it)
-            except ProtocolError as err:  # the stream cannot go on past a message it cannot frame
-                malformed.append(err)
+            except ProtocolError as exc:  # the stream cannot go on past a message it cannot frame
+                malformed.append(self.plane.error(exc, method))
                 return _END
 
-        reader = IdleReader(read, self.state.closing, self.state.limits.idle_timeout)
+        reader = IdleReader(read, self.plane.closing, self.plane.limits.idle_timeout)
         try:
             while (msg := await reader.next(lambda: bool(pending))) not in (None, _END):
                 await slots.acquire()
                 task = asyncio.get_running_loop().create_task(answer(msg))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
-            if pending:
-                await asyncio.gather(*pending)
+            await finish_answers(pending, self.plane.closing, self.plane.limits.lingering_time)
         finally:
             reader.close()
             for task in pending:
                 task.cancel()
-        if malformed or reader.stopped is not None:
+        shutdown = reader.stopped == "shutdown" or (self.plane.closing is not None and self.plane.closing.done())
+        if malformed or reader.stopped is not None or shutdown:
             err = (malformed[0] if malformed
-                   else ProtocolError("the server is shutting down; retry", kind="unavailable") if reader.stopped == "shutdown"
+                   else ProtocolError("the server is shutting down; retry", kind="unavailable") if shutdown
                    else ProtocolError(f"no message on the stream for {reader.idle:g} s", kind="timeout"))
             # an idle stream is no mistake: it ends, as an idle HTTP connection closes, uncharged
             await self._abort(context, method, err, client if malformed else None)
         self._count(method, "OK")
+
+    async def _stream_answer(self, msg: Any, client: str | None, method: str) -> Any:
+        """The answer to one message of a stream: the inference response, or a refusal carrying the request's
+        id, its model name (when short: at most ``protocol.ECHO_LIMIT`` characters) and the error kind."""
+        try:
+            await self.plane.admit(client)
+            response = pb.ModelStreamInferResponse(infer_response=await self._infer(msg))
+            status = "ok"
+        except Exception as exc:
+            err = self.plane.error(exc, method)
+            self.plane.refused(err.kind, client)
+            status = err.kind
+            response = pb.ModelStreamInferResponse(error_message=str(err))
+            if len(msg.model_name) <= ECHO_LIMIT:
+                response.infer_response.model_name = msg.model_name
+            response.infer_response.id = msg.id
+            response.infer_response.parameters[ERROR_KIND_PARAMETER].string_param = err.kind
+        self.plane.metrics.stream_messages.labels("grpc", status).inc()
+        return response

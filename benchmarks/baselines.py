@@ -101,3 +101,24 @@ def codec_curve(
         log(f"{fmt} q{q}: {point['bytes_per_image']:.0f} bytes, mean task accuracy {point['mean_task_accuracy']:.3f}")
         points.append(point)
     return points
+
+
+def equal_accuracy(mantis_bytes: float, mantis_accuracy: float, curve: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The smallest-bytes point of ``curve`` whose mean task accuracy reaches ``mantis_accuracy``.
+
+    ``ratio`` is its bytes per image over MANTiS's. When no point reaches it, ``reached`` is False and the
+    ratio is taken at the most accurate point (what the baseline would need is more than that).
+    """
+    points = sorted(curve, key=lambda p: p["bytes_per_image"])
+    reaching = [p for p in points if p["mean_task_accuracy"] >= mantis_accuracy]
+    if reaching:
+        p, reached = reaching[0], True
+    else:
+        p, reached = max(points, key=lambda q: (q["mean_task_accuracy"], -q["bytes_per_image"])), False
+    return {
+        "quality": p["quality"],
+        "bytes_per_image": p["bytes_per_image"],
+        "mean_task_accuracy": p["mean_task_accuracy"],
+        "reached": reached,
+        "ratio": p["bytes_per_image"] / mantis_bytes,
+    }
