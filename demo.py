@@ -29,8 +29,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, help="use only the first N held-out images")
     p.add_argument("--qualities", type=int, nargs="+", default=list(DEFAULT_QUALITIES), help="JPEG/WebP qualities")
     p.add_argument("--backend", default="onnxruntime", help="serve.py backend (default onnxruntime)")
-    p.add_argument("--sweep", type=Path, help="a training/sweep.py output directory on the same --config: the report "
-                   "shows MANTiS and No-FiLM as curves and their BD-rate against JPEG/WebP")
+    p.add_argument(
+        "--sweep",
+        type=Path,
+        help="a training/sweep.py output directory on the same --config: the report "
+        "shows MANTiS and No-FiLM as curves and their BD-rate against JPEG/WebP",
+    )
     p.add_argument("--results-dir", type=Path, help="also write the run's summary as DIR/demo.json (the published results: results/)")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
@@ -42,8 +46,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    opts = DemoOptions(out=args.out, config=args.config, checkpoint=args.checkpoint, artifacts=args.artifacts,
-                       limit=args.limit, qualities=args.qualities, backend=args.backend, sweep=args.sweep)
+    opts = DemoOptions(
+        out=args.out,
+        config=args.config,
+        checkpoint=args.checkpoint,
+        artifacts=args.artifacts,
+        limit=args.limit,
+        qualities=args.qualities,
+        backend=args.backend,
+        sweep=args.sweep,
+    )
     try:
         report = run_demo(opts)
         if args.results_dir is not None:

@@ -78,11 +78,18 @@ def qemu() -> str:
 
 def _apt_options(state: Path) -> list[str]:
     return [
-        f"-oDir::Etc::SourceList={state / 'sources.list'}", "-oDir::Etc::SourceParts=/dev/null",
-        f"-oDir::State::Lists={state / 'lists'}", f"-oDir::State::status={state / 'status'}",
-        f"-oDir::Cache::Archives={state / 'archives'}", "-oDir::Cache::pkgcache=", "-oDir::Cache::srcpkgcache=",
-        "-oAPT::Architecture=arm64", "-oAPT::Architectures::=arm64", "-oDebug::NoLocking=1",
-        "-oAPT::Install-Recommends=false", "-oAcquire::Retries=3",
+        f"-oDir::Etc::SourceList={state / 'sources.list'}",
+        "-oDir::Etc::SourceParts=/dev/null",
+        f"-oDir::State::Lists={state / 'lists'}",
+        f"-oDir::State::status={state / 'status'}",
+        f"-oDir::Cache::Archives={state / 'archives'}",
+        "-oDir::Cache::pkgcache=",
+        "-oDir::Cache::srcpkgcache=",
+        "-oAPT::Architecture=arm64",
+        "-oAPT::Architectures::=arm64",
+        "-oDebug::NoLocking=1",
+        "-oAPT::Install-Recommends=false",
+        "-oAcquire::Retries=3",
     ]
 
 
@@ -98,7 +105,9 @@ def build_sysroot(out: Path, mirror: str = MIRROR, timeout: float = 900.0) -> Pa
         return root
     missing = [t for t in ("apt-get", "dpkg-deb") if shutil.which(t) is None]
     if missing or not KEYRING.is_file():
-        raise SysrootUnavailable(f"building a Debian arm64 sysroot needs apt-get, dpkg-deb and {KEYRING}; missing: {missing or [str(KEYRING)]}")
+        raise SysrootUnavailable(
+            f"building a Debian arm64 sysroot needs apt-get, dpkg-deb and {KEYRING}; missing: {missing or [str(KEYRING)]}"
+        )
     if root.exists():
         shutil.rmtree(root)
     for d in ("lists/partial", "archives/partial"):
@@ -150,9 +159,25 @@ def install_edge(root: Path, wheel: Path, extras: Sequence[str], pins: Sequence[
     if site.exists():
         shutil.rmtree(site)
     # the download above checked Requires-Python against 3.13; pip install --target checks it against its own interpreter
-    _run([*pip, "install", "-q", "--no-index", "--find-links", str(wheels), "--no-compile", "--ignore-requires-python",
-          "--target", str(site), *target, spec, *pins],
-         "pip install --target of the aarch64 wheels", timeout)
+    _run(
+        [
+            *pip,
+            "install",
+            "-q",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--no-compile",
+            "--ignore-requires-python",
+            "--target",
+            str(site),
+            *target,
+            spec,
+            *pins,
+        ],
+        "pip install --target of the aarch64 wheels",
+        timeout,
+    )
     installed = sorted(p.name for p in site.iterdir())
     if any(name.startswith("torch") for name in installed):
         raise DeviceCheckError(f"torch was pulled into the device install {site}: {installed}")
@@ -187,8 +212,24 @@ def arm_command(root: Path, site: Path, bundle: Path, images: Sequence[Path], mo
     """``runtime_edge.run`` on the emulated device (``-P``: this checkout is not on its path; ``mode``: ``--save DIR``
     or ``--server URL``); a ``.pte`` on the torch-free runtime, explicitly."""
     pte = ["--pte-runtime", "numpy"] if runtime == "executorch" else []
-    return [qemu(), "-cpu", CPU, "-L", str(root), str(root / PYTHON), "-P", "-m", "runtime_edge.run",
-            "--artifacts", str(bundle), *mode, "--top-k", str(TOP_K), *pte, *map(str, images)]
+    return [
+        qemu(),
+        "-cpu",
+        CPU,
+        "-L",
+        str(root),
+        str(root / PYTHON),
+        "-P",
+        "-m",
+        "runtime_edge.run",
+        "--artifacts",
+        str(bundle),
+        *mode,
+        "--top-k",
+        str(TOP_K),
+        *pte,
+        *map(str, images),
+    ]
 
 
 def x86_run(bundle: Path, runtime: str, images: Sequence[Path], save_dir: Path, server_url: str) -> str:
@@ -212,18 +253,34 @@ def compare_format(
         if d.exists():
             shutil.rmtree(d)
     t = time.perf_counter()
-    _run(arm_command(root, site, bundle, images, ["--save", str(dirs["arm"])], runtime), f"{runtime} edge run under qemu", timeout, env=env, cwd=work)
-    arm_answers = _run(arm_command(root, site, bundle, images, ["--server", server_url], runtime),
-                       f"{runtime} edge run under qemu, answers from {server_url}", timeout, env=env, cwd=work).stdout
+    _run(
+        arm_command(root, site, bundle, images, ["--save", str(dirs["arm"])], runtime),
+        f"{runtime} edge run under qemu",
+        timeout,
+        env=env,
+        cwd=work,
+    )
+    arm_answers = _run(
+        arm_command(root, site, bundle, images, ["--server", server_url], runtime),
+        f"{runtime} edge run under qemu, answers from {server_url}",
+        timeout,
+        env=env,
+        cwd=work,
+    ).stdout
     arm_seconds = time.perf_counter() - t
     t = time.perf_counter()
     x86_answers = x86_run(bundle, runtime, images, dirs["x86"], server_url)
     x86_seconds = time.perf_counter() - t
-    differing = [img.name for img in images if (dirs["arm"] / f"{img.stem}.mtb").read_bytes() != (dirs["x86"] / f"{img.stem}.mtb").read_bytes()]
+    differing = [
+        img.name for img in images if (dirs["arm"] / f"{img.stem}.mtb").read_bytes() != (dirs["x86"] / f"{img.stem}.mtb").read_bytes()
+    ]
     a, b = arm_answers.splitlines(), x86_answers.splitlines()
-    diff = [f"arm: {x!r} / x86: {y!r}" for x, y in zip(a, b) if x != y] + ([f"{len(a)} lines on arm, {len(b)} on x86"] if len(a) != len(b) else [])
-    return FormatResult(runtime, len(images), len(images) - len(differing), differing, not diff, diff[:10],
-                        tree_bytes(site), arm_seconds, x86_seconds)
+    diff = [f"arm: {x!r} / x86: {y!r}" for x, y in zip(a, b) if x != y] + (
+        [f"{len(a)} lines on arm, {len(b)} on x86"] if len(a) != len(b) else []
+    )
+    return FormatResult(
+        runtime, len(images), len(images) - len(differing), differing, not diff, diff[:10], tree_bytes(site), arm_seconds, x86_seconds
+    )
 
 
 def write_heldout(config: Path, n: int, out_dir: Path) -> list[Path]:
@@ -249,11 +306,15 @@ def write_heldout(config: Path, n: int, out_dir: Path) -> list[Path]:
 
 def format_report(results: Sequence[FormatResult], sysroot_seconds: float) -> str:
     """A table of the comparison, one row per edge format."""
-    lines = [f"aarch64 (qemu-aarch64-static -cpu {CPU}, Debian {SUITE} python{PYTHON_VERSION}) vs x86_64; sysroot ready in {sysroot_seconds:.1f} s",
-             f"  {'runtime':<12}{'images':>7}{'identical':>11}{'share':>9}  {'answers':<9}{'install MB':>11}{'arm s':>8}{'x86 s':>8}"]
+    lines = [
+        f"aarch64 (qemu-aarch64-static -cpu {CPU}, Debian {SUITE} python{PYTHON_VERSION}) vs x86_64; sysroot ready in {sysroot_seconds:.1f} s",
+        f"  {'runtime':<12}{'images':>7}{'identical':>11}{'share':>9}  {'answers':<9}{'install MB':>11}{'arm s':>8}{'x86 s':>8}",
+    ]
     for r in results:
-        lines.append(f"  {r.runtime:<12}{r.images:>7}{r.identical:>11}{100 * r.identical_share:>8.2f}%  {'same' if r.answers_equal else 'DIFFER':<9}"
-                     f"{r.install_bytes / 1e6:>11.1f}{r.arm_seconds:>8.1f}{r.x86_seconds:>8.1f}")
+        lines.append(
+            f"  {r.runtime:<12}{r.images:>7}{r.identical:>11}{100 * r.identical_share:>8.2f}%  {'same' if r.answers_equal else 'DIFFER':<9}"
+            f"{r.install_bytes / 1e6:>11.1f}{r.arm_seconds:>8.1f}{r.x86_seconds:>8.1f}"
+        )
         lines += [f"    bitstream differs: {n}" for n in r.differing[:10]]
         lines += [f"    answer differs: {d}" for d in r.answer_diff]
     return "\n".join(lines)
@@ -272,8 +333,9 @@ def device_check(
     for bundle in bundles:
         runtime = load_bundle(bundle).manifest.edge.runtime
         if runtime not in FORMATS:
-            raise DeviceCheckError(f"{bundle}: its edge client runs on {runtime}, which needs more than a torch-free device; "
-                                   f"the check runs {sorted(FORMATS)}")
+            raise DeviceCheckError(
+                f"{bundle}: its edge client runs on {runtime}, which needs more than a torch-free device; the check runs {sorted(FORMATS)}"
+            )
         runtimes[Path(bundle)] = runtime
     out = Path(out).resolve()  # apt reads a relative Dir:: option against its own root, not the working directory
     out.mkdir(parents=True, exist_ok=True)

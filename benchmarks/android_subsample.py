@@ -46,7 +46,9 @@ class Case:
 def compile_core(out: Path) -> Path:
     """javac of android_demo's codec and core (with the CoreTests driver) into ``out``."""
     sources = sorted(str(p) for d in ("codec/src/main", "core/src") for p in (ANDROID / d).rglob("*.java"))
-    subprocess.run(["javac", "--release", "11", "-encoding", "UTF-8", "-d", str(out), *sources], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["javac", "--release", "11", "-encoding", "UTF-8", "-d", str(out), *sources], check=True, capture_output=True, timeout=300
+    )
     return out
 
 
@@ -80,8 +82,11 @@ def photos() -> dict[str, np.ndarray]:
     """scikit-learn's two sample photos (640x427 JPEG) and a 4000x3000 synthetic one."""
     from sklearn.datasets import load_sample_image
 
-    return {"china.jpg": load_sample_image("china.jpg"), "flower.jpg": load_sample_image("flower.jpg"),
-            "synthetic-12MP": synthetic_photo(4000, 3000, seed=3)}
+    return {
+        "china.jpg": load_sample_image("china.jpg"),
+        "flower.jpg": load_sample_image("flower.jpg"),
+        "synthetic-12MP": synthetic_photo(4000, 3000, seed=3),
+    }
 
 
 def measure(classes: Path, images: dict[str, np.ndarray], input_size: tuple[int, int], work: Path) -> list[Case]:
@@ -123,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp) / f"w{size[0]}"
             work.mkdir()
             cases += measure(classes, images, size, work)
-    rows = [[c.name, f"{c.width}x{c.height}", f"{c.input_size[0]}x{c.input_size[1]}", c.sample,
-             round(c.max_levels, 3), round(c.mean_levels, 3)] for c in cases]
+    rows = [
+        [c.name, f"{c.width}x{c.height}", f"{c.input_size[0]}x{c.input_size[1]}", c.sample, round(c.max_levels, 3), round(c.mean_levels, 3)]
+        for c in cases
+    ]
     worst_mean = max(c.mean_levels for c in cases)
     write_results(
         "android_subsample",
@@ -132,10 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         module="benchmarks.android_subsample",
         argv=argv,
         headline=[Headline("mean input difference, subsampled decode vs full image (worst image)", round(worst_mean, 3), "8-bit levels")],
-        tables=[Table("Java (subsampled, core.Subsample + core.Preprocess) vs runtime_edge.preprocess (full image)",
-                      ["image", "size", "model input", "inSampleSize", "max |diff| (levels)", "mean |diff| (levels)"], rows)],
-        notes=["The decoder's subsampling is modelled by s x s block means; a phone's JPEG decoder (scaled IDCT) rounds differently.",
-               "Without subsampling (inSampleSize 1) the Java tensor equals runtime_edge.preprocess bit for bit (tests/android_demo/test_core.py)."],
+        tables=[
+            Table(
+                "Java (subsampled, core.Subsample + core.Preprocess) vs runtime_edge.preprocess (full image)",
+                ["image", "size", "model input", "inSampleSize", "max |diff| (levels)", "mean |diff| (levels)"],
+                rows,
+            )
+        ],
+        notes=[
+            "The decoder's subsampling is modelled by s x s block means; a phone's JPEG decoder (scaled IDCT) rounds differently.",
+            "Without subsampling (inSampleSize 1) the Java tensor equals runtime_edge.preprocess bit for bit (tests/android_demo/test_core.py).",
+        ],
         data={"cases": [c.__dict__ for c in cases]},
         results_dir=args.out_dir,
     )

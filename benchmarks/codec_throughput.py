@@ -109,13 +109,24 @@ def run(rounds: int, seed: int, python_rounds: int) -> dict[str, Any]:
         payload = len(codec.encode(s, 1, tables)) - codec.HEADER_SIZE
         ideal = information_bits(s, tables)
         note = "" if payload >= 1024 else "  (< 1 KB: the fixed 4-byte state floor dominates)"
-        print(f"  {f'{c}x{h}x{w}' + ('' if scale == 1 else f'*{scale}'):>12} {payload:10d} {ideal / 8:10.1f} "
-              f"{100 * (8 * payload / ideal - 1):8.2f}% {codec.HEADER_SIZE:9d}{note}")
-        overhead.append([f"{c}x{h}x{w}" + ("" if scale == 1 else f" x{scale}"), payload, round(ideal / 8, 1),
-                         round(100 * (8 * payload / ideal - 1), 2), codec.HEADER_SIZE])
+        print(
+            f"  {f'{c}x{h}x{w}' + ('' if scale == 1 else f'*{scale}'):>12} {payload:10d} {ideal / 8:10.1f} "
+            f"{100 * (8 * payload / ideal - 1):8.2f}% {codec.HEADER_SIZE:9d}{note}"
+        )
+        overhead.append(
+            [
+                f"{c}x{h}x{w}" + ("" if scale == 1 else f" x{scale}"),
+                payload,
+                round(ideal / 8, 1),
+                round(100 * (8 * payload / ideal - 1), 2),
+                codec.HEADER_SIZE,
+            ]
+        )
     timings = {**t, **tp}
     return {
-        "backend": backend, "symbols": n, "rounds": rounds,
+        "backend": backend,
+        "symbols": n,
+        "rounds": rounds,
         "msymbols_per_s": {k: {"median": n / v[0] / 1e6, "best": n / v[1] / 1e6} for k, v in timings.items()},
         "ratios_median": {
             "encode_latent / EB.compress": t["eb_compress"][0] / t["enc_latent"][0],
@@ -146,16 +157,35 @@ def main(argv: list[str] | None = None) -> int:
         module="benchmarks.codec_throughput",
         argv=argv,
         headline=[
-            Headline("codec encode_latent / CompressAI EntropyBottleneck.compress throughput", round(ratios["encode_latent / EB.compress"], 2), "x", ">= 1x"),
-            Headline("codec decode_latent / CompressAI EntropyBottleneck.decompress throughput", round(ratios["decode_latent / EB.decompress"], 2), "x", ">= 1x"),
+            Headline(
+                "codec encode_latent / CompressAI EntropyBottleneck.compress throughput",
+                round(ratios["encode_latent / EB.compress"], 2),
+                "x",
+                ">= 1x",
+            ),
+            Headline(
+                "codec decode_latent / CompressAI EntropyBottleneck.decompress throughput",
+                round(ratios["decode_latent / EB.decompress"], 2),
+                "x",
+                ">= 1x",
+            ),
         ],
         tables=[
-            Table(f"throughput, 48x28x28 latent, {r['rounds']} interleaved runs, backend {r['backend']}, M symbols/s",
-                  ["coder", "median", "best"], [[k, round(v["median"], 2), round(v["best"], 2)] for k, v in r["msymbols_per_s"].items()]),
-            Table("ratios of medians (codec / CompressAI; >= 1 is at least as fast)", ["ratio", "value"],
-                  [[k, round(v, 2)] for k, v in ratios.items()]),
-            Table("coding overhead: payload vs ideal code length under the tables", ["latent", "payload B", "ideal B", "overhead %", "header B"],
-                  r["overhead"]),
+            Table(
+                f"throughput, 48x28x28 latent, {r['rounds']} interleaved runs, backend {r['backend']}, M symbols/s",
+                ["coder", "median", "best"],
+                [[k, round(v["median"], 2), round(v["best"], 2)] for k, v in r["msymbols_per_s"].items()],
+            ),
+            Table(
+                "ratios of medians (codec / CompressAI; >= 1 is at least as fast)",
+                ["ratio", "value"],
+                [[k, round(v, 2)] for k, v in ratios.items()],
+            ),
+            Table(
+                "coding overhead: payload vs ideal code length under the tables",
+                ["latent", "payload B", "ideal B", "overhead %", "header B"],
+                r["overhead"],
+            ),
         ],
         data=r,
         results_dir=args.results_dir,

@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=200, help="held-out images from --data-config (default 200)")
     p.add_argument("--out", type=Path, default=Path("runs/device"), help="sysroot, wheels, bitstreams (reused; default runs/device)")
     p.add_argument("--mirror", default=MIRROR, help=f"Debian mirror (default {MIRROR})")
-    p.add_argument("--pin", action="append", default=[], metavar="REQ", help="extra requirement for the device install, e.g. numpy==2.2.6 (repeatable)")
+    p.add_argument(
+        "--pin", action="append", default=[], metavar="REQ", help="extra requirement for the device install, e.g. numpy==2.2.6 (repeatable)"
+    )
     add_results_arguments(p, "device_check")
     args = p.parse_args(argv)
     if args.samples < 1:
@@ -52,10 +54,24 @@ def main(argv: list[str] | None = None) -> int:
         module="benchmarks.device_check",
         argv=argv,
         headline=[Headline(f"aarch64 bitstreams identical to x86 ({r.runtime})", r.identical, f"of {r.images}", "all") for r in results],
-        tables=[Table("per edge format", ["runtime", "images", "bitstreams identical", "answers the same", "device install bytes",
-                                          "emulated seconds", "x86 seconds"],
-                      [[r.runtime, r.images, r.identical, r.answers_equal, r.install_bytes, round(r.arm_seconds, 1), round(r.x86_seconds, 1)]
-                       for r in results])],
+        tables=[
+            Table(
+                "per edge format",
+                [
+                    "runtime",
+                    "images",
+                    "bitstreams identical",
+                    "answers the same",
+                    "device install bytes",
+                    "emulated seconds",
+                    "x86 seconds",
+                ],
+                [
+                    [r.runtime, r.images, r.identical, r.answers_equal, r.install_bytes, round(r.arm_seconds, 1), round(r.x86_seconds, 1)]
+                    for r in results
+                ],
+            )
+        ],
         notes=["Emulation proves code and numerics on an ARMv8 CPU model; its times say nothing about a real board's speed."],
         data={"sysroot_seconds": sysroot_seconds, "results": [asdict(r) for r in results]},
         results_dir=args.results_dir,

@@ -36,21 +36,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        result = benchmark(args.checkpoint, args.size, args.calibration_samples, args.warmup, args.repeats, args.threads, not args.no_resnet)
+        result = benchmark(
+            args.checkpoint, args.size, args.calibration_samples, args.warmup, args.repeats, args.threads, not args.no_resnet
+        )
     except (ExportError, CalibrationSourceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_report(result))
     size = f"{args.size}x{args.size}"
     threads = result["threads"]["executorch"]
-    headline = [Headline(f"int8 edge client vs float eager edge client, {size}, {threads} thread(s)",
-                         round(result["speedup_int8_vs_float_eager"], 2), "x", ">= 2x")]
+    headline = [
+        Headline(
+            f"int8 edge client vs float eager edge client, {size}, {threads} thread(s)",
+            round(result["speedup_int8_vs_float_eager"], 2),
+            "x",
+            ">= 2x",
+        )
+    ]
     if "speedup_int8_vs_resnet50_fp32_eager" in result:
         headline += [
-            Headline(f"int8 edge client vs ResNet-50 fp32 eager, {size}, {threads} thread(s)",
-                     round(result["speedup_int8_vs_resnet50_fp32_eager"], 1), "x", ">= 10x"),
-            Headline(f"int8 edge client vs ResNet-50 int8 ExecuTorch, {size}, {threads} thread(s)",
-                     round(result["speedup_int8_vs_resnet50_int8_executorch"], 1), "x", "> 1x"),
+            Headline(
+                f"int8 edge client vs ResNet-50 fp32 eager, {size}, {threads} thread(s)",
+                round(result["speedup_int8_vs_resnet50_fp32_eager"], 1),
+                "x",
+                ">= 10x",
+            ),
+            Headline(
+                f"int8 edge client vs ResNet-50 int8 ExecuTorch, {size}, {threads} thread(s)",
+                round(result["speedup_int8_vs_resnet50_int8_executorch"], 1),
+                "x",
+                "> 1x",
+            ),
         ]
     write_results(
         args.results_name,
@@ -59,12 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         argv=argv,
         headline=headline,
         tables=[
-            Table(f"medians of {args.repeats} interleaved rounds, ms", ["model", "median ms", "p90 ms"],
-                  [[name, round(t["median"], 3), round(t["p90"], 3)] for name, t in result["timings_ms"].items()]),
+            Table(
+                f"medians of {args.repeats} interleaved rounds, ms",
+                ["model", "median ms", "p90 ms"],
+                [[name, round(t["median"], 3), round(t["p90"], 3)] for name, t in result["timings_ms"].items()],
+            ),
             Table("program sizes", ["file", "bytes"], [[name, size_b] for name, size_b in result["pte_bytes"].items()]),
         ],
-        notes=[f"int8 latent relative RMSE vs float: {result['int8_latent_rel_rmse']:.4f}",
-               "ResNet-50 runs with random weights: latency does not depend on the weights."],
+        notes=[
+            f"int8 latent relative RMSE vs float: {result['int8_latent_rel_rmse']:.4f}",
+            "ResNet-50 runs with random weights: latency does not depend on the weights.",
+        ],
         data=result,
         results_dir=args.results_dir,
     )

@@ -21,8 +21,9 @@ from pathlib import Path
 from benchmarks.results import Headline, Table, add_results_arguments, write_results
 
 
-def time_edge_command(python: str, artifacts: Path, image: Path, repeats: int, server: str | None = None,
-                      pte_runtime: str = "auto", timeout: float = 300.0) -> dict[str, object]:
+def time_edge_command(
+    python: str, artifacts: Path, image: Path, repeats: int, server: str | None = None, pte_runtime: str = "auto", timeout: float = 300.0
+) -> dict[str, object]:
     """Run the edge command ``repeats`` times; seconds per run, and the last run's stdout and stderr."""
     seconds, proc = [], None
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge_startup: {exc}", file=sys.stderr)
         return 2
     s = r["seconds"]
-    print(f"{' '.join(r['command'][:4])} ... ({args.pte_runtime}): median {r['median_s']:.2f} s, min {min(s):.2f} s, max {max(s):.2f} s over {len(s)} runs")
+    print(
+        f"{' '.join(r['command'][:4])} ... ({args.pte_runtime}): median {r['median_s']:.2f} s, min {min(s):.2f} s, max {max(s):.2f} s over {len(s)} runs"
+    )
     print(f"stdout ({len(r['stdout'].splitlines())} lines):\n{r['stdout'].rstrip()}")
     print(f"stderr ({len(r['stderr'].splitlines())} lines){':' if r['stderr'] else ''}\n{r['stderr'].rstrip()}".rstrip())
     how = f"--server {args.server}" if args.server else "--save"
@@ -71,9 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         title=f"Start-up of the edge command ({args.pte_runtime} .pte runtime), start to printed answer",
         module="benchmarks.edge_startup",
         argv=argv,
-        headline=[Headline(f"edge command start to answer, one image, {args.pte_runtime} .pte runtime ({how})", round(r["median_s"], 2), "s")],
-        tables=[Table(f"{len(s)} fresh processes", ["interpreter", "mode", "median s", "min s", "max s", "stderr lines"],
-                      [[args.python, how, round(r["median_s"], 2), round(min(s), 2), round(max(s), 2), len(r["stderr"].splitlines())]])],
+        headline=[
+            Headline(f"edge command start to answer, one image, {args.pte_runtime} .pte runtime ({how})", round(r["median_s"], 2), "s")
+        ],
+        tables=[
+            Table(
+                f"{len(s)} fresh processes",
+                ["interpreter", "mode", "median s", "min s", "max s", "stderr lines"],
+                [[args.python, how, round(r["median_s"], 2), round(min(s), 2), round(max(s), 2), len(r["stderr"].splitlines())]],
+            )
+        ],
         data={k: v for k, v in r.items()},
         results_dir=args.results_dir,
     )

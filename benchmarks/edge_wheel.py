@@ -36,8 +36,13 @@ def measure() -> dict:
             entry = per_top.setdefault(top, [0, 0])
             entry[0] += 1
             entry[1] += info.file_size
-        return {"file": wheel.name, "bytes": wheel.stat().st_size, "files": len(infos),
-                "unpacked_bytes": sum(i.file_size for i in infos), "per_directory": per_top}
+        return {
+            "file": wheel.name,
+            "bytes": wheel.stat().st_size,
+            "files": len(infos),
+            "unpacked_bytes": sum(i.file_size for i in infos),
+            "per_directory": per_top,
+        }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,10 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         module="benchmarks.edge_wheel",
         argv=argv,
         headline=[],
-        tables=[Table("files in the wheel", ["directory", "files", "unpacked bytes"],
-                      [[k, v[0], v[1]] for k, v in sorted(m["per_directory"].items())])],
-        notes=[f"{m['file']}: {m['bytes']} bytes, {m['files']} files, {m['unpacked_bytes']} bytes unpacked; "
-               "numpy, Pillow and the backend of an extra come on top"],
+        tables=[
+            Table(
+                "files in the wheel",
+                ["directory", "files", "unpacked bytes"],
+                [[k, v[0], v[1]] for k, v in sorted(m["per_directory"].items())],
+            )
+        ],
+        notes=[
+            f"{m['file']}: {m['bytes']} bytes, {m['files']} files, {m['unpacked_bytes']} bytes unpacked; "
+            "numpy, Pillow and the backend of an extra come on top"
+        ],
         data=m,
         results_dir=args.results_dir,
     )

@@ -44,12 +44,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_report(results, sysroot_seconds))
     headline = [Headline(f"{r.runtime} bitstreams identical on aarch64", f"{r.identical}/{r.images}", "", "all") for r in results]
     headline += [Headline(f"{r.runtime} server answers equal on aarch64", "yes" if r.answers_equal else "no", "", "yes") for r in results]
-    table = Table("Emulated aarch64 (qemu, cortex-a72) vs x86_64", ["runtime", "images", "identical", "answers equal", "arm s", "x86 s"],
-                  [[r.runtime, r.images, r.identical, r.answers_equal, round(r.arm_seconds, 1), round(r.x86_seconds, 1)] for r in results])
-    notes = ["Emulation proves the code and the integer numerics on ARM (the same bytes as x86); it says nothing about speed on a real board."]
-    write_results(args.name, title="EfficientNet-Lite0 split: edge client on emulated aarch64", module=MODULE, argv=argv,
-                  headline=headline, tables=[table], notes=notes,
-                  data={"images": [str(p) for p in images], "sysroot_seconds": sysroot_seconds, "results": [asdict(r) for r in results]})
+    table = Table(
+        "Emulated aarch64 (qemu, cortex-a72) vs x86_64",
+        ["runtime", "images", "identical", "answers equal", "arm s", "x86 s"],
+        [[r.runtime, r.images, r.identical, r.answers_equal, round(r.arm_seconds, 1), round(r.x86_seconds, 1)] for r in results],
+    )
+    notes = [
+        "Emulation proves the code and the integer numerics on ARM (the same bytes as x86); it says nothing about speed on a real board."
+    ]
+    write_results(
+        args.name,
+        title="EfficientNet-Lite0 split: edge client on emulated aarch64",
+        module=MODULE,
+        argv=argv,
+        headline=headline,
+        tables=[table],
+        notes=notes,
+        data={"images": [str(p) for p in images], "sysroot_seconds": sysroot_seconds, "results": [asdict(r) for r in results]},
+    )
     return 0 if all(r.identical == r.images and r.answers_equal for r in results) else 1
 
 

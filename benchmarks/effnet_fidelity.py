@@ -102,24 +102,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     known = known_class_top1(teacher, cfg, preprocessing)
     n = len(test)
     headline = [
-        Headline("top-1 agreement with the uncompressed teacher (float client, real codec)", round(agreement, 4), "", f"{n} held-out images"),
+        Headline(
+            "top-1 agreement with the uncompressed teacher (float client, real codec)", round(agreement, 4), "", f"{n} held-out images"
+        ),
         Headline("MANTiS bytes per image", round(mantis_bytes, 1), "B"),
     ]
     for fmt, e in equal.items():
-        headline.append(Headline(f"{fmt.upper()} bytes at MANTiS's agreement" + ("" if e["reached"] else " (not reached: at its best quality)"),
-                                 round(e["bytes_per_image"], 1), "B", f"q{e['quality']}, agreement {e['mean_task_accuracy']:.3f}"))
+        headline.append(
+            Headline(
+                f"{fmt.upper()} bytes at MANTiS's agreement" + ("" if e["reached"] else " (not reached: at its best quality)"),
+                round(e["bytes_per_image"], 1),
+                "B",
+                f"q{e['quality']}, agreement {e['mean_task_accuracy']:.3f}",
+            )
+        )
     if not comparable:
-        headline.append(Headline("bytes at equal agreement", "no comparison", "",
-                                 f"MANTiS's agreement {agreement:.3f} is at or below every JPEG/WebP quality measured"))
+        headline.append(
+            Headline(
+                "bytes at equal agreement",
+                "no comparison",
+                "",
+                f"MANTiS's agreement {agreement:.3f} is at or below every JPEG/WebP quality measured",
+            )
+        )
     if best is not None:
-        headline.append(Headline(f"bytes at equal agreement, better of JPEG/WebP ({best.upper()}) / MANTiS",
-                                 round(equal[best]["ratio"], 2), "x", "> 1: MANTiS needs fewer bytes"))
+        headline.append(
+            Headline(
+                f"bytes at equal agreement, better of JPEG/WebP ({best.upper()}) / MANTiS",
+                round(equal[best]["ratio"], 2),
+                "x",
+                "> 1: MANTiS needs fewer bytes",
+            )
+        )
     tables = [
-        Table(f"{fmt.upper()} on the same held-out images (Pillow, strongest settings)", ["quality", "bytes per image", "top-1 agreement"],
-              [[p["quality"], round(p["bytes_per_image"], 1), round(p["mean_task_accuracy"], 4)] for p in curve])
+        Table(
+            f"{fmt.upper()} on the same held-out images (Pillow, strongest settings)",
+            ["quality", "bytes per image", "top-1 agreement"],
+            [[p["quality"], round(p["bytes_per_image"], 1), round(p["mean_task_accuracy"], 4)] for p in curve],
+        )
         for fmt, curve in curves.items()
     ]
-    tables.append(Table("Teacher top-1 on the photos with a known ImageNet class", ["photo", "side", "view", "teacher's top-1", "right"], known))
+    tables.append(
+        Table("Teacher top-1 on the photos with a known ImageNet class", ["photo", "side", "view", "teacher's top-1", "right"], known)
+    )
     notes = [
         f"Held-out photos: {', '.join(cfg['data']['photos']['test'])}; each in the views {', '.join(sorted({it.view for it in test.source.items}))} "
         f"({n} images at {preprocessing['input_size'][0]}x{preprocessing['input_size'][1]}).",
@@ -128,16 +153,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         "moves the agreement by several points: read it as a smoke test of the real network, not an accuracy estimate.",
     ]
     if int8 is not None:
-        headline.append(Headline("top-1 agreement, int8 edge client on ExecuTorch (calibration/check.py)",
-                                 round(int8["int8"]["task_accuracy"][TASK], 4), "", f"float client there: {int8['float']['task_accuracy'][TASK]:.4f}, "
-                                 f"{int8['images']} images"))
+        headline.append(
+            Headline(
+                "top-1 agreement, int8 edge client on ExecuTorch (calibration/check.py)",
+                round(int8["int8"]["task_accuracy"][TASK], 4),
+                "",
+                f"float client there: {int8['float']['task_accuracy'][TASK]:.4f}, {int8['images']} images",
+            )
+        )
         headline.append(Headline("int8 edge client bytes per image", round(int8["int8"]["bytes_per_image"], 1), "B"))
-        notes.append(f"calibration/check.py compares the float and the int8 edge client, both through the real codec and the bundle's "
-                     f"ONNX server half, on the {int8['split']} split: latent symbol agreement {int8['symbol_agreement']:.4f}.")
-    data = {"items": items, "labels": labels[:, 0].tolist(), "mantis": mantis, "curves": curves, "equal_agreement": equal,
-            "known_classes": known, "int8_check": int8, "run": str(args.run)}
-    write_results(args.name, title="EfficientNet-Lite0 split at 224x224: fidelity and bytes", module=MODULE, argv=argv,
-                  headline=headline, tables=tables, notes=notes, data=data)
+        notes.append(
+            f"calibration/check.py compares the float and the int8 edge client, both through the real codec and the bundle's "
+            f"ONNX server half, on the {int8['split']} split: latent symbol agreement {int8['symbol_agreement']:.4f}."
+        )
+    data = {
+        "items": items,
+        "labels": labels[:, 0].tolist(),
+        "mantis": mantis,
+        "curves": curves,
+        "equal_agreement": equal,
+        "known_classes": known,
+        "int8_check": int8,
+        "run": str(args.run),
+    }
+    write_results(
+        args.name,
+        title="EfficientNet-Lite0 split at 224x224: fidelity and bytes",
+        module=MODULE,
+        argv=argv,
+        headline=headline,
+        tables=tables,
+        notes=notes,
+        data=data,
+    )
     return 0
 
 

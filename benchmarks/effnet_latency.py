@@ -48,8 +48,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def edge_latency(bundle_pte: Path, whole: torch.nn.Module, calibration: list[torch.Tensor], threads: Sequence[int],
-                 warmup: int, repeats: int, tmp: Path) -> tuple[dict[int, dict[str, Any]], dict[str, int]]:
+def edge_latency(
+    bundle_pte: Path, whole: torch.nn.Module, calibration: list[torch.Tensor], threads: Sequence[int], warmup: int, repeats: int, tmp: Path
+) -> tuple[dict[int, dict[str, Any]], dict[str, int]]:
     """Per thread count, the median and p90 ms of each program; and the program sizes."""
     from executorch.runtime import Runtime
 
@@ -62,8 +63,11 @@ def edge_latency(bundle_pte: Path, whole: torch.nn.Module, calibration: list[tor
     int8_path, fp32_path = tmp / "whole_int8.pte", tmp / "whole_fp32.pte"
     lower_executorch(quantize_pt2e(copy.deepcopy(whole), x, calibration, "histogram"), x, int8_path)
     lower_executorch(copy.deepcopy(whole), x, fp32_path)
-    sizes = {"edge.pte (int8 edge client)": bundle_pte.stat().st_size, "whole EfficientNet-Lite0 int8 .pte": int8_path.stat().st_size,
-             "whole EfficientNet-Lite0 fp32 .pte": fp32_path.stat().st_size}
+    sizes = {
+        "edge.pte (int8 edge client)": bundle_pte.stat().st_size,
+        "whole EfficientNet-Lite0 int8 .pte": int8_path.stat().st_size,
+        "whole EfficientNet-Lite0 fp32 .pte": fp32_path.stat().st_size,
+    }
     xn = x.numpy()
     out = {}
     for t in threads:
@@ -71,8 +75,12 @@ def edge_latency(bundle_pte: Path, whole: torch.nn.Module, calibration: list[tor
         edge = ExecuTorchModel(bundle_pte)
         int8 = Runtime.get().load_program(int8_path).load_method("forward")
         fp32 = Runtime.get().load_program(fp32_path).load_method("forward")
-        fns = {EDGE_INT8: lambda e=edge: e.run(xn), WHOLE_INT8: lambda m=int8: m.execute([x]), WHOLE_FP32: lambda m=fp32: m.execute([x]),
-               WHOLE_EAGER: lambda: whole(x)}
+        fns = {
+            EDGE_INT8: lambda e=edge: e.run(xn),
+            WHOLE_INT8: lambda m=int8: m.execute([x]),
+            WHOLE_FP32: lambda m=fp32: m.execute([x]),
+            WHOLE_EAGER: lambda: whole(x),
+        }
         with torch.no_grad():
             timings = time_round_robin(fns, warmup, repeats)
         out[t] = {"threads": counts, "ms": {tm.name: {"median": tm.median_ms, "p90": tm.p90_ms} for tm in timings}}
@@ -89,8 +97,10 @@ def server_throughput(artifacts: Path, images: list[Any], clients: int, requests
     bitstreams = [edge.encode(img).bitstream for img in images]
     model = read_manifest(artifacts).model_name
     common = ["--backend", "onnxruntime", "--max-request-images", "1"]
-    configs = [("dynamic (max 32, 2 ms)", common + ["--max-batch-size", "32", "--max-queue-delay-ms", "2"]),
-               ("batch size 1", common + ["--max-batch-size", "1", "--max-queue-delay-ms", "0"])]
+    configs = [
+        ("dynamic (max 32, 2 ms)", common + ["--max-batch-size", "32", "--max-queue-delay-ms", "2"]),
+        ("batch size 1", common + ["--max-batch-size", "1", "--max-queue-delay-ms", "0"]),
+    ]
     results = run_configs(artifacts, model, configs, bitstreams, clients, requests, time_cap)
     return [r.summary() | {"mean_bitstream_bytes": sum(map(len, bitstreams)) / len(bitstreams)} for r in results]
 
@@ -125,20 +135,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         ms = r["ms"]
         speedup = ms[WHOLE_INT8]["median"] / ms[EDGE_INT8]["median"]
         target = f">= {TARGET_SPEEDUP:g}x" + (f": {'met' if speedup >= TARGET_SPEEDUP else 'NOT met'}" if t == 1 else "")
-        headline.append(Headline(f"int8 edge client vs whole EfficientNet-Lite0 int8, {t} thread{'s' if t > 1 else ''}",
-                                 round(speedup, 2), "x faster", target))
-        rows += [[t, name, round(v["median"], 3), round(v["p90"], 3), round(v["median"] / ms[EDGE_INT8]["median"], 2)] for name, v in ms.items()]
+        headline.append(
+            Headline(
+                f"int8 edge client vs whole EfficientNet-Lite0 int8, {t} thread{'s' if t > 1 else ''}",
+                round(speedup, 2),
+                "x faster",
+                target,
+            )
+        )
+        rows += [
+            [t, name, round(v["median"], 3), round(v["p90"], 3), round(v["median"] / ms[EDGE_INT8]["median"], 2)] for name, v in ms.items()
+        ]
     dynamic, single = server
     ratio = dynamic["throughput_rps"] / single["throughput_rps"] if single["throughput_rps"] else float("inf")
-    headline.append(Headline("edge.pte size / whole EfficientNet-Lite0 int8 .pte", round(sizes["edge.pte (int8 edge client)"] / sizes["whole EfficientNet-Lite0 int8 .pte"], 4), ""))
+    headline.append(
+        Headline(
+            "edge.pte size / whole EfficientNet-Lite0 int8 .pte",
+            round(sizes["edge.pte (int8 edge client)"] / sizes["whole EfficientNet-Lite0 int8 .pte"], 4),
+            "",
+        )
+    )
     headline.append(Headline("server half throughput, dynamic batching / batch size 1", round(ratio, 2), "x"))
     tables = [
-        Table(f"Edge latency at {size}x{size}, batch 1 (ms; ratio = time / int8 edge client)", ["threads", "program", "median ms", "p90 ms", "ratio"], rows),
+        Table(
+            f"Edge latency at {size}x{size}, batch 1 (ms; ratio = time / int8 edge client)",
+            ["threads", "program", "median ms", "p90 ms", "ratio"],
+            rows,
+        ),
         Table("Program sizes", ["program", "bytes"], [[k, v] for k, v in sizes.items()]),
-        Table(f"serve.py on loopback, {args.clients} concurrent clients, single-image requests (ONNX Runtime)",
-              ["configuration", "ok", "failed", "req/s", "p50 ms", "p99 ms", "mean batch"],
-              [[s["label"], s["ok"], s["failed"], round(s["throughput_rps"], 1), round(s["p50_ms"], 1), round(s["p99_ms"], 1), round(s["mean_batch"], 2)]
-               for s in server]),
+        Table(
+            f"serve.py on loopback, {args.clients} concurrent clients, single-image requests (ONNX Runtime)",
+            ["configuration", "ok", "failed", "req/s", "p50 ms", "p99 ms", "mean batch"],
+            [
+                [
+                    s["label"],
+                    s["ok"],
+                    s["failed"],
+                    round(s["throughput_rps"], 1),
+                    round(s["p50_ms"], 1),
+                    round(s["p99_ms"], 1),
+                    round(s["mean_batch"], 2),
+                ]
+                for s in server
+            ],
+        ),
     ]
     notes = [
         f"Whole network: {whole_source}; int8 and fp32 ExecuTorch programs made in this run, calibrated on the same "
@@ -146,9 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "This CPU is shared with other work while the benchmark runs; the programs are timed interleaved so that load hits them alike, "
         "and the ratios are what the run measured. On a phone's CPU the absolute times differ.",
     ]
-    write_results(args.name, title="EfficientNet-Lite0 split at 224x224: edge latency, sizes, server throughput", module=MODULE, argv=argv,
-                  headline=headline, tables=tables, notes=notes,
-                  data={"latency": {str(k): v for k, v in latency.items()}, "sizes": sizes, "server": server, "server_ratio": ratio})
+    write_results(
+        args.name,
+        title="EfficientNet-Lite0 split at 224x224: edge latency, sizes, server throughput",
+        module=MODULE,
+        argv=argv,
+        headline=headline,
+        tables=tables,
+        notes=notes,
+        data={"latency": {str(k): v for k, v in latency.items()}, "sizes": sizes, "server": server, "server_ratio": ratio},
+    )
     return 0
 
 

@@ -84,8 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         Headline("training wall time", round(wall / 60, 2), "min", f"<= {args.budget_min:g} min on {cores} cores"),
         Headline("training CPU time (user + system)", round(cpu / 60, 2), "min"),
         Headline("mean 1-min load average during training", round(mean_load, 2), f"on {cores} cores"),
-        Headline("top-1 agreement with the teacher (float, real codec)", round(stage2["task_accuracy"]["imagenet"], 4), "",
-                 f"{stage2['images']} held-out images"),
+        Headline(
+            "top-1 agreement with the teacher (float, real codec)",
+            round(stage2["task_accuracy"]["imagenet"], 4),
+            "",
+            f"{stage2['images']} held-out images",
+        ),
         Headline("bytes per image", round(stage2["bytes_per_image"], 1), "B"),
     ]
     seconds = Table("Seconds per stage", ["stage", "seconds"], [[k, v] for k, v in metrics["seconds"].items()])
@@ -95,10 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "than on an idle machine; the CPU time is what this process used.",
         f"Target: wall time <= {args.budget_min:g} min: {'met' if wall <= args.budget_min * 60 else 'NOT met'}.",
     ]
-    write_results(args.name, title=f"Training time of {args.config.name}", module=MODULE, argv=argv, headline=headline,
-                  tables=[seconds], notes=notes,
-                  data={"config": str(args.config), "wall_s": wall, "cpu_s": cpu, "cores": cores, "load_samples": load.samples,
-                        "metrics": metrics})
+    write_results(
+        args.name,
+        title=f"Training time of {args.config.name}",
+        module=MODULE,
+        argv=argv,
+        headline=headline,
+        tables=[seconds],
+        notes=notes,
+        data={"config": str(args.config), "wall_s": wall, "cpu_s": cpu, "cores": cores, "load_samples": load.samples, "metrics": metrics},
+    )
     return 0
 
 

@@ -121,11 +121,23 @@ def expected_answers(url: str, model: str, bitstreams: list[bytes], names: list[
 
 def _same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> bool:
     return set(got) == set(want) and all(
-        np.allclose(got[n], want[n], rtol=1e-5, atol=1e-5) if n != LABEL_INDEX_OUTPUT else np.array_equal(got[n], want[n]) for n in want)
+        np.allclose(got[n], want[n], rtol=1e-5, atol=1e-5) if n != LABEL_INDEX_OUTPUT else np.array_equal(got[n], want[n]) for n in want
+    )
 
 
-def drive(url: str, model: str, bitstreams: list[bytes], expected: list[dict[str, np.ndarray]], names: list[str], clients: int,
-          kill_after: float, kill: Callable[[], None], server: str, scheme: str, retry: RetryPolicy | None = None) -> FailoverResult:
+def drive(
+    url: str,
+    model: str,
+    bitstreams: list[bytes],
+    expected: list[dict[str, np.ndarray]],
+    names: list[str],
+    clients: int,
+    kill_after: float,
+    kill: Callable[[], None],
+    server: str,
+    scheme: str,
+    retry: RetryPolicy | None = None,
+) -> FailoverResult:
     """``clients`` edge clients share the images (one single-image request each, in order); ``kill()`` runs
     once ``kill_after`` of them are answered. Every answer is kept by image index and checked."""
     result = FailoverResult(server, scheme, len(bitstreams), clients)
@@ -186,8 +198,15 @@ def drive(url: str, model: str, bitstreams: list[bytes], expected: list[dict[str
     return result
 
 
-def run_failover(artifacts: Path, bitstreams: list[bytes], clients: int, kill_after: float, log_dir: Path,
-                 schemes: tuple[str, ...] = SCHEMES, server: str = "serve.py") -> list[FailoverResult]:
+def run_failover(
+    artifacts: Path,
+    bitstreams: list[bytes],
+    clients: int,
+    kill_after: float,
+    log_dir: Path,
+    schemes: tuple[str, ...] = SCHEMES,
+    server: str = "serve.py",
+) -> list[FailoverResult]:
     """For each scheme: both replicas of ``server`` up behind the balancer, the clients streaming, replica 1
     SIGKILLed (and started again for the next scheme)."""
     manifest = read_manifest(artifacts)
@@ -209,7 +228,9 @@ def run_failover(artifacts: Path, bitstreams: list[bytes], clients: int, kill_af
                     replicas[0].start()
                     lb.wait_all_up()
                 url = lb.url if scheme == "http" else lb.grpc_url
-                results.append(drive(url, manifest.model_name, bitstreams, expected, names, clients, kill_after, replicas[0].kill, server, scheme))
+                results.append(
+                    drive(url, manifest.model_name, bitstreams, expected, names, clients, kill_after, replicas[0].kill, server, scheme)
+                )
     finally:
         for r in replicas:
             r.stop()
@@ -241,10 +262,39 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, RepositoryError, TritonInstallError, ServerError, OSError) as exc:
         print(f"failover: {exc}", file=sys.stderr)
         return 2
-    columns = ["replicas", "protocol", "images", "answered", "lost", "answered twice", "wrong", "requests retried", "extra attempts",
-               "longest wait (ms)", "p50 (ms)", "p99 (ms)", "killed after (s)"]
-    rows = [[r.server, r.scheme, r.images, r.answered, r.lost, r.duplicated, r.wrong, r.retried, r.extra_attempts,
-             round(r.longest_wait_ms, 1), round(r.p50_ms, 2), round(r.p99_ms, 2), round(r.killed_after_s, 2)] for r in results]
+    columns = [
+        "replicas",
+        "protocol",
+        "images",
+        "answered",
+        "lost",
+        "answered twice",
+        "wrong",
+        "requests retried",
+        "extra attempts",
+        "longest wait (ms)",
+        "p50 (ms)",
+        "p99 (ms)",
+        "killed after (s)",
+    ]
+    rows = [
+        [
+            r.server,
+            r.scheme,
+            r.images,
+            r.answered,
+            r.lost,
+            r.duplicated,
+            r.wrong,
+            r.retried,
+            r.extra_attempts,
+            round(r.longest_wait_ms, 1),
+            round(r.p50_ms, 2),
+            round(r.p99_ms, 2),
+            round(r.killed_after_s, 2),
+        ]
+        for r in results
+    ]
     for row in [columns, *rows]:
         print(" | ".join(str(c) for c in row))
     for r in results:
@@ -257,13 +307,31 @@ def main(argv: list[str] | None = None) -> int:
             title="Failover: two replicas behind HAProxy, one SIGKILLed under load",
             module="benchmarks.failover",
             argv=argv,
-            headline=[Headline(f"images lost, answered twice or wrongly when a replica dies ({', '.join(args.servers)}; HTTP + gRPC)", bad, "images", "0"),
-                      *(Headline(f"longest wait during the failover ({r.server}, {r.scheme})", round(r.longest_wait_ms, 1), "ms") for r in results)],
-            tables=[Table(f"{args.images} images per protocol, {args.clients} edge clients, replica 1 SIGKILLed after {args.kill_after:.0%} "
-                          "were answered (HAProxy 2.6, runtime_server/deploy/haproxy.cfg)", columns, rows)],
-            notes=["Retries are the edge runtime's own (RetryPolicy defaults): HAProxy re-sends only requests that never reached a "
-                   "replica (retry-on conn-failure) and answers 503 'unavailable' for a request whose replica died mid-answer.",
-                   "Each answer is compared with the one a replica gave that image directly (top and logits)."],
+            headline=[
+                Headline(
+                    f"images lost, answered twice or wrongly when a replica dies ({', '.join(args.servers)}; HTTP + gRPC)",
+                    bad,
+                    "images",
+                    "0",
+                ),
+                *(
+                    Headline(f"longest wait during the failover ({r.server}, {r.scheme})", round(r.longest_wait_ms, 1), "ms")
+                    for r in results
+                ),
+            ],
+            tables=[
+                Table(
+                    f"{args.images} images per protocol, {args.clients} edge clients, replica 1 SIGKILLed after {args.kill_after:.0%} "
+                    "were answered (HAProxy 2.6, runtime_server/deploy/haproxy.cfg)",
+                    columns,
+                    rows,
+                )
+            ],
+            notes=[
+                "Retries are the edge runtime's own (RetryPolicy defaults): HAProxy re-sends only requests that never reached a "
+                "replica (retry-on conn-failure) and answers 503 'unavailable' for a request whose replica died mid-answer.",
+                "Each answer is compared with the one a replica gave that image directly (top and logits).",
+            ],
             data={"results": [r.__dict__ | {"errors": r.errors[:20]} for r in results]},
         )
     return 0 if bad == 0 and all(r.ok for r in results) else 1

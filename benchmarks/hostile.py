@@ -71,19 +71,31 @@ def hostile_source(k: int) -> str:
 
 # ---- requests ---------------------------------------------------------------------------------------------
 
+
 def binary_request(bitstreams: list[bytes], shape: list[int] | None = None) -> tuple[bytes, dict[str, str]]:
     """A KServe v2 binary-extension infer request carrying ``bitstreams`` (``shape`` overrides the declared one)."""
     payload = pack_bytes(bitstreams)
-    head = json.dumps({"inputs": [{"name": BITSTREAM_INPUT, "datatype": "BYTES", "shape": shape or [len(bitstreams)],
-                                   "parameters": {BINARY_DATA_SIZE: len(payload)}}]}).encode()
+    head = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": BITSTREAM_INPUT,
+                    "datatype": "BYTES",
+                    "shape": shape or [len(bitstreams)],
+                    "parameters": {BINARY_DATA_SIZE: len(payload)},
+                }
+            ]
+        }
+    ).encode()
     return head + payload, {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
 
 
 def million_elements_request(body_bytes: int = 4_000_000) -> tuple[bytes, dict[str, str]]:
     """``body_bytes / 4`` empty BYTES elements, the shape declaring every one of them."""
     count = body_bytes // 4
-    head = json.dumps({"inputs": [{"name": BITSTREAM_INPUT, "datatype": "BYTES", "shape": [count],
-                                   "parameters": {BINARY_DATA_SIZE: 4 * count}}]}).encode()
+    head = json.dumps(
+        {"inputs": [{"name": BITSTREAM_INPUT, "datatype": "BYTES", "shape": [count], "parameters": {BINARY_DATA_SIZE: 4 * count}}]}
+    ).encode()
     return head + bytes(4 * count), {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
 
 
@@ -107,6 +119,7 @@ def largest_shape(channels: int) -> tuple[int, int, int]:
 
 
 # ---- clients ----------------------------------------------------------------------------------------------
+
 
 def _connect(address: tuple[str, int], timeout: float, source: str | None = None) -> socket.socket:
     return socket.create_connection(address, timeout=timeout, source_address=(source, 0) if source else None)
@@ -133,8 +146,9 @@ def read_status(sock: socket.socket, deadline: float) -> int:
     return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
 
 
-def post_raw(address: tuple[str, int], path: str, body: bytes, headers: dict[str, str], timeout: float = 30.0,
-             source: str | None = None) -> int:
+def post_raw(
+    address: tuple[str, int], path: str, body: bytes, headers: dict[str, str], timeout: float = 30.0, source: str | None = None
+) -> int:
     """POST ``body`` on a new connection (from ``source``); the answer's status (0: the server closed without one)."""
     deadline = time.monotonic() + timeout
     lines = [f"POST {path} HTTP/1.1", f"Host: {address[0]}", f"Content-Length: {len(body)}", "Connection: close"]
@@ -147,8 +161,16 @@ def post_raw(address: tuple[str, int], path: str, body: bytes, headers: dict[str
         return 0
 
 
-def slow_uploads(address: tuple[str, int], path: str, seconds: float, connections: int = 1, reopen: bool = False,
-                 interval: float = 0.2, declared: int = 100_000, source: str | None = None) -> list[int]:
+def slow_uploads(
+    address: tuple[str, int],
+    path: str,
+    seconds: float,
+    connections: int = 1,
+    reopen: bool = False,
+    interval: float = 0.2,
+    declared: int = 100_000,
+    source: str | None = None,
+) -> list[int]:
     """Keep ``connections`` uploads open for at most ``seconds`` s, each declaring a ``declared``-byte body and
     sending one byte per ``interval`` s (with ``reopen``, one the server ends is replaced by a new one).
     Returns, per connection, the status the server answered (408: cut off at its body deadline), 0 if it
@@ -214,8 +236,9 @@ class Tally:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
 
 
-def _timed_request(conn: http.client.HTTPConnection, method: str, path: str, tally: Tally,
-                   body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, float] | None:
+def _timed_request(
+    conn: http.client.HTTPConnection, method: str, path: str, tally: Tally, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, float] | None:
     """One request on ``conn``: its status (counted in ``tally``) and latency in ms; ``None`` after a
     connection failure (counted by its exception's name; the connection is closed to reopen on next use)."""
     start = time.perf_counter()
@@ -265,8 +288,9 @@ def health_prober(address: tuple[str, int], until: float, tally: Tally, interval
 ATTACKS = ("slow_upload", "million_elements", "json_flood", "claimed_shapes")
 
 
-def hostile_client(address: tuple[str, int], model: str, claimed: bytes, until: float, tally: Tally, attack: str,
-                   source: str | None = None) -> None:
+def hostile_client(
+    address: tuple[str, int], model: str, claimed: bytes, until: float, tally: Tally, attack: str, source: str | None = None
+) -> None:
     """Repeat one of :data:`ATTACKS` from ``source`` until ``until`` (``claimed``: the bitstream the
     ``claimed_shapes`` attack sends 256 of); counts ``attack:status`` (0: closed without an answer, -1: still
     waiting when the client gave up)."""
@@ -294,6 +318,7 @@ def hostile_client(address: tuple[str, int], model: str, claimed: bytes, until: 
 
 # ---- the benchmark ----------------------------------------------------------------------------------------
 
+
 @dataclass
 class Phase:
     """One measured phase: the normal client, the health probe and (loaded) the hostile clients."""
@@ -303,8 +328,9 @@ class Phase:
     hostile: Tally
 
 
-def _hostile_process(address: tuple[str, int], model: str, claimed: bytes, seconds: float, attack: str, source: str,
-                     ready: Any, go: Any, results: Any) -> None:
+def _hostile_process(
+    address: tuple[str, int], model: str, claimed: bytes, seconds: float, attack: str, source: str, ready: Any, go: Any, results: Any
+) -> None:
     """One hostile client in its own process (so that its work never competes for the measuring process's
     interpreter), at a lower CPU priority (a real attacker's CPU is not the server's; here the attackers
     share the machine and would otherwise be measured as much as the server): ready, wait for the start,
@@ -317,16 +343,21 @@ def _hostile_process(address: tuple[str, int], model: str, claimed: bytes, secon
     results.put({str(k): v for k, v in tally.statuses.items()})
 
 
-def run_phase(address: tuple[str, int], model: str, bitstreams: list[bytes], claimed: bytes, seconds: float,
-              hostile_clients: int) -> Phase:
+def run_phase(address: tuple[str, int], model: str, bitstreams: list[bytes], claimed: bytes, seconds: float, hostile_clients: int) -> Phase:
     """Run the normal client and the prober (threads) for ``seconds`` s beside ``hostile_clients`` hostile
     clients (processes, each repeating one of :data:`ATTACKS` in turn; started before the clock runs)."""
     phase = Phase(Tally(), Tally(), Tally())
     ctx = multiprocessing.get_context("spawn")
     go, results = ctx.Event(), ctx.Queue()
     readies = [ctx.Event() for _ in range(hostile_clients)]
-    procs = [ctx.Process(target=_hostile_process, args=(address, model, claimed, seconds, ATTACKS[k % len(ATTACKS)], hostile_source(k), readies[k], go, results), daemon=True)
-             for k in range(hostile_clients)]
+    procs = [
+        ctx.Process(
+            target=_hostile_process,
+            args=(address, model, claimed, seconds, ATTACKS[k % len(ATTACKS)], hostile_source(k), readies[k], go, results),
+            daemon=True,
+        )
+        for k in range(hostile_clients)
+    ]
     started = []
     try:
         for proc in procs:
@@ -337,8 +368,10 @@ def run_phase(address: tuple[str, int], model: str, bitstreams: list[bytes], cla
                 raise RuntimeError("a hostile client process did not start within 120 s")
         until = time.monotonic() + seconds
         go.set()
-        threads = [threading.Thread(target=normal_client, args=(address, model, bitstreams, until, phase.normal)),
-                   threading.Thread(target=health_prober, args=(address, until, phase.probe))]
+        threads = [
+            threading.Thread(target=normal_client, args=(address, model, bitstreams, until, phase.normal)),
+            threading.Thread(target=health_prober, args=(address, until, phase.probe)),
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -419,9 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hostile.py: {exc}", file=sys.stderr)
         return 2
     model, channels = bundle.manifest.model_name, bundle.latent_shape[0]
-    print(f"model {model}, backend {args.backend}, {LOOPBACK}, {os.cpu_count()} CPUs, {args.seconds:g} s per phase, "
-          f"{args.hostile_clients} hostile clients ({', '.join(ATTACKS[k % len(ATTACKS)] for k in range(args.hostile_clients))}; "
-          f"claimed latent {largest_shape(channels)}; own processes at nice +{HOSTILE_NICENESS}), serve.py --body-timeout {BENCH_BODY_TIMEOUT:g}")
+    print(
+        f"model {model}, backend {args.backend}, {LOOPBACK}, {os.cpu_count()} CPUs, {args.seconds:g} s per phase, "
+        f"{args.hostile_clients} hostile clients ({', '.join(ATTACKS[k % len(ATTACKS)] for k in range(args.hostile_clients))}; "
+        f"claimed latent {largest_shape(channels)}; own processes at nice +{HOSTILE_NICENESS}), serve.py --body-timeout {BENCH_BODY_TIMEOUT:g}"
+    )
     with tempfile.TemporaryDirectory(prefix="mantis-hostile-") as logs:
         try:
             serve_args = ["--backend", args.backend, "--body-timeout", str(BENCH_BODY_TIMEOUT)]
@@ -442,31 +477,66 @@ def main(argv: list[str] | None = None) -> int:
     print(_row("health probe, beside hostile", loaded.probe))
     ratio = loaded.normal.percentile(99) / alone.normal.percentile(99)
     probe_p99 = loaded.probe.percentile(99)
-    server_errors = sum(n for key, n in loaded.hostile.statuses.items() if str(key).rsplit(":", 1)[-1].isdigit() and int(str(key).rsplit(":", 1)[-1]) >= 500)
+    server_errors = sum(
+        n for key, n in loaded.hostile.statuses.items() if str(key).rsplit(":", 1)[-1].isdigit() and int(str(key).rsplit(":", 1)[-1]) >= 500
+    )
     normal_failed = sum(n for key, n in loaded.normal.statuses.items() if key != 200)
     print(f"hostile clients got: {dict(sorted(loaded.hostile.statuses.items()))}")
-    print(f"normal client p99 loaded / alone: {ratio:.2f}x (target <= {TARGET_P99_RATIO:g}x: {'met' if ratio <= TARGET_P99_RATIO else 'NOT met'}); "
-          f"failed normal requests: {normal_failed}")
-    print(f"health probe p99 beside hostile clients: {probe_p99:.1f} ms (target <= {TARGET_PROBE_MS:g} ms: "
-          f"{'met' if probe_p99 <= TARGET_PROBE_MS else 'NOT met'})")
+    print(
+        f"normal client p99 loaded / alone: {ratio:.2f}x (target <= {TARGET_P99_RATIO:g}x: {'met' if ratio <= TARGET_P99_RATIO else 'NOT met'}); "
+        f"failed normal requests: {normal_failed}"
+    )
+    print(
+        f"health probe p99 beside hostile clients: {probe_p99:.1f} ms (target <= {TARGET_PROBE_MS:g} ms: "
+        f"{'met' if probe_p99 <= TARGET_PROBE_MS else 'NOT met'})"
+    )
     print(f"answers >= 500 to hostile clients: {server_errors} (target 0)")
-    print(f"SIGTERM with a queued request and a stalled upload: exit {shutdown.exit_code} after {shutdown.exit_seconds:.2f} s "
-          f"(shutdown timeout 30 s); queued request got {shutdown.queued_status}, stalled upload got {shutdown.stalled_status}")
+    print(
+        f"SIGTERM with a queued request and a stalled upload: exit {shutdown.exit_code} after {shutdown.exit_seconds:.2f} s "
+        f"(shutdown timeout 30 s); queued request got {shutdown.queued_status}, stalled upload got {shutdown.stalled_status}"
+    )
     data = {
-            "model": model, "seconds": args.seconds, "hostile_clients": args.hostile_clients,
-            "normal_alone_ms": {"p50": alone.normal.percentile(50), "p99": alone.normal.percentile(99), "count": len(alone.normal.latencies_ms)},
-            "normal_loaded_ms": {"p50": loaded.normal.percentile(50), "p99": loaded.normal.percentile(99), "count": len(loaded.normal.latencies_ms)},
-            "probe_alone_ms": {"p50": alone.probe.percentile(50), "p99": alone.probe.percentile(99)},
-            "probe_loaded_ms": {"p50": loaded.probe.percentile(50), "p99": probe_p99, "max": max(loaded.probe.latencies_ms, default=None)},
-            "p99_ratio": ratio, "hostile_statuses": {str(k): v for k, v in loaded.hostile.statuses.items()},
-            "server_errors": server_errors, "normal_failed": normal_failed,
-            "shutdown": {"seconds": shutdown.exit_seconds, "exit_code": shutdown.exit_code,
-                         "queued_status": shutdown.queued_status, "stalled_status": shutdown.stalled_status},
+        "model": model,
+        "seconds": args.seconds,
+        "hostile_clients": args.hostile_clients,
+        "normal_alone_ms": {
+            "p50": alone.normal.percentile(50),
+            "p99": alone.normal.percentile(99),
+            "count": len(alone.normal.latencies_ms),
+        },
+        "normal_loaded_ms": {
+            "p50": loaded.normal.percentile(50),
+            "p99": loaded.normal.percentile(99),
+            "count": len(loaded.normal.latencies_ms),
+        },
+        "probe_alone_ms": {"p50": alone.probe.percentile(50), "p99": alone.probe.percentile(99)},
+        "probe_loaded_ms": {"p50": loaded.probe.percentile(50), "p99": probe_p99, "max": max(loaded.probe.latencies_ms, default=None)},
+        "p99_ratio": ratio,
+        "hostile_statuses": {str(k): v for k, v in loaded.hostile.statuses.items()},
+        "server_errors": server_errors,
+        "normal_failed": normal_failed,
+        "shutdown": {
+            "seconds": shutdown.exit_seconds,
+            "exit_code": shutdown.exit_code,
+            "queued_status": shutdown.queued_status,
+            "stalled_status": shutdown.stalled_status,
+        },
     }
-    latency_rows = [[label, len(t.latencies_ms), round(t.percentile(50), 2), round(t.percentile(99), 2),
-                     round(max(t.latencies_ms, default=float("nan")), 2)]
-                    for label, t in (("normal client, alone", alone.normal), ("normal client, beside hostile", loaded.normal),
-                                     ("health probe, alone", alone.probe), ("health probe, beside hostile", loaded.probe))]
+    latency_rows = [
+        [
+            label,
+            len(t.latencies_ms),
+            round(t.percentile(50), 2),
+            round(t.percentile(99), 2),
+            round(max(t.latencies_ms, default=float("nan")), 2),
+        ]
+        for label, t in (
+            ("normal client, alone", alone.normal),
+            ("normal client, beside hostile", loaded.normal),
+            ("health probe, alone", alone.probe),
+            ("health probe, beside hostile", loaded.probe),
+        )
+    ]
     write_results(
         args.results_name,
         title="Hostile traffic: a normal client and the health probe beside hostile clients",
@@ -478,11 +548,21 @@ def main(argv: list[str] | None = None) -> int:
             Headline("answers >= 500 to hostile clients", server_errors, "", "0"),
         ],
         tables=[
-            Table(f"{args.seconds:g} s per phase, {args.hostile_clients} hostile clients, ms", ["who", "requests", "p50", "p99", "max"], latency_rows),
-            Table("what the hostile clients were answered", ["attack:status", "answers"],
-                  [[str(k), v] for k, v in sorted(loaded.hostile.statuses.items(), key=lambda kv: str(kv[0]))]),
-            Table("SIGTERM with a queued request and a stalled upload", ["exit status", "seconds to exit", "queued request", "stalled upload"],
-                  [[shutdown.exit_code, round(shutdown.exit_seconds, 2), shutdown.queued_status, shutdown.stalled_status]]),
+            Table(
+                f"{args.seconds:g} s per phase, {args.hostile_clients} hostile clients, ms",
+                ["who", "requests", "p50", "p99", "max"],
+                latency_rows,
+            ),
+            Table(
+                "what the hostile clients were answered",
+                ["attack:status", "answers"],
+                [[str(k), v] for k, v in sorted(loaded.hostile.statuses.items(), key=lambda kv: str(kv[0]))],
+            ),
+            Table(
+                "SIGTERM with a queued request and a stalled upload",
+                ["exit status", "seconds to exit", "queued request", "stalled upload"],
+                [[shutdown.exit_code, round(shutdown.exit_seconds, 2), shutdown.queued_status, shutdown.stalled_status]],
+            ),
         ],
         data=data,
         results_dir=args.results_dir,

@@ -65,8 +65,10 @@ def open_websocket(host: str, port: int, path: str) -> socket.socket:
     """A socket on which the WebSocket handshake to ``path`` succeeded."""
     sock = socket.create_connection((host, port), timeout=30)
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(1)
@@ -112,10 +114,13 @@ class Clients:
         self.host, self.port, self.model, self.limit = srv.host, srv.port, model, limit
         self.channel = grpc.insecure_channel(f"{LOOPBACK}:{grpc_port}", options=[("grpc.max_send_message_length", 2 * limit)])
         m = pb.METHODS["ModelInfer"]
-        self.unary = self.channel.unary_unary(m.path, request_serializer=m.request.SerializeToString, response_deserializer=m.response.FromString)
+        self.unary = self.channel.unary_unary(
+            m.path, request_serializer=m.request.SerializeToString, response_deserializer=m.response.FromString
+        )
         ms = pb.METHODS["ModelStreamInfer"]
-        self.stream = self.channel.stream_stream(ms.path, request_serializer=ms.request.SerializeToString,
-                                                 response_deserializer=ms.response.FromString)
+        self.stream = self.channel.stream_stream(
+            ms.path, request_serializer=ms.request.SerializeToString, response_deserializer=ms.response.FromString
+        )
         junk = b"MT" + bytes(limit - 512)  # a bitstream header no model has: refused as codec from its header
         self.grpc_message = pb.ModelInferRequest(model_name=model, id="big")
         self.grpc_message.inputs.add(name="bitstream", datatype="BYTES", shape=[1]).contents.bytes_contents.append(junk)
@@ -127,7 +132,9 @@ class Clients:
         compact = encode_request(1, [b"MT" + bytes(length - 2)])
         self.compact = frame(0x2, compact)
         if not (len(self.http_body) == len(compact) == limit and self.grpc_message.ByteSize() <= limit):
-            raise ServerError(f"request sizes {len(self.http_body)} / {len(compact)} / {self.grpc_message.ByteSize()} do not match the limit {limit}")
+            raise ServerError(
+                f"request sizes {len(self.http_body)} / {len(compact)} / {self.grpc_message.ByteSize()} do not match the limit {limit}"
+            )
 
     def http(self, n: int) -> None:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
@@ -197,8 +204,18 @@ def measure(pid: int, phases: list[tuple[str, Callable[[], None]]]) -> list[dict
         seconds = time.perf_counter() - start
         time.sleep(0.2)  # the last refusals' handlers return
         after = rss_bytes(pid)
-        rows.append({"phase": name, "rss_before_mb": before / MB, "rss_after_mb": after / MB, "growth_mb": (after - before) / MB, "seconds": seconds})
-        print(f"{name:<40} RSS {before / MB:7.1f} -> {after / MB:7.1f} MB ({(after - before) / MB:+6.1f} MB) in {seconds:5.1f} s", flush=True)
+        rows.append(
+            {
+                "phase": name,
+                "rss_before_mb": before / MB,
+                "rss_after_mb": after / MB,
+                "growth_mb": (after - before) / MB,
+                "seconds": seconds,
+            }
+        )
+        print(
+            f"{name:<40} RSS {before / MB:7.1f} -> {after / MB:7.1f} MB ({(after - before) / MB:+6.1f} MB) in {seconds:5.1f} s", flush=True
+        )
     return rows
 
 
@@ -222,14 +239,17 @@ def main(argv: list[str] | None = None) -> int:
             for warm in (clients.http, clients.grpc_unary, clients.grpc_stream, clients.compact_stream):
                 warm(2)  # first use of each size by the allocator, and of each code path
             n, d = args.requests, args.disconnects
-            rows = measure(srv.proc.pid, [
-                (f"HTTP: {n} refused", lambda: clients.http(n)),
-                (f"gRPC ModelInfer: {n} refused", lambda: clients.grpc_unary(n)),
-                (f"gRPC ModelStreamInfer: {n} refused", lambda: clients.grpc_stream(n)),
-                (f"compact stream: {n} refused", lambda: clients.compact_stream(n)),
-                (f"compact stream: {d} left mid-request", lambda: clients.leave_compact(d, bitstream)),
-                (f"gRPC stream: {d} left mid-request", lambda: clients.leave_grpc(d, bitstream)),
-            ])
+            rows = measure(
+                srv.proc.pid,
+                [
+                    (f"HTTP: {n} refused", lambda: clients.http(n)),
+                    (f"gRPC ModelInfer: {n} refused", lambda: clients.grpc_unary(n)),
+                    (f"gRPC ModelStreamInfer: {n} refused", lambda: clients.grpc_stream(n)),
+                    (f"compact stream: {n} refused", lambda: clients.compact_stream(n)),
+                    (f"compact stream: {d} left mid-request", lambda: clients.leave_compact(d, bitstream)),
+                    (f"gRPC stream: {d} left mid-request", lambda: clients.leave_grpc(d, bitstream)),
+                ],
+            )
         finally:
             clients.close()
     worst = max(r["growth_mb"] for r in rows)
@@ -240,19 +260,36 @@ def main(argv: list[str] | None = None) -> int:
         module="benchmarks.hostile_memory",
         argv=argv,
         headline=[Headline("largest RSS growth of a phase", round(worst, 1), "MB", f"<= {TARGET_MB:g} MB")],
-        tables=[Table(
-            f"serve.py's RSS around each phase ({mib:g} MiB requests, read right after the last answer, no garbage collection waited for)",
-            ["phase", "RSS before (MB)", "RSS after (MB)", "growth (MB)", "seconds"],
-            [[r["phase"], round(r["rss_before_mb"], 1), round(r["rss_after_mb"], 1), round(r["growth_mb"], 1), round(r["seconds"], 1)] for r in rows],
-        )],
+        tables=[
+            Table(
+                f"serve.py's RSS around each phase ({mib:g} MiB requests, read right after the last answer, no garbage collection waited for)",
+                ["phase", "RSS before (MB)", "RSS after (MB)", "growth (MB)", "seconds"],
+                [
+                    [
+                        r["phase"],
+                        round(r["rss_before_mb"], 1),
+                        round(r["rss_after_mb"], 1),
+                        round(r["growth_mb"], 1),
+                        round(r["seconds"], 1),
+                    ]
+                    for r in rows
+                ],
+            )
+        ],
         notes=[
             "Refused requests carry a bitstream whose header no model has (refused as codec from its 16 bytes), each request "
             "exactly --max-request-bytes long on HTTP and the compact stream (the gRPC message just under it).",
             "Clients that leave send 16 requests of 64 images and reset the connection at once (compact stream) or cancel "
             "the call after the first answer (gRPC).",
         ],
-        data={"requests": args.requests, "disconnects": args.disconnects, "max_request_bytes": args.max_request_bytes,
-              "bundle": bundle.manifest.model_name, "rows": rows, "target_mb": TARGET_MB},
+        data={
+            "requests": args.requests,
+            "disconnects": args.disconnects,
+            "max_request_bytes": args.max_request_bytes,
+            "bundle": bundle.manifest.model_name,
+            "rows": rows,
+            "target_mb": TARGET_MB,
+        },
         results_dir=args.results_dir,
     )
     return 0 if worst <= TARGET_MB else 1

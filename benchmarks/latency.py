@@ -149,10 +149,14 @@ def benchmark(
         rel = float(np.sqrt(np.mean((int8_run(xn)[0] - ref) ** 2)) / max(float(np.std(ref)), 1e-12))
     int8_ms = timings[0].median_ms
     by_name = {t.name: t.median_ms for t in timings}
-    resnet_ratios = {
-        "speedup_int8_vs_resnet50_fp32_eager": by_name[RESNET_FP32] / int8_ms,
-        "speedup_int8_vs_resnet50_int8_executorch": by_name[RESNET_INT8] / int8_ms,
-    } if resnet else {}
+    resnet_ratios = (
+        {
+            "speedup_int8_vs_resnet50_fp32_eager": by_name[RESNET_FP32] / int8_ms,
+            "speedup_int8_vs_resnet50_int8_executorch": by_name[RESNET_INT8] / int8_ms,
+        }
+        if resnet
+        else {}
+    )
     return {
         "input": [1, 3, size, size],
         "threads": thread_counts,
@@ -172,13 +176,17 @@ def format_report(r: dict[str, Any]) -> str:
     lines = [f"edge latency at {r['input'][2]}x{r['input'][3]}, threads: torch {th['torch']}, ExecuTorch {th['executorch']}; medians"]
     for name, t in r["timings_ms"].items():
         lines.append(f"  {name:<42}{t['median']:>9.3f} ms  (p90 {t['p90']:.3f})")
-    lines.append(f"  int8 vs float eager:     {r['speedup_int8_vs_float_eager']:.2f}x faster (target >= 2x: "
-                 f"{'PASS' if r['speedup_int8_vs_float_eager'] >= 2 else 'FAIL'})")
+    lines.append(
+        f"  int8 vs float eager:     {r['speedup_int8_vs_float_eager']:.2f}x faster (target >= 2x: "
+        f"{'PASS' if r['speedup_int8_vs_float_eager'] >= 2 else 'FAIL'})"
+    )
     lines.append(f"  int8 vs fp32 ExecuTorch: {r['speedup_int8_vs_fp32_executorch']:.2f}x")
     lines.append(f"  int8 vs whole teacher:   {r['speedup_int8_vs_teacher']:.2f}x  (teacher: {r['teacher']})")
     if "speedup_int8_vs_resnet50_fp32_eager" in r:
         fp32, int8 = r["speedup_int8_vs_resnet50_fp32_eager"], r["speedup_int8_vs_resnet50_int8_executorch"]
-        lines.append(f"  int8 edge client vs ResNet-50 fp32 eager:     {fp32:.1f}x faster (target >= 10x: {'PASS' if fp32 >= 10 else 'FAIL'})")
+        lines.append(
+            f"  int8 edge client vs ResNet-50 fp32 eager:     {fp32:.1f}x faster (target >= 10x: {'PASS' if fp32 >= 10 else 'FAIL'})"
+        )
         lines.append(f"  int8 edge client vs ResNet-50 int8 ExecuTorch: {int8:.1f}x faster (target > 1x: {'PASS' if int8 > 1 else 'FAIL'})")
     for name, size in r["pte_bytes"].items():
         lines.append(f"  {name}: {size} bytes ({size / 1024:.1f} KiB)")

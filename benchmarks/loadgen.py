@@ -109,8 +109,16 @@ def _request(bitstream: bytes, small: bool = False) -> tuple[bytes, dict[str, st
     return head + payload, {HEADER_LENGTH: str(len(head)), "Content-Type": "application/octet-stream"}
 
 
-async def drive_http(url: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float, result: LoadResult | None,
-                 small: bool = False) -> None:
+async def drive_http(
+    url: str,
+    model: str,
+    bitstreams: list[bytes],
+    clients: int,
+    requests: int,
+    time_cap: float,
+    result: LoadResult | None,
+    small: bool = False,
+) -> None:
     """``clients`` workers share ``requests`` requests; ``result`` None is a warm-up (nothing recorded);
     ``small`` asks for ``top`` alone."""
     bodies = [_request(b, small) for b in bitstreams]
@@ -156,8 +164,14 @@ def _batch_stats(url: str) -> tuple[float, float]:
 
 
 def run_configs(
-    artifacts: Path, model: str, configs: list[tuple[str, list[str]]], bitstreams: list[bytes],
-    clients: int, requests: int, time_cap: float, rounds: int = 4,
+    artifacts: Path,
+    model: str,
+    configs: list[tuple[str, list[str]]],
+    bitstreams: list[bytes],
+    clients: int,
+    requests: int,
+    time_cap: float,
+    rounds: int = 4,
 ) -> list[LoadResult]:
     """Start one serve.py per ``(label, server_args)``, warm each up (``2 * clients`` requests, not
     counted), then drive them in ``rounds`` alternating rounds of ``requests / rounds`` requests (and at
@@ -188,8 +202,9 @@ def run_configs(
     return results
 
 
-async def drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float,
-                             result: LoadResult | None) -> None:
+async def drive_grpc_stream(
+    target: str, model: str, bitstreams: list[bytes], clients: int, requests: int, time_cap: float, result: LoadResult | None
+) -> None:
     """Like :func:`drive_http` over gRPC: ``clients`` workers, each with its own channel and one
     ``ModelStreamInfer`` stream, sending one single-image request at a time (asking for ``top``)."""
     import grpc
@@ -204,8 +219,9 @@ async def drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], cl
 
     async def worker() -> None:
         async with grpc.aio.insecure_channel(target, options=[("grpc.http2.bdp_probe", 0)]) as channel:
-            call = channel.stream_stream(method.path, request_serializer=method.request.SerializeToString,
-                                         response_deserializer=method.response.FromString)()
+            call = channel.stream_stream(
+                method.path, request_serializer=method.request.SerializeToString, response_deserializer=method.response.FromString
+            )()
             try:
                 for i in counter:
                     if time.perf_counter() >= stop_at:
@@ -234,7 +250,14 @@ async def drive_grpc_stream(target: str, model: str, bitstreams: list[bytes], cl
 
 
 def run_transports(
-    artifacts: Path, model: str, server_args: list[str], bitstreams: list[bytes], clients: int, requests: int, time_cap: float, rounds: int = 4,
+    artifacts: Path,
+    model: str,
+    server_args: list[str],
+    bitstreams: list[bytes],
+    clients: int,
+    requests: int,
+    time_cap: float,
+    rounds: int = 4,
 ) -> list[LoadResult]:
     """One serve.py with ``--grpc-port``, loaded by ``clients`` concurrent HTTP clients and, in alternating
     rounds, by as many gRPC stream clients (single-image requests, labels only); a warm-up of ``2 * clients``
@@ -250,8 +273,10 @@ def run_transports(
             asyncio.run(drive_grpc_stream(target, model, bitstreams, clients, 2 * clients, time_cap, None))
             for r in range(rounds):
                 share = requests // rounds + (1 if r < requests % rounds else 0)
-                for result, drive in ((http, lambda p, n=share: drive_http(server.url, model, bitstreams, clients, n, time_cap / rounds, p, small=True)),
-                                      (stream, lambda p, n=share: drive_grpc_stream(target, model, bitstreams, clients, n, time_cap / rounds, p))):
+                for result, drive in (
+                    (http, lambda p, n=share: drive_http(server.url, model, bitstreams, clients, n, time_cap / rounds, p, small=True)),
+                    (stream, lambda p, n=share: drive_grpc_stream(target, model, bitstreams, clients, n, time_cap / rounds, p)),
+                ):
                     part = LoadResult(result.label, server_args)
                     asyncio.run(drive(part))
                     result.add(part)

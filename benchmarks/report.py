@@ -99,7 +99,9 @@ def render_doc(docs: list[dict[str, Any]]) -> str:
             f"Python {m.get('python')}.",
         ]
         if d["headline"]:
-            out += [""] + markdown_table(["metric", "value", "target"], [[h["metric"], value_with_unit(h), h.get("target", "")] for h in d["headline"]])
+            out += [""] + markdown_table(
+                ["metric", "value", "target"], [[h["metric"], value_with_unit(h), h.get("target", "")] for h in d["headline"]]
+            )
         for t in d["tables"]:
             out += ["", f"**{t['caption']}**", ""] + markdown_table(t["columns"], t["rows"])
         if d.get("notes"):

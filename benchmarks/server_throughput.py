@@ -37,7 +37,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch-size", type=int, default=32, help="the dynamic configuration's max batch size")
     p.add_argument("--max-queue-delay-ms", type=float, default=2.0, help="the dynamic configuration's queue delay")
     p.add_argument("--compute-threads", type=int, default=0, help="serve.py --compute-threads for both configurations")
-    p.add_argument("--bitstreams", type=Path, help="directory of *.mtb bitstreams, as runtime_edge/run.py --save writes them (default: encode 64 synthetic images)")
+    p.add_argument(
+        "--bitstreams",
+        type=Path,
+        help="directory of *.mtb bitstreams, as runtime_edge/run.py --save writes them (default: encode 64 synthetic images)",
+    )
     add_results_arguments(p, "server_throughput_BACKEND")
     args = p.parse_args(argv)
     args.results_name = args.results_name.replace("BACKEND", args.backend)
@@ -63,13 +67,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     common = ["--backend", args.backend, "--compute-threads", str(args.compute_threads), "--max-request-images", "1"]
     configs = [
-        (f"dynamic (max {args.max_batch_size}, {args.max_queue_delay_ms:g} ms)",
-         ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms)]),
+        (
+            f"dynamic (max {args.max_batch_size}, {args.max_queue_delay_ms:g} ms)",
+            ["--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms)],
+        ),
         ("batch size 1", ["--max-batch-size", "1", "--max-queue-delay-ms", "0"]),
     ]
     try:
-        results = run_configs(args.artifacts, model, [(label, common + extra) for label, extra in configs], bitstreams,
-                              args.clients, args.requests, args.time_cap, args.rounds)
+        results = run_configs(
+            args.artifacts,
+            model,
+            [(label, common + extra) for label, extra in configs],
+            bitstreams,
+            args.clients,
+            args.requests,
+            args.time_cap,
+            args.rounds,
+        )
     except ServerError as exc:
         print(f"server_throughput: {exc}", file=sys.stderr)
         return 2
@@ -84,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     dynamic, single = results
     ratio = dynamic.throughput / single.throughput if single.throughput else float("inf")
     failed = sum(r.failed for r in results)
-    print(f"throughput ratio dynamic / batch size 1: {ratio:.2f}x (target >= {TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})")
+    print(
+        f"throughput ratio dynamic / batch size 1: {ratio:.2f}x (target >= {TARGET_RATIO:g}x: {'met' if ratio >= TARGET_RATIO else 'NOT met'})"
+    )
     print(f"failed requests: {failed} (target 0: {'met' if failed == 0 else 'NOT met'})")
     write_results(
         args.results_name,
@@ -95,14 +111,34 @@ def main(argv: list[str] | None = None) -> int:
             Headline(f"serve.py throughput, dynamic batching / batch 1 ({args.backend})", round(ratio, 2), "x", f">= {TARGET_RATIO:g}x"),
             Headline(f"failed requests under load ({args.backend})", failed, "", "0"),
         ],
-        tables=[Table(
-            f"{args.clients} concurrent clients on loopback, single-image requests, {args.rounds} alternating rounds",
-            ["configuration", "answered", "failed", "req/s", "p50 ms", "p99 ms", "mean batch"],
-            [[r.label, r.ok, r.failed, round(r.throughput, 1), round(r.percentile(50), 2), round(r.percentile(99), 2),
-              round(r.mean_batch, 2)] for r in results],
-        )],
-        data={"model": model, "backend": args.backend, "clients": args.clients, "requests": args.requests,
-              "bitstream_mean_bytes": mean_bytes, "ratio": ratio, "failed": failed, "configs": [r.summary() for r in results]},
+        tables=[
+            Table(
+                f"{args.clients} concurrent clients on loopback, single-image requests, {args.rounds} alternating rounds",
+                ["configuration", "answered", "failed", "req/s", "p50 ms", "p99 ms", "mean batch"],
+                [
+                    [
+                        r.label,
+                        r.ok,
+                        r.failed,
+                        round(r.throughput, 1),
+                        round(r.percentile(50), 2),
+                        round(r.percentile(99), 2),
+                        round(r.mean_batch, 2),
+                    ]
+                    for r in results
+                ],
+            )
+        ],
+        data={
+            "model": model,
+            "backend": args.backend,
+            "clients": args.clients,
+            "requests": args.requests,
+            "bitstream_mean_bytes": mean_bytes,
+            "ratio": ratio,
+            "failed": failed,
+            "configs": [r.summary() for r in results],
+        },
         results_dir=args.results_dir,
     )
     return 0 if failed == 0 else 1

@@ -49,25 +49,59 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def measure(artifacts: Path, bitstreams: list[bytes], args: argparse.Namespace, work: Path) -> tuple[list[LoadResult], list[list[float]], dict[str, float]]:
+def measure(
+    artifacts: Path, bitstreams: list[bytes], args: argparse.Namespace, work: Path
+) -> tuple[list[LoadResult], list[list[float]], dict[str, float]]:
     """Both servers up at once; every (server, protocol) pair driven in each round, in turn. Also returns
     each pair's throughput per round and serve.py's own mean milliseconds per image (decode, queue, server
     half, whole request inside the server)."""
     model = read_manifest(artifacts).model_name
     triton_install = install()
     repo = work / "repository"
-    write_repository(artifacts, repo, RepositoryOptions(max_batch_size=args.max_batch_size, max_queue_delay_us=int(args.max_queue_delay_ms * 1000),
-                                                        decode_instances=DECODE_WORKERS, execution_env=str(triton_install.execution_env)))
+    write_repository(
+        artifacts,
+        repo,
+        RepositoryOptions(
+            max_batch_size=args.max_batch_size,
+            max_queue_delay_us=int(args.max_queue_delay_ms * 1000),
+            decode_instances=DECODE_WORKERS,
+            execution_env=str(triton_install.execution_env),
+        ),
+    )
     grpc_port = free_port()
-    serve_args = ["--backend", "onnxruntime", "--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms),
-                  "--decode-threads", str(DECODE_WORKERS), "--max-request-images", str(args.max_batch_size), "--grpc-port", str(grpc_port),
-                  "--client-error-burst", "0"]
-    with ServerProcess(artifacts, work / "serve.log", serve_args) as serve, TritonProcess(triton_install, repo, work / "triton.log") as triton:
+    serve_args = [
+        "--backend",
+        "onnxruntime",
+        "--max-batch-size",
+        str(args.max_batch_size),
+        "--max-queue-delay-ms",
+        str(args.max_queue_delay_ms),
+        "--decode-threads",
+        str(DECODE_WORKERS),
+        "--max-request-images",
+        str(args.max_batch_size),
+        "--grpc-port",
+        str(grpc_port),
+        "--client-error-burst",
+        "0",
+    ]
+    with (
+        ServerProcess(artifacts, work / "serve.log", serve_args) as serve,
+        TritonProcess(triton_install, repo, work / "triton.log") as triton,
+    ):
         targets = [
             ("serve.py", "HTTP", lambda n, cap, r: drive_http(serve.url, model, bitstreams, args.clients, n, cap, r, small=True)),
             ("Triton", "HTTP", lambda n, cap, r: drive_http(triton.url, model, bitstreams, args.clients, n, cap, r, small=True)),
-            ("serve.py", "gRPC stream", lambda n, cap, r: drive_grpc_stream(f"{LOOPBACK}:{grpc_port}", model, bitstreams, args.clients, n, cap, r)),
-            ("Triton", "gRPC stream", lambda n, cap, r: drive_grpc_stream(f"{LOOPBACK}:{triton.grpc_port}", model, bitstreams, args.clients, n, cap, r)),
+            (
+                "serve.py",
+                "gRPC stream",
+                lambda n, cap, r: drive_grpc_stream(f"{LOOPBACK}:{grpc_port}", model, bitstreams, args.clients, n, cap, r),
+            ),
+            (
+                "Triton",
+                "gRPC stream",
+                lambda n, cap, r: drive_grpc_stream(f"{LOOPBACK}:{triton.grpc_port}", model, bitstreams, args.clients, n, cap, r),
+            ),
         ]
         results = [LoadResult(f"{server} {protocol}", []) for server, protocol, _ in targets]
         rounds: list[list[float]] = [[] for _ in targets]
@@ -101,22 +135,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"triton_vs_serve: {exc}", file=sys.stderr)
         return 2
     columns = ["server", "requests ok", "failed", "seconds", "requests/s", "p50 (ms)", "p99 (ms)"]
-    rows = [[r.label, r.ok, r.failed, round(r.seconds, 2), round(r.throughput, 1), round(r.percentile(50), 2), round(r.percentile(99), 2)] for r in results]
+    rows = [
+        [r.label, r.ok, r.failed, round(r.seconds, 2), round(r.throughput, 1), round(r.percentile(50), 2), round(r.percentile(99), 2)]
+        for r in results
+    ]
     for row in [columns, *rows]:
         print(" | ".join(str(c) for c in row))
     by = {r.label: r for r in results}
-    ratios = {p: by[f"serve.py {p}"].throughput / by[f"Triton {p}"].throughput if by[f"Triton {p}"].throughput else float("inf") for p in ("HTTP", "gRPC stream")}
+    ratios = {
+        p: by[f"serve.py {p}"].throughput / by[f"Triton {p}"].throughput if by[f"Triton {p}"].throughput else float("inf")
+        for p in ("HTTP", "gRPC stream")
+    }
     p99 = {p: by[f"Triton {p}"].percentile(99) / by[f"serve.py {p}"].percentile(99) for p in ("HTTP", "gRPC stream")}
     for p in ratios:
         print(f"{p}: serve.py / Triton throughput {ratios[p]:.2f}x; Triton / serve.py p99 {p99[p]:.2f}x")
-    sizing = Table(f"Replicas for {args.sizing_rps:g} single-image requests/s at {args.utilisation:.0%} of the throughput one replica "
-                   "reached here, plus one to survive a replica's loss (N+1)",
-                   ["server", "measured requests/s per replica", "planned requests/s per replica", "replicas (N+1)"],
-                   [[r.label, round(r.throughput, 1), round(args.utilisation * r.throughput, 1),
-                     math.ceil(args.sizing_rps / (args.utilisation * r.throughput)) + 1 if r.throughput else "n/a"] for r in results])
-    by_round = Table("serve.py / Triton throughput in each round (the spread shows how much the shared machine's load moved the ratio)",
-                     ["round", *ratios], [[i + 1, *(round(rounds[k][i] / rounds[k + 1][i], 2) if rounds[k + 1][i] else "n/a" for k in (0, 2))]
-                                          for i in range(args.rounds)])
+    sizing = Table(
+        f"Replicas for {args.sizing_rps:g} single-image requests/s at {args.utilisation:.0%} of the throughput one replica "
+        "reached here, plus one to survive a replica's loss (N+1)",
+        ["server", "measured requests/s per replica", "planned requests/s per replica", "replicas (N+1)"],
+        [
+            [
+                r.label,
+                round(r.throughput, 1),
+                round(args.utilisation * r.throughput, 1),
+                math.ceil(args.sizing_rps / (args.utilisation * r.throughput)) + 1 if r.throughput else "n/a",
+            ]
+            for r in results
+        ],
+    )
+    by_round = Table(
+        "serve.py / Triton throughput in each round (the spread shows how much the shared machine's load moved the ratio)",
+        ["round", *ratios],
+        [[i + 1, *(round(rounds[k][i] / rounds[k + 1][i], 2) if rounds[k + 1][i] else "n/a" for k in (0, 2))] for i in range(args.rounds)],
+    )
     print("per round serve.py / Triton: " + "; ".join(" ".join(str(c) for c in row) for row in by_round.rows))
     print("serve.py's own time per image (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in inside.items()))
     failed = sum(r.failed for r in results)
@@ -126,19 +177,37 @@ def main(argv: list[str] | None = None) -> int:
             title=f"serve.py beside Triton Inference Server {TRITON_VERSION}: same bundle, same clients, dynamic batching on both",
             module="benchmarks.triton_vs_serve",
             argv=argv,
-            headline=[*(Headline(f"serve.py / Triton throughput ({p}, single-image requests)", round(v, 2), "x") for p, v in ratios.items()),
-                      Headline("failed requests", failed, "", "0")],
-            tables=[Table(f"model {model}: {args.clients} concurrent clients, single-image requests asking for top, {args.rounds} alternating rounds; "
-                          f"max batch {args.max_batch_size}, queue delay {args.max_queue_delay_ms:g} ms, {DECODE_WORKERS} decode workers on both; "
-                          f"{os.cpu_count()} CPUs shared by clients and servers", columns, rows), by_round, sizing],
-            notes=["Triton runs the decode and answer steps and the server half (ONNX Runtime) in its Python backend, the only backend "
-                   "of the nvidia-pytriton build: each step is a separate stub process, and every tensor crosses shared memory "
-                   "between the core and the stubs three times per request.",
-                   "Both servers bind 127.0.0.1; the load generator runs on the same machine and shares its cores.",
-                   "serve_py_inside_ms_per_image: the time serve.py measured inside itself per image (decode, batching queue, server "
-                   "half, whole request from parsed body to answer); the rest of a client's latency is the HTTP/gRPC stack and "
-                   "waiting for the one event loop that parses every request and encodes every answer."],
-            data={"results": [r.summary() for r in results], "throughput_per_round": rounds, "ratios": ratios, "p99_ratios": p99, "serve_py_inside_ms_per_image": inside},
+            headline=[
+                *(Headline(f"serve.py / Triton throughput ({p}, single-image requests)", round(v, 2), "x") for p, v in ratios.items()),
+                Headline("failed requests", failed, "", "0"),
+            ],
+            tables=[
+                Table(
+                    f"model {model}: {args.clients} concurrent clients, single-image requests asking for top, {args.rounds} alternating rounds; "
+                    f"max batch {args.max_batch_size}, queue delay {args.max_queue_delay_ms:g} ms, {DECODE_WORKERS} decode workers on both; "
+                    f"{os.cpu_count()} CPUs shared by clients and servers",
+                    columns,
+                    rows,
+                ),
+                by_round,
+                sizing,
+            ],
+            notes=[
+                "Triton runs the decode and answer steps and the server half (ONNX Runtime) in its Python backend, the only backend "
+                "of the nvidia-pytriton build: each step is a separate stub process, and every tensor crosses shared memory "
+                "between the core and the stubs three times per request.",
+                "Both servers bind 127.0.0.1; the load generator runs on the same machine and shares its cores.",
+                "serve_py_inside_ms_per_image: the time serve.py measured inside itself per image (decode, batching queue, server "
+                "half, whole request from parsed body to answer); the rest of a client's latency is the HTTP/gRPC stack and "
+                "waiting for the one event loop that parses every request and encodes every answer.",
+            ],
+            data={
+                "results": [r.summary() for r in results],
+                "throughput_per_round": rounds,
+                "ratios": ratios,
+                "p99_ratios": p99,
+                "serve_py_inside_ms_per_image": inside,
+            },
         )
     return 0 if failed == 0 else 1
 

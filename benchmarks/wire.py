@@ -58,7 +58,11 @@ def payload_sets(artifacts: Path, images: Sequence[Path], qualities: dict[str, i
 
 
 def measure(
-    artifacts: Path, images: Sequence[Path], qualities: dict[str, int], work_dir: Path, backend: str = "onnxruntime",
+    artifacts: Path,
+    images: Sequence[Path],
+    qualities: dict[str, int],
+    work_dir: Path,
+    backend: str = "onnxruntime",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Wire bytes per image of every payload set over every transport (one serve.py, HTTP + gRPC), with
@@ -86,8 +90,14 @@ def measure(
         for r in table:
             if r["payload"] == name:
                 ratio = r["up_per_image"] / mantis[r["transport"]]["up_per_image"]
-                checks.append({"what": f"{name} / MANTiS uplink over {r['transport']}", "value": ratio,
-                               "limit": f">= {EQUAL_ACCURACY_RATIO:g}", "met": ratio >= EQUAL_ACCURACY_RATIO})
+                checks.append(
+                    {
+                        "what": f"{name} / MANTiS uplink over {r['transport']}",
+                        "value": ratio,
+                        "limit": f">= {EQUAL_ACCURACY_RATIO:g}",
+                        "met": ratio >= EQUAL_ACCURACY_RATIO,
+                    }
+                )
     failed = sum(r["refused"] for r in table if r["payload"] == MANTIS)
     return {"images": len(images), "qualities": qualities, "rows": table, "checks": checks, "mantis_failed": failed}
 
@@ -126,22 +136,28 @@ def main(argv: list[str] | None = None) -> int:
         images = sorted(args.images.glob("*.png"))[: args.limit]
         if not images:
             raise FileNotFoundError(f"no *.png images in {args.images}")
-        print(f"{len(images)} images from {args.images}, JPEG q{qualities['jpeg']} and WebP q{qualities['webp']}, {LOOPBACK}, {os.cpu_count()} CPUs")
+        print(
+            f"{len(images)} images from {args.images}, JPEG q{qualities['jpeg']} and WebP q{qualities['webp']}, {LOOPBACK}, {os.cpu_count()} CPUs"
+        )
         with tempfile.TemporaryDirectory(prefix="mantis-wire-") as work:
             result = measure(args.artifacts, images, qualities, Path(work), args.backend)
         throughput = None
         if args.clients:
             model = load_bundle(args.artifacts).manifest.model_name
             bitstreams = payload_sets(args.artifacts, images, {})[MANTIS]
-            runs = run_transports(args.artifacts, model, ["--backend", args.backend], bitstreams, args.clients, args.requests, args.time_cap)
+            runs = run_transports(
+                args.artifacts, model, ["--backend", args.backend], bitstreams, args.clients, args.requests, args.time_cap
+            )
             throughput = [r.summary() for r in runs]
     except (BundleError, ImageError, ServerError, OSError, KeyError, ValueError) as exc:
         print(f"wire: {exc}", file=sys.stderr)
         return 2
     print(f"\n{'payload':<14} {'transport':<28} {'payload_B':>9} {'up_B/img':>9} {'up/payload':>10} {'down_B/img':>10} {'refused':>7}")
     for r in result["rows"]:
-        print(f"{r['payload']:<14} {r['transport']:<28} {r['payload_bytes']:>9.1f} {r['up_per_image']:>9.1f} {r['up_ratio']:>9.2f}x "
-              f"{r['down_per_image']:>10.1f} {r['refused']:>7}")
+        print(
+            f"{r['payload']:<14} {r['transport']:<28} {r['payload_bytes']:>9.1f} {r['up_per_image']:>9.1f} {r['up_ratio']:>9.2f}x "
+            f"{r['down_per_image']:>10.1f} {r['refused']:>7}"
+        )
     checks = list(result["checks"])
     if throughput is not None:
         http, stream = throughput
@@ -149,9 +165,17 @@ def main(argv: list[str] | None = None) -> int:
         for r in throughput:
             print(f"{r['label']:<20} {r['ok']:>6} {r['failed']:>6} {r['throughput_rps']:>8.1f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f}")
         ratio = stream["throughput_rps"] / http["throughput_rps"] if http["throughput_rps"] else float("inf")
-        checks.append({"what": f"gRPC stream / HTTP throughput, {args.clients} clients", "value": ratio, "limit": ">= 1", "met": ratio >= 1.0})
-        checks.append({"what": "failed requests in the throughput run", "value": http["failed"] + stream["failed"], "limit": "= 0",
-                       "met": http["failed"] + stream["failed"] == 0})
+        checks.append(
+            {"what": f"gRPC stream / HTTP throughput, {args.clients} clients", "value": ratio, "limit": ">= 1", "met": ratio >= 1.0}
+        )
+        checks.append(
+            {
+                "what": "failed requests in the throughput run",
+                "value": http["failed"] + stream["failed"],
+                "limit": "= 0",
+                "met": http["failed"] + stream["failed"] == 0,
+            }
+        )
     print()
     for c in checks:
         print(f"{c['what']}: {c['value']:.2f} (target {c['limit']}: {'met' if c['met'] else 'NOT met'})")
@@ -161,16 +185,38 @@ def main(argv: list[str] | None = None) -> int:
         module="benchmarks.wire",
         argv=argv,
         headline=[Headline(c["what"], round(c["value"], 2), "", c["limit"]) for c in checks],
-        tables=[Table(
-            f"{len(images)} images; JPEG q{qualities['jpeg']} and WebP q{qualities['webp']}; bytes per image, both directions",
-            ["payload", "transport", "payload B", "up B/image", "up / payload", "down B/image", "refused"],
-            [[r["payload"], r["transport"], round(r["payload_bytes"], 1), round(r["up_per_image"], 1), round(r["up_ratio"], 2),
-              round(r["down_per_image"], 1), r["refused"]] for r in result["rows"]],
-        )] + ([Table(
-            f"throughput, {args.clients} concurrent clients, single-image requests",
-            ["transport", "answered", "failed", "req/s", "p50 ms", "p99 ms"],
-            [[r["label"], r["ok"], r["failed"], round(r["throughput_rps"], 1), round(r["p50_ms"], 2), round(r["p99_ms"], 2)] for r in throughput],
-        )] if throughput is not None else []),
+        tables=[
+            Table(
+                f"{len(images)} images; JPEG q{qualities['jpeg']} and WebP q{qualities['webp']}; bytes per image, both directions",
+                ["payload", "transport", "payload B", "up B/image", "up / payload", "down B/image", "refused"],
+                [
+                    [
+                        r["payload"],
+                        r["transport"],
+                        round(r["payload_bytes"], 1),
+                        round(r["up_per_image"], 1),
+                        round(r["up_ratio"], 2),
+                        round(r["down_per_image"], 1),
+                        r["refused"],
+                    ]
+                    for r in result["rows"]
+                ],
+            )
+        ]
+        + (
+            [
+                Table(
+                    f"throughput, {args.clients} concurrent clients, single-image requests",
+                    ["transport", "answered", "failed", "req/s", "p50 ms", "p99 ms"],
+                    [
+                        [r["label"], r["ok"], r["failed"], round(r["throughput_rps"], 1), round(r["p50_ms"], 2), round(r["p99_ms"], 2)]
+                        for r in throughput
+                    ],
+                )
+            ]
+            if throughput is not None
+            else []
+        ),
         data={**result, "throughput": throughput, "checks": checks},
         results_dir=args.results_dir,
     )

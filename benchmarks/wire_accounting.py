@@ -149,9 +149,17 @@ class WireRow:
 
     def summary(self) -> dict:
         return {
-            "payload": self.payload, "transport": self.transport, "images": self.images, "payload_bytes": self.payload_bytes,
-            "up_per_image": self.up_per_image, "down_per_image": self.down_per_image, "up_ratio": self.up_ratio,
-            "connections": self.connections, "answered": self.answered, "refused": self.refused, "errors": self.errors,
+            "payload": self.payload,
+            "transport": self.transport,
+            "images": self.images,
+            "payload_bytes": self.payload_bytes,
+            "up_per_image": self.up_per_image,
+            "down_per_image": self.down_per_image,
+            "up_ratio": self.up_ratio,
+            "connections": self.connections,
+            "answered": self.answered,
+            "refused": self.refused,
+            "errors": self.errors,
         }
 
 
@@ -219,7 +227,9 @@ def measure_transports(
                             row.errors[key] = row.errors.get(key, 0) + 1
                 row.up_bytes, row.down_bytes = proxy.totals()
                 row.connections = proxy.connections
-                log(f"{name:<16} {config.label:<28} up {row.up_per_image:8.1f} B/image ({row.up_ratio:5.2f}x payload), "
-                    f"down {row.down_per_image:8.1f} B/image, {row.answered} answered, {row.refused} refused")
+                log(
+                    f"{name:<16} {config.label:<28} up {row.up_per_image:8.1f} B/image ({row.up_ratio:5.2f}x payload), "
+                    f"down {row.down_per_image:8.1f} B/image, {row.answered} answered, {row.refused} refused"
+                )
                 rows.append(row)
     return rows

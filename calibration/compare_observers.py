@@ -36,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         result = compare_observers(
-            args.checkpoint, args.target, args.out, args.observers, args.calibration_samples, tuple(args.keep_float), args.samples, args.max_drop
+            args.checkpoint,
+            args.target,
+            args.out,
+            args.observers,
+            args.calibration_samples,
+            tuple(args.keep_float),
+            args.samples,
+            args.max_drop,
         )
     except (ExportError, CheckError) as exc:
         print(f"error: {exc}", file=sys.stderr)

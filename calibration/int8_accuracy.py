@@ -91,7 +91,9 @@ def serve_bitstreams(bitstreams: Sequence[bytes], tables: Any, server: ServerRun
     )
 
 
-def compare(float_out: PathOutputs, int8_out: PathOutputs, labels: np.ndarray, task_names: Sequence[str], max_drop: float) -> dict[str, Any]:
+def compare(
+    float_out: PathOutputs, int8_out: PathOutputs, labels: np.ndarray, task_names: Sequence[str], max_drop: float
+) -> dict[str, Any]:
     """The ``int8_check.json`` body (accuracies as fractions, drops in percentage points)."""
     f_acc = float_out.task_accuracy(labels, task_names)
     i_acc = int8_out.task_accuracy(labels, task_names)
@@ -116,8 +118,10 @@ def format_table(result: dict[str, Any]) -> str:
         flag = "" if result["drop_points"][t] <= result["max_drop_points"] + _EPS else "  FAIL"
         rows.append(f"{t:<16}{100 * f:>8.2f}%{100 * i:>8.2f}%{result['drop_points'][t]:>12.2f}{flag}")
     rows.append(f"{'bytes/image':<16}{result['float']['bytes_per_image']:>9.1f}{result['int8']['bytes_per_image']:>9.1f}")
-    rows.append(f"symbol agreement {result['symbol_agreement']:.4f}, task-mask agreement {result['task_mask_agreement']:.4f}, "
-                f"{result['images']} images")
+    rows.append(
+        f"symbol agreement {result['symbol_agreement']:.4f}, task-mask agreement {result['task_mask_agreement']:.4f}, "
+        f"{result['images']} images"
+    )
     return "\n".join(rows)
 
 

@@ -70,22 +70,28 @@ def measure_point(point_dir: Path, target: str, log: Callable[[str], None]) -> d
     return run_check(bundle, checkpoint)
 
 
-def int8_curve(sweep: Path, curve: str, baselines: Path | None, target: str = "executorch",
-               log: Callable[[str], None] = print) -> dict[str, Any]:
+def int8_curve(
+    sweep: Path, curve: str, baselines: Path | None, target: str = "executorch", log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Measure every point of ``curve`` as an int8 bundle; write and return ``SWEEP/int8_<curve>.json``."""
     rows = []
     for point_dir, record in curve_points(sweep, curve):
         check = measure_point(point_dir, target, log)
-        rows.append({
-            "beta": record["point"]["beta"],
-            "bytes_per_image": check["int8"]["bytes_per_image"],
-            "mean_task_accuracy": _mean(check["int8"]["task_accuracy"]),
-            "task_accuracy": check["int8"]["task_accuracy"],
-            "float": {"bytes_per_image": check["float"]["bytes_per_image"], "mean_task_accuracy": _mean(check["float"]["task_accuracy"])},
-            "symbol_agreement": check["symbol_agreement"],
-            "images": check["images"],
-            "bundle": str(point_dir / f"bundle_{target}"),
-        })
+        rows.append(
+            {
+                "beta": record["point"]["beta"],
+                "bytes_per_image": check["int8"]["bytes_per_image"],
+                "mean_task_accuracy": _mean(check["int8"]["task_accuracy"]),
+                "task_accuracy": check["int8"]["task_accuracy"],
+                "float": {
+                    "bytes_per_image": check["float"]["bytes_per_image"],
+                    "mean_task_accuracy": _mean(check["float"]["task_accuracy"]),
+                },
+                "symbol_agreement": check["symbol_agreement"],
+                "images": check["images"],
+                "bundle": str(point_dir / f"bundle_{target}"),
+            }
+        )
     report: dict[str, Any] = {"sweep": str(sweep), "curve": curve, "target": target, "method": METHOD, "points": rows}
     if baselines is not None:
         report["vs_baselines"] = compare_to_baselines(Curve.from_points(f"{curve} int8", rows), load_baselines(baselines))
@@ -96,8 +102,10 @@ def int8_curve(sweep: Path, curve: str, baselines: Path | None, target: str = "e
 def format_report(report: dict[str, Any]) -> str:
     lines = [f"{'beta':>6} {'int8 B':>8} {'int8 acc':>9} {'float B':>8} {'float acc':>9} {'symbols':>8}"]
     for r in report["points"]:
-        lines.append(f"{r['beta']:>6g} {r['bytes_per_image']:>8.1f} {100 * r['mean_task_accuracy']:>8.2f}% "
-                     f"{r['float']['bytes_per_image']:>8.1f} {100 * r['float']['mean_task_accuracy']:>8.2f}% {r['symbol_agreement']:>8.4f}")
+        lines.append(
+            f"{r['beta']:>6g} {r['bytes_per_image']:>8.1f} {100 * r['mean_task_accuracy']:>8.2f}% "
+            f"{r['float']['bytes_per_image']:>8.1f} {100 * r['float']['mean_task_accuracy']:>8.2f}% {r['symbol_agreement']:>8.4f}"
+        )
     for fmt, result in report.get("vs_baselines", {}).items():
         if fmt == "best":
             continue

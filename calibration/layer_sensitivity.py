@@ -47,8 +47,12 @@ def layer_sensitivity(
         q = quantize_pt2e(edge, example, calib.batches(), observer, keep)
         int8_out = serve_bitstreams(eager_bitstreams(q, images, tables), tables, server, len(task_names))
         r = compare(float_out, int8_out, labels, task_names, max_drop=1.0)
-        return {"drop_points": r["drop_points"], "int8_task_accuracy": r["int8"]["task_accuracy"],
-                "symbol_agreement": r["symbol_agreement"], "task_mask_agreement": r["task_mask_agreement"]}
+        return {
+            "drop_points": r["drop_points"],
+            "int8_task_accuracy": r["int8"]["task_accuracy"],
+            "symbol_agreement": r["symbol_agreement"],
+            "task_mask_agreement": r["task_mask_agreement"],
+        }
 
     rows = {"<all int8>": evaluate(())}
     for name in layers if layers is not None else quantizable_layers(model.client):
@@ -56,8 +60,10 @@ def layer_sensitivity(
     base = rows["<all int8>"]
     ranking = sorted(
         (n for n in rows if n != "<all int8>"),
-        key=lambda n: (max(base["drop_points"].values()) - max(rows[n]["drop_points"].values()),
-                       rows[n]["symbol_agreement"] - base["symbol_agreement"]),
+        key=lambda n: (
+            max(base["drop_points"].values()) - max(rows[n]["drop_points"].values()),
+            rows[n]["symbol_agreement"] - base["symbol_agreement"],
+        ),
         reverse=True,
     )
     return {
@@ -69,6 +75,7 @@ def layer_sensitivity(
         "most_sensitive_first": ranking,
     }
 
+
 def format_sensitivity(result: dict[str, Any]) -> str:
     tasks = list(result["float_task_accuracy"])
     head = f"{'kept in float':<34}" + "".join(f"{t[:10]:>11}" for t in tasks) + f"{'symbols':>9}"
@@ -77,4 +84,3 @@ def format_sensitivity(result: dict[str, Any]) -> str:
         r = result["rows"][name]
         lines.append(f"{name:<34}" + "".join(f"{r['drop_points'][t]:>11.2f}" for t in tasks) + f"{r['symbol_agreement']:>9.4f}")
     return "\n".join(lines)
-

@@ -37,8 +37,13 @@ def compare_observers(
     results: dict[str, Any] = {}
     for observer in observers:
         opts = ExportOptions(
-            checkpoint=checkpoint, target=target, out=out / observer, observer=observer,
-            calibration_samples=calibration_samples, keep_float=keep_float, force=True,
+            checkpoint=checkpoint,
+            target=target,
+            out=out / observer,
+            observer=observer,
+            calibration_samples=calibration_samples,
+            keep_float=keep_float,
+            force=True,
         )
         export_bundle(opts)
         check = run_check(out / observer, split=SELECTION_SPLIT, samples=samples, max_drop=max_drop)
@@ -52,8 +57,15 @@ def compare_observers(
             "passed": check["passed"],
         }
     best = max(results, key=lambda o: _score(results[o]))
-    summary = {"checkpoint": str(checkpoint), "target": target, "split": SELECTION_SPLIT, "calibration_samples": calibration_samples,
-               "keep_float": list(keep_float), "observers": results, "better": best}
+    summary = {
+        "checkpoint": str(checkpoint),
+        "target": target,
+        "split": SELECTION_SPLIT,
+        "calibration_samples": calibration_samples,
+        "keep_float": list(keep_float),
+        "observers": results,
+        "better": best,
+    }
     atomic_write_json(out / "observer_comparison.json", summary)
     return summary
 

@@ -1,6 +1,6 @@
 """Per-layer int8 sensitivity of the edge client: which layer, kept in float, recovers the most accuracy.
 
-    uv run python calibration/sensitivity.py --checkpoint runs/demo/stage2.safetensors [--json out.json]
+uv run python calibration/sensitivity.py --checkpoint runs/demo/stage2.safetensors [--json out.json]
 """
 
 from __future__ import annotations

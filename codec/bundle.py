@@ -145,7 +145,9 @@ def load_bundle(root: str | os.PathLike, verify: bool = True) -> Bundle:
     except (OSError, ValueError) as exc:
         raise BundleError(f"bundle {root}: cannot load entropy tables {tables_file.name} ({exc})") from None
     if tables.table_id.hex() != manifest.tables["table_id"]:
-        raise BundleError(f"bundle {root}: {tables_file.name} has table_id {tables.table_id.hex()}, manifest says {manifest.tables['table_id']}")
+        raise BundleError(
+            f"bundle {root}: {tables_file.name} has table_id {tables.table_id.hex()}, manifest says {manifest.tables['table_id']}"
+        )
     if int(tables.num_channels) != manifest.latent[0]:
         raise BundleError(f"bundle {root}: {tables_file.name} has {tables.num_channels} channels, latent has {manifest.latent[0]}")
     return Bundle(root, manifest, tables)

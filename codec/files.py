@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

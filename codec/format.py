@@ -147,9 +147,7 @@ def unpack(data: bytes, table_id: bytes, table_sha256: bytes, num_channels: int)
     view = memoryview(data).cast("B")
     n = len(view)
     if header.table_id != table_id:
-        raise TableMismatchError(
-            f"bitstream was written with entropy tables {header.table_id.hex()}, these tables are {table_id.hex()}"
-        )
+        raise TableMismatchError(f"bitstream was written with entropy tables {header.table_id.hex()}, these tables are {table_id.hex()}")
     length = header.payload_bytes
     expected = HEADER_SIZE + length
     if n < expected:

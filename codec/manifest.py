@@ -62,8 +62,7 @@ def model_name_problem(name: str) -> str | None:
     """What makes ``name`` unusable as a model name (:data:`MODEL_NAME_PATTERN`), or None."""
     if re.fullmatch(MODEL_NAME_PATTERN, name):
         return None
-    return (f"{name!r} is not a safe model name (letters, digits, '_', '-', '.', starting with a letter or digit, "
-            "at most 64 characters)")
+    return f"{name!r} is not a safe model name (letters, digits, '_', '-', '.', starting with a letter or digit, at most 64 characters)"
 
 
 class _Fields:
@@ -109,7 +108,12 @@ class _Fields:
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({"str": "a string", "int": "an integer", "float": "a number", "list": "a list", "dict": "an object", "bool": "a boolean"}.get(k.__name__, k.__name__) for k in kinds)
+    return " or ".join(
+        {"str": "a string", "int": "an integer", "float": "a number", "list": "a list", "dict": "an object", "bool": "a boolean"}.get(
+            k.__name__, k.__name__
+        )
+        for k in kinds
+    )
 
 
 def _numbers(value: Any, where: str, n: int | None = None, positive: bool = False) -> tuple[float, ...]:
@@ -159,11 +163,17 @@ class Preprocessing:
             raise ManifestError(f"{where}.input_size: expected [H, W] of positive integers, got {list(self.input_size)}")
         _numbers(list(self.mean), f"{where}.mean", 3)
         _numbers(list(self.std), f"{where}.std", 3, positive=True)
-        for key, value, supported in (("color", self.color, COLORS), ("resize", self.resize, RESIZE_METHODS), ("layout", self.layout, LAYOUTS)):
+        for key, value, supported in (
+            ("color", self.color, COLORS),
+            ("resize", self.resize, RESIZE_METHODS),
+            ("layout", self.layout, LAYOUTS),
+        ):
             if value not in supported:
                 raise ManifestError(f"{where}.{key}: unsupported value {value!r}; this code supports {list(supported)}")
         if tuple(float(v) for v in self.value_range) not in VALUE_RANGES:
-            raise ManifestError(f"{where}.value_range: unsupported value {list(self.value_range)}; this code supports {[list(r) for r in VALUE_RANGES]}")
+            raise ManifestError(
+                f"{where}.value_range: unsupported value {list(self.value_range)}; this code supports {[list(r) for r in VALUE_RANGES]}"
+            )
 
     @classmethod
     def from_dict(cls, doc: Any, where: str = "preprocessing") -> "Preprocessing":
@@ -340,8 +350,14 @@ def _lineage(doc: Any, where: str) -> tuple[dict[str, Any], ...]:
     out = []
     for i, entry in enumerate(doc):
         f = _Fields(entry, f"{where}[{i}]")
-        out.append({"versions": f.sub("versions", _versions), "checkpoint_sha256": f.get("checkpoint_sha256", str),
-                    "table_id": f.get("table_id", str, check=bool), "tables_sha256": f.get("tables_sha256", str, check=bool)})
+        out.append(
+            {
+                "versions": f.sub("versions", _versions),
+                "checkpoint_sha256": f.get("checkpoint_sha256", str),
+                "table_id": f.get("table_id", str, check=bool),
+                "tables_sha256": f.get("tables_sha256", str, check=bool),
+            }
+        )
         f.done()
     return tuple(out)
 
@@ -456,11 +472,19 @@ class Manifest:
             if unlisted:
                 raise ManifestError(f"{where}: {unlisted} are referenced but not listed (and hashed) in 'files'")
         detected = list(self.server_detected_tasks)
-        if not all(isinstance(t, str) for t in detected) or len(detected) >= len(self.tasks) or detected != self.task_names[len(self.tasks) - len(detected):]:
-            raise ManifestError(f"{where}.server_detected_tasks: must name the last tasks of {self.task_names} (and leave the edge at least one), got {detected}")
+        if (
+            not all(isinstance(t, str) for t in detected)
+            or len(detected) >= len(self.tasks)
+            or detected != self.task_names[len(self.tasks) - len(detected) :]
+        ):
+            raise ManifestError(
+                f"{where}.server_detected_tasks: must name the last tasks of {self.task_names} (and leave the edge at least one), got {detected}"
+            )
         if self.edge_tasks > MAX_MASK_TASKS:
-            raise ManifestError(f"{where}.tasks: {self.edge_tasks} tasks are detected on the edge, a bitstream's task mask names at most "
-                                f"{MAX_MASK_TASKS} (the server half may detect the others: 'server_detected_tasks')")
+            raise ManifestError(
+                f"{where}.tasks: {self.edge_tasks} tasks are detected on the edge, a bitstream's task mask names at most "
+                f"{MAX_MASK_TASKS} (the server half may detect the others: 'server_detected_tasks')"
+            )
         onnx = self.server["onnx"]
         if onnx.outputs and [s.name for s in onnx.outputs] != self.server_outputs:
             raise ManifestError(f"{where}.server.onnx.outputs: expected {self.server_outputs}, got {[s.name for s in onnx.outputs]}")

@@ -237,9 +237,7 @@ class PythonBackend:
                     n = (raw.bit_length() + BYPASS_BITS - 1) // BYPASS_BITS
                     q, r = divmod(n, BYPASS_MAX)
                     # Decode order: count nibbles (15 x q, then r), raw nibbles low first; encode reverses it.
-                    for nib in [(raw >> (BYPASS_BITS * j)) & BYPASS_MAX for j in range(n - 1, -1, -1)] + [r] + [
-                        BYPASS_MAX
-                    ] * q:
+                    for nib in [(raw >> (BYPASS_BITS * j)) & BYPASS_MAX for j in range(n - 1, -1, -1)] + [r] + [BYPASS_MAX] * q:
                         if x >= _BYPASS_EMIT:
                             emit(x & _WORD)
                             x >>= 32
@@ -429,7 +427,9 @@ def _compressai_backend() -> CompressAIBackend | None:
     except ModuleNotFoundError:
         log.info("compressai is not installed: rANS coding uses the pure-Python coder (same bytes, slower)")
     except (ImportError, AttributeError) as exc:
-        log.warning("compressai is installed but its rANS coder cannot be used (%s): falling back to the pure-Python coder, about 3x slower", exc)
+        log.warning(
+            "compressai is installed but its rANS coder cannot be used (%s): falling back to the pure-Python coder, about 3x slower", exc
+        )
     return None
 
 

@@ -58,9 +58,7 @@ def _int_array(name: str, value: Any, ndim: int) -> np.ndarray:
     return out
 
 
-def content_bytes(
-    cdfs: np.ndarray, cdf_lengths: np.ndarray, offsets: np.ndarray, medians: np.ndarray, precision: int
-) -> bytes:
+def content_bytes(cdfs: np.ndarray, cdf_lengths: np.ndarray, offsets: np.ndarray, medians: np.ndarray, precision: int) -> bytes:
     """Precision, C, Lmax as uint32 LE, then cdfs, cdf_lengths, offsets (int32 LE) and medians (float32 LE),
     each row-major. Its SHA-256 is the tables' content hash."""
     c, lmax = cdfs.shape
@@ -75,9 +73,7 @@ def content_bytes(
     )
 
 
-def table_file_bytes(
-    cdfs: np.ndarray, cdf_lengths: np.ndarray, offsets: np.ndarray, medians: np.ndarray, sha256: str
-) -> bytes:
+def table_file_bytes(cdfs: np.ndarray, cdf_lengths: np.ndarray, offsets: np.ndarray, medians: np.ndarray, sha256: str) -> bytes:
     """Safetensors bytes: tensors in name order, JSON header (sorted keys, no spaces) space-padded to a
     multiple of 8, metadata with the given content hash. Does not validate (test vectors build bad files)."""
     tensors = {
@@ -298,8 +294,7 @@ def _parse(data: bytes) -> EntropyTables:
     ).hexdigest()
     if meta.get("sha256") != digest:
         raise TableFileError(
-            f"content hash mismatch: metadata says {meta.get('sha256')!r}, content gives {digest}"
-            " (file corrupted or edited)"
+            f"content hash mismatch: metadata says {meta.get('sha256')!r}, content gives {digest} (file corrupted or edited)"
         )
     return EntropyTables(
         cdfs=arrays["cdfs"],

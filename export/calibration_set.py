@@ -64,9 +64,7 @@ def balanced_order(task_vectors: np.ndarray, n: int) -> list[int]:
     return chosen
 
 
-def select_samples(
-    dataset: TaskDataset, split: str, n: int, seed: int, task_names: Sequence[str], scan_factor: int = 4
-) -> SampleSet:
+def select_samples(dataset: TaskDataset, split: str, n: int, seed: int, task_names: Sequence[str], scan_factor: int = 4) -> SampleSet:
     """A task-balanced sample of ``n`` images: a seeded random ``scan_factor * n`` candidates of the split
     are visited in random order (see :func:`balanced_order`)."""
     size = len(dataset)
@@ -108,8 +106,7 @@ def data_config(meta: dict[str, Any], checkpoint: Path, override: Path | None) -
         cfg = meta.get("config")
         if not isinstance(cfg, dict) or "data" not in cfg:
             raise CalibrationSourceError(
-                f"checkpoint {checkpoint} does not record its training config; pass --data-config CONFIG.yaml "
-                "to say which data to use"
+                f"checkpoint {checkpoint} does not record its training config; pass --data-config CONFIG.yaml to say which data to use"
             )
     cfg = copy.deepcopy(cfg)
     cfg["data"]["cache"] = False

@@ -114,7 +114,14 @@ def inspect_coreml(path: Path) -> dict[str, Any]:
 
 def _export_onnx_float(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     torch.onnx.export(
-        module.eval(), (example,), str(path), dynamo=True, input_names=[EDGE_INPUT], output_names=list(EDGE_OUTPUTS), verbose=False, external_data=False
+        module.eval(),
+        (example,),
+        str(path),
+        dynamo=True,
+        input_names=[EDGE_INPUT],
+        output_names=list(EDGE_OUTPUTS),
+        verbose=False,
+        external_data=False,
     )
 
 

@@ -240,13 +240,18 @@ def export_bundle(opts: ExportOptions, log: Callable[[str], None] = _log) -> Exp
         tables_from_bottleneck(model.entropy_bottleneck).save(staging / TABLES_FILE)
         tables = codec.EntropyTables.load(staging / TABLES_FILE)
 
-        log(f"edge client: int8 {opts.target} ({opts.observer} observer" + (f", float: {list(opts.keep_float)})" if opts.keep_float else ")"))
+        log(
+            f"edge client: int8 {opts.target} ({opts.observer} observer"
+            + (f", float: {list(opts.keep_float)})" if opts.keep_float else ")")
+        )
         edge = export_edge(client, opts.target, staging, example, calib.batches(), opts.observer, opts.keep_float)
         try:
             if opts.target == "coreml":
                 edge_check = _check_coreml(staging / edge.file, edge.reference, client, check_images, tables, shapes)
             else:
-                edge_check = verify.check_edge(_edge_model(staging / edge.file, edge.runtime).run, client, check_images, tables, edge.reference)
+                edge_check = verify.check_edge(
+                    _edge_model(staging / edge.file, edge.runtime).run, client, check_images, tables, edge.reference
+                )
         except verify.Int8MismatchError as exc:
             raise ExportError(f"{exc}\n{int8_hints(opts, client)}") from None
         log(
@@ -301,16 +306,18 @@ def int8_hints(opts: ExportOptions, client: torch.nn.Module) -> str:
     and the sensitivity tool, with this export's values filled in)."""
     others = [o for o in OBSERVERS if o != opts.observer]
     kept = f" (now {' '.join(opts.keep_float)})" if opts.keep_float else ""
-    return "\n".join([
-        "what helps:",
-        f"  - another activation observer: --observer {' / '.join(others)} (this export used {opts.observer})",
-        f"  - more calibration images: --calibration-samples N (this export used {opts.calibration_samples})",
-        f"  - keeping the most sensitive layers in float: --keep-float NAME ...{kept}; the client's conv/linear layers are "
-        f"{', '.join(quantizable_layers(client))}",
-        "  - finding those layers: calibration/sensitivity.py quantizes the client once per layer with that layer in float "
-        "and ranks the layers by the accuracy each one recovers:",
-        f"      uv run python calibration/sensitivity.py --checkpoint {opts.checkpoint} --observer {opts.observer}",
-    ])
+    return "\n".join(
+        [
+            "what helps:",
+            f"  - another activation observer: --observer {' / '.join(others)} (this export used {opts.observer})",
+            f"  - more calibration images: --calibration-samples N (this export used {opts.calibration_samples})",
+            f"  - keeping the most sensitive layers in float: --keep-float NAME ...{kept}; the client's conv/linear layers are "
+            f"{', '.join(quantizable_layers(client))}",
+            "  - finding those layers: calibration/sensitivity.py quantizes the client once per layer with that layer in float "
+            "and ranks the layers by the accuracy each one recovers:",
+            f"      uv run python calibration/sensitivity.py --checkpoint {opts.checkpoint} --observer {opts.observer}",
+        ]
+    )
 
 
 def _data_description(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", required=True, choices=EDGE_TARGETS, help="edge client format")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
     p.add_argument(
-        "--model-name", default=None, metavar="NAME",
+        "--model-name",
+        default=None,
+        metavar="NAME",
         help="the name servers serve the model under (letters, digits, _ - .; default: the training run's directory and its data, e.g. pets-Pets-photos)",
     )
     p.add_argument("--server-engine", choices=SERVER_ENGINES, default=None, help="also build a server engine (fp16)")
@@ -35,14 +37,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--calibration-samples", type=int, default=128, help="images to calibrate on (default 128)")
     g.add_argument("--calibration-split", default="train", choices=("train", "val", "test"))
     g.add_argument("--observer", default="histogram", choices=OBSERVERS, help="activation range observer")
-    g.add_argument("--data-config", type=Path, default=None, help="training config whose data section to calibrate on (default: the checkpoint's)")
+    g.add_argument(
+        "--data-config", type=Path, default=None, help="training config whose data section to calibrate on (default: the checkpoint's)"
+    )
     g.add_argument("--keep-float", nargs="+", default=[], metavar="MODULE", help="client modules to keep in float (e.g. encoder.project)")
     g.add_argument("--check-samples", type=int, default=32, help="held-out images for the export checks")
     g.add_argument("--check-split", default="val", choices=("train", "val", "test"))
     g.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace an --out that holds a different bundle")
     t = p.add_argument_group("Triton Inference Server model repository")
-    t.add_argument("--triton-repository", type=Path, default=None, help="also write the bundle as a model version of this Triton repository")
+    t.add_argument(
+        "--triton-repository", type=Path, default=None, help="also write the bundle as a model version of this Triton repository"
+    )
     add_options(t, "triton-")
     return p.parse_args(argv)
 

@@ -117,7 +117,9 @@ def max_batch_size(bundle: Bundle, requested: int | None) -> int:
     if requested < 1:
         raise RepositoryError(f"max batch size must be >= 1, got {requested}")
     if limit is not None and requested > limit:
-        raise RepositoryError(f"max batch size {requested} exceeds the TensorRT engine's batch profile maximum {limit} (manifest server.tensorrt.details)")
+        raise RepositoryError(
+            f"max batch size {requested} exceeds the TensorRT engine's batch profile maximum {limit} (manifest server.tensorrt.details)"
+        )
     return requested
 
 
@@ -137,40 +139,54 @@ class _Writer:
         self.names = {"decode": f"{self.model}_decode", "server": f"{self.model}_server", "answer": f"{self.model}_answer"}
 
     def _output_width(self, name: str) -> int:
-        return self.labels[name[len(logits_output("")):]] if name.startswith(logits_output("")) else self.detected
+        return self.labels[name[len(logits_output("")) :]] if name.startswith(logits_output("")) else self.detected
 
     def _python(self, name: str, max_batch: int, instances: int, extra: str, params: dict[str, str]) -> str:
         env = {"EXECUTION_ENV_PATH": self.options.execution_env} if self.options.execution_env else {}
-        return (f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch}\n' + extra
-                + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
-                + "version_policy: { latest: { num_versions: 1 } }\n" + _parameters({**params, **env}))
+        return (
+            f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
+            + extra
+            + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
+            + "version_policy: { latest: { num_versions: 1 } }\n"
+            + _parameters({**params, **env})
+        )
 
     def decode_config(self) -> str:
         c, h, w = self.bundle.latent_shape
-        io = (_tensors("input", [_tensor(BITSTREAM_INPUT, "TYPE_STRING", [-1])])
-              + _tensors("output", [_tensor(LATENT, "TYPE_FP32", [-1, c, h, w]), _tensor(TASK_MASK, "TYPE_INT64", [-1])]))
+        io = _tensors("input", [_tensor(BITSTREAM_INPUT, "TYPE_STRING", [-1])]) + _tensors(
+            "output", [_tensor(LATENT, "TYPE_FP32", [-1, c, h, w]), _tensor(TASK_MASK, "TYPE_INT64", [-1])]
+        )
         return self._python(self.names["decode"], 0, self.options.decode_instances, io, {MAX_REQUEST_IMAGES: str(self.batch)})
 
     def server_config(self) -> str:
         c, h, w = self.bundle.latent_shape
-        io = (_tensors("input", [_tensor(SERVER_INPUT, "TYPE_FP32", [c, h, w])])
-              + _tensors("output", [_tensor(n, "TYPE_FP32", [self._output_width(n)]) for n in self.server_outputs])
-              + f"dynamic_batching {{ max_queue_delay_microseconds: {self.options.max_queue_delay_us} }}\n")
+        io = (
+            _tensors("input", [_tensor(SERVER_INPUT, "TYPE_FP32", [c, h, w])])
+            + _tensors("output", [_tensor(n, "TYPE_FP32", [self._output_width(n)]) for n in self.server_outputs])
+            + f"dynamic_batching {{ max_queue_delay_microseconds: {self.options.max_queue_delay_us} }}\n"
+        )
         name = self.names["server"]
         kind = SERVER_HALVES[self.options.server_half]
         if kind == "python":
             return self._python(name, self.batch, self.options.instances, io, {COMPUTE_THREADS: str(self.options.compute_threads)})
         device = "KIND_GPU" if self.options.gpu or kind == "tensorrt_plan" else "KIND_CPU"
-        return (f'name: "{name}"\nplatform: "{kind}"\nmax_batch_size: {self.batch}\n' + io
-                + f"instance_group [ {{ count: {self.options.instances} kind: {device} }} ]\n"
-                + "version_policy: { latest: { num_versions: 1 } }\n")
+        return (
+            f'name: "{name}"\nplatform: "{kind}"\nmax_batch_size: {self.batch}\n'
+            + io
+            + f"instance_group [ {{ count: {self.options.instances} kind: {device} }} ]\n"
+            + "version_policy: { latest: { num_versions: 1 } }\n"
+        )
 
     def _wire_outputs(self) -> list[str]:
         """The ensemble's outputs, as ``codec/WIRE.md`` names them."""
-        return ([_tensor(logits_output(t), "TYPE_FP32", [-1, self.labels[t]]) for t in self.tasks]
-                + [_tensor(labels_output(t), "TYPE_STRING", [-1, -1]) for t in self.tasks]
-                + [_tensor(ACTIVE_TASKS_OUTPUT, "TYPE_BOOL", [-1, len(self.tasks)]),
-                   _tensor(LABEL_INDEX_OUTPUT, "TYPE_INT32", [-1, len(self.tasks), -1])])
+        return (
+            [_tensor(logits_output(t), "TYPE_FP32", [-1, self.labels[t]]) for t in self.tasks]
+            + [_tensor(labels_output(t), "TYPE_STRING", [-1, -1]) for t in self.tasks]
+            + [
+                _tensor(ACTIVE_TASKS_OUTPUT, "TYPE_BOOL", [-1, len(self.tasks)]),
+                _tensor(LABEL_INDEX_OUTPUT, "TYPE_INT32", [-1, len(self.tasks), -1]),
+            ]
+        )
 
     def answer_config(self) -> str:
         inputs = [_tensor(SERVER_OUTPUT_PREFIX + n, "TYPE_FP32", [-1, self._output_width(n)]) for n in self.server_outputs]
@@ -186,7 +202,12 @@ class _Writer:
             return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}'
 
         handed = {SERVER_OUTPUT_PREFIX + n: SERVER_OUTPUT_PREFIX + n for n in self.server_outputs}
-        answers = [*(logits_output(t) for t in self.tasks), *(labels_output(t) for t in self.tasks), ACTIVE_TASKS_OUTPUT, LABEL_INDEX_OUTPUT]
+        answers = [
+            *(logits_output(t) for t in self.tasks),
+            *(labels_output(t) for t in self.tasks),
+            ACTIVE_TASKS_OUTPUT,
+            LABEL_INDEX_OUTPUT,
+        ]
         steps = [
             step(self.names["decode"], {BITSTREAM_INPUT: BITSTREAM_INPUT}, {LATENT: LATENT, TASK_MASK: TASK_MASK}),
             step(self.names["server"], {SERVER_INPUT: LATENT}, {n: SERVER_OUTPUT_PREFIX + n for n in self.server_outputs}),
@@ -199,9 +220,15 @@ class _Writer:
             "mantis_bitstream_version": str(manifest.bitstream_version),
             "mantis_max_request_images": str(self.batch),
         }
-        return (f'name: "{self.model}"\nplatform: "ensemble"\nmax_batch_size: 0\n'
-                + _tensors("input", [_tensor(BITSTREAM_INPUT, "TYPE_STRING", [-1])]) + _tensors("output", self._wire_outputs())
-                + "ensemble_scheduling {\n  step [\n" + ",\n".join(steps) + "\n  ]\n}\n" + _parameters(params))
+        return (
+            f'name: "{self.model}"\nplatform: "ensemble"\nmax_batch_size: 0\n'
+            + _tensors("input", [_tensor(BITSTREAM_INPUT, "TYPE_STRING", [-1])])
+            + _tensors("output", self._wire_outputs())
+            + "ensemble_scheduling {\n  step [\n"
+            + ",\n".join(steps)
+            + "\n  ]\n}\n"
+            + _parameters(params)
+        )
 
     def fill_python(self, folder: Path, source: str, server_files: tuple[str, ...] = ()) -> None:
         """A Python model version: ``model.py``, the project code and ``bundle/`` with the files it needs."""
@@ -227,8 +254,14 @@ class _Writer:
         section = "onnx" if kind == "onnxruntime_onnx" else "tensorrt"
         spec = self.bundle.manifest.server.get(section)
         if spec is None:
-            raise RepositoryError(f"bundle {self.bundle.root}: manifest has no server.{section} entry for --server-half {self.options.server_half}"
-                                  + ("; export it with `export/split.py --server-engine tensorrt` on a machine with TensorRT" if section == "tensorrt" else ""))
+            raise RepositoryError(
+                f"bundle {self.bundle.root}: manifest has no server.{section} entry for --server-half {self.options.server_half}"
+                + (
+                    "; export it with `export/split.py --server-engine tensorrt` on a machine with TensorRT"
+                    if section == "tensorrt"
+                    else ""
+                )
+            )
         shutil.copy2(self.bundle.path(spec.file), folder / ("model.onnx" if section == "onnx" else "model.plan"))
 
 
@@ -267,7 +300,9 @@ def _replace_version(model_dir: Path, version: int, fill: Callable[[Path], None]
         raise
 
 
-def write_repository(artifacts: str | os.PathLike, out: str | os.PathLike, options: RepositoryOptions = RepositoryOptions()) -> WrittenRepository:
+def write_repository(
+    artifacts: str | os.PathLike, out: str | os.PathLike, options: RepositoryOptions = RepositoryOptions()
+) -> WrittenRepository:
     """Write (or add a version to) the Triton model repository ``out`` for the bundle ``artifacts``."""
     if options.server_half not in SERVER_HALVES:
         raise RepositoryError(f"unknown server half {options.server_half!r}; choose one of {sorted(SERVER_HALVES)}")
@@ -307,17 +342,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def add_options(p: "argparse._ActionsContainer", prefix: str = "") -> None:
     """The repository options (``prefix`` in front of each, for export/split.py)."""
     d = RepositoryOptions()
-    p.add_argument(f"--{prefix}server-half", choices=sorted(SERVER_HALVES), default=d.server_half,
-                   help="how Triton runs the server half: python (ONNX Runtime inside the Python backend; any Triton), "
-                        "onnxruntime (Triton's onnxruntime_onnx backend), tensorrt (tensorrt_plan: server.plan, GPU)")
-    p.add_argument(f"--{prefix}max-batch-size", type=int, default=None,
-                   help=f"server half's max batch size (default: the TensorRT batch profile maximum, else {DEFAULT_MAX_BATCH_SIZE}); "
-                        "also the most bitstreams per request")
-    p.add_argument(f"--{prefix}max-queue-delay-us", type=int, default=d.max_queue_delay_us, help="dynamic batching's longest wait for a batch")
+    p.add_argument(
+        f"--{prefix}server-half",
+        choices=sorted(SERVER_HALVES),
+        default=d.server_half,
+        help="how Triton runs the server half: python (ONNX Runtime inside the Python backend; any Triton), "
+        "onnxruntime (Triton's onnxruntime_onnx backend), tensorrt (tensorrt_plan: server.plan, GPU)",
+    )
+    p.add_argument(
+        f"--{prefix}max-batch-size",
+        type=int,
+        default=None,
+        help=f"server half's max batch size (default: the TensorRT batch profile maximum, else {DEFAULT_MAX_BATCH_SIZE}); "
+        "also the most bitstreams per request",
+    )
+    p.add_argument(
+        f"--{prefix}max-queue-delay-us", type=int, default=d.max_queue_delay_us, help="dynamic batching's longest wait for a batch"
+    )
     p.add_argument(f"--{prefix}instances", type=int, default=d.instances, help="server half instances")
     p.add_argument(f"--{prefix}decode-instances", type=int, default=d.decode_instances, help="decode model instances (processes)")
-    p.add_argument(f"--{prefix}compute-threads", type=int, default=d.compute_threads, help="ONNX Runtime threads per Python server-half instance (0: its default)")
-    p.add_argument(f"--{prefix}execution-env", default=None, help="EXECUTION_ENV_PATH of the Python models: a Python environment with numpy<2, onnxruntime (and compressai's coder)")
+    p.add_argument(
+        f"--{prefix}compute-threads",
+        type=int,
+        default=d.compute_threads,
+        help="ONNX Runtime threads per Python server-half instance (0: its default)",
+    )
+    p.add_argument(
+        f"--{prefix}execution-env",
+        default=None,
+        help="EXECUTION_ENV_PATH of the Python models: a Python environment with numpy<2, onnxruntime (and compressai's coder)",
+    )
     p.add_argument(f"--{prefix}gpu", action="store_true", help="run the onnxruntime server half on a GPU instance (tensorrt always does)")
 
 

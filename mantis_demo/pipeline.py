@@ -116,8 +116,19 @@ def export(checkpoint: Path, out: Path, opts: DemoOptions, log: Callable[[str], 
                 return out
         except BundleError as exc:
             log(f"not reusing {out}: {exc}")
-    argv = ["--checkpoint", str(checkpoint), "--target", "executorch", "--out", str(out), "--force",
-            "--calibration-samples", str(opts.calibration_samples), "--check-samples", str(opts.check_samples)]
+    argv = [
+        "--checkpoint",
+        str(checkpoint),
+        "--target",
+        "executorch",
+        "--out",
+        str(out),
+        "--force",
+        "--calibration-samples",
+        str(opts.calibration_samples),
+        "--check-samples",
+        str(opts.check_samples),
+    ]
     code = split_main(argv)
     if code != 0:
         raise DemoError(f"export failed (export/split.py exited with {code})")
@@ -256,8 +267,10 @@ def load_sweep(sweep_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, ConfigError) as exc:
         raise DemoError(f"sweep {path}: unreadable ({exc})") from None
     if fingerprint(sweep_cfg, ["seed", "data"]) != fingerprint(cfg, ["seed", "data"]):
-        raise DemoError(f"sweep {sweep_dir} was measured on other data ({sweep['config']}) than the demo's --config; "
-                        "pass the sweep's config so both use the same held-out images")
+        raise DemoError(
+            f"sweep {sweep_dir} was measured on other data ({sweep['config']}) than the demo's --config; "
+            "pass the sweep's config so both use the same held-out images"
+        )
     return sweep
 
 
@@ -289,14 +302,24 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
         base = run_baselines(checkpoint.parent / "teacher.safetensors", held, opts.qualities, log)
     with _Stage(opts, "wire bytes", log):
         eq = report_mod.equal_accuracy_summary(edge["bytes_per_image"], edge["mean_task_accuracy"], {k: base[k] for k in ("jpeg", "webp")})
-        wire = wire_benchmark.measure(bundle_dir, held.paths[:WIRE_IMAGES], {k: eq[k]["quality"] for k in ("jpeg", "webp")}, out, opts.backend,
-                                      lambda msg: log(f"wire: {msg}"))
+        wire = wire_benchmark.measure(
+            bundle_dir,
+            held.paths[:WIRE_IMAGES],
+            {k: eq[k]["quality"] for k in ("jpeg", "webp")},
+            out,
+            opts.backend,
+            lambda msg: log(f"wire: {msg}"),
+        )
     lat = edge.pop("latency_ms")
     report = {
         "model_name": bundle.manifest.model_name,
         "config": str(opts.config),
         "checkpoint": str(checkpoint),
-        "edge": {"file": bundle.manifest.edge.file, "runtime": bundle.manifest.edge.runtime, "quantization": bundle.manifest.edge.quantization.get("scheme")},
+        "edge": {
+            "file": bundle.manifest.edge.file,
+            "runtime": bundle.manifest.edge.runtime,
+            "quantization": bundle.manifest.edge.quantization.get("scheme"),
+        },
         "server": {"backend": opts.backend},
         "dataset": {"split": "test", "images": len(held.paths), "height": held.size[0], "width": held.size[1], "tasks": held.task_names},
         "float": float_metrics,
@@ -324,6 +347,9 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
     eq = report["equal_accuracy"]
     for key in ("jpeg", "webp"):
         b = eq[key]
-        log(f"bytes at equal accuracy vs {key.upper()} q{b['quality']}: {b['ratio']:.1f}x" + ("" if b["reached"] else " (not reached; lower bound)"))
+        log(
+            f"bytes at equal accuracy vs {key.upper()} q{b['quality']}: {b['ratio']:.1f}x"
+            + ("" if b["reached"] else " (not reached; lower bound)")
+        )
     log(f"report: {out / 'report.md'} ({report['wall_s']:.0f} s)")
     return report

@@ -247,8 +247,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Target met: **{'yes' if eq['meets_target'] else 'no'}**"
-        + (" (\"> Nx\": no measured quality of that codec is as accurate as MANTiS; the ratio at its most accurate"
-           " quality is a lower bound)." if bound else "."),
+        + (
+            ' ("> Nx": no measured quality of that codec is as accurate as MANTiS; the ratio at its most accurate'
+            " quality is a lower bound)."
+            if bound
+            else "."
+        ),
         "",
     ]
     if "sweep" in report:
@@ -324,8 +328,10 @@ def wire_markdown(wire: dict[str, Any]) -> list[str]:
     ]
     for r in wire["rows"]:
         down = f"{r['down_per_image']:.1f}" if r["refused"] == 0 else f"({r['down_per_image']:.1f}, refusals)"
-        lines.append(f"| {r['payload']} | {r['transport']} | {_fmt_bytes(r['payload_bytes'])} | {r['up_per_image']:.1f} | "
-                     f"{r['up_ratio']:.2f}x | {down} |")
+        lines.append(
+            f"| {r['payload']} | {r['transport']} | {_fmt_bytes(r['payload_bytes'])} | {r['up_per_image']:.1f} | "
+            f"{r['up_ratio']:.2f}x | {down} |"
+        )
     lines += ["", "| check | measured | target | met |", "| --- | ---: | --- | --- |"]
     for c in wire["checks"]:
         lines.append(f"| {c['what']} | {c['value']:.2f} | {c['limit']} | {'yes' if c['met'] else '**no**'} |")
@@ -350,12 +356,17 @@ def _sweep_markdown(sw: dict[str, Any]) -> list[str]:
         "| --- | ---: | ---: | ---: |",
     ]
     for key, pts in sw["curves"].items():
-        lines += [f"| {SWEEP_CURVES[key][0]} | {p['beta']:g} | {_fmt_bytes(p['bytes_per_image'])} | {_pct(p['mean_task_accuracy'])} |" for p in pts]
+        lines += [
+            f"| {SWEEP_CURVES[key][0]} | {p['beta']:g} | {_fmt_bytes(p['bytes_per_image'])} | {_pct(p['mean_task_accuracy'])} |"
+            for p in pts
+        ]
     lines += ["", "| comparison | BD-rate |", "| --- | --- |"]
     for fmt, r in sw["vs_baselines"].items():
         lines.append(f"| MANTiS vs {fmt.upper()} + teacher | {_bd_cell(r)} |")
     if "vs_best_baseline" in sw:
-        lines.append(f"| **MANTiS vs the best baseline ({sw['vs_best_baseline']['format'].upper()})** | **{_bd_cell(sw['vs_best_baseline'])}** |")
+        lines.append(
+            f"| **MANTiS vs the best baseline ({sw['vs_best_baseline']['format'].upper()})** | **{_bd_cell(sw['vs_best_baseline'])}** |"
+        )
     if "no_film_vs_film" in sw:
         lines.append(f"| No-FiLM vs MANTiS | {_bd_cell(sw['no_film_vs_film'])} |")
     lines += ["", f"BD-rate: {sw['method']}; negative = fewer bytes at equal accuracy.", ""]
@@ -387,8 +398,13 @@ def finalize(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, An
         "teacher_edge_ms": m["teacher_preprocess"] + m["teacher"],
     }
     bw["rows"] = bandwidth_table(
-        bw["mantis_edge_ms"], bw["mantis_server_ms"], bw["mantis_bytes"],
-        bw["jpeg_edge_ms"], bw["jpeg_server_ms"], bw["jpeg_bytes"], bw["teacher_edge_ms"],
+        bw["mantis_edge_ms"],
+        bw["mantis_server_ms"],
+        bw["mantis_bytes"],
+        bw["jpeg_edge_ms"],
+        bw["jpeg_server_ms"],
+        bw["jpeg_bytes"],
+        bw["teacher_edge_ms"],
     )
     report["bandwidth"] = bw
     for value in _walk_numbers(report):
@@ -422,15 +438,28 @@ def write_demo_results(report: dict[str, Any], argv: list[str] | None, results_d
         Headline("demo: MANTiS int8 end to end, mean task accuracy", round(100 * e["mean_task_accuracy"], 2), "%"),
         Headline("demo: MANTiS int8 bitstream bytes per image", round(e["bytes_per_image"], 1), "B"),
     ] + [
-        Headline(f"demo: {key.upper()} bytes / MANTiS bytes at equal accuracy" + ("" if eq[key]["reached"] else " (lower bound)"),
-                 round(eq[key]["ratio"], 1), "x", f">= {eq['target_ratio']:g}x")
+        Headline(
+            f"demo: {key.upper()} bytes / MANTiS bytes at equal accuracy" + ("" if eq[key]["reached"] else " (lower bound)"),
+            round(eq[key]["ratio"], 1),
+            "x",
+            f">= {eq['target_ratio']:g}x",
+        )
         for key in ("jpeg", "webp")
     ]
     tasks = report["dataset"]["tasks"]
-    accuracy_rows = [["MANTiS float", *[round(100 * report["float"]["task_accuracy"][t], 2) for t in tasks], "", ""],
-                     ["MANTiS int8 end to end", *[round(100 * e["task_accuracy"][t], 2) for t in tasks], round(e["bytes_per_image"], 1), ""]]
-    accuracy_rows += [[f"{key.upper()} q{eq[key]['quality']} + teacher", *["" for _ in tasks], round(eq[key]["bytes_per_image"], 1),
-                       round(100 * eq[key]["mean_task_accuracy"], 2)] for key in ("jpeg", "webp")]
+    accuracy_rows = [
+        ["MANTiS float", *[round(100 * report["float"]["task_accuracy"][t], 2) for t in tasks], "", ""],
+        ["MANTiS int8 end to end", *[round(100 * e["task_accuracy"][t], 2) for t in tasks], round(e["bytes_per_image"], 1), ""],
+    ]
+    accuracy_rows += [
+        [
+            f"{key.upper()} q{eq[key]['quality']} + teacher",
+            *["" for _ in tasks],
+            round(eq[key]["bytes_per_image"], 1),
+            round(100 * eq[key]["mean_task_accuracy"], 2),
+        ]
+        for key in ("jpeg", "webp")
+    ]
     return write_results(
         "demo",
         title="The main job (./mantis demo): MANTiS int8 end to end on the built-in data vs JPEG and WebP",
@@ -438,13 +467,22 @@ def write_demo_results(report: dict[str, Any], argv: list[str] | None, results_d
         argv=argv,
         headline=headline,
         tables=[
-            Table(f"{report['dataset']['images']} held-out images, {report['dataset']['height']}x{report['dataset']['width']}; accuracy %",
-                  ["model", *tasks, "bytes per image", "mean accuracy %"], accuracy_rows),
-            Table("latency per image, ms (edge and server on this CPU)", ["stage", "p50", "p95"],
-                  [[k, round(v["p50"], 2), round(v["p95"], 2)] for k, v in lat.items()]),
-            Table("stages, seconds", ["stage", "seconds"], [[k, round(v, 1)] for k, v in report["stages_s"].items()] + [["whole run", report["wall_s"]]]),
+            Table(
+                f"{report['dataset']['images']} held-out images, {report['dataset']['height']}x{report['dataset']['width']}; accuracy %",
+                ["model", *tasks, "bytes per image", "mean accuracy %"],
+                accuracy_rows,
+            ),
+            Table(
+                "latency per image, ms (edge and server on this CPU)",
+                ["stage", "p50", "p95"],
+                [[k, round(v["p50"], 2), round(v["p95"], 2)] for k, v in lat.items()],
+            ),
+            Table(
+                "stages, seconds",
+                ["stage", "seconds"],
+                [[k, round(v, 1)] for k, v in report["stages_s"].items()] + [["whole run", report["wall_s"]]],
+            ),
         ],
         data={k: report[k] for k in ("model_name", "config", "dataset", "edge_int8", "equal_accuracy", "latency_ms", "stages_s", "wall_s")},
         results_dir=results_dir,
     )
-

@@ -161,7 +161,9 @@ class NumpyExecuTorchModel:
             import executorch_numpy_runtime as en
         except ImportError as exc:
             if numpy_runtime_installable():
-                raise NumpyRuntimeMissing(f"{path.name}: executorch-numpy-runtime is not installed ({exc}): {install_command('pte')}") from None
+                raise NumpyRuntimeMissing(
+                    f"{path.name}: executorch-numpy-runtime is not installed ({exc}): {install_command('pte')}"
+                ) from None
             raise NumpyRuntimeMissing(
                 f"{path.name}: executorch-numpy-runtime needs Python 3.12+, this is {platform.python_version()}: run the edge"
                 f" runtime in a Python 3.12+ venv with {install_command('pte')} (runtime_edge/README.md), or use --pte-runtime official"
@@ -209,11 +211,14 @@ def load_pte(path: Path, pte_runtime: str = "auto", producer: str | None = None)
         if not isinstance(reason, NumpyRuntimeMissing):
             raise EdgeRuntimeError(f"{reason}; and the official ExecuTorch runtime is not installed (pip install executorch)") from None
         if numpy_runtime_installable():
-            raise EdgeRuntimeError(f"{path.name} needs a .pte runtime and none is installed: {install_command('pte')}"
-                                   " (executorch-numpy-runtime: numpy only, no torch)") from None
+            raise EdgeRuntimeError(
+                f"{path.name} needs a .pte runtime and none is installed: {install_command('pte')}"
+                " (executorch-numpy-runtime: numpy only, no torch)"
+            ) from None
         raise EdgeRuntimeError(
             f"{path.name} needs a .pte runtime and none is installed: {install_command('pte')} in a Python 3.12+ venv"
-            f" (this is {platform.python_version()}), or here pip install executorch (brings torch)") from None
+            f" (this is {platform.python_version()}), or here pip install executorch (brings torch)"
+        ) from None
     if isinstance(reason, NumpyRuntimeMissing) and not numpy_runtime_installable():
         # The only .pte runtime this Python can have: an expected choice, logged below the default level.
         log.info("%s runs on the official ExecuTorch runtime (imports torch): %s", path.name, reason)
@@ -241,7 +246,9 @@ class OnnxModel:
         inputs = [i.name for i in self._session.get_inputs()]
         outputs = [o.name for o in self._session.get_outputs()]
         if inputs != [EDGE_INPUT] or not set(EDGE_OUTPUTS) <= set(outputs):
-            raise EdgeRuntimeError(f"{path.name}: inputs {inputs} and outputs {outputs}; an edge client has input {EDGE_INPUT!r} and outputs {list(EDGE_OUTPUTS)}")
+            raise EdgeRuntimeError(
+                f"{path.name}: inputs {inputs} and outputs {outputs}; an edge client has input {EDGE_INPUT!r} and outputs {list(EDGE_OUTPUTS)}"
+            )
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         latent, logits = self._session.run(list(EDGE_OUTPUTS), {EDGE_INPUT: np.ascontiguousarray(x, np.float32)})

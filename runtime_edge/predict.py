@@ -59,7 +59,9 @@ def predictions_from_outputs(
         if logits_output(task) in outputs:
             logits[task] = np.asarray(outputs[logits_output(task)], dtype=np.float32)
             if logits[task].shape != (n, len(labels[task])):
-                raise MalformedResponseError(f"output {logits_output(task)!r} has shape {logits[task].shape}, expected ({n}, {len(labels[task])})")
+                raise MalformedResponseError(
+                    f"output {logits_output(task)!r} has shape {logits[task].shape}, expected ({n}, {len(labels[task])})"
+                )
     results = []
     for i in range(n):
         tasks: dict[str, TaskPrediction] = {}

@@ -48,27 +48,46 @@ def plural(count: int, noun: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog=program_name(), description="MANTiS edge runtime: image -> bitstream -> server -> per-task answers",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=program_name(),
+        description="MANTiS edge runtime: image -> bitstream -> server -> per-task answers",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--artifacts", type=Path, required=True, help="bundle directory written by export/split.py")
     dest = p.add_mutually_exclusive_group(required=True)
-    dest.add_argument("--server", help="serve.py URL: http://HOST:PORT (also https://, or HOST:PORT alone), grpc://HOST:PORT "
-                                       "(the grpc extra) or ws://HOST:PORT (the compact stream)")
+    dest.add_argument(
+        "--server",
+        help="serve.py URL: http://HOST:PORT (also https://, or HOST:PORT alone), grpc://HOST:PORT "
+        "(the grpc extra) or ws://HOST:PORT (the compact stream)",
+    )
     dest.add_argument("--save", type=Path, metavar="DIR", help="write <image stem>.mtb bitstreams to DIR instead of sending")
     p.add_argument("--model", help="model name on the server (default: the bundle's model_name)")
     p.add_argument("--top-k", type=int, default=1, help="labels per active task (default 1)")
-    p.add_argument("--scores", action="store_true",
-                   help="also print each label's probability (the server then sends logits; http:// and grpc:// only)")
+    p.add_argument(
+        "--scores", action="store_true", help="also print each label's probability (the server then sends logits; http:// and grpc:// only)"
+    )
     p.add_argument("--batch-size", type=int, default=1, help="images per request (default 1)")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="deadline in seconds for each request: connecting, sending, the whole answer, retries (default 10)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="deadline in seconds for each request: connecting, sending, the whole answer, retries (default 10)",
+    )
     p.add_argument("--retries", type=int, default=3, help="retries for refused/reset connections and 503 (default 3)")
     p.add_argument("--token-file", type=Path, help=f"bearer token file (else ${TOKEN_ENV} if set)")
-    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})")
-    p.add_argument("--pte-runtime", choices=PTE_RUNTIMES, default="auto",
-                   help="runtime of an edge.pte: numpy (executorch-numpy-runtime, no torch), official (executorch), "
-                        "auto (numpy where installed and able to load it, else official; default)")
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        help=f"refuse images with more pixels than this (default {DEFAULT_MAX_PIXELS:,})",
+    )
+    p.add_argument(
+        "--pte-runtime",
+        choices=PTE_RUNTIMES,
+        default="auto",
+        help="runtime of an edge.pte: numpy (executorch-numpy-runtime, no torch), official (executorch), "
+        "auto (numpy where installed and able to load it, else official; default)",
+    )
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files, or folders of them")
     args = p.parse_args(argv)
     if args.top_k < 1 or args.batch_size < 1 or args.retries < 0 or args.timeout <= 0 or args.max_image_pixels < 1:
@@ -160,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             save_bitstreams(runtime, images, args.save, sys.stdout)
         else:
             label_counts = [len(runtime.bundle.labels(t)) for t in runtime.bundle.task_names]
-            client = connect(args.server, timeout=args.timeout, retry=RetryPolicy(retries=args.retries), token=read_token(args.token_file),
-                             label_counts=label_counts)
+            client = connect(
+                args.server,
+                timeout=args.timeout,
+                retry=RetryPolicy(retries=args.retries),
+                token=read_token(args.token_file),
+                label_counts=label_counts,
+            )
             with client:
                 send_images(runtime, client, args.model or runtime.model_name, images, args.top_k, args.batch_size, sys.stdout, args.scores)
     except (BundleError, ImageError, EdgeRuntimeError, MissingTransportError, ValueError, OSError) as exc:

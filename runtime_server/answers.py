@@ -60,7 +60,9 @@ class ModelContract:
         if tensor.datatype != "BYTES":
             raise ProtocolError(f"input {BITSTREAM_INPUT!r} must be BYTES, got {echo(tensor.datatype)}")
         if len(tensor.shape) != 1 or tensor.shape[0] < 1:
-            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must have shape [N] with N >= 1 (one bitstream per image), got {echo(tensor.shape)}")
+            raise ProtocolError(
+                f"input {BITSTREAM_INPUT!r} must have shape [N] with N >= 1 (one bitstream per image), got {echo(tensor.shape)}"
+            )
         self.check_count(tensor.shape[0])
         return list(tensor.data)
 
@@ -68,7 +70,8 @@ class ModelContract:
         """Refuse (413) a request of more than ``max_request_images`` bitstreams."""
         if count > self.max_request_images:
             raise ProtocolError(
-                f"request holds {count} bitstreams; this server takes at most {self.max_request_images} per request", kind="too_large")
+                f"request holds {count} bitstreams; this server takes at most {self.max_request_images} per request", kind="too_large"
+            )
 
     def top_k(self, parameters: dict[str, Any]) -> int:
         """The request parameter ``top_k`` (default 1); :class:`ProtocolError` unless an integer >= 1."""
@@ -100,15 +103,20 @@ class ModelContract:
                 raise ProtocolError(
                     f"bitstream[{i}]: TableMismatchError: bitstream was written with entropy tables {header.table_id.hex()}, "
                     f"the server's model uses tables {self.bundle.manifest.tables['table_id']}{self._earlier_version(data)}",
-                    kind="table_mismatch")
+                    kind="table_mismatch",
+                )
             if header.shape != self.latent_shape:
                 raise ProtocolError(
                     f"bitstream[{i}]: latent shape {header.shape} does not match model {self.name!r} "
-                    f"(expects {self.latent_shape}; was the image preprocessed for another model?)", kind="model_mismatch")
+                    f"(expects {self.latent_shape}; was the image preprocessed for another model?)",
+                    kind="model_mismatch",
+                )
             if header.task_mask >> self.edge_tasks:
                 raise ProtocolError(
                     f"bitstream[{i}]: task mask {header.task_mask:#b} names tasks beyond the model's {self.edge_tasks} "
-                    f"edge-detected tasks {self.tasks[:self.edge_tasks]}", kind="model_mismatch")
+                    f"edge-detected tasks {self.tasks[: self.edge_tasks]}",
+                    kind="model_mismatch",
+                )
 
     def decode(self, bitstreams: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Entropy-decode bitstreams whose headers passed :meth:`check_headers`: latents (N, C, h, w) float32
@@ -131,8 +139,10 @@ class ModelContract:
         entry = self.bundle.manifest.earlier_version(bytes(data[4 : 4 + TABLE_ID_SIZE]).hex())  # header bytes 4-5 (FORMAT.md)
         if entry is None:
             return ""
-        return (f"; they are the tables of an earlier version {entry['versions']} of this model, this server runs "
-                f"version {self.bundle.manifest.versions}: the device needs the current bundle")
+        return (
+            f"; they are the tables of an earlier version {entry['versions']} of this model, this server runs "
+            f"version {self.bundle.manifest.versions}: the device needs the current bundle"
+        )
 
     def with_server_detected(self, outputs: list[np.ndarray], masks: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Split the backend's outputs into per-task logits and, for server-detected tasks, set their mask

@@ -161,7 +161,9 @@ class RateLimitedError(ProtocolError):
         self.retry_after = max(1, math.ceil(retry_after))
         super().__init__(
             f"too many refused requests from {client}; retry after {self.retry_after} s (requests the server "
-            "refuses as client mistakes are limited per client address)", kind=RATE_LIMITED)
+            "refuses as client mistakes are limited per client address)",
+            kind=RATE_LIMITED,
+        )
 
 
 def peer_address(peer: object) -> str | None:

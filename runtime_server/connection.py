@@ -106,8 +106,7 @@ def raw_error_response(status: int, reason: str, message: str, kind: str) -> byt
     """A complete ``Connection: close`` HTTP/1.1 error response with the wire contract's JSON body, for
     answering where no request object exists (a request whose headers never completed)."""
     body = json.dumps({"error": message, "kind": kind}).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     return head.encode("ascii") + body
 
 
@@ -180,7 +179,9 @@ class GuardedRequestHandler(RequestHandler):
         timeout = self._limits.header_timeout
         self._bad_traffic.warning("closing connection from %s: request headers incomplete after %g s", self._peer(), timeout)
         kind = error_kind("timeout")
-        self.transport.write(raw_error_response(kind.http, "Request Timeout", f"request headers not received within {timeout:g} s", kind.name))
+        self.transport.write(
+            raw_error_response(kind.http, "Request Timeout", f"request headers not received within {timeout:g} s", kind.name)
+        )
         self.force_close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -191,7 +192,9 @@ class GuardedRequestHandler(RequestHandler):
         peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
 
-    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
         """A malformed request (aiohttp's 4xx before any handler runs) is answered with the wire contract's
         JSON error body, logged at the bounded rate; a server fault keeps aiohttp's 500."""
         if status >= 500:
@@ -201,7 +204,9 @@ class GuardedRequestHandler(RequestHandler):
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
         known = kind_for_status(status)
         text = one_line(exc) if exc is not None else (message or "bad request")
-        response = web.json_response({"error": f"malformed HTTP request: {text}", "kind": known.name if known else "bad_request"}, status=status)
+        response = web.json_response(
+            {"error": f"malformed HTTP request: {text}", "kind": known.name if known else "bad_request"}, status=status
+        )
         response.force_close()
         return response
 

@@ -215,8 +215,9 @@ class DataPlane:
         task = asyncio.ensure_future(work)
         timeout = self.limits.body_timeout
         try:
-            await asyncio.wait((task,) if self.closing is None else (task, self.closing), timeout=timeout,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                (task,) if self.closing is None else (task, self.closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             if not task.done():
                 task.cancel()
@@ -264,5 +265,13 @@ def open_data_plane(config: ServerConfig) -> DataPlane:
     decode_pool = ThreadPoolExecutor(config.decode_threads, thread_name_prefix="mantis-decode")
     model = MantisModel(bundle, backend, batcher, decode_pool, metrics, config.max_request_images)
     token = config.token.encode("utf-8") if config.token else None
-    return DataPlane(model, metrics, decode_pool, token, config.max_request_bytes, config.max_request_images, config.limits,
-                     ClientErrorBudget(config.client_errors))
+    return DataPlane(
+        model,
+        metrics,
+        decode_pool,
+        token,
+        config.max_request_bytes,
+        config.max_request_images,
+        config.limits,
+        ClientErrorBudget(config.client_errors),
+    )

@@ -27,7 +27,16 @@ import grpc
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from codec.wire import DATATYPES, ERROR_KIND_PARAMETER, GRPC_AUTH_METADATA, GRPC_SERVICE, ProtocolError, WireFormatError, bearer, unpack_bytes
+from codec.wire import (
+    DATATYPES,
+    ERROR_KIND_PARAMETER,
+    GRPC_AUTH_METADATA,
+    GRPC_SERVICE,
+    ProtocolError,
+    WireFormatError,
+    bearer,
+    unpack_bytes,
+)
 from codec import kserve_grpc as pb
 from runtime_server.client_budget import peer_address
 from runtime_server.dataplane import DataPlane
@@ -51,11 +60,21 @@ async def _next_message(messages: Any) -> Any:
     except DecodeError as exc:
         raise ProtocolError(f"malformed request message: {exc}") from None
 
+
 # Where each datatype's elements sit in InferTensorContents (FP16 travels only as raw bytes).
 _CONTENTS = {
-    "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-    "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-    "UINT64": "uint64_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "BYTES": "bytes_contents",
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
 }
 
 
@@ -110,8 +129,11 @@ def to_infer_request(msg: Any, max_elements: int) -> InferRequest:
         count = math.prod(shape)
         total += count
         if total > max_elements:
-            raise ProtocolError(f"input {name}: shape {shape} makes more than {max_elements} elements in the request; "
-                                f"this server takes at most {max_elements} per request", kind="too_large")
+            raise ProtocolError(
+                f"input {name}: shape {shape} makes more than {max_elements} elements in the request; "
+                f"this server takes at most {max_elements} per request",
+                kind="too_large",
+            )
         data = _input_data(tensor, count, raw[i] if raw else None)
         inputs.append(InputTensor(tensor.name, tensor.datatype, shape, _parameters(tensor.parameters), data))
     outputs = [RequestedOutput(o.name, _parameters(o.parameters)) for o in msg.outputs] or None
@@ -178,10 +200,12 @@ class GrpcFrontend:
             # Registered as stream-unary (the same bytes on the wire as a unary call) so that the handler runs
             # when the call's headers arrive and can put a deadline on the request message (_first_message).
             handlers[name] = grpc.stream_unary_rpc_method_handler(
-                self._unary(name, fn, public), request_deserializer=m.request.FromString, response_serializer=m.response.SerializeToString)
+                self._unary(name, fn, public), request_deserializer=m.request.FromString, response_serializer=m.response.SerializeToString
+            )
         m = pb.METHODS["ModelStreamInfer"]
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            self._stream, request_deserializer=m.request.FromString, response_serializer=m.response.SerializeToString)
+            self._stream, request_deserializer=m.request.FromString, response_serializer=m.response.SerializeToString
+        )
         return handlers
 
     async def start(self) -> None:
@@ -239,7 +263,9 @@ class GrpcFrontend:
 
         return await self.plane.within_body_deadline(read(), "request message")
 
-    def _unary(self, method: str, fn: Callable[[Any], Awaitable[Any]], public: bool) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    def _unary(
+        self, method: str, fn: Callable[[Any], Awaitable[Any]], public: bool
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         """A unary method: ``public`` ones (the health probes) need no token and are never held by the
         client budget, like the HTTP probes."""
 
@@ -338,9 +364,13 @@ class GrpcFrontend:
                 task.cancel()
         shutdown = reader.stopped == "shutdown" or (self.plane.closing is not None and self.plane.closing.done())
         if malformed or reader.stopped is not None or shutdown:
-            err = (malformed[0] if malformed
-                   else ProtocolError("the server is shutting down; retry", kind="unavailable") if shutdown
-                   else ProtocolError(f"no message on the stream for {reader.idle:g} s", kind="timeout"))
+            err = (
+                malformed[0]
+                if malformed
+                else ProtocolError("the server is shutting down; retry", kind="unavailable")
+                if shutdown
+                else ProtocolError(f"no message on the stream for {reader.idle:g} s", kind="timeout")
+            )
             # an idle stream is no mistake: it ends, as an idle HTTP connection closes, uncharged
             await self._abort(context, method, err, client if malformed else None)
         self._count(method, "OK")

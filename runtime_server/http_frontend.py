@@ -108,16 +108,18 @@ async def _read_request(request: web.Request, plane: DataPlane) -> InferRequest:
     encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
     if encoding != "identity":
         raise ProtocolError(
-            f"Content-Encoding {encoding[:40]!r} is not supported: send the body uncompressed "
-            "(entropy-coded bitstreams do not compress)")
+            f"Content-Encoding {encoding[:40]!r} is not supported: send the body uncompressed (entropy-coded bitstreams do not compress)"
+        )
     codings = [c.strip().lower() for c in request.headers.get(hdrs.TRANSFER_ENCODING, "").split(",") if c.strip()]
     if [c for c in codings if c != "chunked"]:
         raise ProtocolError(
             f"Transfer-Encoding {request.headers[hdrs.TRANSFER_ENCODING][:40]!r} is not supported: send the body "
-            "uncompressed, chunked or with a Content-Length")
+            "uncompressed, chunked or with a Content-Length"
+        )
     if request.content_length is not None and request.content_length > plane.max_request_bytes:
         raise ProtocolError(
-            f"request body of {request.content_length} bytes exceeds the limit of {plane.max_request_bytes} bytes", kind="too_large")
+            f"request body of {request.content_length} bytes exceeds the limit of {plane.max_request_bytes} bytes", kind="too_large"
+        )
     collector = BodyCollector(request.headers.get(HEADER_LENGTH), plane.max_request_bytes, plane.max_request_images)
     await plane.within_body_deadline(_collect(request, collector), "request body")  # raises the collector's refusal, if any
     return collector.request()

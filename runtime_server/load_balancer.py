@@ -61,7 +61,11 @@ class LoadBalancer:
         return f"grpc://{LOOPBACK}:{self.grpc_port}"
 
     def environment(self) -> dict[str, str]:
-        env = {"MANTIS_LB_HTTP": f"{LOOPBACK}:{self.http_port}", "MANTIS_LB_GRPC": f"{LOOPBACK}:{self.grpc_port}", "MANTIS_LB_ERRORS": str(DEPLOY)}
+        env = {
+            "MANTIS_LB_HTTP": f"{LOOPBACK}:{self.http_port}",
+            "MANTIS_LB_GRPC": f"{LOOPBACK}:{self.grpc_port}",
+            "MANTIS_LB_ERRORS": str(DEPLOY),
+        }
         for i, (http, grpc) in enumerate(self.replicas, 1):
             env[f"MANTIS_REPLICA{i}_HTTP"] = _hostport(http)
             env[f"MANTIS_REPLICA{i}_GRPC"] = _hostport(grpc)
@@ -96,7 +100,9 @@ class LoadBalancer:
         stats.write_text(f'global\n    stats socket "{self.stats_socket}" mode 600 level admin\n')
         env = {**os.environ, **self.environment()}
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([binary, "-db", "-f", str(CONFIG), "-f", str(stats)], stdout=log, stderr=subprocess.STDOUT, env=env)
+            self.proc = subprocess.Popen(
+                [binary, "-db", "-f", str(CONFIG), "-f", str(stats)], stdout=log, stderr=subprocess.STDOUT, env=env
+            )
         self.wait_all_up()
         return self
 
@@ -107,7 +113,9 @@ class LoadBalancer:
             if self.proc is None or self.proc.poll() is not None:
                 code = self.proc.returncode if self.proc is not None else None
                 self.proc = None
-                raise ServerStartError(f"haproxy exited with status {code}; log {self.log_path}:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+                raise ServerStartError(
+                    f"haproxy exited with status {code}; log {self.log_path}:\n{self.log_path.read_text(errors='replace')[-3000:]}"
+                )
             try:
                 states = self.server_states()
             except OSError:

@@ -34,7 +34,9 @@ class ServerMetrics:
         self.infer_requests = Counter("mantis_infer_requests", "Successful inference requests", ["model"], registry=r)
         self.infer_images = Counter("mantis_infer_images", "Images answered by successful inference requests", ["model"], registry=r)
         self.grpc_requests = Counter("mantis_grpc_requests", "gRPC calls by method and status code", ["method", "code"], registry=r)
-        self.stream_messages = Counter("mantis_stream_messages", "Stream messages answered, by protocol and status", ["protocol", "status"], registry=r)
+        self.stream_messages = Counter(
+            "mantis_stream_messages", "Stream messages answered, by protocol and status", ["protocol", "status"], registry=r
+        )
         self.errors = Counter("mantis_errors", "Refused or failed requests by kind", ["kind"], registry=r)
         buckets = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, max_batch_size} & set(range(1, max_batch_size + 1)))
         self.batch_size = Histogram("mantis_batch_size", "Images per backend batch", buckets=buckets, registry=r)

@@ -107,8 +107,7 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ServerStartError(
-                    f"serve.py exited with status {self.proc.returncode} before it was ready; log {self.log_path}:\n"
-                    + _tail(self.log_path)
+                    f"serve.py exited with status {self.proc.returncode} before it was ready; log {self.log_path}:\n" + _tail(self.log_path)
                 )
             if _is_ready(self.url):
                 return self

@@ -139,7 +139,9 @@ def _check_json_budget(tokens: int, max_elements: int) -> None:
     if tokens > budget:
         raise ProtocolError(
             f"inference request header holds {tokens}+ JSON values, more than the {budget} this server parses for "
-            f"a request of at most {max_elements} elements (send tensors in binary form)", kind="too_large")
+            f"a request of at most {max_elements} elements (send tensors in binary form)",
+            kind="too_large",
+        )
 
 
 def _header_length(value: str | None) -> int | None:
@@ -173,7 +175,9 @@ def _load_header(head: bytes | memoryview, max_elements: int | None) -> dict[str
         total = 0
         for raw in raw_inputs:
             shape = raw.get("shape") if isinstance(raw, dict) else None
-            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_TENSOR_DIM for d in shape):
+            if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_TENSOR_DIM for d in shape
+            ):
                 continue  # refused with its reason when the input is parsed
             count = 1
             for d in shape[: MAX_RANK + 1]:
@@ -182,7 +186,9 @@ def _load_header(head: bytes | memoryview, max_elements: int | None) -> dict[str
             if total > max_elements:
                 raise ProtocolError(
                     f"input {echo(raw.get('name'))}: shape {echo(shape)} makes more than {max_elements} elements "
-                    f"in the request; this server takes at most {max_elements} per request", kind="too_large")
+                    f"in the request; this server takes at most {max_elements} per request",
+                    kind="too_large",
+                )
     return doc
 
 
@@ -316,9 +322,7 @@ def _parse(body: bytes, header_length: int | None, max_elements: int | None, doc
             if header_length is None:
                 raise ProtocolError(f"input {echo(name)} uses 'binary_data_size' but the request has no {HEADER_LENGTH} header")
             if pos + size > len(binary):
-                raise ProtocolError(
-                    f"input {echo(name)}: 'binary_data_size' {size} exceeds the {len(binary) - pos} bytes left in the body"
-                )
+                raise ProtocolError(f"input {echo(name)}: 'binary_data_size' {size} exceeds the {len(binary) - pos} bytes left in the body")
             chunk = binary[pos : pos + size]
             pos += size
             if datatype == "BYTES":

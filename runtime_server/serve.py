@@ -54,18 +54,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grpc-port", type=int, help="also serve KServe v2 gRPC on this port (0: any free port; off unless given)")
     p.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to finish in-flight requests on exit")
     defaults = ConnectionLimits()
-    p.add_argument("--header-timeout", type=float, default=defaults.header_timeout,
-                   help="seconds from a request's first byte to the end of its headers (408 and close after)")
-    p.add_argument("--body-timeout", type=float, default=defaults.body_timeout,
-                   help="seconds from the end of a request's headers to the end of its body (408 and close after)")
-    p.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout,
-                   help="seconds a connection may wait without starting a request before it is closed")
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.header_timeout,
+        help="seconds from a request's first byte to the end of its headers (408 and close after)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=defaults.body_timeout,
+        help="seconds from the end of a request's headers to the end of its body (408 and close after)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout,
+        help="seconds a connection may wait without starting a request before it is closed",
+    )
     budget = ClientErrorLimits()
-    p.add_argument("--client-error-burst", type=float, default=budget.burst,
-                   help="refused requests (client mistakes) one client address may collect before its requests are held "
-                        "and answered 429 (0: no limit, e.g. behind a proxy, where every client has the proxy's address)")
-    p.add_argument("--client-error-refill", type=float, default=budget.refill_per_s,
-                   help="refused requests per second one client address may collect for ever")
+    p.add_argument(
+        "--client-error-burst",
+        type=float,
+        default=budget.burst,
+        help="refused requests (client mistakes) one client address may collect before its requests are held "
+        "and answered 429 (0: no limit, e.g. behind a proxy, where every client has the proxy's address)",
+    )
+    p.add_argument(
+        "--client-error-refill",
+        type=float,
+        default=budget.refill_per_s,
+        help="refused requests per second one client address may collect for ever",
+    )
     return p.parse_args(argv)
 
 

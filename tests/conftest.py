@@ -29,8 +29,7 @@ def _export(checkpoint: Path, factory: pytest.TempPathFactory, target: str) -> P
     from export.split import main as split_main
 
     out = factory.mktemp("bundles") / target
-    argv = ["--checkpoint", str(checkpoint), "--target", target, "--out", str(out),
-            "--calibration-samples", "32", "--check-samples", "16"]
+    argv = ["--checkpoint", str(checkpoint), "--target", target, "--out", str(out), "--calibration-samples", "32", "--check-samples", "16"]
     assert split_main(argv) == 0
     return out
 

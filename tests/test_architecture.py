@@ -188,7 +188,7 @@ def test_no_import_circle_between_files() -> None:
         state[mod] = "open"
         for dep in sorted(graph.get(mod, ())):
             if state.get(dep) == "open":
-                circles.append(stack[stack.index(dep):] + [dep])
+                circles.append(stack[stack.index(dep) :] + [dep])
             elif dep not in state:
                 visit(dep, [*stack, dep])
         state[mod] = "done"

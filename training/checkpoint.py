@@ -85,7 +85,11 @@ def _preprocessing(doc: Any, path: Path) -> dict[str, Any]:
     wrote), and the upgrade is logged."""
     if isinstance(doc, dict) and "interpolation" in doc and "resize" not in doc:
         log.info("checkpoint %s: preprocessing metadata in the pre-schema form (interpolation -> resize, layout NCHW)", path)
-        doc = {**{k: v for k, v in doc.items() if k != "interpolation"}, "resize": doc["interpolation"], "layout": doc.get("layout", "NCHW")}
+        doc = {
+            **{k: v for k, v in doc.items() if k != "interpolation"},
+            "resize": doc["interpolation"],
+            "layout": doc.get("layout", "NCHW"),
+        }
     try:
         return Preprocessing.from_dict(doc, f"checkpoint {path}: preprocessing").to_dict()
     except ManifestError as exc:

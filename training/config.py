@@ -32,8 +32,13 @@ class Spec(abc.ABC):
 
 class Scalar(Spec):
     def __init__(
-        self, kind: type, *, minimum: float | None = None, maximum: float | None = None,
-        choices: Sequence[str] | None = None, nullable: bool = False,
+        self,
+        kind: type,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        choices: Sequence[str] | None = None,
+        nullable: bool = False,
     ) -> None:
         self.kind, self.minimum, self.maximum, self.choices, self.nullable = kind, minimum, maximum, choices, nullable
 
@@ -312,15 +317,21 @@ def _check_consistency(cfg: dict[str, Any], source: str) -> None:
             if not teacher[key]:
                 raise ConfigError(f"{source}: teacher.kind {kind!r} needs teacher.{key}")
         if data["kind"] == "synthetic":
-            raise ConfigError(f"{source}: a {kind} teacher needs data.kind 'photos', or 'folder' or 'webdataset' with a teacher_index task map")
+            raise ConfigError(
+                f"{source}: a {kind} teacher needs data.kind 'photos', or 'folder' or 'webdataset' with a teacher_index task map"
+            )
 
 
 # Options added after checkpoints were first made: while one holds this value (its default, which keeps
 # the earlier behaviour) it is left out of the fingerprint, so finished stages stay reusable.
 FINGERPRINT_NEUTRAL: dict[str, Any] = {
     "data.webdataset": {"train": None, "val": None, "test": None, "task_map": None},
-    "data.photos": {"test": ["chelsea", "coffee", "rocket", "clock", "flower", "camera"], "train_crops": 48,
-                    "crop_scale": [0.25, 1.0], "crop_ratio": [0.75, 1.3333333]},
+    "data.photos": {
+        "test": ["chelsea", "coffee", "rocket", "clock", "flower", "camera"],
+        "train_crops": 48,
+        "crop_scale": [0.25, 1.0],
+        "crop_ratio": [0.75, 1.3333333],
+    },
     "stage1.beta_warmup": 0.0,
     "stage1.saliency": 0.0,
     "stage2.beta_warmup": 0.0,

@@ -202,7 +202,9 @@ class AddedTasksObjective(nn.Module):
     latents, training only the modules it holds: server-only addition (decoders, tails, detector), and the
     head warm-up of a full addition (decoders and tails on the latents of the still-deployed edge)."""
 
-    def __init__(self, decoders: nn.ModuleList, tails: nn.ModuleList, detector: nn.Module | None = None, detection_weight: float = 0.0) -> None:
+    def __init__(
+        self, decoders: nn.ModuleList, tails: nn.ModuleList, detector: nn.Module | None = None, detection_weight: float = 0.0
+    ) -> None:
         super().__init__()
         self.added = nn.ModuleDict({"decoders": decoders, "tails": tails, **({"detector": detector} if detector is not None else {})})
         self.added.requires_grad_(True)

@@ -134,8 +134,7 @@ def bd_rate(reference: Curve, test: Curve, min_points: int = MIN_POINTS) -> dict
         front = pareto_front(c)
         if len(front.bytes) < min_points:
             raise CurveError(
-                f"curve {c.name!r}: {len(front.bytes)} Pareto-front points ({len(c.bytes)} in all), "
-                f"a BD-rate needs at least {min_points}"
+                f"curve {c.name!r}: {len(front.bytes)} Pareto-front points ({len(c.bytes)} in all), a BD-rate needs at least {min_points}"
             )
         fronts.append(front)
     ref, tst = fronts

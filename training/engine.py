@@ -141,7 +141,14 @@ def _stage_buffers(stage: nn.Module, model: nn.Module) -> dict[str, torch.Tensor
 
 
 def _save_resume(
-    path: Path, stage: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, step: int, fingerprint: str, rt: Runtime
+    path: Path,
+    stage: nn.Module,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    step: int,
+    fingerprint: str,
+    rt: Runtime,
 ) -> None:
     state: dict[str, Any] = {
         "fingerprint": fingerprint,
@@ -225,8 +232,12 @@ def fit(
         # the loader gets its own generator: drawing worker seeds from the global one would shift the
         # random stream (bottleneck noise) of a resumed run against the uninterrupted one
         loader = DataLoader(
-            dataset, batch_size=spec.batch_size, sampler=sampler, num_workers=spec.num_workers,
-            pin_memory=rt.device.type == "cuda", drop_last=True,
+            dataset,
+            batch_size=spec.batch_size,
+            sampler=sampler,
+            num_workers=spec.num_workers,
+            pin_memory=rt.device.type == "cuda",
+            drop_last=True,
             generator=torch.Generator().manual_seed(spec.seed * 100_003 + epoch),
         )
         sums: dict[str, float] = {}

@@ -82,8 +82,10 @@ class _Tally:
     def accuracy(self) -> dict[str, float]:
         """:func:`training.metrics.task_accuracy` over every image classified so far."""
         empty = np.zeros((0, len(self.tasks)), dtype=np.int64)
-        return task_accuracy(*(np.concatenate(parts) if parts else empty for parts in (self.predictions, self.labels, self.active)),
-                             [task.name for task in self.tasks])
+        return task_accuracy(
+            *(np.concatenate(parts) if parts else empty for parts in (self.predictions, self.labels, self.active)),
+            [task.name for task in self.tasks],
+        )
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -121,7 +123,9 @@ def evaluate(
     server_detects = isinstance(model.server, AddedTaskServer)
     stage2 = server_detects or isinstance(model.server, TaskServer)
     if server_detects and oracle:
-        raise ValueError("the oracle evaluation feeds the true task vector to FiLM; a client with server-detected tasks has no FiLM input for them")
+        raise ValueError(
+            "the oracle evaluation feeds the true task vector to FiLM; a client with server-detected tasks has no FiLM input for them"
+        )
     if not stage2 and teacher is None:
         raise ValueError("evaluating a Stage 1 model needs the teacher (its tail classifies the decoded features)")
     tally = _Tally(tasks)
@@ -170,7 +174,9 @@ def evaluate(
 
 
 @torch.no_grad()
-def evaluate_teacher(teacher: nn.Module, loader: DataLoader, tasks: Sequence[TaskSpec], device: torch.device | str = "cpu") -> dict[str, Any]:
+def evaluate_teacher(
+    teacher: nn.Module, loader: DataLoader, tasks: Sequence[TaskSpec], device: torch.device | str = "cpu"
+) -> dict[str, Any]:
     """Per-task accuracy of an uncompressed teacher over the images each task applies to."""
     teacher.eval()
     tally = _Tally(tasks)

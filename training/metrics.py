@@ -26,8 +26,10 @@ def task_accuracy(predictions: np.ndarray, labels: np.ndarray, active: np.ndarra
     predictions, labels, active = np.asarray(predictions), np.asarray(labels), np.asarray(active, dtype=bool)
     shape = (labels.shape[0] if labels.ndim == 2 else -1, len(task_names))
     if labels.shape != shape or predictions.shape != shape or active.shape != shape:
-        raise ValueError(f"predictions {predictions.shape}, labels {labels.shape} and active {active.shape} must all be "
-                         f"(images, {len(task_names)}) for tasks {list(task_names)}")
+        raise ValueError(
+            f"predictions {predictions.shape}, labels {labels.shape} and active {active.shape} must all be "
+            f"(images, {len(task_names)}) for tasks {list(task_names)}"
+        )
     out = {}
     for t, name in enumerate(task_names):
         shown = labels[:, t] >= 0

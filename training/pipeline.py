@@ -65,7 +65,9 @@ class Context:
     cached: list[str] = field(default_factory=list)
 
     def test_loader(self) -> DataLoader:
-        return DataLoader(self.test, batch_size=self.cfg["data"]["eval_batch_size"], shuffle=False, num_workers=self.cfg["data"]["num_workers"])
+        return DataLoader(
+            self.test, batch_size=self.cfg["data"]["eval_batch_size"], shuffle=False, num_workers=self.cfg["data"]["num_workers"]
+        )
 
     def meta(self, stage: str, model_spec: dict[str, Any], fp: str, **extra: Any) -> dict[str, Any]:
         return {
@@ -145,12 +147,22 @@ def teacher_stage(ctx: Context) -> tuple[nn.Module, dict[str, Any], dict[str, An
     if tcfg["kind"] == "cnn":
         spec = {"name": "teacher_cnn", "kwargs": {"num_classes": [len(t.labels) for t in ctx.tasks], "channels": tcfg["channels"]}}
         teacher = create_model(spec["name"], **spec["kwargs"]).to(ctx.rt.device)
-        fit(TeacherObjective(teacher), teacher, param_groups(teacher.named_parameters(), tcfg["lr"], tcfg["weight_decay"]),
-            ctx.train, ctx.fit_spec("teacher", tcfg, fp), ctx.rt)
+        fit(
+            TeacherObjective(teacher),
+            teacher,
+            param_groups(teacher.named_parameters(), tcfg["lr"], tcfg["weight_decay"]),
+            ctx.train,
+            ctx.fit_spec("teacher", tcfg, fp),
+            ctx.rt,
+        )
     else:
         indices = teacher_class_indices(ctx.cfg, ctx.tasks)
-        kwargs = {"arch": tcfg["arch"], "distill_layer": tcfg["distill_layer"], "task_class_indices": indices,
-                  "input_size": ctx.preprocessing["input_size"]}
+        kwargs = {
+            "arch": tcfg["arch"],
+            "distill_layer": tcfg["distill_layer"],
+            "task_class_indices": indices,
+            "input_size": ctx.preprocessing["input_size"],
+        }
         spec = {"name": f"teacher_{tcfg['kind']}", "kwargs": kwargs}
         teacher = create_model(spec["name"], **kwargs, weights=tcfg["weights"]).to(ctx.rt.device)
         if tcfg["kind"] in ("timm", "efficientnet_lite"):  # rebuilt from the checkpoint without the weights file
@@ -180,16 +192,26 @@ def check_teacher(ctx: Context, teacher: nn.Module) -> dict[str, Any]:
     loader = DataLoader(val, batch_size=ctx.cfg["data"]["eval_batch_size"], shuffle=False, num_workers=ctx.cfg["data"]["num_workers"])
     accuracy = evaluate_teacher(teacher, loader, ctx.tasks, ctx.rt.device)["task_accuracy"]
     chance = {t.name: 1 / len(t.labels) for t in ctx.tasks}
-    log.info("teacher accuracy on the val split (%d images): %s", len(val),
-             ", ".join(f"{t} {a:.3f} (chance {chance[t]:.3f})" for t, a in accuracy.items()))
+    log.info(
+        "teacher accuracy on the val split (%d images): %s",
+        len(val),
+        ", ".join(f"{t} {a:.3f} (chance {chance[t]:.3f})" for t, a in accuracy.items()),
+    )
     low = near_chance(accuracy, ctx.tasks)
     if low:
         kind = ctx.cfg["teacher"]["kind"]
-        hint = ("train it longer (teacher.epochs) or on more images" if kind == "cnn" else
-                "check that teacher.weights hold trained weights for teacher.arch and that the task map's teacher_index "
-                "gives each class's index in the teacher's logits")
-        log.warning("the teacher is near chance on the val split for %s; every later stage learns from it, so the model "
-                    "will be near chance too: %s", low, hint)
+        hint = (
+            "train it longer (teacher.epochs) or on more images"
+            if kind == "cnn"
+            else "check that teacher.weights hold trained weights for teacher.arch and that the task map's teacher_index "
+            "gives each class's index in the teacher's logits"
+        )
+        log.warning(
+            "the teacher is near chance on the val split for %s; every later stage learns from it, so the model "
+            "will be near chance too: %s",
+            low,
+            hint,
+        )
     return {"split": "val", "images": len(val), "task_accuracy": accuracy, "chance": chance, "near_chance": low}
 
 
@@ -230,18 +252,37 @@ def stage1(ctx: Context, teacher: nn.Module, teacher_spec: dict[str, Any]) -> tu
         with torch.no_grad(), ctx.rt.autocast():
             return x, teacher.head(x), task_vector
 
-    fit(objective, model, objective.param_groups(s["lr"], s["aux_lr"], s["weight_decay"]), ctx.train,
-        ctx.fit_spec("stage1", s, fp), ctx.rt, with_teacher_features)
+    fit(
+        objective,
+        model,
+        objective.param_groups(s["lr"], s["aux_lr"], s["weight_decay"]),
+        ctx.train,
+        ctx.fit_spec("stage1", s, fp),
+        ctx.rt,
+        with_teacher_features,
+    )
     model.update(force=True)
     model.eval()
-    metrics = evaluate(model, ctx.test_loader(), ctx.tasks, teacher=teacher, device=ctx.rt.device, desc="stage1 eval") if ctx.rt.is_main else {}
-    ctx.finish("stage1", model, ctx.meta("stage1", {"name": "mantis_stage1", "kwargs": kwargs}, fp,
-                                         teacher=teacher_spec, film_mode="identity", metrics=metrics))
+    metrics = (
+        evaluate(model, ctx.test_loader(), ctx.tasks, teacher=teacher, device=ctx.rt.device, desc="stage1 eval") if ctx.rt.is_main else {}
+    )
+    ctx.finish(
+        "stage1",
+        model,
+        ctx.meta("stage1", {"name": "mantis_stage1", "kwargs": kwargs}, fp, teacher=teacher_spec, film_mode="identity", metrics=metrics),
+    )
     return model, kwargs, metrics
 
 
-def stage2(ctx: Context, name: str, film_mode: str, stage1_model: SplitModel, s1_kwargs: dict[str, Any],
-           teacher: nn.Module, teacher_spec: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def stage2(
+    ctx: Context,
+    name: str,
+    film_mode: str,
+    stage1_model: SplitModel,
+    s1_kwargs: dict[str, Any],
+    teacher: nn.Module,
+    teacher_spec: dict[str, Any],
+) -> tuple[Path, dict[str, Any]]:
     """Task-aware fine-tuning with FiLM (``stage2``) or without (``no_film``); returns (checkpoint, metrics).
 
     The metrics of the FiLM model hold its Oracle evaluation (true task vector into FiLM) under ``oracle``.
@@ -257,17 +298,34 @@ def stage2(ctx: Context, name: str, film_mode: str, stage1_model: SplitModel, s1
     balancer = None
     if s["balancing"] == "famo":
         balancer = FamoBalancer([t.name for t in ctx.tasks] + ["rate"], s["balancing_lr"], s["balancing_decay"]).to(ctx.rt.device)
-    objective = Stage2Objective(model, s["beta"], s["detection_weight"], s["kd_weight"], s["kd_temperature"], s["quantization"],
-                                beta_warmup=s["beta_warmup"], label_smoothing=s["label_smoothing"], balancer=balancer)
+    objective = Stage2Objective(
+        model,
+        s["beta"],
+        s["detection_weight"],
+        s["kd_weight"],
+        s["kd_temperature"],
+        s["quantization"],
+        beta_warmup=s["beta_warmup"],
+        label_smoothing=s["label_smoothing"],
+        balancer=balancer,
+    )
     teacher.requires_grad_(False).eval()
     batch_fn = None
     if s["kd_weight"] > 0:
+
         def batch_fn(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
             with torch.no_grad(), ctx.rt.autocast():
                 return (*batch, *teacher(batch[0]))
 
-    last_epoch = fit(objective, model, objective.param_groups(s["lr"], s["aux_lr"], s["weight_decay"], s["encoder_lr_scale"]),
-                     ctx.train, ctx.fit_spec(name, s, fp), ctx.rt, batch_fn)
+    last_epoch = fit(
+        objective,
+        model,
+        objective.param_groups(s["lr"], s["aux_lr"], s["weight_decay"], s["encoder_lr_scale"]),
+        ctx.train,
+        ctx.fit_spec(name, s, fp),
+        ctx.rt,
+        batch_fn,
+    )
     model.update(force=True)
     model.eval()
     metrics: dict[str, Any] = {}
@@ -279,8 +337,11 @@ def stage2(ctx: Context, name: str, film_mode: str, stage1_model: SplitModel, s1
         if film_mode == "film" and ctx.cfg["ablations"]["oracle"]:
             metrics["oracle"] = evaluate(model, ctx.test_loader(), ctx.tasks, oracle=True, device=ctx.rt.device, desc="oracle eval")
     kwargs = {"stage1": s1_kwargs, "teacher": teacher_spec, "film_mode": film_mode}
-    ctx.finish(name, model, ctx.meta("stage2", {"name": "mantis_stage2", "kwargs": kwargs}, fp,
-                                     teacher=teacher_spec, film_mode=film_mode, metrics=metrics))
+    ctx.finish(
+        name,
+        model,
+        ctx.meta("stage2", {"name": "mantis_stage2", "kwargs": kwargs}, fp, teacher=teacher_spec, film_mode=film_mode, metrics=metrics),
+    )
     return path, metrics
 
 
@@ -301,7 +362,9 @@ def load_datasets(cfg: dict[str, Any]) -> Datasets:
     return train, test, tasks, preprocessing
 
 
-def run(cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallback] = (), datasets: Datasets | None = None) -> dict[str, Any]:
+def run(
+    cfg: dict[str, Any], out_dir: str | Path, callbacks: Sequence[StepCallback] = (), datasets: Datasets | None = None
+) -> dict[str, Any]:
     """Run every stage of a validated config into ``out_dir`` and return (and write) the metrics.
 
     ``datasets`` (from ``load_datasets`` with the same ``data`` section) saves building them again.
@@ -327,7 +390,9 @@ def _run(cfg: dict[str, Any], out: Path, callbacks: Sequence[StepCallback], data
             ablations["oracle"] = s2_metrics.pop("oracle")
         checkpoints = {k: str(out / v) for k, v in CHECKPOINTS.items() if k != "no_film"}
         if cfg["ablations"]["no_film"]:
-            nf_path, ablations["no_film"] = _timed(ctx, "no_film", stage2, ctx, "no_film", "identity", s1_model, s1_kwargs, teacher, teacher_spec)
+            nf_path, ablations["no_film"] = _timed(
+                ctx, "no_film", stage2, ctx, "no_film", "identity", s1_model, s1_kwargs, teacher, teacher_spec
+            )
             checkpoints["no_film"] = str(nf_path)
         ctx.seconds["total"] = round(time.perf_counter() - start, 2)
         metrics = {

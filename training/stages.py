@@ -86,7 +86,9 @@ class TeacherObjective(nn.Module):
 class Stage1Objective(nn.Module):
     """Head distillation through the bottleneck; FiLM is the identity."""
 
-    def __init__(self, model: SplitModel, beta: float, detection_weight: float, quantization: str = "noise", beta_warmup: float = 0.0) -> None:
+    def __init__(
+        self, model: SplitModel, beta: float, detection_weight: float, quantization: str = "noise", beta_warmup: float = 0.0
+    ) -> None:
         super().__init__()
         self.model = model
         model.decoder_quantization = quantization
@@ -123,7 +125,9 @@ class Stage1Objective(nn.Module):
 
     def param_groups(self, lr: float, aux_lr: float, weight_decay: float) -> list[dict]:
         m = self.model
-        return param_groups(list(m.client.named_parameters()) + list(m.server.named_parameters()), lr, weight_decay) + bottleneck_groups(m, lr, aux_lr)
+        return param_groups(list(m.client.named_parameters()) + list(m.server.named_parameters()), lr, weight_decay) + bottleneck_groups(
+            m, lr, aux_lr
+        )
 
 
 class Stage2Objective(nn.Module):
@@ -134,8 +138,17 @@ class Stage2Objective(nn.Module):
     """
 
     def __init__(
-        self, model: SplitModel, beta: float, detection_weight: float, kd_weight: float, kd_temperature: float, quantization: str = "noise",
-        *, beta_warmup: float = 0.0, label_smoothing: float = 0.0, balancer: FamoBalancer | None = None,
+        self,
+        model: SplitModel,
+        beta: float,
+        detection_weight: float,
+        kd_weight: float,
+        kd_temperature: float,
+        quantization: str = "noise",
+        *,
+        beta_warmup: float = 0.0,
+        label_smoothing: float = 0.0,
+        balancer: FamoBalancer | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -161,7 +174,9 @@ class Stage2Objective(nn.Module):
     def schedule(self, step: int, total: int) -> None:
         self.beta_scale = warmup_factor(step, total, self.beta_warmup)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, task_vector: torch.Tensor, *teacher_logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor, task_vector: torch.Tensor, *teacher_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]:
         out = self.model(x)
         bce = detection_bce(out["task_logits"], task_vector)
         bpp = rate_bpp(out["likelihoods"]["y"], x.shape[0] * x.shape[2] * x.shape[3])

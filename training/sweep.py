@@ -101,7 +101,9 @@ def plan(variants: Sequence[str], betas: Sequence[float], global_seed: int, sets
         label = f"{name}@seed{seed}" if own else name
         extra = (f"stage2.seed={seed}",) if own else ()
         for beta in sorted(set(betas)):
-            points.append(Point(label, name, seed if own else None, float(beta), SWEEP_DEFAULTS + VARIANTS[name].overrides + tuple(sets) + extra))
+            points.append(
+                Point(label, name, seed if own else None, float(beta), SWEEP_DEFAULTS + VARIANTS[name].overrides + tuple(sets) + extra)
+            )
     return points
 
 
@@ -155,8 +157,17 @@ def _finished(point_dir: Path, fp: str, result: str) -> dict[str, Any] | None:
 
 
 def _summary(beta: float, metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = ("bytes_per_image", "payload_bytes_per_image", "estimated_bytes_per_image", "coding_overhead",
-            "mean_task_accuracy", "task_accuracy", "task_detection_accuracy", "loss_weights", "images")
+    keys = (
+        "bytes_per_image",
+        "payload_bytes_per_image",
+        "estimated_bytes_per_image",
+        "coding_overhead",
+        "mean_task_accuracy",
+        "task_accuracy",
+        "task_detection_accuracy",
+        "loss_weights",
+        "images",
+    )
     return {"beta": beta, **{k: metrics[k] for k in keys if k in metrics}}
 
 
@@ -225,8 +236,12 @@ def compare_to_baselines(curve: Curve, baselines: dict[str, list[dict[str, Any]]
     return out
 
 
-def build_report(records: Sequence[dict[str, Any]], reference: str, pairs: Sequence[Sequence[str]] = (),
-                 baselines: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+def build_report(
+    records: Sequence[dict[str, Any]],
+    reference: str,
+    pairs: Sequence[Sequence[str]] = (),
+    baselines: dict[str, list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """Curves from point records and their BD-rates: every curve against ``reference`` (and against the
     ``reference`` curve of the same Stage 2 seed, ``film@seedN``, when there is one), each pair in
     ``pairs``, No-FiLM against FiLM per seed with the spread, and every curve against the baselines."""
@@ -286,7 +301,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(row(title, r))
     nf = report.get("no_film_vs_film")
     if nf and "mean" in nf:
-        lines.append(f"| No-FiLM vs FiLM over {nf['seeds']} seeds | mean {nf['mean']:+.1f} % (min {nf['min']:+.1f}, max {nf['max']:+.1f}) | |")
+        lines.append(
+            f"| No-FiLM vs FiLM over {nf['seeds']} seeds | mean {nf['mean']:+.1f} % (min {nf['min']:+.1f}, max {nf['max']:+.1f}) | |"
+        )
     for name, per_fmt in report.get("vs_baselines", {}).items():
         for fmt, r in per_fmt.items():
             if fmt != "best":
@@ -326,9 +343,17 @@ def write_report(report: dict[str, Any], out: Path) -> None:
     plot_curves(report, out / "curves.png")
 
 
-def sweep(config: Path, out: Path, betas: Sequence[float], variants: Sequence[str] = ("film",),
-          sets: Sequence[str] = (), reuse: Sequence[Path] = (), reference: str = "film", pairs: Sequence[Sequence[str]] = (),
-          baselines: Path | None = None) -> dict[str, Any]:
+def sweep(
+    config: Path,
+    out: Path,
+    betas: Sequence[float],
+    variants: Sequence[str] = ("film",),
+    sets: Sequence[str] = (),
+    reuse: Sequence[Path] = (),
+    reference: str = "film",
+    pairs: Sequence[Sequence[str]] = (),
+    baselines: Path | None = None,
+) -> dict[str, Any]:
     """Run (or resume) a sweep and write its curves; returns the report."""
     base_cfg = load_config(config, sets)
     base_lines = load_baselines(baselines) if baselines is not None else None
@@ -356,16 +381,31 @@ def sweep(config: Path, out: Path, betas: Sequence[float], variants: Sequence[st
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="variants: " + "; ".join(f"{k}: {v.about}" for k, v in VARIANTS.items()))
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="variants: " + "; ".join(f"{k}: {v.about}" for k, v in VARIANTS.items()),
+    )
     p.add_argument("--config", required=True, type=Path, help="YAML config (e.g. training/configs/sweep.yaml)")
     p.add_argument("--out", required=True, type=Path, help="sweep directory: OUT/<curve>/beta_<b>/, curves.json, curves.md, curves.png")
     p.add_argument("--betas", required=True, type=float, nargs="+", help="the beta' values (stage2.beta) of every curve")
-    p.add_argument("--variants", "--variant", nargs="+", default=["film"], metavar="NAME[@SEED]",
-                   help=f"methods to sweep (default film), each optionally with its own Stage 2 seed: {', '.join(VARIANTS)}")
+    p.add_argument(
+        "--variants",
+        "--variant",
+        nargs="+",
+        default=["film"],
+        metavar="NAME[@SEED]",
+        help=f"methods to sweep (default film), each optionally with its own Stage 2 seed: {', '.join(VARIANTS)}",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value for every point")
-    p.add_argument("--reuse", action="append", type=Path, default=[], metavar="DIR",
-                   help="a training output directory whose matching finished checkpoints are copied in (e.g. runs/demo/train)")
+    p.add_argument(
+        "--reuse",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="a training output directory whose matching finished checkpoints are copied in (e.g. runs/demo/train)",
+    )
     p.add_argument("--reference", default="film", help="the curve every other is compared with (default film)")
     p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("REF", "TEST"), help="also the BD-rate of TEST against REF")
     p.add_argument("--baselines", type=Path, help="JPEG/WebP curves: a demo report.json measured on the same data")

@@ -79,15 +79,23 @@ def _check_base(base_meta: dict[str, Any], tasks: list[TaskSpec], preprocessing:
     if len(tasks) == k:
         raise ConfigError(f"{source}: the config's task list {[t.name for t in tasks]} adds no task to the deployed model's")
     if base_meta["preprocessing"] != preprocessing:
-        raise ConfigError(f"{source}: the config's preprocessing {preprocessing} differs from the deployed model's {base_meta['preprocessing']}")
+        raise ConfigError(
+            f"{source}: the config's preprocessing {preprocessing} differs from the deployed model's {base_meta['preprocessing']}"
+        )
     return k
 
 
 def _spec(cfg: dict[str, Any], out: Path, name: str, epochs: int, fp: str) -> FitSpec:
     a = cfg["add_task"]
     return FitSpec(
-        name=name, epochs=epochs, batch_size=cfg["data"]["batch_size"], seed=cfg["seed"] + _SEED_OFFSET[name],
-        warmup=a["warmup"], fingerprint=fp, resume_path=out / f"{name}.resume.pt", save_every=cfg["save_every"],
+        name=name,
+        epochs=epochs,
+        batch_size=cfg["data"]["batch_size"],
+        seed=cfg["seed"] + _SEED_OFFSET[name],
+        warmup=a["warmup"],
+        fingerprint=fp,
+        resume_path=out / f"{name}.resume.pt",
+        save_every=cfg["save_every"],
         num_workers=cfg["data"]["num_workers"],
     )
 
@@ -130,7 +138,7 @@ def deployed_tensors_identical(base: SplitModel, model: SplitModel) -> tuple[boo
     extended = model.state_dict()
     differ = []
     for name, tensor in base.state_dict().items():
-        key = "server.base." + name[len("server."):] if isinstance(model.server, AddedTaskServer) and name.startswith("server.") else name
+        key = "server.base." + name[len("server.") :] if isinstance(model.server, AddedTaskServer) and name.startswith("server.") else name
         other = extended.get(key)
         if other is None or other.shape != tensor.shape or other.dtype != tensor.dtype or not torch.equal(other, tensor):
             differ.append(name)
@@ -173,8 +181,13 @@ class _Run:
         self.new_test, self.old_test = split_by_tasks(self.test, self.added)
 
     def spec(self, mode: str) -> dict[str, Any]:
-        kwargs = {"base": self.base_meta["model"], "num_labels": [len(self.tasks[i].labels) for i in self.added], "mode": mode,
-                  "init_from": self.init_from, "detector_hidden": self.cfg["add_task"]["detector_hidden"]}
+        kwargs = {
+            "base": self.base_meta["model"],
+            "num_labels": [len(self.tasks[i].labels) for i in self.added],
+            "mode": mode,
+            "init_from": self.init_from,
+            "detector_hidden": self.cfg["add_task"]["detector_hidden"],
+        }
         return {"name": "mantis_added_tasks", "kwargs": kwargs}
 
     def versions(self, mode: str) -> dict[str, int]:
@@ -185,18 +198,32 @@ class _Run:
     def lineage(self) -> list[dict[str, Any]]:
         """The versions this model replaces, oldest first: versions, checkpoint hash and entropy tables of each."""
         tables = tables_from_bottleneck(self.base.entropy_bottleneck)
-        entry = {"versions": self.base_meta.get("versions", {"edge": 1, "server": 1}), "checkpoint_sha256": self.base_sha,
-                 "table_id": tables.table_id.hex(), "tables_sha256": tables.sha256}
+        entry = {
+            "versions": self.base_meta.get("versions", {"edge": 1, "server": 1}),
+            "checkpoint_sha256": self.base_sha,
+            "table_id": tables.table_id.hex(),
+            "tables_sha256": tables.sha256,
+        }
         return list(self.base_meta.get("lineage", [])) + [entry]
 
     def save(self, name: str, model: SplitModel, mode: str, metrics: dict[str, Any]) -> Path:
         path = self.out / CHECKPOINTS[name]
         meta = {
-            "stage": "stage2", "model": self.spec(mode), "tasks": [t.to_meta() for t in self.tasks], "preprocessing": self.preprocessing,
-            "fingerprint": self.fp, "config": self.cfg, "teacher": self.base_meta.get("teacher"), "film_mode": "film",
-            "versions": self.versions(mode), "edge_tasks": self.k if mode == "server" else len(self.tasks),
-            "added_tasks": self.new, "lineage": self.lineage(), "base_checkpoint": {"path": str(self.base_path.resolve()), "sha256": self.base_sha},
-            "method": name, "metrics": metrics,
+            "stage": "stage2",
+            "model": self.spec(mode),
+            "tasks": [t.to_meta() for t in self.tasks],
+            "preprocessing": self.preprocessing,
+            "fingerprint": self.fp,
+            "config": self.cfg,
+            "teacher": self.base_meta.get("teacher"),
+            "film_mode": "film",
+            "versions": self.versions(mode),
+            "edge_tasks": self.k if mode == "server" else len(self.tasks),
+            "added_tasks": self.new,
+            "lineage": self.lineage(),
+            "base_checkpoint": {"path": str(self.base_path.resolve()), "sha256": self.base_sha},
+            "method": name,
+            "metrics": metrics,
         }
         save_checkpoint(path, model.state_dict(), meta)
         (self.out / f"{name}.resume.pt").unlink(missing_ok=True)
@@ -224,15 +251,23 @@ class _Run:
 def _server_only(run: _Run) -> dict[str, Any]:
     cfg, a, rt = run.cfg, run.cfg["add_task"], run.rt
     torch.manual_seed(cfg["seed"] * 1000 + _SEED_OFFSET["server"])
-    model = extend_model(run.base, [len(run.tasks[i].labels) for i in run.added], "server", run.init_from, a["detector_hidden"]).to(rt.device)
+    model = extend_model(run.base, [len(run.tasks[i].labels) for i in run.added], "server", run.init_from, a["detector_hidden"]).to(
+        rt.device
+    )
     model.eval()
     start = time.perf_counter()
     latents = decoded_latents(model, run.train, cfg["data"]["eval_batch_size"], rt.device)
     labels, vectors = targets(run.train)
     labels, vectors = labels[:, run.added], vectors[:, run.added]
     objective = AddedTasksObjective.server_only(model.server, cfg["stage2"]["detection_weight"])
-    fit(objective, objective, objective.param_groups(a["lr"], a["weight_decay"]), TensorDataset(latents, labels, vectors),
-        _spec(cfg, run.out, "server", a["epochs"], run.fp), rt)
+    fit(
+        objective,
+        objective,
+        objective.param_groups(a["lr"], a["weight_decay"]),
+        TensorDataset(latents, labels, vectors),
+        _spec(cfg, run.out, "server", a["epochs"], run.fp),
+        rt,
+    )
     model.eval()
     seconds = time.perf_counter() - start
     identical, compared, differ = deployed_tensors_identical(run.base, model)
@@ -277,10 +312,20 @@ def _warm_heads(run: _Run, model: SplitModel) -> dict[str, Any]:
     latents = decoded_latents(model, run.train, cfg["data"]["eval_batch_size"], rt.device)
     labels, vectors = targets(run.train)
     objective = AddedTasksObjective(model.server.decoders[run.k :], model.server.tails[run.k :])
-    logs = fit(objective, objective, objective.param_groups(a["head_lr"], a["weight_decay"]),
-               TensorDataset(latents, labels[:, run.added], vectors[:, run.added]), _spec(cfg, run.out, "heads", a["head_epochs"], run.fp), rt)
-    return {"epochs": a["head_epochs"], "lr": a["head_lr"], "last_epoch": {k: round(float(v), 4) for k, v in logs.items()},
-            "train_seconds": round(time.perf_counter() - start, 2)}
+    logs = fit(
+        objective,
+        objective,
+        objective.param_groups(a["head_lr"], a["weight_decay"]),
+        TensorDataset(latents, labels[:, run.added], vectors[:, run.added]),
+        _spec(cfg, run.out, "heads", a["head_epochs"], run.fp),
+        rt,
+    )
+    return {
+        "epochs": a["head_epochs"],
+        "lr": a["head_lr"],
+        "last_epoch": {k: round(float(v), 4) for k, v in logs.items()},
+        "train_seconds": round(time.perf_counter() - start, 2),
+    }
 
 
 def _full(run: _Run) -> dict[str, Any]:
@@ -289,29 +334,46 @@ def _full(run: _Run) -> dict[str, Any]:
     buffer = ReplayBuffer(run.train, old_train, a["replay_size"], cfg["seed"] + 17)
     anchored = ewc_parameter_names(run.base, a["ewc_modules"]) if a["ewc_weight"] > 0 else []
     start = time.perf_counter()
-    fisher = fisher_diagonal(run.base, Subset(run.train, buffer.indices[: a["fisher_samples"]], list(range(run.k))), anchored, rt.device) if anchored else {}
+    fisher = (
+        fisher_diagonal(run.base, Subset(run.train, buffer.indices[: a["fisher_samples"]], list(range(run.k))), anchored, rt.device)
+        if anchored
+        else {}
+    )
     anchor = {n: p.detach().clone() for n, p in run.base.named_parameters() if n in fisher}
     fisher_seconds = time.perf_counter() - start
     before = run.before()
     tables_before = _tables_hash(run.base)
     methods = [a["method"]] + (["naive"] if a["compare_naive"] and a["method"] != "naive" else [])
-    results: dict[str, Any] = {"before": before, "fisher_seconds": round(fisher_seconds, 2),
-                               "replay": {"buffer_images": len(buffer), "fraction": a["replay_fraction"], "new_task_images": len(new_train)},
-                               "ewc": {"weight": a["ewc_weight"], "modules": list(a["ewc_modules"]), "anchored_parameters": len(anchored)}}
+    results: dict[str, Any] = {
+        "before": before,
+        "fisher_seconds": round(fisher_seconds, 2),
+        "replay": {"buffer_images": len(buffer), "fraction": a["replay_fraction"], "new_task_images": len(new_train)},
+        "ewc": {"weight": a["ewc_weight"], "modules": list(a["ewc_modules"]), "anchored_parameters": len(anchored)},
+    }
     paths = {}
     torch.manual_seed(cfg["seed"] * 1000 + _SEED_OFFSET["replay_ewc"])
-    start_model = extend_model(run.base, [len(run.tasks[i].labels) for i in run.added], "full", run.init_from, a["detector_hidden"]).to(rt.device)
+    start_model = extend_model(run.base, [len(run.tasks[i].labels) for i in run.added], "full", run.init_from, a["detector_hidden"]).to(
+        rt.device
+    )
     if a["head_epochs"]:
         results["heads"] = _warm_heads(run, start_model)
     for method in methods:
         model = copy.deepcopy(start_model)
         ewc = EWCPenalty(anchor, fisher, a["ewc_weight"]).to(rt.device) if method == "replay_ewc" and anchored else None
-        data: Dataset = ReplayMix(run.train, new_train, buffer, a["replay_fraction"]) if method == "replay_ewc" else Subset(run.train, new_train)
+        data: Dataset = (
+            ReplayMix(run.train, new_train, buffer, a["replay_fraction"]) if method == "replay_ewc" else Subset(run.train, new_train)
+        )
         beta = s2["beta"] if a["beta"] is None else a["beta"]
         objective = FullAdditionObjective(model, beta, s2["detection_weight"], s2["quantization"], ewc)
         start = time.perf_counter()
-        fit(objective, model, objective.param_groups(a["lr"], a["aux_lr"], a["weight_decay"], s2["encoder_lr_scale"]),
-            data, _spec(cfg, run.out, method, a["epochs"], run.fp), rt)
+        fit(
+            objective,
+            model,
+            objective.param_groups(a["lr"], a["aux_lr"], a["weight_decay"], s2["encoder_lr_scale"]),
+            data,
+            _spec(cfg, run.out, method, a["epochs"], run.fp),
+            rt,
+        )
         model.entropy_bottleneck.update(force=True)
         model.eval()
         seconds = time.perf_counter() - start
@@ -356,4 +418,3 @@ def _run_addition(cfg: dict[str, Any], out: Path, source: str) -> dict[str, Any]
         return metrics
     finally:
         shutdown_runtime(rt)
-

@@ -1,8 +1,8 @@
 """Train MANTiS: teacher, Stage 1, Stage 2 and the ablations, into one output directory.
 
-    uv run python training/train.py --config training/configs/demo.yaml --out runs/demo
-    uv run python training/train.py --config training/configs/demo.yaml --out runs/b01 --set stage2.beta=0.1
-    torchrun --nproc_per_node=4 training/train.py --config ... --out ...   # multi-GPU
+uv run python training/train.py --config training/configs/demo.yaml --out runs/demo
+uv run python training/train.py --config training/configs/demo.yaml --out runs/b01 --set stage2.beta=0.1
+torchrun --nproc_per_node=4 training/train.py --config ... --out ...   # multi-GPU
 """
 
 from __future__ import annotations

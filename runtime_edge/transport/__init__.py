@@ -37,9 +37,20 @@ from runtime_edge.transport.http import KServeClient
 from runtime_edge.transport.stream import StreamClient
 
 __all__ = [
-    "DEFAULT_MAX_RESPONSE_BYTES", "SCHEMES", "InferResult", "MalformedResponseError", "MissingTransportError", "RefusedError",
-    "ResponseTooLargeError", "RetryPolicy", "ServerRejectedError", "ServerUnreachableError", "Transport", "TransportError",
-    "connect", "scheme_of",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "SCHEMES",
+    "InferResult",
+    "MalformedResponseError",
+    "MissingTransportError",
+    "RefusedError",
+    "ResponseTooLargeError",
+    "RetryPolicy",
+    "ServerRejectedError",
+    "ServerUnreachableError",
+    "Transport",
+    "TransportError",
+    "connect",
+    "scheme_of",
 ]
 
 SCHEMES = ("http", "https", "grpc", "ws")

@@ -79,7 +79,9 @@ class _Closed:
         self.error = error
 
 
-def build_request(model: str, request_id: str, bitstreams: Sequence[bytes], parameters: dict[str, Any] | None, outputs: Sequence[str] | None) -> Any:
+def build_request(
+    model: str, request_id: str, bitstreams: Sequence[bytes], parameters: dict[str, Any] | None, outputs: Sequence[str] | None
+) -> Any:
     """A ``ModelInferRequest`` with the bitstreams as one BYTES tensor in ``raw_input_contents``."""
     msg = pb.ModelInferRequest(model_name=model, id=request_id)
     msg.inputs.add(name=BITSTREAM_INPUT, datatype="BYTES", shape=[len(bitstreams)])
@@ -96,7 +98,10 @@ def parse_response(response: Any) -> dict[str, np.ndarray]:
     raw = list(response.raw_output_contents)
     if len(raw) != len(response.outputs):
         raise MalformedResponseError(f"answer has {len(raw)} raw_output_contents for {len(response.outputs)} outputs")
-    return {o.name: decode_output({"name": o.name, "datatype": o.datatype, "shape": list(o.shape)}, data) for o, data in zip(response.outputs, raw)}
+    return {
+        o.name: decode_output({"name": o.name, "datatype": o.datatype, "shape": list(o.shape)}, data)
+        for o, data in zip(response.outputs, raw)
+    }
 
 
 class GrpcClient:
@@ -125,9 +130,14 @@ class GrpcClient:
         options = [("grpc.max_receive_message_length", max_response_bytes), ("grpc.http2.bdp_probe", 0)]
         self._channel = grpc.insecure_channel(parts.netloc, options=options)
         infer, stream_infer = pb.METHODS["ModelInfer"], pb.METHODS["ModelStreamInfer"]
-        self._unary = self._channel.unary_unary(infer.path, request_serializer=infer.request.SerializeToString, response_deserializer=infer.response.FromString)
+        self._unary = self._channel.unary_unary(
+            infer.path, request_serializer=infer.request.SerializeToString, response_deserializer=infer.response.FromString
+        )
         self._bidi = self._channel.stream_stream(
-            stream_infer.path, request_serializer=stream_infer.request.SerializeToString, response_deserializer=stream_infer.response.FromString)
+            stream_infer.path,
+            request_serializer=stream_infer.request.SerializeToString,
+            response_deserializer=stream_infer.response.FromString,
+        )
         self._call: Any = None
         self._outbox: queue.Queue | None = None
         self._inbox: queue.Queue | None = None

@@ -44,7 +44,9 @@ from runtime_edge.transport.base import (
 
 
 def build_infer_request(
-    bitstreams: Sequence[bytes], parameters: dict[str, Any] | None = None, binary_output: bool = True,
+    bitstreams: Sequence[bytes],
+    parameters: dict[str, Any] | None = None,
+    binary_output: bool = True,
     outputs: Sequence[str] | None = None,
 ) -> tuple[bytes, int]:
     """Return ``(body, json_header_length)`` for a KServe v2 binary-extension infer request (asking for
@@ -266,7 +268,9 @@ class KServeClient:
         self._conn.budget = budget
         return self._conn
 
-    def _once(self, method: str, path: str, body: bytes | None, headers: dict[str, str], budget: _Budget) -> tuple[int, dict[str, str], bytes]:
+    def _once(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str], budget: _Budget
+    ) -> tuple[int, dict[str, str], bytes]:
         conn = self._connection(budget)
         try:
             conn.request(method, self._prefix + path, body=body, headers=headers)
@@ -281,7 +285,9 @@ class KServeClient:
             self.close()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes, int]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes, int]:
         """Send one request with retries, all within ``timeout`` seconds; returns ``(status, headers, body,
         attempts)``.
 
@@ -318,7 +324,8 @@ class KServeClient:
                 continue
             except http.client.HTTPException as exc:
                 raise MalformedResponseError(
-                    f"server {self.url}: malformed HTTP answer ({type(exc).__name__}: {printable(str(exc))})") from None
+                    f"server {self.url}: malformed HTTP answer ({type(exc).__name__}: {printable(str(exc))})"
+                ) from None
             except (socket.timeout, TimeoutError):
                 said = f" (before that: {unavailable})" if unavailable else ""
                 raise ServerUnreachableError(f"server {self.url}: no answer within {self.timeout:g} s{said}") from None
@@ -365,7 +372,9 @@ class KServeClient:
         try:
             header_len = int(raw_len) if raw_len is not None else None
         except ValueError:
-            raise MalformedResponseError(f"server {self.url}: {HEADER_LENGTH} is not an integer ({printable(raw_len or '', 60)!r})") from None
+            raise MalformedResponseError(
+                f"server {self.url}: {HEADER_LENGTH} is not an integer ({printable(raw_len or '', 60)!r})"
+            ) from None
         header, outputs = parse_infer_response(data, header_len)
         return InferResult(
             outputs=outputs,

@@ -140,8 +140,14 @@ class StreamClient:
     def _handshake(self, model: str, deadline: float) -> None:
         key = base64.b64encode(os.urandom(16)).decode()
         path = self._prefix if self.route_model is not None else self._prefix + STREAM_PATH.replace("{model}", model)
-        lines = [f"GET {path} HTTP/1.1", f"Host: {self._host}:{self._port}", "Upgrade: websocket", "Connection: Upgrade",
-                 f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {self._host}:{self._port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+        ]
         if self.token:
             lines.append(f"{AUTH_HEADER}: {bearer(self.token)}")
         self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -221,8 +227,10 @@ class StreamClient:
             raise ValueError(f"the compact stream takes no parameters but {TOP_K_PARAMETER!r}, got {sorted(unknown)}")
         if self.route_model is not None and model != self.route_model:
             base = self.url + self._prefix[: _ROUTE.search(self._prefix).start()]
-            raise ValueError(f"server URL {self.url}{self._prefix} is model {self.route_model!r}'s stream, the request is for model"
-                             f" {model!r}: give {base} (the client adds each model's route) or model {model!r}'s route")
+            raise ValueError(
+                f"server URL {self.url}{self._prefix} is model {self.route_model!r}'s stream, the request is for model"
+                f" {model!r}: give {base} (the client adds each model's route) or model {model!r}'s route"
+            )
         top_k = int((parameters or {}).get(TOP_K_PARAMETER, TOP_K_DEFAULT))
         request_id = next(self._ids)
         message = encode_request(request_id, bitstreams, top_k)

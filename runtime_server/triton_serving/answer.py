@@ -12,7 +12,14 @@ import triton_python_backend_utils as pb_utils
 
 from codec.wire import LABEL_INDEX_OUTPUT, ProtocolError
 from runtime_server.answers import ModelContract
-from runtime_server.triton_serving.common import SERVER_OUTPUT_PREFIX, TASK_MASK, load_version_bundle, refusal_message, request_parameters, triton_code
+from runtime_server.triton_serving.common import (
+    SERVER_OUTPUT_PREFIX,
+    TASK_MASK,
+    load_version_bundle,
+    refusal_message,
+    request_parameters,
+    triton_code,
+)
 
 
 class TritonPythonModel:

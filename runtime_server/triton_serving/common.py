@@ -53,7 +53,9 @@ def load_version_bundle(version_dir: str | Path, server_files: Sequence[str] = (
             raise BundleError(f"bundle {root}: file {name} is corrupted or was replaced (its sha256 differs from the manifest's)")
     tables = EntropyTables.load(root / manifest.tables["file"])
     if tables.table_id.hex() != manifest.tables["table_id"]:
-        raise BundleError(f"bundle {root}: {manifest.tables['file']} has table_id {tables.table_id.hex()}, manifest says {manifest.tables['table_id']}")
+        raise BundleError(
+            f"bundle {root}: {manifest.tables['file']} has table_id {tables.table_id.hex()}, manifest says {manifest.tables['table_id']}"
+        )
     return Bundle(root.resolve(), manifest, tables)
 
 
@@ -83,4 +85,3 @@ def triton_code(kind_http: int) -> str:
 def refusal_message(exc: ProtocolError) -> str:
     """The message of a refusal: its kind, then what the server would say."""
     return f"{exc.kind}: {exc}"
-

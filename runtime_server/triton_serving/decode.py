@@ -16,7 +16,16 @@ import triton_python_backend_utils as pb_utils
 
 from codec.wire import BITSTREAM_INPUT, ProtocolError
 from runtime_server.answers import ModelContract
-from runtime_server.triton_serving.common import LATENT, MAX_REQUEST_IMAGES, TASK_MASK, load_version_bundle, model_parameter, refusal_message, request_parameters, triton_code
+from runtime_server.triton_serving.common import (
+    LATENT,
+    MAX_REQUEST_IMAGES,
+    TASK_MASK,
+    load_version_bundle,
+    model_parameter,
+    refusal_message,
+    request_parameters,
+    triton_code,
+)
 
 
 class TritonPythonModel:
@@ -30,7 +39,9 @@ class TritonPythonModel:
     def _decode(self, request: object) -> tuple[np.ndarray, np.ndarray]:
         tensor = pb_utils.get_input_tensor_by_name(request, BITSTREAM_INPUT).as_numpy()
         if tensor.ndim != 1 or tensor.shape[0] < 1:
-            raise ProtocolError(f"input {BITSTREAM_INPUT!r} must have shape [N] with N >= 1 (one bitstream per image), got {list(tensor.shape)}")
+            raise ProtocolError(
+                f"input {BITSTREAM_INPUT!r} must have shape [N] with N >= 1 (one bitstream per image), got {list(tensor.shape)}"
+            )
         self.contract.check_count(tensor.shape[0])
         self.contract.top_k(request_parameters(request))
         bitstreams = [bytes(b) for b in tensor]

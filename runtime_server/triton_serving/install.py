@@ -107,7 +107,9 @@ def install(dest: Path = DEFAULT_DEST) -> TritonInstall:
     if found is not None:
         return found
     if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        raise TritonInstallError(f"{sys.executable} is not a shared-library Python build; Triton's Python backend stub needs libpython{_python_tag()}.so")
+        raise TritonInstallError(
+            f"{sys.executable} is not a shared-library Python build; Triton's Python backend stub needs libpython{_python_tag()}.so"
+        )
     (dest / STAMP).unlink(missing_ok=True)
     uv = _uv()
     server = dest / "server"
@@ -126,7 +128,10 @@ def install(dest: Path = DEFAULT_DEST) -> TritonInstall:
     _run([sys.executable, "-m", "venv", "--without-pip", str(env)], "creating the model environment")
     python = str(env / "bin" / "python")
     _run([uv, "pip", "install", "--quiet", "--no-config", "--python", python, *ENV_PACKAGES], f"installing {ENV_PACKAGES} into {env}")
-    _run([uv, "pip", "install", "--quiet", "--no-config", "--no-deps", "--python", python, *ENV_NO_DEPS], f"installing {ENV_NO_DEPS} into {env}")
+    _run(
+        [uv, "pip", "install", "--quiet", "--no-config", "--no-deps", "--python", python, *ENV_NO_DEPS],
+        f"installing {ENV_NO_DEPS} into {env}",
+    )
     atomic_write_json(dest / STAMP, {"pytriton": PYTRITON, "python": _python_tag(), "env": list(ENV_PACKAGES + ENV_NO_DEPS)})
     return TritonInstall(dest)
 

@@ -61,8 +61,16 @@ def _tail(path: Path, lines: int = 40) -> str:
 class TritonProcess:
     """tritonserver on ``repository`` for the length of a ``with`` block; its output goes to ``log_path``."""
 
-    def __init__(self, install: TritonInstall, repository: str | os.PathLike, log_path: str | os.PathLike,
-                 ready_timeout: float = 120.0, args: list[str] | None = None, http_port: int | None = None, grpc_port: int | None = None) -> None:
+    def __init__(
+        self,
+        install: TritonInstall,
+        repository: str | os.PathLike,
+        log_path: str | os.PathLike,
+        ready_timeout: float = 120.0,
+        args: list[str] | None = None,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+    ) -> None:
         self.install = install
         self.repository = Path(repository).resolve()
         self.log_path = Path(log_path)
@@ -83,11 +91,26 @@ class TritonProcess:
 
     def command(self) -> list[str]:
         return [
-            str(self.install.binary), "--model-repository", str(self.repository),
-            "--backend-directory", str(self.install.backend_directory),
-            "--http-address", LOOPBACK, "--http-port", str(self.http_port),
-            "--grpc-address", LOOPBACK, "--grpc-port", str(self.grpc_port),
-            "--allow-metrics", "false", "--log-verbose", "0", "--exit-timeout-secs", str(EXIT_TIMEOUT_S), *self.args,
+            str(self.install.binary),
+            "--model-repository",
+            str(self.repository),
+            "--backend-directory",
+            str(self.install.backend_directory),
+            "--http-address",
+            LOOPBACK,
+            "--http-port",
+            str(self.http_port),
+            "--grpc-address",
+            LOOPBACK,
+            "--grpc-port",
+            str(self.grpc_port),
+            "--allow-metrics",
+            "false",
+            "--log-verbose",
+            "0",
+            "--exit-timeout-secs",
+            str(EXIT_TIMEOUT_S),
+            *self.args,
         ]
 
     def start(self) -> "TritonProcess":
@@ -103,7 +126,9 @@ class TritonProcess:
                 code = self.proc.returncode
                 self._clean_up(self.proc.pid)
                 self.proc = None
-                raise ServerStartError(f"tritonserver exited with status {code} before it was ready; log {self.log_path}:\n{_tail(self.log_path)}")
+                raise ServerStartError(
+                    f"tritonserver exited with status {code} before it was ready; log {self.log_path}:\n{_tail(self.log_path)}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2.0) as resp:
                     if resp.status == 200:

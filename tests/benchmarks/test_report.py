@@ -18,9 +18,15 @@ def test_published_pages_are_generated_from_the_results_files() -> None:
 
 def test_a_written_results_file_renders_with_its_provenance(tmp_path: Path) -> None:
     path = write_results(
-        "example", title="An example", module="benchmarks.example", argv=["--flag", "a b"],
-        headline=[Headline("ratio", 2.5, "x", ">= 2x")], tables=[Table("t", ["a", "b"], [[1, 2.25]])],
-        notes=["a note"], data={"raw": [1, 2]}, results_dir=tmp_path,
+        "example",
+        title="An example",
+        module="benchmarks.example",
+        argv=["--flag", "a b"],
+        headline=[Headline("ratio", 2.5, "x", ">= 2x")],
+        tables=[Table("t", ["a", "b"], [[1, 2.25]])],
+        notes=["a note"],
+        data={"raw": [1, 2]},
+        results_dir=tmp_path,
     )
     doc = json.loads(path.read_text())
     assert doc["command"] == "python -m benchmarks.example --flag 'a b'"

@@ -45,8 +45,14 @@ def test_request_round_trip_and_malformed_requests() -> None:
     assert (req.id, req.top_k, req.bitstreams) == (300, 3, streams)
     with pytest.raises(TooManyImagesError, match="more than 2"):
         decode_request(msg, max_images=2)
-    for bad, message in [(b"", "inside a varint"), (b"\x01", "top_k byte"), (b"\x01\x00\x00", "top_k must"),
-                         (b"\x01\x01", "no bitstream"), (b"\x01\x01\x05ab", "claims 5 bytes"), (b"\x00\x01\x01a", "reserved")]:
+    for bad, message in [
+        (b"", "inside a varint"),
+        (b"\x01", "top_k byte"),
+        (b"\x01\x00\x00", "top_k must"),
+        (b"\x01\x01", "no bitstream"),
+        (b"\x01\x01\x05ab", "claims 5 bytes"),
+        (b"\x00\x01\x01a", "reserved"),
+    ]:
         with pytest.raises(StreamFormatError, match=message):
             decode_request(bad, max_images=4)
     assert read_request_id(b"\xff\xff") == 0 and read_request_id(msg) == 300
@@ -125,8 +131,14 @@ def test_tiny_wire_accounting_run(onnx_bundle) -> None:
     frontend = GrpcFrontend(srv.plane, "127.0.0.1", 0)
     with srv:
         port = int(srv.url.rsplit(":", 1)[1])
-        rows = measure_transports(("127.0.0.1", port), ("127.0.0.1", frontend.bound_port), bundle.manifest.model_name,
-                                  {"MANTiS": bitstreams, "files": files}, counts, log=lambda m: None)
+        rows = measure_transports(
+            ("127.0.0.1", port),
+            ("127.0.0.1", frontend.bound_port),
+            bundle.manifest.model_name,
+            {"MANTiS": bitstreams, "files": files},
+            counts,
+            log=lambda m: None,
+        )
     assert [(r.payload, r.transport) for r in rows] == [(p, t.label) for p in ("MANTiS", "files") for t in TRANSPORTS]
     for r in rows:
         assert r.connections == 1
@@ -135,5 +147,7 @@ def test_tiny_wire_accounting_run(onnx_bundle) -> None:
     compact = next(r for r in rows if r.payload == "MANTiS" and r.transport == "compact stream")
     # 6 bytes of client frame header + 3 bytes of message header per request, plus the handshake and close
     assert compact.up_bytes > sum(len(b) + 9 for b in bitstreams)
-    small, full = (next(r for r in rows if r.payload == "MANTiS" and r.transport == t) for t in ("HTTP, batch 1", "HTTP, batch 1, every output"))
+    small, full = (
+        next(r for r in rows if r.payload == "MANTiS" and r.transport == t) for t in ("HTTP, batch 1", "HTTP, batch 1, every output")
+    )
     assert small.down_bytes < full.down_bytes

@@ -240,7 +240,11 @@ def test_int8_curve_exports_checks_and_reuses_each_point(tiny_checkpoint, tmp_pa
     shutil.copy(tiny_checkpoint, point / "stage2.safetensors")
     (point / "point.json").write_text(json.dumps({"result": "stage2", "point": {"beta": 1.0}}))
     baselines = tmp_path / "report.json"
-    baselines.write_text(json.dumps({"jpeg": [{"bytes_per_image": b, "mean_task_accuracy": a} for b, a in [(300, 0.1), (600, 0.2), (900, 0.3), (1200, 0.4)]]}))
+    baselines.write_text(
+        json.dumps(
+            {"jpeg": [{"bytes_per_image": b, "mean_task_accuracy": a} for b, a in [(300, 0.1), (600, 0.2), (900, 0.3), (1200, 0.4)]]}
+        )
+    )
     report = int8_curve.int8_curve(tmp_path, "film", baselines, target="onnx", log=lambda msg: None)
     [row] = report["points"]
     assert row["beta"] == 1.0 and row["images"] > 0 and row["bytes_per_image"] > 16
@@ -257,7 +261,9 @@ def test_int8_curve_exports_checks_and_reuses_each_point(tiny_checkpoint, tmp_pa
         int8_curve.int8_curve(tmp_path, "famo", None)
 
 
-@pytest.mark.parametrize("module", ["calibration.check", "calibration.compare", "calibration.int8_curve", "export.benchmark", "export.split"])
+@pytest.mark.parametrize(
+    "module", ["calibration.check", "calibration.compare", "calibration.int8_curve", "export.benchmark", "export.split"]
+)
 def test_help_describes_the_command_in_whole_sentences(module: str, capsys: pytest.CaptureFixture) -> None:
     import importlib
 

@@ -288,8 +288,19 @@ def test_decode_accepts_bytes_like_and_rejects_other_types(tables: EntropyTables
 
 
 def test_hierarchy() -> None:
-    for exc in (TruncatedError, BadMagicError, UnsupportedVersionError, TableMismatchError, ChecksumError, ShapeError,
-                TrailingDataError, PayloadError, SymbolError, TaskMaskError, codec.TableFileError):
+    for exc in (
+        TruncatedError,
+        BadMagicError,
+        UnsupportedVersionError,
+        TableMismatchError,
+        ChecksumError,
+        ShapeError,
+        TrailingDataError,
+        PayloadError,
+        SymbolError,
+        TaskMaskError,
+        codec.TableFileError,
+    ):
         assert issubclass(exc, CodecError) and issubclass(exc, ValueError)
     assert issubclass(codec.TableFileError, codec.TableError)
 

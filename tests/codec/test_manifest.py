@@ -18,8 +18,15 @@ from codec.manifest import MAX_MODEL_TASKS, Manifest, ManifestError, Preprocessi
 from runtime_edge.preprocess import preprocess
 from training.data.common import Normalizer, preprocessing_meta
 
-PRE = {"input_size": [24, 32], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3], "color": "RGB",
-       "value_range": [0.0, 1.0], "resize": "bilinear", "layout": "NCHW"}
+PRE = {
+    "input_size": [24, 32],
+    "mean": [0.4, 0.5, 0.6],
+    "std": [0.2, 0.25, 0.3],
+    "color": "RGB",
+    "value_range": [0.0, 1.0],
+    "resize": "bilinear",
+    "layout": "NCHW",
+}
 TENSOR = {"name": "image", "dtype": "float32", "shape": [1, 3, 24, 32]}
 
 
@@ -36,15 +43,27 @@ def _manifest(**over) -> dict:
         "latent": {"channels": 4, "height": 3, "width": 2},
         "tables": {"file": "tables.safetensors", "sha256": "cd", "table_id": "0102"},
         "edge": {
-            "target": "executorch", "file": "edge.pte", "runtime": "executorch", "inputs": [TENSOR],
-            "outputs": [{"name": "latent", "dtype": "float32", "shape": [1, 4, 3, 2]},
-                        {"name": "task_logits", "dtype": "float32", "shape": [1, 2]}],
-            "quantization": {"observer": "histogram"}, "check": {},
+            "target": "executorch",
+            "file": "edge.pte",
+            "runtime": "executorch",
+            "inputs": [TENSOR],
+            "outputs": [
+                {"name": "latent", "dtype": "float32", "shape": [1, 4, 3, 2]},
+                {"name": "task_logits", "dtype": "float32", "shape": [1, 2]},
+            ],
+            "quantization": {"observer": "histogram"},
+            "check": {},
         },
         "server": {
-            "onnx": {"file": "server.onnx", "check": {}, "inputs": [{"name": "latent", "dtype": "float32", "shape": ["batch", 4, 3, 2]}],
-                     "outputs": [{"name": "logits_a", "dtype": "float32", "shape": ["batch", 2]},
-                                 {"name": "logits_b", "dtype": "float32", "shape": ["batch", 3]}]},
+            "onnx": {
+                "file": "server.onnx",
+                "check": {},
+                "inputs": [{"name": "latent", "dtype": "float32", "shape": ["batch", 4, 3, 2]}],
+                "outputs": [
+                    {"name": "logits_a", "dtype": "float32", "shape": ["batch", 2]},
+                    {"name": "logits_b", "dtype": "float32", "shape": ["batch", 3]},
+                ],
+            },
             "torch": {"file": "server.pt2", "check": {}},
         },
         "files": {"tables.safetensors": "0", "edge.pte": "0", "server.onnx": "0", "server.pt2": "0"},
@@ -137,7 +156,7 @@ def _tasks_manifest(n: int, server_detected: int = 0) -> dict:
     doc = _manifest(tasks=[{"name": t, "labels": ["x", "y"]} for t in names])
     outputs = [{"name": f"logits_{t}", "dtype": "float32", "shape": ["batch", 2]} for t in names]
     if server_detected:
-        doc["server_detected_tasks"] = names[n - server_detected:]
+        doc["server_detected_tasks"] = names[n - server_detected :]
         outputs.append({"name": "detect_logits", "dtype": "float32", "shape": ["batch", server_detected]})
     doc["server"]["onnx"]["outputs"] = outputs
     return doc
@@ -146,7 +165,10 @@ def _tasks_manifest(n: int, server_detected: int = 0) -> dict:
 def test_manifest_refuses_more_edge_tasks_than_a_task_mask_names() -> None:
     """The bitstream's task mask names MAX_MASK_TASKS tasks; tasks beyond them must be server-detected."""
     assert Manifest.from_dict(_tasks_manifest(MAX_MASK_TASKS)).edge_tasks == MAX_MASK_TASKS
-    with pytest.raises(ManifestError, match=rf"tasks: {MAX_MASK_TASKS + 1} tasks are detected on the edge, a bitstream's task mask names at most {MAX_MASK_TASKS}"):
+    with pytest.raises(
+        ManifestError,
+        match=rf"tasks: {MAX_MASK_TASKS + 1} tasks are detected on the edge, a bitstream's task mask names at most {MAX_MASK_TASKS}",
+    ):
         Manifest.from_dict(_tasks_manifest(MAX_MASK_TASKS + 1))
     m = Manifest.from_dict(_tasks_manifest(MAX_MASK_TASKS + 2, server_detected=2))
     assert m.edge_tasks == MAX_MASK_TASKS and len(m.tasks) == MAX_MASK_TASKS + 2

@@ -107,9 +107,7 @@ def _set(key: str, field: str, value: object):
         (lambda h: None, b"\0\0\0\0", "after the last tensor"),
     ],
 )
-def test_malformed_files_raise_table_file_error(
-    tables: EntropyTables, tmp_path: Path, mutate, extra: bytes, message: str
-) -> None:
+def test_malformed_files_raise_table_file_error(tables: EntropyTables, tmp_path: Path, mutate, extra: bytes, message: str) -> None:
     raw = tables.to_bytes()
     (hlen,) = struct.unpack_from("<Q", raw)
     header = json.loads(raw[8 : 8 + hlen])
@@ -122,16 +120,21 @@ def test_malformed_files_raise_table_file_error(
     assert "bad.safetensors" in str(info.value)
 
 
-@pytest.mark.parametrize("data", [b"", b"\x01", struct.pack("<Q", 1 << 40) + b"{}", struct.pack("<Q", 2) + b"[]",
-                                  struct.pack("<Q", 4) + b"\xff\xfe{}"])
+@pytest.mark.parametrize(
+    "data", [b"", b"\x01", struct.pack("<Q", 1 << 40) + b"{}", struct.pack("<Q", 2) + b"[]", struct.pack("<Q", 4) + b"\xff\xfe{}"]
+)
 def test_garbage_files(data: bytes) -> None:
     with pytest.raises(TableFileError):
         EntropyTables.from_bytes(data, "x")
 
 
 def _valid_arrays(tables: EntropyTables) -> dict[str, np.ndarray]:
-    return {"cdfs": tables.cdfs.copy(), "cdf_lengths": tables.cdf_lengths.copy(), "offsets": tables.offsets.copy(),
-            "medians": tables.medians.copy()}
+    return {
+        "cdfs": tables.cdfs.copy(),
+        "cdf_lengths": tables.cdf_lengths.copy(),
+        "offsets": tables.offsets.copy(),
+        "medians": tables.medians.copy(),
+    }
 
 
 @pytest.mark.parametrize(

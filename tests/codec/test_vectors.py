@@ -40,8 +40,18 @@ def test_every_listed_file_is_pinned_and_every_file_is_listed() -> None:
 
 def test_vectors_cover_every_decoder_error_class() -> None:
     names = {c["error"] for c in INDEX["malformed"]} | {c["error"] for c in INDEX["malformed_tables"]}
-    expected = {"TruncatedError", "BadMagicError", "UnsupportedVersionError", "TableMismatchError", "ChecksumError",
-                "ShapeError", "TrailingDataError", "PayloadError", "TableFileError", None}
+    expected = {
+        "TruncatedError",
+        "BadMagicError",
+        "UnsupportedVersionError",
+        "TableMismatchError",
+        "ChecksumError",
+        "ShapeError",
+        "TrailingDataError",
+        "PayloadError",
+        "TableFileError",
+        None,
+    }
     assert names == expected
     assert all(hasattr(codec, n) for n in names if n)
 

@@ -19,7 +19,9 @@ from runtime_edge.models import EdgeRuntimeError, OnnxModel, load_edge_model
 def _identity_onnx(path: Path, outputs: list[str]) -> None:
     nodes = [helper.make_node("Identity", ["image"], [name]) for name in outputs]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 2, 2])],
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 2, 2])],
         [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, 2, 2]) for name in outputs],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), str(path))
@@ -62,7 +64,10 @@ def test_broken_compressai_coder_is_logged_before_falling_back(monkeypatch: pyte
     try:
         with caplog.at_level(logging.INFO, logger="mantis.codec"):
             assert rans.available_backends() == ["python"]
-        assert any(r.levelno == logging.WARNING and "undefined symbol" in r.getMessage() and "pure-Python" in r.getMessage() for r in caplog.records)
+        assert any(
+            r.levelno == logging.WARNING and "undefined symbol" in r.getMessage() and "pure-Python" in r.getMessage()
+            for r in caplog.records
+        )
         with pytest.raises(rans.CodecError, match="compressai rANS backend was requested"):
             rans.get_backend("compressai")
     finally:

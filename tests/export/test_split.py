@@ -231,14 +231,18 @@ def test_missing_calibration_source(tiny_checkpoint: Path, tmp_path: Path, capsy
     rc = split_main(["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(out), "--data-config", str(cfg)])
     err = capsys.readouterr().err
     assert rc == 2 and "tasks.yaml" in err
-    rc = split_main(["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(out), "--data-config", str(tmp_path / "none.yaml")])
+    rc = split_main(
+        ["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(out), "--data-config", str(tmp_path / "none.yaml")]
+    )
     assert rc == 2 and "none.yaml" in capsys.readouterr().err
     rc = split_main(["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(out), "--calibration-samples", "100000"])
     assert rc == 2 and "only 128 images" in capsys.readouterr().err
     assert not out.exists() and not _leftovers(tmp_path, "b")
 
 
-def test_output_dir_holding_a_different_bundle(executorch_bundle: Path, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_output_dir_holding_a_different_bundle(
+    executorch_bundle: Path, tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     before = _snapshot(executorch_bundle)
     rc = split_main(["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(executorch_bundle)])
     assert rc == 2 and "holds a different bundle" in capsys.readouterr().err
@@ -276,12 +280,16 @@ def test_finalize_replaces_atomically(tmp_path: Path) -> None:
         (staging / name).write_bytes(name.encode())
     manifest = Manifest.from_dict(_manifest_doc())
     finalize(staging, out, manifest)
-    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_NAME, "new.bin", "tables.safetensors", "edge.pte", "server.onnx", "server.pt2"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [MANIFEST_NAME, "new.bin", "tables.safetensors", "edge.pte", "server.onnx", "server.pt2"]
+    )
     assert json.loads((out / MANIFEST_NAME).read_text())["files"]["new.bin"] == path_sha256(out / "new.bin")
     assert [p.name for p in tmp_path.iterdir()] == ["b"]
 
 
-def test_failed_export_leaves_old_bundle_and_no_debris(onnx_bundle: Path, tiny_checkpoint: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_failed_export_leaves_old_bundle_and_no_debris(
+    onnx_bundle: Path, tiny_checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     target = tmp_path / "bundle"
     shutil.copytree(onnx_bundle, target)
     before = _snapshot(target)
@@ -311,9 +319,30 @@ def test_edge_latency_benchmark_runs_and_reports_ratios(tiny_checkpoint: Path, t
     """benchmarks/edge_latency.py end to end at a small size, pinned to one thread (in a child process: the
     ExecuTorch thread pool is process-wide). Checks the report's structure, not the timings."""
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.edge_latency", "--checkpoint", str(tiny_checkpoint), "--size", "32",
-         "--warmup", "1", "--repeats", "3", "--calibration-samples", "4", "--threads", "1", "--no-resnet", "--results-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.edge_latency",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--size",
+            "32",
+            "--warmup",
+            "1",
+            "--repeats",
+            "3",
+            "--calibration-samples",
+            "4",
+            "--threads",
+            "1",
+            "--no-resnet",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "int8 vs float eager" in proc.stdout
@@ -330,7 +359,18 @@ def test_edge_latency_benchmark_runs_and_reports_ratios(tiny_checkpoint: Path, t
 def test_keep_float_of_a_nested_module_on_onnx(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """The README's example, ``--target onnx --keep-float encoder.project``: the layer stays float32."""
     out = tmp_path / "kept"
-    argv = ["--checkpoint", str(tiny_checkpoint), "--target", "onnx", "--out", str(out), "--keep-float", "encoder.project", "--model-name", "pets-int8.v2"]
+    argv = [
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--target",
+        "onnx",
+        "--out",
+        str(out),
+        "--keep-float",
+        "encoder.project",
+        "--model-name",
+        "pets-int8.v2",
+    ]
     assert split_main([*argv, *FAST]) == 0
     assert _written(load_bundle(out))["edge"]["quantization"]["keep_float"] == ["encoder.project"]
     assert _written(load_bundle(out))["model_name"] == "pets-int8.v2"
@@ -344,7 +384,9 @@ def test_keep_float_of_a_nested_module_on_onnx(tiny_checkpoint: Path, tmp_path: 
 def test_misspelled_keep_float_module_is_an_error_line(tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "parent" / "b"
     for target in ("onnx", "executorch"):
-        rc = split_main(["--checkpoint", str(tiny_checkpoint), "--target", target, "--out", str(out), "--keep-float", "encoder.projekt", *FAST])
+        rc = split_main(
+            ["--checkpoint", str(tiny_checkpoint), "--target", target, "--out", str(out), "--keep-float", "encoder.projekt", *FAST]
+        )
         err = capsys.readouterr().err
         assert rc == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
         assert "'encoder.projekt'" in err and "encoder.project" in err.replace("'encoder.projekt'", "")
@@ -373,7 +415,9 @@ def test_default_model_name_comes_from_the_run_and_its_data(executorch_bundle: P
     assert default_model_name(folder, Path("runs/pets/stage2.safetensors")) == "pets-Pets-photos"
     assert default_model_name(folder, Path("runs/Pets photos/stage2.safetensors")) == "Pets-photos"
     assert default_model_name(folder, Path("runs/b01/ablation_no_film.safetensors")) == "b01-Pets-photos-ablation_no_film"
-    shards = meta({"kind": "webdataset", "webdataset": {"train": "/srv/flowers/train-{0000..0003}.tar", "val": "x", "test": None, "task_map": "t"}})
+    shards = meta(
+        {"kind": "webdataset", "webdataset": {"train": "/srv/flowers/train-{0000..0003}.tar", "val": "x", "test": None, "task_map": "t"}}
+    )
     assert default_model_name(shards, Path("/runs/f/stage2.safetensors")) == "f-flowers"
     added = {**meta({"kind": "synthetic"}), "base_checkpoint": {"path": "/runs/demo/stage2.safetensors", "sha256": "0"}}
     assert default_model_name(added, Path("/runs/demo_added/added_server.safetensors")) == "demo-synthetic"  # a new version of that model

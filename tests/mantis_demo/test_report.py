@@ -67,8 +67,14 @@ def test_demo_reports_a_missing_config(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_demo_smoke_on_the_tiny_config(tmp_path: Path, tiny_checkpoint: Path, executorch_bundle: Path) -> None:
     out = tmp_path / "demo"
-    opts = DemoOptions(out=out, config=REPO / "training" / "configs" / "tiny.yaml", checkpoint=tiny_checkpoint,
-                       artifacts=executorch_bundle, limit=24, qualities=(10, 50, 90))
+    opts = DemoOptions(
+        out=out,
+        config=REPO / "training" / "configs" / "tiny.yaml",
+        checkpoint=tiny_checkpoint,
+        artifacts=executorch_bundle,
+        limit=24,
+        qualities=(10, 50, 90),
+    )
     returned = run_demo(opts, log=lambda msg: None)
     report = json.loads((out / "report.json").read_text())
     assert report == json.loads(json.dumps(returned))

@@ -18,8 +18,15 @@ from runtime_edge.preprocess import ImageError, load_image, preprocess
 from training.data.common import Normalizer, preprocessing_meta
 from training.data.folder import FolderMultiTask, load_task_map
 
-PRE = {"input_size": [24, 32], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3], "color": "RGB",
-       "value_range": [0.0, 1.0], "resize": "bilinear", "layout": "NCHW"}
+PRE = {
+    "input_size": [24, 32],
+    "mean": [0.4, 0.5, 0.6],
+    "std": [0.2, 0.25, 0.3],
+    "color": "RGB",
+    "value_range": [0.0, 1.0],
+    "resize": "bilinear",
+    "layout": "NCHW",
+}
 SPEC = Preprocessing.from_dict(PRE)
 EXIF_ORIENTATION = 0x0112
 
@@ -43,6 +50,7 @@ def _rotated_jpeg(path: Path) -> Path:
 
 def _png_header_only(path: Path, width: int, height: int) -> Path:
     """A PNG whose header claims ``width`` x ``height`` pixels with almost no data: a decompression bomb's shape."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -131,7 +139,9 @@ def test_tiny_and_extreme_aspect_ratio(tmp_path: Path, size: tuple[int, int]) ->
     Image.new("RGB", size, (10, 200, 30)).save(path)
     x = preprocess(load_image(path), SPEC)
     assert x.shape == (1, 3, 24, 32) and np.all(np.isfinite(x))
-    expected = (np.array([10, 200, 30], np.float32) / np.float32(255.0) - np.array(PRE["mean"], np.float32)) / np.array(PRE["std"], np.float32)
+    expected = (np.array([10, 200, 30], np.float32) / np.float32(255.0) - np.array(PRE["mean"], np.float32)) / np.array(
+        PRE["std"], np.float32
+    )
     np.testing.assert_allclose(x[0, :, 12, 16], expected, rtol=1e-6)
 
 

@@ -56,13 +56,22 @@ def test_wheel_holds_codec_and_runtime_edge_and_is_reproducible(tmp_path: Path) 
         names = set(zf.namelist())
         meta = zf.read(next(n for n in names if n.endswith("/METADATA"))).decode()
         entry = zf.read(next(n for n in names if n.endswith("/entry_points.txt"))).decode()
-    assert {"codec/__init__.py", "codec/wire.json", "codec/kserve_grpc.proto", "runtime_edge/run.py", "runtime_edge/models.py",
-            "runtime_edge/transport/__init__.py", "runtime_edge/transport/base.py", "runtime_edge/transport/http.py",
-            "runtime_edge/transport/grpc.py", "runtime_edge/transport/stream.py"} <= names
+    assert {
+        "codec/__init__.py",
+        "codec/wire.json",
+        "codec/kserve_grpc.proto",
+        "runtime_edge/run.py",
+        "runtime_edge/models.py",
+        "runtime_edge/transport/__init__.py",
+        "runtime_edge/transport/base.py",
+        "runtime_edge/transport/http.py",
+        "runtime_edge/transport/grpc.py",
+        "runtime_edge/transport/stream.py",
+    } <= names
     assert {n.split("/")[0] for n in names if not n.endswith(".dist-info") and ".dist-info/" not in n} == {"codec", "runtime_edge"}
     requires = [line for line in meta.splitlines() if line.startswith("Requires-Dist:")]
     assert f'Requires-Dist: executorch-numpy-runtime=={NUMPY_RUNTIME_PIN}; extra == "pte"' in requires
-    assert 'Provides-Extra: onnx' in meta and not [r for r in requires if r.split()[1].startswith(("torch", "executorch=", "executorch>"))]
+    assert "Provides-Extra: onnx" in meta and not [r for r in requires if r.split()[1].startswith(("torch", "executorch=", "executorch>"))]
     assert "mantis-edge = runtime_edge.run:main" in entry
     assert EXTRAS is EDGE_EXTRAS and set(EXTRAS) == {"pte", "onnx", "grpc"}
     assert 'Requires-Dist: grpcio>=1.81.1; extra == "grpc"' in requires
@@ -73,7 +82,9 @@ def test_exporter_version_is_one_the_numpy_runtime_was_tested_with(executorch_bu
     module's bit-identity test has run on it."""
     producer = load_bundle(executorch_bundle).manifest.producer["executorch"]
     assert producer == importlib.metadata.version("executorch")
-    assert producer in NUMPY_RUNTIME_PROGRAMS, f"programs from executorch {producer} are untested on executorch-numpy-runtime {NUMPY_RUNTIME_PIN}"
+    assert producer in NUMPY_RUNTIME_PROGRAMS, (
+        f"programs from executorch {producer} are untested on executorch-numpy-runtime {NUMPY_RUNTIME_PIN}"
+    )
 
 
 def test_auto_falls_back_to_the_official_runtime_with_a_logged_warning(
@@ -125,7 +136,10 @@ def _edge(venv: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_numpy_runtime_is_bit_identical_to_the_official_one_without_torch(
-    edge_venv: Path, executorch_bundle: Path, images: list[Path], tmp_path: Path  # noqa: F811
+    edge_venv: Path,
+    executorch_bundle: Path,
+    images: list[Path],
+    tmp_path: Path,  # noqa: F811
 ) -> None:
     out = tmp_path / "mtb"
     proc = _edge(edge_venv, "-m", "runtime_edge.run", "--artifacts", str(executorch_bundle), "--save", str(out), *map(str, images))
@@ -134,10 +148,13 @@ def test_numpy_runtime_is_bit_identical_to_the_official_one_without_torch(
     official = EdgeRuntime(executorch_bundle, pte_runtime="official")
     for path in images:
         assert (out / f"{path.stem}.mtb").read_bytes() == official.encode(path).bitstream
-    probe = _edge(edge_venv, "-c",
-                  "import sys, json\nfrom runtime_edge.client import EdgeRuntime\n"
-                  f"e = EdgeRuntime({str(executorch_bundle)!r}, pte_runtime='numpy'); e.encode({str(images[0])!r})\n"
-                  "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
+    probe = _edge(
+        edge_venv,
+        "-c",
+        "import sys, json\nfrom runtime_edge.client import EdgeRuntime\n"
+        f"e = EdgeRuntime({str(executorch_bundle)!r}, pte_runtime='numpy'); e.encode({str(images[0])!r})\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))",
+    )
     assert probe.returncode == 0, probe.stderr
     mods = set(json.loads(probe.stdout.splitlines()[-1]))
     assert "executorch_numpy_runtime" in mods and not mods & {"torch", "executorch", "training", "export"}
@@ -149,9 +166,12 @@ def test_a_program_the_numpy_runtime_cannot_load_names_both_versions(edge_venv: 
     data[4:8] = b"ET99"
     bad = tmp_path / "edge.pte"
     bad.write_bytes(bytes(data))
-    proc = _edge(edge_venv, "-c",
-                 "from pathlib import Path\nfrom runtime_edge.models import load_pte, EdgeRuntimeError\n"
-                 f"try:\n    load_pte(Path({str(bad)!r}), 'numpy', '9.9.9')\nexcept EdgeRuntimeError as e:\n    print(e)\n")
+    proc = _edge(
+        edge_venv,
+        "-c",
+        "from pathlib import Path\nfrom runtime_edge.models import load_pte, EdgeRuntimeError\n"
+        f"try:\n    load_pte(Path({str(bad)!r}), 'numpy', '9.9.9')\nexcept EdgeRuntimeError as e:\n    print(e)\n",
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"executorch-numpy-runtime {NUMPY_RUNTIME_PIN} (ExecuTorch 1.3.1) cannot load {bad}" in proc.stdout
     assert "a program from executorch 9.9.9" in proc.stdout and "tested: executorch-numpy-runtime" in proc.stdout
@@ -162,8 +182,16 @@ def test_device_errors_name_the_program_and_the_extra(edge_venv: Path, executorc
     install command (not a traceback), every message is prefixed by the command's name, and ``--help`` lists the extras."""
     bad = tmp_path / "notes.jpg"
     bad.write_text("not an image")
-    proc = _edge(edge_venv, str(edge_venv / "bin" / "mantis-edge"), "--artifacts", str(executorch_bundle), "--server", "grpc://127.0.0.1:1",
-                 str(images[0]), str(bad))
+    proc = _edge(
+        edge_venv,
+        str(edge_venv / "bin" / "mantis-edge"),
+        "--artifacts",
+        str(executorch_bundle),
+        "--server",
+        "grpc://127.0.0.1:1",
+        str(images[0]),
+        str(bad),
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     lines = proc.stderr.splitlines()
     assert lines and all(line.startswith("mantis-edge: ") for line in lines), proc.stderr
@@ -178,11 +206,15 @@ def test_the_project_environment_runs_a_pte_bundle_quietly(executorch_bundle: Pa
     results only: no fallback warning, no install command that cannot work here, no exporter notice."""
     if models.numpy_runtime_installable():
         pytest.skip("this Python could have the torch-free runtime: the fallback to the official one is then a warning")
-    proc = subprocess.run([sys.executable, "-m", "runtime_edge.run", "--artifacts", str(executorch_bundle), "--save", str(tmp_path / "out"),
-                           str(images[0])], capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime_edge.run", "--artifacts", str(executorch_bundle), "--save", str(tmp_path / "out"), str(images[0])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert "1 image," in proc.stdout
-
 
 
 def test_every_extra_says_what_it_is_for() -> None:

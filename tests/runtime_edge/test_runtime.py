@@ -30,6 +30,8 @@ from runtime_edge.transport.http import KServeClient
 from runtime_server.process import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
+
+
 @pytest.fixture(scope="module")
 def edge(executorch_bundle: Path) -> EdgeRuntime:
     return EdgeRuntime(executorch_bundle)
@@ -74,7 +76,9 @@ def test_encode_is_deterministic_and_decodable(edge: EdgeRuntime, images: list[P
     assert all(v > 0 for v in enc.timings.values())
 
 
-def test_end_to_end_answers_equal_the_in_process_reference(edge: EdgeRuntime, server: ServerProcess, images: list[Path], executorch_bundle: Path) -> None:
+def test_end_to_end_answers_equal_the_in_process_reference(
+    edge: EdgeRuntime, server: ServerProcess, images: list[Path], executorch_bundle: Path
+) -> None:
     tasks = edge.bundle.task_names
     labels = {t: edge.bundle.labels(t) for t in tasks}
     encoded = [edge.encode(p) for p in images]
@@ -97,7 +101,9 @@ def test_end_to_end_answers_equal_the_in_process_reference(edge: EdgeRuntime, se
                 assert task not in pred.tasks
 
 
-def test_cli_sends_and_prints_answers(executorch_bundle: Path, server: ServerProcess, images: list[Path], edge: EdgeRuntime, capsys: pytest.CaptureFixture) -> None:
+def test_cli_sends_and_prints_answers(
+    executorch_bundle: Path, server: ServerProcess, images: list[Path], edge: EdgeRuntime, capsys: pytest.CaptureFixture
+) -> None:
     code = edge_cli.main(["--artifacts", str(executorch_bundle), "--server", server.url, "--batch-size", "4", *map(str, images)])
     out = capsys.readouterr().out
     assert code == 0
@@ -110,13 +116,19 @@ def test_cli_sends_and_prints_answers(executorch_bundle: Path, server: ServerPro
 
 
 @pytest.mark.parametrize("scheme", ["http", "host:port", "grpc", "ws", "ws-route"])
-def test_cli_over_each_transport(scheme: str, executorch_bundle: Path, server: ServerProcess, images: list[Path], edge: EdgeRuntime,
-                                 capsys: pytest.CaptureFixture) -> None:
+def test_cli_over_each_transport(
+    scheme: str, executorch_bundle: Path, server: ServerProcess, images: list[Path], edge: EdgeRuntime, capsys: pytest.CaptureFixture
+) -> None:
     """The same answers over KServe HTTP (HOST:PORT alone is HTTP), one gRPC stream, and the compact stream (also
     when the URL is the stream's documented route); --scores adds probabilities, and with ws:// it is a usage error."""
     ws = server.url.replace("http://", "ws://")
-    url = {"http": server.url, "host:port": server.url.removeprefix("http://"), "grpc": server.grpc_url, "ws": ws,
-           "ws-route": ws + STREAM_PATH.replace("{model}", edge.model_name)}[scheme]
+    url = {
+        "http": server.url,
+        "host:port": server.url.removeprefix("http://"),
+        "grpc": server.grpc_url,
+        "ws": ws,
+        "ws-route": ws + STREAM_PATH.replace("{model}", edge.model_name),
+    }[scheme]
     assert edge_cli.main(["--artifacts", str(executorch_bundle), "--server", url, "--top-k", "2", *map(str, images)]) == 0
     out = capsys.readouterr().out
     tasks = edge.bundle.task_names
@@ -142,7 +154,9 @@ def test_cli_over_each_transport(scheme: str, executorch_bundle: Path, server: S
         assert "--scores needs the logits, which the compact stream (ws://) does not carry" in capsys.readouterr().err
 
 
-def test_cli_save_writes_the_bitstreams(executorch_bundle: Path, images: list[Path], edge: EdgeRuntime, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_save_writes_the_bitstreams(
+    executorch_bundle: Path, images: list[Path], edge: EdgeRuntime, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out_dir = tmp_path / "mtb"
     assert edge_cli.main(["--artifacts", str(executorch_bundle), "--save", str(out_dir), *map(str, images)]) == 0
     out = capsys.readouterr().out
@@ -161,8 +175,9 @@ def test_cli_save_writes_the_bitstreams(executorch_bundle: Path, images: list[Pa
     assert "share the stem" in capsys.readouterr().err
 
 
-def test_bad_image_is_named_and_the_others_are_answered(executorch_bundle: Path, images: list[Path], edge: EdgeRuntime, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture) -> None:
+def test_bad_image_is_named_and_the_others_are_answered(
+    executorch_bundle: Path, images: list[Path], edge: EdgeRuntime, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """Each unreadable input gets an error line naming it; the readable images are still encoded; the exit status says
     that not everything was."""
     bad = tmp_path / "broken.png"
@@ -170,7 +185,9 @@ def test_bad_image_is_named_and_the_others_are_answered(executorch_bundle: Path,
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     missing = tmp_path / "missing.png"
-    code = edge_cli.main(["--artifacts", str(executorch_bundle), "--save", str(tmp_path / "out"), str(bad), str(images[0]), str(text), str(missing)])
+    code = edge_cli.main(
+        ["--artifacts", str(executorch_bundle), "--save", str(tmp_path / "out"), str(bad), str(images[0]), str(text), str(missing)]
+    )
     captured = capsys.readouterr()
     assert code == 2
     for p in (bad, text, missing):
@@ -185,7 +202,9 @@ def test_bad_image_is_named_and_the_others_are_answered(executorch_bundle: Path,
     assert not (tmp_path / "none").exists()
 
 
-def test_a_folder_is_its_images(executorch_bundle: Path, images: list[Path], edge: EdgeRuntime, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_a_folder_is_its_images(
+    executorch_bundle: Path, images: list[Path], edge: EdgeRuntime, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
     for path in images[:2]:
@@ -247,8 +266,13 @@ def test_coreml_needs_macos(tmp_path: Path) -> None:
 
 
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 

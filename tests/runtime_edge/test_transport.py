@@ -55,7 +55,11 @@ def test_response_round_trip(binary: bool) -> None:
     logits = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
     labels = np.array([[b"circle"], [b""]], dtype=object)
     active = np.array([[True, False], [False, True]])
-    outs = [OutputTensor("logits_shape", "FP32", logits), OutputTensor("labels_shape", "BYTES", labels), OutputTensor("active_tasks", "BOOL", active)]
+    outs = [
+        OutputTensor("logits_shape", "FP32", logits),
+        OutputTensor("labels_shape", "BYTES", labels),
+        OutputTensor("active_tasks", "BOOL", active),
+    ]
     body, head_len = encode_infer_response("m", "1", req, outs)
     header, parsed = parse_infer_response(body, head_len)
     assert header["model_name"] == "m"
@@ -216,8 +220,9 @@ def oversized_grpc_server() -> Iterator[str]:
 
     unary, bidi = pb.METHODS["ModelInfer"], pb.METHODS["ModelStreamInfer"]
     handlers = {
-        "ModelInfer": grpc.unary_unary_rpc_method_handler(lambda request, context: response(), unary.request.FromString,
-                                                          unary.response.SerializeToString),
+        "ModelInfer": grpc.unary_unary_rpc_method_handler(
+            lambda request, context: response(), unary.request.FromString, unary.response.SerializeToString
+        ),
         "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(stream, bidi.request.FromString, bidi.response.SerializeToString),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
@@ -286,8 +291,9 @@ class _StreamStub:
 
 
 def _switching(accept: str) -> bytes:
-    return (f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Accept: {accept}\r\n\r\n").encode()
+    return (
+        f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    ).encode()
 
 
 def _big_frame(conn: socket.socket) -> None:
@@ -299,7 +305,9 @@ def test_stream_answer_over_the_cap_is_refused() -> None:
     stub = _StreamStub(_switching, _big_frame)
     try:
         with connect(stub.url, label_counts=[2], max_response_bytes=CAP, retry=RetryPolicy(retries=0)) as client:
-            with pytest.raises(ResponseTooLargeError, match=f"server {stub.url}: the answer is larger than the {CAP} bytes this client reads"):
+            with pytest.raises(
+                ResponseTooLargeError, match=f"server {stub.url}: the answer is larger than the {CAP} bytes this client reads"
+            ):
                 client.infer("m", [b"x"])
     finally:
         stub.close()
@@ -322,7 +330,9 @@ def test_stream_sends_no_close_frame_after_a_refused_handshake(status: int) -> N
         stub.close()
 
 
-@pytest.mark.parametrize("route", [STREAM_PATH.replace("{model}", "m"), "/v2/models/m/versions/1/stream", "/proxy" + STREAM_PATH.replace("{model}", "m")])
+@pytest.mark.parametrize(
+    "route", [STREAM_PATH.replace("{model}", "m"), "/v2/models/m/versions/1/stream", "/proxy" + STREAM_PATH.replace("{model}", "m")]
+)
 def test_stream_route_pasted_as_the_url(route: str) -> None:
     """``ws://HOST:PORT/v2/models/M/stream`` (the route codec/STREAM.md documents) reaches that route."""
     stub = _StreamStub(lambda accept: b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
@@ -340,7 +350,9 @@ def test_stream_route_pasted_as_the_url(route: str) -> None:
 
 
 def test_grpc_without_its_packages_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [m for m in sys.modules if m == "grpc" or m.startswith("grpc.") or m in ("runtime_edge.transport.grpc", "codec.kserve_grpc")]:
+    for name in [
+        m for m in sys.modules if m == "grpc" or m.startswith("grpc.") or m in ("runtime_edge.transport.grpc", "codec.kserve_grpc")
+    ]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "grpc", None)  # as in a venv with mantis-edge but not its grpc extra
     with pytest.raises(MissingTransportError, match=r"grpc:// needs the gRPC transport's packages .*pip install 'mantis-edge\[grpc\]'"):

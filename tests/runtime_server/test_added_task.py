@@ -33,12 +33,31 @@ N = 16
 
 def _added_bundle(checkpoint: Path, mode: str, factory: pytest.TempPathFactory) -> Path:
     out = factory.mktemp(f"add_{mode}")
-    sets = ["data.synthetic.tasks=[shape,orientation,count,texture]", f"add_task.base_checkpoint={checkpoint}", f"add_task.mode={mode}",
-            "add_task.compare_naive=false", "data.batch_size=16", "add_task.replay_size=16", "add_task.fisher_samples=8",
-            "add_task.epochs=1", "add_task.export_target=null"]
+    sets = [
+        "data.synthetic.tasks=[shape,orientation,count,texture]",
+        f"add_task.base_checkpoint={checkpoint}",
+        f"add_task.mode={mode}",
+        "add_task.compare_naive=false",
+        "data.batch_size=16",
+        "add_task.replay_size=16",
+        "add_task.fisher_samples=8",
+        "add_task.epochs=1",
+        "add_task.export_target=null",
+    ]
     metrics = run_addition(load_config(TINY, sets), out)
     bundle = out / "bundle"
-    argv = ["--checkpoint", metrics["checkpoint"], "--target", "onnx", "--out", str(bundle), "--calibration-samples", "16", "--check-samples", "8"]
+    argv = [
+        "--checkpoint",
+        metrics["checkpoint"],
+        "--target",
+        "onnx",
+        "--out",
+        str(bundle),
+        "--calibration-samples",
+        "16",
+        "--check-samples",
+        "8",
+    ]
     assert split_main(argv) == 0
     return bundle
 
@@ -49,8 +68,13 @@ def old_device(onnx_bundle: Path):
     bundle = load_bundle(onnx_bundle)
     edge = ort.InferenceSession(str(bundle.path(bundle.manifest.edge.file)), providers=["CPUExecutionProvider"])
     names = [o.name for o in bundle.manifest.edge.outputs]
-    data = SyntheticMultiTask(N, image_size=int(bundle.manifest.preprocessing.input_size[0]), seed=9, split="test",
-                              tasks=["shape", "orientation", "count", "texture"])
+    data = SyntheticMultiTask(
+        N,
+        image_size=int(bundle.manifest.preprocessing.input_size[0]),
+        seed=9,
+        split="test",
+        tasks=["shape", "orientation", "count", "texture"],
+    )
     streams = []
     for i in range(N):
         latent, logits = edge.run(names, {edge.get_inputs()[0].name: preprocess(data.pil(i), bundle.manifest.preprocessing)})
@@ -60,8 +84,10 @@ def old_device(onnx_bundle: Path):
 
 def _infer(url: str, model: str, streams: list[bytes]):
     payload = pack_bytes(streams)
-    doc = {"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [len(streams)], "parameters": {"binary_data_size": len(payload)}}],
-           "parameters": {"binary_data_output": True}}
+    doc = {
+        "inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [len(streams)], "parameters": {"binary_data_size": len(payload)}}],
+        "parameters": {"binary_data_output": True},
+    }
     head = json.dumps(doc).encode()
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
@@ -87,7 +113,9 @@ def test_server_only_addition_answers_old_devices_for_every_task(tiny_checkpoint
     sess = ort.InferenceSession(str(old.path("server.onnx")), providers=["CPUExecutionProvider"])
     latents = np.stack([codec.decode_latent(bs, old.tables)[0] for bs in streams])
     before = sess.run([f"logits_{t}" for t in old.task_names], {"latent": latents})
-    detect = ort.InferenceSession(str(new.path("server.onnx")), providers=["CPUExecutionProvider"]).run(["detect_logits"], {"latent": latents})[0]
+    detect = ort.InferenceSession(str(new.path("server.onnx")), providers=["CPUExecutionProvider"]).run(
+        ["detect_logits"], {"latent": latents}
+    )[0]
     with BackgroundServer(ServerConfig(path, max_batch_size=8, max_queue_delay_ms=5)) as srv:
         status, headers, body = _infer(srv.url, new.manifest.model_name, streams)
     assert status == 200, body

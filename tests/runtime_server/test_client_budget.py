@@ -122,6 +122,7 @@ def test_peer_addresses() -> None:
 
 # ---- on the server --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def bundle(onnx_bundle):
     return load_bundle(onnx_bundle)
@@ -209,7 +210,9 @@ def test_grpc_and_compact_stream_share_the_budget(server, bundle, good) -> None:
         time.sleep(2.0 / REFILL)
         outbox: queue.Queue = queue.Queue()
         ms = pb.METHODS["ModelStreamInfer"]
-        stream = channel.stream_stream(ms.path, request_serializer=ms.request.SerializeToString, response_deserializer=ms.response.FromString)
+        stream = channel.stream_stream(
+            ms.path, request_serializer=ms.request.SerializeToString, response_deserializer=ms.response.FromString
+        )
         answers = stream(iter(outbox.get, None), timeout=30)
 
         def send_bad() -> str:

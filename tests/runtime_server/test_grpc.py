@@ -66,8 +66,15 @@ def samples(bundle):
 @pytest.fixture(scope="module")
 def server(onnx_bundle):
     """One server with a token: HTTP (and the compact stream) plus gRPC."""
-    config = ServerConfig(onnx_bundle, max_batch_size=8, max_queue_delay_ms=5, max_request_bytes=16 * 1024, max_request_images=4, token=TOKEN,
-                          client_errors=ClientErrorLimits(burst=0))
+    config = ServerConfig(
+        onnx_bundle,
+        max_batch_size=8,
+        max_queue_delay_ms=5,
+        max_request_bytes=16 * 1024,
+        max_request_images=4,
+        token=TOKEN,
+        client_errors=ClientErrorLimits(burst=0),
+    )
     srv = BackgroundServer(config)
     srv.grpc = GrpcFrontend(srv.plane, "127.0.0.1", 0)
     with srv:
@@ -171,6 +178,7 @@ def test_every_error_kind_maps_to_its_grpc_code(server, bundle, samples):
     channel_target = urlsplit(server.grpc.url).netloc
     state = server.plane
     try:
+
         def infer(bitstreams, model=name, headers=AUTH, **kw):
             return lambda: client.infer(model, [_triton_input(bitstreams)], headers=headers, **kw)
 
@@ -214,7 +222,9 @@ def test_every_error_kind_maps_to_its_grpc_code(server, bundle, samples):
             from codec import kserve_grpc as pb
 
             m = pb.METHODS["ModelStreamInfer"]
-            call = channel.stream_stream(m.path, request_serializer=m.request.SerializeToString, response_deserializer=m.response.FromString)
+            call = channel.stream_stream(
+                m.path, request_serializer=m.request.SerializeToString, response_deserializer=m.response.FromString
+            )
             with pytest.raises(grpc.RpcError) as info:
                 list(call(iter([pb.ModelInferRequest(model_name=name)]), timeout=10))
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -290,7 +300,9 @@ def test_edge_clients_bound_the_answer_size(server, bundle, samples):
             with pytest.raises(ResponseTooLargeError, match="larger than the 200 bytes this client reads"):
                 client.infer(name, [samples[0][0]] * 4)  # every output of four images does not
     counts = [len(bundle.labels(t)) for t in bundle.task_names]
-    with StreamClient(f"ws://{urlsplit(server.url).netloc}", counts, token=TOKEN, max_response_bytes=4, retry=RetryPolicy(retries=0)) as client:
+    with StreamClient(
+        f"ws://{urlsplit(server.url).netloc}", counts, token=TOKEN, max_response_bytes=4, retry=RetryPolicy(retries=0)
+    ) as client:
         with pytest.raises(ResponseTooLargeError, match="larger than the 4 bytes this client reads"):
             client.infer(name, [samples[0][0]] * 4)
 
@@ -354,8 +366,13 @@ def test_compact_stream_hostile_messages(server, bundle, samples):
     counts = [len(bundle.labels(t)) for t in bundle.task_names]
     sock = open_raw_stream(f"{server.url}/v2/models/{name}/stream", TOKEN)
     try:
-        for payload, kind in [(b"", "bad_request"), (b"\x05", "bad_request"), (b"\x05\x01\x40abc", "bad_request"),
-                              (b"\x00\x01\x01a", "bad_request"), (b"\xff" * 12, "bad_request")]:
+        for payload, kind in [
+            (b"", "bad_request"),
+            (b"\x05", "bad_request"),
+            (b"\x05\x01\x40abc", "bad_request"),
+            (b"\x00\x01\x01a", "bad_request"),
+            (b"\xff" * 12, "bad_request"),
+        ]:
             sock.sendall(frame(0x2, payload))
             opcode, data = read_frame(sock)
             answer = decode_answer(data, 1, 1, counts)
@@ -382,8 +399,12 @@ def test_http_response_binary_requested_outputs(server, bundle, samples):
 
     name = bundle.manifest.model_name
     payload = pack_bytes([samples[0][0]])
-    head = json.dumps({"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}],
-                       "outputs": [{"name": "top", "parameters": {"binary_data": True}}]}).encode()
+    head = json.dumps(
+        {
+            "inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}],
+            "outputs": [{"name": "top", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
     conn = http.client.HTTPConnection(urlsplit(server.url).hostname, urlsplit(server.url).port, timeout=10)
     conn.request("POST", f"/v2/models/{name}/infer", head + payload, {HEADER_LENGTH: str(len(head)), "Authorization": f"Bearer {TOKEN}"})
     resp = conn.getresponse()

@@ -125,6 +125,7 @@ def _infer_path(bundle) -> str:
 
 # ---- server: client mistakes are 4xx ----------------------------------------------------------------------
 
+
 def _json_case(doc: str) -> tuple[bytes, dict[str, str]]:
     return doc.encode(), {"Content-Type": "application/json"}
 
@@ -135,16 +136,42 @@ def _json_case(doc: str) -> tuple[bytes, dict[str, str]]:
         (*_json_case('{"inputs": ' + "[" * 1500 + "]" * 1500 + "}"), 400, "nested too deeply"),
         (*_json_case('{"inputs": ' + "[" * 100_000), 413, "JSON values"),
         (*_json_case('{"id": 1' + "1" * 5000 + "}"), 400, "digits"),
-        (*_json_case('{"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [18446744073709551616], "data": []}]}'), 400, "below 2^63"),
-        (*_json_case('{"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [4294967296, 4294967296], "data": []}]}'), 413, "at most 256"),
-        (*_json_case('{"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [4611686018427387904, 4], "data": []}]}'), 413, "at most 256"),
+        (
+            *_json_case('{"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [18446744073709551616], "data": []}]}'),
+            400,
+            "below 2^63",
+        ),
+        (
+            *_json_case('{"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [4294967296, 4294967296], "data": []}]}'),
+            413,
+            "at most 256",
+        ),
+        (
+            *_json_case('{"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [4611686018427387904, 4], "data": []}]}'),
+            413,
+            "at most 256",
+        ),
         (*_json_case('{"inputs": [{"name": "bitstream", "datatype": [], "shape": [1], "data": ["x"]}]}'), 400, "unknown datatype"),
-        (*_json_case('{"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "data": ' + "[" * 500 + "]" * 500 + "}]}"), 400, "values for shape"),
+        (
+            *_json_case('{"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "data": ' + "[" * 500 + "]" * 500 + "}]}"),
+            400,
+            "values for shape",
+        ),
         (b'{"inputs": []}', {"Content-Encoding": "gzip"}, 400, "Content-Encoding 'gzip'"),
         (b"\x1f\x8b\x08\x00garbage", {"Content-Encoding": "br"}, 400, "Content-Encoding 'br'"),
     ],
-    ids=["deep-nesting", "nesting-over-budget", "long-integer", "shape-over-64-bits", "shape-product-huge",
-         "shape-product-wraps-to-zero", "unhashable-datatype", "deep-data", "gzip-not-gzip", "unknown-encoding"],
+    ids=[
+        "deep-nesting",
+        "nesting-over-budget",
+        "long-integer",
+        "shape-over-64-bits",
+        "shape-product-huge",
+        "shape-product-wraps-to-zero",
+        "unhashable-datatype",
+        "deep-data",
+        "gzip-not-gzip",
+        "unknown-encoding",
+    ],
 )
 def test_client_mistakes_get_a_4xx_naming_the_problem(server, bundle, body, headers, status, message) -> None:
     got, doc = _post(_address(server), _infer_path(bundle), body, headers)
@@ -152,6 +179,7 @@ def test_client_mistakes_get_a_4xx_naming_the_problem(server, bundle, body, head
 
 
 # ---- server: limits before work ---------------------------------------------------------------------------
+
 
 def test_element_count_and_json_size_are_refused_before_parsing(server, bundle) -> None:
     address = _address(server)
@@ -200,7 +228,12 @@ def test_bitstreams_the_model_cannot_use_are_refused_from_their_headers(server, 
     claimed = claimed_shape_bitstream(bundle.tables, largest_shape(c))  # a header claiming the largest latent
     extra_task = claimed_shape_bitstream(bundle.tables, bundle.latent_shape, task_mask=1 << len(bundle.task_names))
     other_tables = good[:4] + bytes([good[4] ^ 0xFF]) + good[5:]
-    for bad, kind in [(bigger, "model_mismatch"), (claimed, "model_mismatch"), (extra_task, "model_mismatch"), (other_tables, "table_mismatch")]:
+    for bad, kind in [
+        (bigger, "model_mismatch"),
+        (claimed, "model_mismatch"),
+        (extra_task, "model_mismatch"),
+        (other_tables, "table_mismatch"),
+    ]:
         status, doc = _post(_address(server), _infer_path(bundle), *binary_request([good, good, bad]))
         assert status == 409 and doc["kind"] == kind and "bitstream[2]" in doc["error"], doc
     assert decoded == []
@@ -209,6 +242,7 @@ def test_bitstreams_the_model_cannot_use_are_refused_from_their_headers(server, 
 
 
 # ---- server: connection deadlines -------------------------------------------------------------------------
+
 
 def _closed_within(sock: socket.socket, seconds: float) -> tuple[bytes, float]:
     """What the server sends until it closes ``sock``, and when it closed (``seconds`` at most)."""
@@ -287,8 +321,9 @@ def test_idle_and_dripping_compact_streams_are_closed(server, bundle, good) -> N
 def _grpc_stream(target: str, requests: Iterator) -> Iterator:
     channel = grpc.insecure_channel(target)
     m = pb.METHODS["ModelStreamInfer"]
-    call = channel.stream_stream(f"/{GRPC_SERVICE}/ModelStreamInfer", request_serializer=m.request.SerializeToString,
-                                 response_deserializer=m.response.FromString)
+    call = channel.stream_stream(
+        f"/{GRPC_SERVICE}/ModelStreamInfer", request_serializer=m.request.SerializeToString, response_deserializer=m.response.FromString
+    )
     return channel, call(requests)
 
 
@@ -401,8 +436,20 @@ def test_malformed_grpc_messages_are_the_clients_mistake(server) -> None:
     garbage = b"\xff\xff\xff\x07not a protobuf"
     with grpc.insecure_channel(target) as channel:
         for name, call in (
-            ("ModelInfer", lambda m: channel.unary_unary(m.path, request_serializer=bytes, response_deserializer=m.response.FromString)(garbage, timeout=10)),
-            ("ModelStreamInfer", lambda m: list(channel.stream_stream(m.path, request_serializer=bytes, response_deserializer=m.response.FromString)(iter([garbage]), timeout=10))),
+            (
+                "ModelInfer",
+                lambda m: channel.unary_unary(m.path, request_serializer=bytes, response_deserializer=m.response.FromString)(
+                    garbage, timeout=10
+                ),
+            ),
+            (
+                "ModelStreamInfer",
+                lambda m: list(
+                    channel.stream_stream(m.path, request_serializer=bytes, response_deserializer=m.response.FromString)(
+                        iter([garbage]), timeout=10
+                    )
+                ),
+            ),
         ):
             with pytest.raises(grpc.RpcError) as info:
                 call(pb.METHODS[name])
@@ -412,8 +459,11 @@ def test_malformed_grpc_messages_are_the_clients_mistake(server) -> None:
 
 def test_pipelined_answers_before_a_malformed_request_are_sent(server, bundle, good) -> None:
     body, headers = binary_request([good])
-    infer = (f"POST {_infer_path(bundle)} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
-             + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body
+    infer = (
+        f"POST {_infer_path(bundle)} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode() + body
     live = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n"
     broken = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nBroken Header Line\r\n\r\n"
     answer = _exchange(_address(server), live + infer + live + broken + live)
@@ -433,6 +483,7 @@ def test_malformed_http_is_logged_without_tracebacks_at_a_bounded_rate(server, c
 
 
 # ---- server: under load, and at shutdown ------------------------------------------------------------------
+
 
 def test_health_and_normal_requests_stay_fast_beside_hostile_clients(server, bundle, good) -> None:
     """4 hostile clients (slow uploads, 1M-element bodies, 1M-value JSON, claimed largest latents) for 3 s
@@ -462,23 +513,40 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 _json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8)
-_json_values = st.recursive(_json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=12)
+_json_values = st.recursive(
+    _json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=12
+)
 _shapes = st.lists(st.integers(-2, 2**64), max_size=10) | _json_values
-_params = st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-5, 2**64) | _json_values,
-                                              "content_type": st.sampled_from(["base64", "utf8"]) | _json_values})
+_params = st.fixed_dictionaries(
+    {},
+    optional={
+        "binary_data_size": st.integers(-5, 2**64) | _json_values,
+        "content_type": st.sampled_from(["base64", "utf8"]) | _json_values,
+    },
+)
 _inputs = st.fixed_dictionaries(
-    {"name": st.sampled_from(["bitstream", "image", ""]) | _json_values,
-     "datatype": st.sampled_from(["BYTES", "FP32", "BOOL", "INT64", "X"]) | _json_values,
-     "shape": _shapes},
+    {
+        "name": st.sampled_from(["bitstream", "image", ""]) | _json_values,
+        "datatype": st.sampled_from(["BYTES", "FP32", "BOOL", "INT64", "X"]) | _json_values,
+        "shape": _shapes,
+    },
     optional={"parameters": _params | _json_values, "data": _json_values},
 )
 _docs = st.fixed_dictionaries(
     {"inputs": st.lists(_inputs, max_size=3) | _json_values},
-    optional={"id": _json_values, "parameters": st.fixed_dictionaries({}, optional={"top_k": _json_values, "binary_data_output": _json_values}) | _json_values,
-              "outputs": st.lists(st.fixed_dictionaries({"name": st.text(max_size=12)}, optional={"parameters": _json_values}), max_size=3) | _json_values},
+    optional={
+        "id": _json_values,
+        "parameters": st.fixed_dictionaries({}, optional={"top_k": _json_values, "binary_data_output": _json_values}) | _json_values,
+        "outputs": st.lists(st.fixed_dictionaries({"name": st.text(max_size=12)}, optional={"parameters": _json_values}), max_size=3)
+        | _json_values,
+    },
 )
-_header_values = st.sampled_from(["", "0", "-1", "abc", "99999999999999999999", "gzip", "identity", "chunked", "\x00", "é"]) | st.text(max_size=12)
-_header_names = st.sampled_from(["Content-Type", "Content-Encoding", "Transfer-Encoding", HEADER_LENGTH, "Authorization", "Expect", "Connection", "X-Fuzz"])
+_header_values = st.sampled_from(["", "0", "-1", "abc", "99999999999999999999", "gzip", "identity", "chunked", "\x00", "é"]) | st.text(
+    max_size=12
+)
+_header_names = st.sampled_from(
+    ["Content-Type", "Content-Encoding", "Transfer-Encoding", HEADER_LENGTH, "Authorization", "Expect", "Connection", "X-Fuzz"]
+)
 
 
 @st.composite
@@ -487,7 +555,13 @@ def _requests(draw: st.DrawFn) -> bytes:
     method = draw(st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]))
     head = json.dumps(draw(_docs)).encode() if draw(st.booleans()) else draw(st.binary(max_size=64))
     binary = draw(st.sampled_from(["none", "streams", "random"]))
-    tail = b"" if binary == "none" else pack_bytes([b"MT" + draw(st.binary(max_size=40))] * draw(st.integers(0, 3))) if binary == "streams" else draw(st.binary(max_size=64))
+    tail = (
+        b""
+        if binary == "none"
+        else pack_bytes([b"MT" + draw(st.binary(max_size=40))] * draw(st.integers(0, 3)))
+        if binary == "streams"
+        else draw(st.binary(max_size=64))
+    )
     mutate = draw(st.integers(-1, 40))
     body = head + tail
     if 0 <= mutate < len(body):
@@ -521,6 +595,7 @@ def test_fuzzed_requests_never_get_a_5xx(server, bundle, raw: bytes) -> None:
 
 
 # ---- edge client against hostile servers ------------------------------------------------------------------
+
 
 def _read_request(conn: socket.socket) -> None:
     data = b""
@@ -581,6 +656,7 @@ def _drip(prefix: bytes, unit: bytes, interval: float) -> Callable[[socket.socke
             if stop.wait(interval):
                 return
             conn.sendall(unit)
+
     return answer
 
 
@@ -615,6 +691,7 @@ def _huge(announce: bool) -> Callable[[socket.socket, threading.Event], None]:
             if stop.is_set():
                 return
             conn.sendall(chunk)
+
     return answer
 
 
@@ -638,6 +715,7 @@ def _reply(raw: bytes, close: bool = False) -> Callable[[socket.socket, threadin
         if close:
             conn.shutdown(socket.SHUT_RDWR)
             raise OSError("closed after answering")
+
     return answer
 
 
@@ -650,7 +728,7 @@ def test_edge_reports_a_redirect_with_its_target() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"\x1b[2J\x1b[31mPWNED\x07\r\n\r\n", b"HTTP/1.1 400 Bad\r\nContent-Length: 29\r\n\r\n{\"error\": \"\\u001b[2J\\u0007x\"}"],
+    [b"\x1b[2J\x1b[31mPWNED\x07\r\n\r\n", b'HTTP/1.1 400 Bad\r\nContent-Length: 29\r\n\r\n{"error": "\\u001b[2J\\u0007x"}'],
     ids=["status-line", "error-body"],
 )
 def test_edge_never_prints_a_servers_control_characters(raw: bytes) -> None:

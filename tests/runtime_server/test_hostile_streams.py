@@ -58,8 +58,9 @@ def good(bundle) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(onnx_bundle):
-    srv = BackgroundServer(ServerConfig(onnx_bundle, max_batch_size=8, max_request_bytes=MAX_BYTES, limits=LIMITS,
-                                        client_errors=ClientErrorLimits(burst=0)))
+    srv = BackgroundServer(
+        ServerConfig(onnx_bundle, max_batch_size=8, max_request_bytes=MAX_BYTES, limits=LIMITS, client_errors=ClientErrorLimits(burst=0))
+    )
     srv.grpc = GrpcFrontend(srv.plane, "127.0.0.1", 0)
     with srv:
         yield srv
@@ -110,8 +111,16 @@ def _request(model: str, bitstreams: list[bytes], **tensor: Any) -> Any:
 
 # ---- client mistakes are client errors, briefly echoed ------------------------------------------------------
 
-@pytest.mark.parametrize("datatype, field, value", [("INT8", "int_contents", 1000), ("INT16", "int_contents", 100_000),
-                                                     ("UINT8", "uint_contents", 1000), ("UINT16", "uint_contents", 70_000)])
+
+@pytest.mark.parametrize(
+    "datatype, field, value",
+    [
+        ("INT8", "int_contents", 1000),
+        ("INT16", "int_contents", 100_000),
+        ("UINT8", "uint_contents", 1000),
+        ("UINT16", "uint_contents", 70_000),
+    ],
+)
 def test_out_of_range_integers_are_a_client_error(server, bundle, no_tracebacks, datatype, field, value) -> None:
     msg = _request(bundle.manifest.model_name, [], datatype=datatype, shape=[1])
     getattr(msg.inputs[0].contents, field).append(value)
@@ -150,6 +159,7 @@ def test_a_unary_call_takes_exactly_one_message(server, bundle, good) -> None:
 
 
 # ---- refused requests of the largest size hold no memory --------------------------------------------------
+
 
 def _rss() -> int:
     with open("/proc/self/statm") as f:
@@ -206,6 +216,7 @@ def test_refused_largest_requests_hold_no_memory(server, bundle) -> None:
 
 
 # ---- the compact stream: the limit, leaving clients, protocol closes ---------------------------------------
+
 
 def _close_code(sock: socket.socket, seconds: float) -> int:
     sock.settimeout(seconds)
@@ -286,6 +297,7 @@ def test_shutdown_does_not_wait_for_clients_that_do_not_read(onnx_bundle, bundle
 
 # ---- the health probes, a second server on the gRPC port, malformed HTTP, --help -------------------------
 
+
 def test_health_probes_are_never_held_by_the_client_budget(onnx_bundle, bundle, good) -> None:
     config = ServerConfig(onnx_bundle, client_errors=ClientErrorLimits(burst=1, refill_per_s=0.01, max_hold=3.0))
     srv = BackgroundServer(config)
@@ -356,14 +368,18 @@ FUZZ = settings(
 )
 _names = st.sampled_from(["{model}", "", "nope", "{model}\x00"]) | st.text(max_size=20)
 _datatypes = st.sampled_from(["BYTES", "INT8", "UINT8", "INT16", "UINT16", "INT32", "INT64", "UINT64", "FP16", "FP32", "BOOL", "X", ""])
-_params = st.dictionaries(st.sampled_from(["top_k", "binary_data", "binary_data_output", "x"]),
-                          st.one_of(st.integers(-(2**63), 2**63 - 1), st.booleans(), st.text(max_size=8)), max_size=3)
+_params = st.dictionaries(
+    st.sampled_from(["top_k", "binary_data", "binary_data_output", "x"]),
+    st.one_of(st.integers(-(2**63), 2**63 - 1), st.booleans(), st.text(max_size=8)),
+    max_size=3,
+)
 
 
 @st.composite
 def _grpc_messages(draw: st.DrawFn) -> bytes:
-    msg = pb.ModelInferRequest(model_name=draw(_names), model_version=draw(st.sampled_from(["", "1", "2"]) | st.text(max_size=4)),
-                               id=draw(st.text(max_size=8)))
+    msg = pb.ModelInferRequest(
+        model_name=draw(_names), model_version=draw(st.sampled_from(["", "1", "2"]) | st.text(max_size=4)), id=draw(st.text(max_size=8))
+    )
     for key, value in draw(_params).items():
         pb.set_parameter(msg.parameters[key], value)
     raw = draw(st.booleans())
@@ -392,8 +408,13 @@ def _grpc_messages(draw: st.DrawFn) -> bytes:
     return data
 
 
-_metadata = st.lists(st.tuples(st.sampled_from(["authorization", "x-fuzz", "grpc-timeout-ish"]),
-                               st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=20)), max_size=2)
+_metadata = st.lists(
+    st.tuples(
+        st.sampled_from(["authorization", "x-fuzz", "grpc-timeout-ish"]),
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=20),
+    ),
+    max_size=2,
+)
 
 
 @FUZZ
@@ -405,8 +426,11 @@ def test_fuzzed_grpc_messages_never_get_internal(server, bundle, good, no_traceb
     with grpc.insecure_channel(_target(server)) as channel:
         try:
             if stream:
-                call = channel.stream_stream(pb.METHODS["ModelStreamInfer"].path, request_serializer=bytes,
-                                             response_deserializer=pb.ModelStreamInferResponse.FromString)
+                call = channel.stream_stream(
+                    pb.METHODS["ModelStreamInfer"].path,
+                    request_serializer=bytes,
+                    response_deserializer=pb.ModelStreamInferResponse.FromString,
+                )
                 for answer in call(iter(messages), timeout=10, metadata=metadata):
                     kind = answer.infer_response.parameters[ERROR_KIND_PARAMETER].string_param
                     assert not answer.error_message or kind in CLIENT_KINDS, (kind, answer.error_message)

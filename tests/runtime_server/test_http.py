@@ -72,8 +72,14 @@ def reference(bundle, samples):
 
 @pytest.fixture(scope="module")
 def server(onnx_bundle):
-    config = ServerConfig(onnx_bundle, max_batch_size=8, max_queue_delay_ms=20, max_request_bytes=64 * 1024, max_request_images=16,
-                          client_errors=ClientErrorLimits(burst=0))
+    config = ServerConfig(
+        onnx_bundle,
+        max_batch_size=8,
+        max_queue_delay_ms=20,
+        max_request_bytes=64 * 1024,
+        max_request_images=16,
+        client_errors=ClientErrorLimits(burst=0),
+    )
     with BackgroundServer(config) as srv:
         yield srv
 
@@ -94,7 +100,9 @@ class Http:
     def infer(self, model: str, bitstreams: list[bytes], parameters: dict | None = None, outputs: list | None = None):
         payload = pack_bytes(bitstreams)
         doc = {
-            "inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [len(bitstreams)], "parameters": {"binary_data_size": len(payload)}}],
+            "inputs": [
+                {"name": "bitstream", "datatype": "BYTES", "shape": [len(bitstreams)], "parameters": {"binary_data_size": len(payload)}}
+            ],
             "parameters": {"binary_data_output": True, **(parameters or {})},
         }
         if outputs is not None:
@@ -204,7 +212,10 @@ def test_requested_outputs_and_parameters(server, bundle, samples, reference):
     name = bundle.manifest.model_name
     task = bundle.task_names[-1]
     bitstreams = [bs for bs, _ in samples[:3]]
-    outputs = [{"name": f"labels_{task}", "parameters": {"binary_data": False}}, {"name": "active_tasks", "parameters": {"binary_data": True}}]
+    outputs = [
+        {"name": f"labels_{task}", "parameters": {"binary_data": False}},
+        {"name": "active_tasks", "parameters": {"binary_data": True}},
+    ]
     status, headers, body = c.infer(name, bitstreams, parameters={"top_k": 1000}, outputs=outputs)
     assert status == 200, body
     header = json.loads(body[: int(headers[HEADER_LENGTH])])

@@ -35,8 +35,12 @@ KSERVE_PREDICTOR = {
 }
 """What v1beta1's ComponentExtensionSpec adds to the predictor's PodSpec (the fields this manifest sets)."""
 KSERVE_MODEL = {
-    "modelFormat": {"type": "object", "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
-                    "required": ["name"], "additionalProperties": False},
+    "modelFormat": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "version": {"type": "string"}},
+        "required": ["name"],
+        "additionalProperties": False,
+    },
     "protocolVersion": {"enum": ["v1", "v2", "grpc-v2"]},
     "runtime": {"type": "string"},
     "storageUri": {"type": "string", "pattern": "^(s3|gs|https?|pvc|hdfs|webhdfs|oci)://"},
@@ -56,8 +60,12 @@ def inference_service_errors(doc: dict) -> list[str]:
         for key, schema in fields.items():
             if key in part:
                 errors += [f"{where}.{key}: {e.message}" for e in jsonschema.Draft7Validator(schema).iter_errors(part.pop(key))]
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": doc["metadata"],
-           "spec": {**predictor, "containers": [{"name": "kserve-container", "image": "runtime", **model}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": doc["metadata"],
+        "spec": {**predictor, "containers": [{"name": "kserve-container", "image": "runtime", **model}]},
+    }
     try:
         kubernetes_validate.validate(pod, KUBERNETES, strict=True)
     except kubernetes_validate.ValidationError as exc:

@@ -41,7 +41,9 @@ def _bitstream(bundle) -> bytes:
 
 def _infer_body(bitstream: bytes) -> tuple[bytes, dict[str, str]]:
     payload = pack_bytes([bitstream])
-    head = json.dumps({"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}]}).encode()
+    head = json.dumps(
+        {"inputs": [{"name": "bitstream", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(payload)}}]}
+    ).encode()
     return head + payload, {HEADER_LENGTH: str(len(head))}
 
 
@@ -60,7 +62,10 @@ def _start_serve(args: list[str], timeout: float = 120.0) -> tuple[subprocess.Po
     """Run serve.py and return the process and the URL it announces once ready."""
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "runtime_server" / "serve.py"), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        text=True,
     )
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -167,8 +172,22 @@ def test_server_process_that_cannot_start_says_why(tmp_path: Path) -> None:
 def test_throughput_benchmark_drives_both_configurations(onnx_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """benchmarks/server_throughput.py on a small load: both servers answer everything, the batch-1 server never
     batches, and the JSON holds what the table prints. Structure only: no timing is asserted."""
-    code = benchmark_main(["--artifacts", str(onnx_bundle), "--clients", "4", "--requests", "48", "--rounds", "2",
-                           "--time-cap", "60", "--results-dir", str(tmp_path)])
+    code = benchmark_main(
+        [
+            "--artifacts",
+            str(onnx_bundle),
+            "--clients",
+            "4",
+            "--requests",
+            "48",
+            "--rounds",
+            "2",
+            "--time-cap",
+            "60",
+            "--results-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     written = json.loads((tmp_path / "server_throughput_onnxruntime.json").read_text())
     assert written["headline"][1]["value"] == 0 and written["headline"][0]["value"] > 0

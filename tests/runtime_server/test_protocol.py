@@ -93,9 +93,21 @@ def test_parse_json_request_utf8_and_base64():
         (b'{"inputs": [{"name": "b", "datatype": "BYTES", "shape": [-1], "data": []}]}', None, "non-negative"),
         (b'{"inputs": [{"name": "b", "datatype": "FLOAT", "shape": [1], "data": [1]}]}', None, "unknown datatype"),
         (b'{"inputs": [{"name": "b", "datatype": "BYTES", "shape": [1], "data": [3]}]}', None, "must be a JSON string"),
-        (b'{"inputs": [{"name": "b", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "base64"}, "data": ["%%"]}]}', None, "not valid base64"),
-        (b'{"inputs": [{"name": "b", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 5}}]}', None, "no Inference-Header-Content-Length"),
-        (b'{"inputs": [{"name": "b", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 5}}]}', "abc", "must be an integer"),
+        (
+            b'{"inputs": [{"name": "b", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "base64"}, "data": ["%%"]}]}',
+            None,
+            "not valid base64",
+        ),
+        (
+            b'{"inputs": [{"name": "b", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 5}}]}',
+            None,
+            "no Inference-Header-Content-Length",
+        ),
+        (
+            b'{"inputs": [{"name": "b", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 5}}]}',
+            "abc",
+            "must be an integer",
+        ),
         (b'{"inputs": [{"name": "b", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 5}}]}', "9999", "body has"),
         (b'{"inputs": [{"name": "b", "datatype": "BYTES", "shape": [1], "data": ["x"]}], "outputs": 3}', None, "'outputs' must be a list"),
     ],
@@ -120,7 +132,11 @@ def test_response_readable_by_tritonclient():
     logits = np.array([[0.5, -1.25, 3.0], [1e-7, 2.0, -0.0]], dtype=np.float32)
     labels = np.array([[b"cat", b"dog"], [b"", b""]], dtype=object)
     active = np.array([[True, False], [False, True]])
-    outputs = [OutputTensor("logits_a", "FP32", logits), OutputTensor("labels_a", "BYTES", labels), OutputTensor("active_tasks", "BOOL", active)]
+    outputs = [
+        OutputTensor("logits_a", "FP32", logits),
+        OutputTensor("labels_a", "BYTES", labels),
+        OutputTensor("active_tasks", "BOOL", active),
+    ]
     for binary in (False, True):
         req = InferRequest("req-7", [], None, {"binary_data_output": binary})
         body, header_length = encode_infer_response("m", "1", req, outputs)

@@ -113,8 +113,12 @@ def test_tritonclient_http_answers_equal_serve_py(triton, model, bitstreams, ref
     names = list(reference[0])
     client = thttp.InferenceServerClient(triton.url.split("://")[1])
     for k, batch in enumerate(_batches(bitstreams)):
-        result = client.infer(model, _tc_inputs(thttp, batch), outputs=[thttp.InferRequestedOutput(n, binary_data=True) for n in names],
-                              parameters={"top_k": TOP_K})
+        result = client.infer(
+            model,
+            _tc_inputs(thttp, batch),
+            outputs=[thttp.InferRequestedOutput(n, binary_data=True) for n in names],
+            parameters={"top_k": TOP_K},
+        )
         _assert_same(_tc_outputs(result, names), reference[k], f"tritonclient HTTP request {k}")
     client.close()
 
@@ -250,8 +254,22 @@ def test_production_server_halves(onnx_bundle, tmp_path) -> None:
 
 
 def test_split_takes_the_repository_options(tmp_path) -> None:
-    args = split_args(["--checkpoint", "c.safetensors", "--target", "onnx", "--out", str(tmp_path / "b"),
-                       "--triton-repository", str(tmp_path / "r"), "--triton-server-half", "onnxruntime", "--triton-max-batch-size", "8"])
+    args = split_args(
+        [
+            "--checkpoint",
+            "c.safetensors",
+            "--target",
+            "onnx",
+            "--out",
+            str(tmp_path / "b"),
+            "--triton-repository",
+            str(tmp_path / "r"),
+            "--triton-server-half",
+            "onnxruntime",
+            "--triton-max-batch-size",
+            "8",
+        ]
+    )
     assert args.triton_repository == tmp_path / "r"
     assert options_from(args, "triton-") == RepositoryOptions(server_half="onnxruntime", max_batch_size=8)
 
@@ -259,11 +277,16 @@ def test_split_takes_the_repository_options(tmp_path) -> None:
 def test_onnxruntime_repository_fails_only_for_the_missing_backend(onnx_bundle, triton_install, tmp_path) -> None:
     """The ``onnxruntime_onnx`` repository on the real Triton: its configurations parse and the Python
     models load; only the server half fails, because this Triton build has no ONNX Runtime backend."""
-    written = write_repository(onnx_bundle, tmp_path / "repo", RepositoryOptions(server_half="onnxruntime", execution_env=str(triton_install.execution_env)))
+    written = write_repository(
+        onnx_bundle, tmp_path / "repo", RepositoryOptions(server_half="onnxruntime", execution_env=str(triton_install.execution_env))
+    )
     log = tmp_path / "tritonserver.log"
     with pytest.raises(ServerStartError):
         TritonProcess(triton_install, written.root, log).start()
     text = log.read_text()
-    assert f"failed to load '{written.model}_server' version 1: Invalid argument: unable to find backend library for backend 'onnxruntime'" in text
+    assert (
+        f"failed to load '{written.model}_server' version 1: Invalid argument: unable to find backend library for backend 'onnxruntime'"
+        in text
+    )
     assert f"successfully loaded '{written.model}_decode'" in text and f"successfully loaded '{written.model}_answer'" in text
     assert "parse" not in text.lower()

@@ -15,8 +15,10 @@ def open_raw_stream(url: str, token: str | None = None, timeout: float = 10.0) -
     sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
     key = base64.b64encode(os.urandom(16)).decode()
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    sock.sendall(f"GET {parts.path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n".encode())
+    sock.sendall(
+        f"GET {parts.path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n".encode()
+    )
     head = b""
     while b"\r\n\r\n" not in head:
         byte = sock.recv(1)

@@ -53,8 +53,19 @@ def _valid_cases(tables: EntropyTables) -> list[dict[str, Any]]:
     esc = rng.integers(-2, 3, size=(c, 4, 5)).astype(np.int64)
     lo = tables.offsets.astype(np.int64)
     hi = lo + tables.max_values  # first value coded through the escape path (raw value 0)
-    special = [lo - 1, lo - 2, hi, hi + 1, hi + 15, lo - 1000, hi + 70_000, np.full(c, -fmt.SYMBOL_LIMIT),
-               np.full(c, fmt.SYMBOL_LIMIT), hi - 1, lo]
+    special = [
+        lo - 1,
+        lo - 2,
+        hi,
+        hi + 1,
+        hi + 15,
+        lo - 1000,
+        hi + 70_000,
+        np.full(c, -fmt.SYMBOL_LIMIT),
+        np.full(c, fmt.SYMBOL_LIMIT),
+        hi - 1,
+        lo,
+    ]
     for k, vals in enumerate(special):
         esc[:, k // 5, k % 5] = vals
     cases.append({"name": "escapes", "task_mask": 0xFF, "symbols": esc.astype(np.int32)})
@@ -137,42 +148,95 @@ def _malformed_cases(tables: EntropyTables, valid: bytes, shape: tuple[int, int,
         {"name": "short_header", "data": valid[:10], "error": "TruncatedError", "what": "10 of the 16 header bytes"},
         {"name": "short_payload", "data": valid[:-1], "error": "TruncatedError", "what": "last payload byte missing"},
         {"name": "bad_magic", "data": patched(0, ord("X")), "error": "BadMagicError", "what": "first byte X"},
-        {"name": "version_1", "data": patched(2, 1), "error": "UnsupportedVersionError",
-         "what": "version byte 1 (the earlier, word-aligned payload)"},
-        {"name": "other_tables", "data": patched(4, valid[4] ^ 0xFF), "error": "TableMismatchError",
-         "what": "table id of other tables"},
+        {
+            "name": "version_1",
+            "data": patched(2, 1),
+            "error": "UnsupportedVersionError",
+            "what": "version byte 1 (the earlier, word-aligned payload)",
+        },
+        {"name": "other_tables", "data": patched(4, valid[4] ^ 0xFF), "error": "TableMismatchError", "what": "table id of other tables"},
         {"name": "payload_bit_flip", "data": bytes(flipped), "error": "ChecksumError", "what": "one payload bit flipped"},
         {"name": "crc_field", "data": patched(12, valid[12] ^ 1), "error": "ChecksumError", "what": "CRC field altered"},
         {"name": "trailing_byte", "data": valid + b"\0", "error": "TrailingDataError", "what": "one byte appended"},
         {"name": "trailing_word", "data": valid + b"\0\0\0\0", "error": "TrailingDataError", "what": "a word appended"},
-        {"name": "channels_mismatch", "data": _reheader(valid, tables, dims=_dims(c + 1, h, w, n)),
-         "error": "ShapeError", "what": "C differs from the tables (valid CRC)"},
-        {"name": "absurd_shape", "data": _reheader(valid, tables, dims=_dims(c, 1024, 1024, n)),
-         "error": "ShapeError", "what": "C*1024*1024 symbols (valid CRC)"},
-        {"name": "payload_four_bytes", "data": _reheader(valid, tables, dims=_dims(c, h, w, 4), payload=payload[:4]),
-         "error": "PayloadError", "what": "a 4-byte payload, shorter than any state (valid CRC)"},
-        {"name": "payload_garbage", "data": _reheader(valid, tables, payload=garbage), "error": "PayloadError",
-         "what": "random payload bytes (valid CRC)"},
-        {"name": "payload_extra_word", "data": _reheader(valid, tables, dims=_dims(c, h, w, n + 4),
-                                                         payload=payload + b"\0\0\0\0"),
-         "error": "PayloadError", "what": "an unused word after the payload (valid CRC)"},
-        {"name": "payload_missing_word", "data": _reheader(valid, tables, dims=_dims(c, h, w, n - 4),
-                                                           payload=payload[:-4]),
-         "error": "PayloadError", "what": "payload one word short (valid CRC)"},
-        {"name": "state_too_large", "data": _reheader(valid, tables, dims=_dims(c, h, w, len(big_state)), payload=big_state),
-         "error": "PayloadError", "what": "initial rANS state >= 2^63 (valid CRC)"},
-        {"name": "state_not_shortest", "data": _reheader(valid, tables, dims=_dims(c, sh, sw, len(widened)), payload=widened),
-         "error": "PayloadError", "what": "the rANS state written with a zero high byte (valid CRC)"},
-        {"name": "escape_too_long", "data": crafted(_escape_ops(tables, [8], [1] * 8)), "error": "PayloadError",
-         "what": "an escape announcing 8 nibbles (valid CRC)"},
-        {"name": "escape_count_runaway", "data": crafted(_escape_ops(tables, [15] * 40 + [0], [])),
-         "error": "PayloadError", "what": "an escape count of 600 nibbles (valid CRC)"},
-        {"name": "escape_leading_zero", "data": crafted(_escape_ops(tables, [2], [3, 0])), "error": "PayloadError",
-         "what": "an escape whose top nibble is 0, not canonical (valid CRC)"},
-        {"name": "escape_out_of_range", "data": crafted(_escape_ops(tables, [7], [15] * 7)), "error": "PayloadError",
-         "what": "an escape decoding beyond +-2^24 (valid CRC)"},
-        {"name": "canonical_control", "data": crafted([zero_op(0)]), "error": None,
-         "what": "control: the crafting path yields a valid stream of zeros"},
+        {
+            "name": "channels_mismatch",
+            "data": _reheader(valid, tables, dims=_dims(c + 1, h, w, n)),
+            "error": "ShapeError",
+            "what": "C differs from the tables (valid CRC)",
+        },
+        {
+            "name": "absurd_shape",
+            "data": _reheader(valid, tables, dims=_dims(c, 1024, 1024, n)),
+            "error": "ShapeError",
+            "what": "C*1024*1024 symbols (valid CRC)",
+        },
+        {
+            "name": "payload_four_bytes",
+            "data": _reheader(valid, tables, dims=_dims(c, h, w, 4), payload=payload[:4]),
+            "error": "PayloadError",
+            "what": "a 4-byte payload, shorter than any state (valid CRC)",
+        },
+        {
+            "name": "payload_garbage",
+            "data": _reheader(valid, tables, payload=garbage),
+            "error": "PayloadError",
+            "what": "random payload bytes (valid CRC)",
+        },
+        {
+            "name": "payload_extra_word",
+            "data": _reheader(valid, tables, dims=_dims(c, h, w, n + 4), payload=payload + b"\0\0\0\0"),
+            "error": "PayloadError",
+            "what": "an unused word after the payload (valid CRC)",
+        },
+        {
+            "name": "payload_missing_word",
+            "data": _reheader(valid, tables, dims=_dims(c, h, w, n - 4), payload=payload[:-4]),
+            "error": "PayloadError",
+            "what": "payload one word short (valid CRC)",
+        },
+        {
+            "name": "state_too_large",
+            "data": _reheader(valid, tables, dims=_dims(c, h, w, len(big_state)), payload=big_state),
+            "error": "PayloadError",
+            "what": "initial rANS state >= 2^63 (valid CRC)",
+        },
+        {
+            "name": "state_not_shortest",
+            "data": _reheader(valid, tables, dims=_dims(c, sh, sw, len(widened)), payload=widened),
+            "error": "PayloadError",
+            "what": "the rANS state written with a zero high byte (valid CRC)",
+        },
+        {
+            "name": "escape_too_long",
+            "data": crafted(_escape_ops(tables, [8], [1] * 8)),
+            "error": "PayloadError",
+            "what": "an escape announcing 8 nibbles (valid CRC)",
+        },
+        {
+            "name": "escape_count_runaway",
+            "data": crafted(_escape_ops(tables, [15] * 40 + [0], [])),
+            "error": "PayloadError",
+            "what": "an escape count of 600 nibbles (valid CRC)",
+        },
+        {
+            "name": "escape_leading_zero",
+            "data": crafted(_escape_ops(tables, [2], [3, 0])),
+            "error": "PayloadError",
+            "what": "an escape whose top nibble is 0, not canonical (valid CRC)",
+        },
+        {
+            "name": "escape_out_of_range",
+            "data": crafted(_escape_ops(tables, [7], [15] * 7)),
+            "error": "PayloadError",
+            "what": "an escape decoding beyond +-2^24 (valid CRC)",
+        },
+        {
+            "name": "canonical_control",
+            "data": crafted([zero_op(0)]),
+            "error": None,
+            "what": "control: the crafting path yields a valid stream of zeros",
+        },
     ]
 
 
@@ -188,8 +252,12 @@ def _malformed_tables(tables: EntropyTables) -> list[dict[str, Any]]:
     return [
         {"name": "edited", "data": bytes(edited), "error": "TableFileError", "what": "one byte changed: hash mismatch"},
         {"name": "truncated", "data": good[:100], "error": "TableFileError", "what": "first 100 bytes only"},
-        {"name": "zero_frequency", "data": table_file_bytes(cdfs, tables.cdf_lengths, tables.offsets, tables.medians, flat_sha),
-         "error": "TableFileError", "what": "a CDF that is not strictly increasing, with a matching hash"},
+        {
+            "name": "zero_frequency",
+            "data": table_file_bytes(cdfs, tables.cdf_lengths, tables.offsets, tables.medians, flat_sha),
+            "error": "TableFileError",
+            "what": "a CDF that is not strictly increasing, with a matching hash",
+        },
     ]
 
 
@@ -203,8 +271,13 @@ def regenerate(out_dir: Path) -> dict[str, Any]:
     table_bytes = (out_dir / TABLES).read_bytes()
     index: dict[str, Any] = {
         "format_version": fmt.FORMAT_VERSION,
-        "tables": {"file": TABLES, "sha256": sha256_hex(table_bytes), "content_sha256": tables.sha256,
-                   "table_id": tables.table_id.hex(), "channels": tables.num_channels},
+        "tables": {
+            "file": TABLES,
+            "sha256": sha256_hex(table_bytes),
+            "content_sha256": tables.sha256,
+            "table_id": tables.table_id.hex(),
+            "channels": tables.num_channels,
+        },
         "valid": [],
         "malformed": [],
         "malformed_tables": [],
@@ -214,8 +287,7 @@ def regenerate(out_dir: Path) -> dict[str, Any]:
         sym = case["symbols"]
         stream = encode(sym, case["task_mask"], tables, backend="python")
         entry = {"name": case["name"], "shape": list(sym.shape), "task_mask": case["task_mask"]}
-        files = {"symbols": (f"{case['name']}.symbols.i32", sym.astype("<i4").tobytes()),
-                 "bitstream": (f"{case['name']}.mtb", stream)}
+        files = {"symbols": (f"{case['name']}.symbols.i32", sym.astype("<i4").tobytes()), "bitstream": (f"{case['name']}.mtb", stream)}
         if "latent" in case:
             files["latent"] = (f"{case['name']}.latent.f32", case["latent"].astype("<f4").tobytes())
         for key, (name, data) in files.items():
@@ -228,13 +300,15 @@ def regenerate(out_dir: Path) -> dict[str, Any]:
     for case in _malformed_cases(tables, typical_stream, typical_shape):
         name = f"{'bad' if case['error'] else 'ok'}_{case['name']}.mtb"
         atomic_write_bytes(out_dir / name, case["data"])
-        index["malformed"].append({"name": case["name"], "file": name, "sha256": sha256_hex(case["data"]),
-                                   "error": case["error"], "what": case["what"]})
+        index["malformed"].append(
+            {"name": case["name"], "file": name, "sha256": sha256_hex(case["data"]), "error": case["error"], "what": case["what"]}
+        )
     for case in _malformed_tables(tables):
         name = f"bad_tables_{case['name']}.safetensors"
         atomic_write_bytes(out_dir / name, case["data"])
-        index["malformed_tables"].append({"name": case["name"], "file": name, "sha256": sha256_hex(case["data"]),
-                                          "error": case["error"], "what": case["what"]})
+        index["malformed_tables"].append(
+            {"name": case["name"], "file": name, "sha256": sha256_hex(case["data"]), "error": case["error"], "what": case["what"]}
+        )
     atomic_write_json(out_dir / INDEX, index, indent=1)
     return index
 
@@ -309,13 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.regenerate:
         index = regenerate(args.dir)
-        print(f"wrote {len(index['valid'])} valid, {len(index['malformed'])} malformed bitstreams and "
-              f"{len(index['malformed_tables'])} malformed table files to {args.dir}")
+        print(
+            f"wrote {len(index['valid'])} valid, {len(index['malformed'])} malformed bitstreams and "
+            f"{len(index['malformed_tables'])} malformed table files to {args.dir}"
+        )
     failures = check(args.dir)
     for f in failures:
         print("FAIL", f)
-    print(f"vectors in {args.dir}: {'OK' if not failures else f'{len(failures)} failures'} "
-          f"(backends: {', '.join(available_backends())})")
+    print(f"vectors in {args.dir}: {'OK' if not failures else f'{len(failures)} failures'} (backends: {', '.join(available_backends())})")
     return 1 if failures else 0
 
 

@@ -30,8 +30,16 @@ ALL = "[shape,orientation,count,texture]"
 
 
 def _config(base: Path, *extra: str) -> dict:
-    sets = [f"data.synthetic.tasks={ALL}", f"add_task.base_checkpoint={base}", "data.batch_size=16",
-            "add_task.replay_size=16", "add_task.fisher_samples=8", "add_task.epochs=1", "add_task.export_target=null", *extra]
+    sets = [
+        f"data.synthetic.tasks={ALL}",
+        f"add_task.base_checkpoint={base}",
+        "data.batch_size=16",
+        "add_task.replay_size=16",
+        "add_task.fisher_samples=8",
+        "add_task.epochs=1",
+        "add_task.export_target=null",
+        *extra,
+    ]
     return load_config(TINY, sets)
 
 
@@ -72,9 +80,9 @@ def test_replay_buffer_holds_old_task_images_only_and_is_seeded() -> None:
     mix = ReplayMix(data, new, buffer, fraction=0.5)
     assert len(mix) == 2 * len(new)
     sources = [mix.source_index(i) for i in range(len(mix))]
-    assert sources[: len(new)] == new and set(sources[len(new):]) <= set(buffer.indices)
+    assert sources[: len(new)] == new and set(sources[len(new) :]) <= set(buffer.indices)
     # the replay part cycles through the whole buffer
-    assert set(sources[len(new):]) == set(buffer.indices) or len(new) < len(buffer)
+    assert set(sources[len(new) :]) == set(buffer.indices) or len(new) < len(buffer)
     with pytest.raises(ValueError, match="fraction"):
         ReplayMix(data, new, buffer, fraction=1.0)
 

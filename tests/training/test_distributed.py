@@ -20,9 +20,24 @@ TINY = REPO / "training" / "configs" / "tiny.yaml"
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(REPO / "training" / "train.py"), "--config", str(TINY), "--out", str(tmp_path),
-           "--set", "device=cpu", "--set", "threads=1", "--set", "ablations.no_film=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(REPO / "training" / "train.py"),
+        "--config",
+        str(TINY),
+        "--out",
+        str(tmp_path),
+        "--set",
+        "device=cpu",
+        "--set",
+        "threads=1",
+        "--set",
+        "ablations.no_film=false",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

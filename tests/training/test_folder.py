@@ -47,8 +47,9 @@ def make_tree(root: Path, per_class: int = 4) -> Path:
 
 
 def folder_cfg(root: Path, *extra: str) -> dict:
-    return load_config(CONFIGS / "tiny.yaml", ["data.kind=folder", f"data.folder.root={root}",
-                                               f"data.folder.task_map={root / 'tasks.yaml'}", *extra])
+    return load_config(
+        CONFIGS / "tiny.yaml", ["data.kind=folder", f"data.folder.root={root}", f"data.folder.task_map={root / 'tasks.yaml'}", *extra]
+    )
 
 
 def test_folder_items_follow_the_task_map(tmp_path: Path) -> None:
@@ -122,8 +123,14 @@ def test_torchvision_teacher_is_cut_at_the_named_layer(tmp_path: Path) -> None:
     weights = tmp_path / "resnet18.pth"
     torch.save(full.state_dict(), weights)
     indices = [[11, 12], [13, 14], [12, 14]]
-    teacher = create_model("teacher_torchvision", arch="resnet18", distill_layer="layer2", task_class_indices=indices,
-                           input_size=(64, 64), weights=str(weights)).eval()
+    teacher = create_model(
+        "teacher_torchvision",
+        arch="resnet18",
+        distill_layer="layer2",
+        task_class_indices=indices,
+        input_size=(64, 64),
+        weights=str(weights),
+    ).eval()
     assert (teacher.distill_channels, teacher.distill_stride) == (128, 8)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -158,8 +165,15 @@ def test_pipeline_on_a_folder_with_a_pretrained_torchvision_teacher(tmp_path: Pa
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in torchvision.models.mobilenet_v3_small().state_dict().items()}, str(weights))
-    cfg = folder_cfg(root, "teacher.kind=torchvision", "teacher.arch=mobilenet_v3_small", f"teacher.weights={weights}",
-                     "teacher.distill_layer=features.3", "ablations.no_film=false", "data.batch_size=16")
+    cfg = folder_cfg(
+        root,
+        "teacher.kind=torchvision",
+        "teacher.arch=mobilenet_v3_small",
+        f"teacher.weights={weights}",
+        "teacher.distill_layer=features.3",
+        "ablations.no_film=false",
+        "data.batch_size=16",
+    )
     with caplog.at_level(logging.INFO, logger="mantis.training"):
         metrics = run(cfg, tmp_path / "out")
     assert sorted(metrics["stage2"]["task_accuracy"]) == ["animals", "things", "vehicles"]
@@ -187,12 +201,17 @@ def _pretrained_config(tmp_path: Path, *lines: str) -> Path:
     weights = tmp_path / "mnv3.safetensors"
     save_file({k: v.contiguous() for k, v in torchvision.models.mobilenet_v3_small().state_dict().items()}, str(weights))
     cfg = tmp_path / "own.yaml"
-    cfg.write_text("\n".join([
-        f"base: {CONFIGS / 'tiny.yaml'}",
-        f"data: {{kind: folder, folder: {{root: {root}, task_map: {root / 'tasks.yaml'}}}}}",
-        f"teacher: {{kind: torchvision, arch: mobilenet_v3_small, weights: {weights}, distill_layer: features.3}}",
-        *lines,
-    ]) + "\n")
+    cfg.write_text(
+        "\n".join(
+            [
+                f"base: {CONFIGS / 'tiny.yaml'}",
+                f"data: {{kind: folder, folder: {{root: {root}, task_map: {root / 'tasks.yaml'}}}}}",
+                f"teacher: {{kind: torchvision, arch: mobilenet_v3_small, weights: {weights}, distill_layer: features.3}}",
+                *lines,
+            ]
+        )
+        + "\n"
+    )
     return cfg
 
 

@@ -24,9 +24,16 @@ CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
 def shard_cfg(shards: Path, tree: Path, *extra: str, train: str | None = None) -> dict:
-    return load_config(CONFIGS / "tiny.yaml", ["data.kind=webdataset", f"data.webdataset.train={train or shards / 'train-000000.tar'}",
-                                               f"data.webdataset.val={shards / 'val-{000000..000001}.tar'}",
-                                               f"data.webdataset.task_map={tree / 'tasks.yaml'}", *extra])
+    return load_config(
+        CONFIGS / "tiny.yaml",
+        [
+            "data.kind=webdataset",
+            f"data.webdataset.train={train or shards / 'train-000000.tar'}",
+            f"data.webdataset.val={shards / 'val-{000000..000001}.tar'}",
+            f"data.webdataset.task_map={tree / 'tasks.yaml'}",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture()
@@ -105,9 +112,18 @@ def test_timm_teacher_loads_local_weights_and_is_cut_at_the_named_layer(tmp_path
 def test_pipeline_on_shards_with_a_timm_teacher(shards: tuple[Path, Path], tmp_path: Path) -> None:
     tree, out = shards
     weights = _timm_weights(tmp_path / "effnet.safetensors")
-    cfg = shard_cfg(out, tree, "teacher.kind=timm", "teacher.arch=test_efficientnet", f"teacher.weights={weights}",
-                    "teacher.distill_layer=blocks.1", "ablations.no_film=false", "ablations.oracle=false", "data.batch_size=16",
-                    train=str(out / "train-*.tar"))
+    cfg = shard_cfg(
+        out,
+        tree,
+        "teacher.kind=timm",
+        "teacher.arch=test_efficientnet",
+        f"teacher.weights={weights}",
+        "teacher.distill_layer=blocks.1",
+        "ablations.no_film=false",
+        "ablations.oracle=false",
+        "data.batch_size=16",
+        train=str(out / "train-*.tar"),
+    )
     metrics = run(cfg, tmp_path / "run")
     assert sorted(metrics["stage2"]["task_accuracy"]) == ["animals", "things", "vehicles"]
     model, meta = load_model(metrics["checkpoint"], "stage2")  # rebuilt from the metadata, without the weights file
@@ -117,7 +133,12 @@ def test_pipeline_on_shards_with_a_timm_teacher(shards: tuple[Path, Path], tmp_p
 
 def test_shards_command_runs_as_a_module_without_warnings() -> None:
     """``python -m training.data.shards``: the package must not import the module it is about to run."""
-    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "training.data.shards", "--help"],
-                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "training.data.shards", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert proc.returncode == 0 and "RuntimeWarning" not in proc.stderr, proc.stderr
     assert proc.stdout.startswith("usage: python -m training.data.shards")

@@ -18,8 +18,14 @@ SMALL = ["data.synthetic.train_size=64", "data.synthetic.test_size=32", "model.l
 
 def test_plan_and_bad_variants() -> None:
     points = plan(["film", "no_film@1", "famo@0"], [4, 1, 4], 0, ["seed=0"])
-    assert [(p.label, p.beta) for p in points] == [("film", 1.0), ("film", 4.0), ("no_film@seed1", 1.0), ("no_film@seed1", 4.0),
-                                                   ("famo", 1.0), ("famo", 4.0)]
+    assert [(p.label, p.beta) for p in points] == [
+        ("film", 1.0),
+        ("film", 4.0),
+        ("no_film@seed1", 1.0),
+        ("no_film@seed1", 4.0),
+        ("famo", 1.0),
+        ("famo", 4.0),
+    ]
     assert points[2].overrides[-1] == "stage2.seed=1" and "ablations.no_film=true" in points[2].overrides
     assert points[2].config_overrides()[-1] == "stage2.beta=1.0"
     with pytest.raises(SweepError, match="unknown variant 'dropout'"):
@@ -29,7 +35,9 @@ def test_plan_and_bad_variants() -> None:
     assert parse_args(["--config", "c", "--out", "o", "--betas", "1", "2", "--variant", "no_film"]).variants == ["no_film"]
 
 
-def test_sweep_reuses_checkpoints_and_points_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_sweep_reuses_checkpoints_and_points_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "sweep"
     argv = ["--config", str(TINY), "--out", str(out), "--betas", "1", "2", "--variants", "film", "no_film"]
     for s in SMALL:
@@ -65,8 +73,13 @@ def test_sweep_reuses_checkpoints_and_points_and_resumes(tmp_path: Path, monkeyp
 
 
 def _record(label: str, variant: str, seed: int | None, beta: float, nbytes: float, acc: float) -> dict:
-    return {"label": label, "variant": variant, "seed": seed, "overrides": [], "point": {
-        "beta": beta, "bytes_per_image": nbytes, "mean_task_accuracy": acc, "task_accuracy": {"a": acc}}}
+    return {
+        "label": label,
+        "variant": variant,
+        "seed": seed,
+        "overrides": [],
+        "point": {"beta": beta, "bytes_per_image": nbytes, "mean_task_accuracy": acc, "task_accuracy": {"a": acc}},
+    }
 
 
 def _curve(label: str, variant: str, seed: int | None, scale: float) -> list[dict]:
@@ -75,8 +88,13 @@ def _curve(label: str, variant: str, seed: int | None, scale: float) -> list[dic
 
 
 def test_report_compares_curves_per_seed_and_with_baselines(tmp_path: Path) -> None:
-    records = (_curve("film", "film", None, 1.0) + _curve("no_film", "no_film", None, 1.1) + _curve("film@seed1", "film", 1, 1.0)
-               + _curve("no_film@seed1", "no_film", 1, 1.2) + _curve("famo", "famo", None, 0.5))
+    records = (
+        _curve("film", "film", None, 1.0)
+        + _curve("no_film", "no_film", None, 1.1)
+        + _curve("film@seed1", "film", 1, 1.0)
+        + _curve("no_film@seed1", "no_film", 1, 1.2)
+        + _curve("famo", "famo", None, 0.5)
+    )
     jpeg = [{"bytes_per_image": b, "mean_task_accuracy": a} for b, a in [(500, 0.85), (800, 0.92), (1200, 0.95), (3000, 0.96)]]
     report = build_report(records, "film", [("famo", "no_film")], {"jpeg": jpeg})
     bd = report["bd_rate"]
@@ -105,15 +123,24 @@ def test_demo_shows_the_sweep_as_curves(tmp_path: Path) -> None:
     records = _curve("film", "film", None, 1.0) + _curve("no_film", "no_film", None, 1.1)
     sweep = build_report(records, "film")
     sweep.update(config=str(TINY), sets=[])
-    webp = [{"bytes_per_image": b, "mean_task_accuracy": a, "task_accuracy": {"a": a}, "quality": q}
-            for q, b, a in [(3, 200, 0.90), (10, 300, 0.93), (20, 400, 0.95), (30, 480, 0.96)]]
+    webp = [
+        {"bytes_per_image": b, "mean_task_accuracy": a, "task_accuracy": {"a": a}, "quality": q}
+        for q, b, a in [(3, 200, 0.90), (10, 300, 0.93), (20, 400, 0.95), (30, 480, 0.96)]
+    ]
     jpeg = [{**p, "bytes_per_image": p["bytes_per_image"] * 3} for p in webp]
     section = sweep_section(sweep, {"jpeg": jpeg, "webp": webp}, "runs/sweep")
     assert section["vs_best_baseline"]["format"] == "webp"  # JPEG needs 3x WebP's bytes everywhere
-    assert section["vs_baselines"]["jpeg"]["bd_rate_percent"] + 100 == pytest.approx((section["vs_baselines"]["webp"]["bd_rate_percent"] + 100) / 3)
+    assert section["vs_baselines"]["jpeg"]["bd_rate_percent"] + 100 == pytest.approx(
+        (section["vs_baselines"]["webp"]["bd_rate_percent"] + 100) / 3
+    )
     assert section["no_film_vs_film"]["bd_rate_percent"] == pytest.approx(10.0)
-    report = {"edge_int8": {"bytes_per_image": 50.0, "mean_task_accuracy": 0.94, "task_accuracy": {"a": 0.94}},
-              "float": {}, "jpeg": jpeg, "webp": webp, "sweep": section}
+    report = {
+        "edge_int8": {"bytes_per_image": 50.0, "mean_task_accuracy": 0.94, "task_accuracy": {"a": 0.94}},
+        "float": {},
+        "jpeg": jpeg,
+        "webp": webp,
+        "sweep": section,
+    }
     plot_rate_accuracy(report, tmp_path / "ra.png")
     assert (tmp_path / "ra.png").stat().st_size > 0
     assert "MANTiS vs the best baseline (WEBP)" in "\n".join(_sweep_markdown(section))

@@ -59,8 +59,14 @@ def _teacher_labeler(cfg: dict[str, Any], tasks: list[TaskSpec]):
 
     t = cfg["teacher"]
     size = cfg["data"]["image_size"]
-    teacher = create_model(f"teacher_{t['kind']}", arch=t["arch"], distill_layer=t["distill_layer"],
-                           task_class_indices=teacher_class_indices(cfg, tasks), input_size=(size, size), weights=t["weights"]).eval()
+    teacher = create_model(
+        f"teacher_{t['kind']}",
+        arch=t["arch"],
+        distill_layer=t["distill_layer"],
+        task_class_indices=teacher_class_indices(cfg, tasks),
+        input_size=(size, size),
+        weights=t["weights"],
+    ).eval()
 
     def top1(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -79,9 +85,7 @@ def build_datasets(
     if data["kind"] == "synthetic":
         syn = data["synthetic"]
         sources = {
-            split: SyntheticMultiTask(
-                syn[f"{split}_size"], size, cfg["seed"], split, syn["tasks"], syn["two_task_fraction"]
-            )
+            split: SyntheticMultiTask(syn[f"{split}_size"], size, cfg["seed"], split, syn["tasks"], syn["two_task_fraction"])
             for split in splits
         }
         tasks = SyntheticMultiTask(1, size, cfg["seed"], "train", syn["tasks"], syn["two_task_fraction"]).tasks
@@ -111,7 +115,5 @@ def build_datasets(
 
         sources = {split: ShardMultiTask(patterns[split], task_map, normalizer) for split in splits}
         tasks = list(task_map.tasks)
-    out = {
-        split: MultiTaskDataset(source, preprocessing, cache=data["cache"], desc=split) for split, source in sources.items()
-    }
+    out = {split: MultiTaskDataset(source, preprocessing, cache=data["cache"], desc=split) for split, source in sources.items()}
     return out.get("train"), out.get("val"), out.get("test"), tasks, preprocessing

@@ -54,7 +54,9 @@ class TaskMap:
             )
         missing = [c for c in self.classes if c not in self.teacher_index]
         if missing:
-            raise DatasetError(f"task map {self.path}: 'teacher_index' lacks classes {missing} (teacher.kind {teacher_kind!r} needs every class)")
+            raise DatasetError(
+                f"task map {self.path}: 'teacher_index' lacks classes {missing} (teacher.kind {teacher_kind!r} needs every class)"
+            )
         return [[self.teacher_index[c] for c in task.labels] for task in self.tasks]
 
 
@@ -151,4 +153,3 @@ def folder_splits(root: str | Path) -> dict[str, Path]:
         splits[name] = root / name
     splits["test"] = root / "test" if (root / "test").is_dir() else root / "val"
     return splits
-

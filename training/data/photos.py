@@ -221,7 +221,9 @@ class PhotoCrops:
 
     CHUNK = 32
 
-    def __init__(self, items: list[PhotoItem], photos: dict[str, Image.Image], task: TaskSpec, normalizer: Normalizer, labeler: Labeler) -> None:
+    def __init__(
+        self, items: list[PhotoItem], photos: dict[str, Image.Image], task: TaskSpec, normalizer: Normalizer, labeler: Labeler
+    ) -> None:
         self.items = items
         self.photos = photos
         self.tasks = [task]

@@ -139,8 +139,13 @@ def _write_shards(splits: dict[str, Path], task_map: TaskMap, out: Path, max_per
             def write(tmp: str, chunk: list[Path] = chunk, first: int = first) -> None:
                 with wds.TarWriter(tmp) as sink:
                     for i, path in enumerate(chunk, start=first):
-                        sink.write({"__key__": f"{i:09d}", path.suffix.lower().lstrip("."): path.read_bytes(),
-                                    "cls": path.parent.name.encode("utf-8")})
+                        sink.write(
+                            {
+                                "__key__": f"{i:09d}",
+                                path.suffix.lower().lstrip("."): path.read_bytes(),
+                                "cls": path.parent.name.encode("utf-8"),
+                            }
+                        )
 
             final = out / f"{split}-{k:06d}.tar"
             atomic_write(final, write)
@@ -150,7 +155,9 @@ def _write_shards(splits: dict[str, Path], task_map: TaskMap, out: Path, max_per
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training.data.shards", description="Convert an ImageFolder tree + task map into WebDataset shards")
+    p = argparse.ArgumentParser(
+        prog="python -m training.data.shards", description="Convert an ImageFolder tree + task map into WebDataset shards"
+    )
     p.add_argument("--root", required=True, help="ROOT/{train,val[,test]}/<class>/<image>")
     p.add_argument("--task-map", required=True, help="the tasks.yaml grouping classes into tasks")
     p.add_argument("--out", required=True, help="output directory for <split>-NNNNNN.tar")

@@ -93,7 +93,7 @@ def _blend(canvas: Canvas, alpha: np.ndarray, color: np.ndarray, ys: slice, xs: 
 def _draw_shape(rng: np.random.Generator, canvas: Canvas, box: tuple[int, int, int, int], label: int, scale: float) -> None:
     y0, x0, h, w = box
     half = min(h, w) / 2.0
-    yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w].astype(np.float32) + 0.5
+    yy, xx = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float32) + 0.5
     cy = y0 + h / 2 + rng.uniform(-0.15, 0.15) * half
     cx = x0 + w / 2 + rng.uniform(-0.15, 0.15) * half
     a = math.radians(rng.uniform(-15, 15))
@@ -109,7 +109,7 @@ def _draw_grating(rng: np.random.Generator, canvas: Canvas, box: tuple[int, int,
     y0, x0, h, w = box
     m = max(2, int(round(3 * scale)))
     y0, x0, h, w = y0 + m, x0 + m, h - 2 * m, w - 2 * m
-    yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w].astype(np.float32) + 0.5
+    yy, xx = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float32) + 0.5
     theta = math.radians(label * 15 + rng.uniform(-3, 3))
     period = rng.uniform(3.2, 5.5) * scale
     # stripes run along theta: the intensity varies along the normal direction
@@ -136,7 +136,7 @@ def _draw_dots(rng: np.random.Generator, canvas: Canvas, box: tuple[int, int, in
         if len(centres) == count:
             break
         radius *= 0.85  # too crowded for this card: shrink the dots and lay them out again
-    yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w].astype(np.float32) + 0.5
+    yy, xx = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float32) + 0.5
     sdf = np.full(yy.shape, np.inf, dtype=np.float32)
     for cy, cx in centres:
         sdf = np.minimum(sdf, np.hypot(yy - cy, xx - cx) - radius)
@@ -304,9 +304,9 @@ class SyntheticMultiTask:
             y0, x0, h, w = box
             fill = np.clip(0.45 * np.asarray(hue) + 0.5 + rng.uniform(-0.06, 0.06, 3), 0, 1).astype(np.float32)
             edge = np.clip(np.asarray(hue) * 0.7, 0, 1).astype(np.float32)
-            canvas[y0:y0 + h, x0:x0 + w] = edge
+            canvas[y0 : y0 + h, x0 : x0 + w] = edge
             b = max(1, int(round(1.5 * scale)))
-            canvas[y0 + b:y0 + h - b, x0 + b:x0 + w - b] = fill
+            canvas[y0 + b : y0 + h - b, x0 + b : x0 + w - b] = fill
             render(rng, canvas, box, label, scale)
         canvas *= rng.uniform(0.85, 1.15)
         canvas += np.float32(rng.uniform(0.02, 0.06)) * rng.standard_normal(canvas.shape, dtype=np.float32)

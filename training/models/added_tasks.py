@@ -105,9 +105,7 @@ def expand_client(client: EdgeClient, added: int) -> EdgeClient:
     return out
 
 
-def extend_model(
-    base: SplitModel, num_labels: Sequence[int], mode: str, init_from: int = 0, detector_hidden: int = 32
-) -> SplitModel:
+def extend_model(base: SplitModel, num_labels: Sequence[int], mode: str, init_from: int = 0, detector_hidden: int = 32) -> SplitModel:
     """A new model holding copies of ``base``'s weights, extended by tasks with ``num_labels`` labels each."""
     if mode not in ADD_MODES:
         raise ValueError(f"mode must be one of {ADD_MODES}, got {mode!r}")

@@ -28,7 +28,14 @@ PREPROCESSING_STD = (128 / 255,) * 3
 
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 # per block: package module name -> timm's, for blocks with an expansion conv and for the first block (none)
-_EXPANDED = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_EXPANDED = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 _DEPTHWISE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
 _BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
 _TOP_KEY = re.compile(r"(\w+)\.(\w+)$")
@@ -115,4 +122,3 @@ def pretrained(arch: str, weights: str | Path | None = None) -> nn.Module:
     model = build(arch, int(classifier.shape[0]))
     model.load_state_dict(timm_state_dict(state, model, str(path)), strict=True)
     return model.eval()
-

@@ -198,8 +198,10 @@ class CutTeacher(Teacher):
 
 
 def _wrong_layer(model: nn.Module, arch: str, layer: str, problem: str) -> ConfigError:
-    return ConfigError(f"teacher.distill_layer {layer!r}: cannot cut {arch} there ({problem}); the layers it can be cut at are "
-                       f"{', '.join(cut_points(model))} (not every one of them runs in sequence)")
+    return ConfigError(
+        f"teacher.distill_layer {layer!r}: cannot cut {arch} there ({problem}); the layers it can be cut at are "
+        f"{', '.join(cut_points(model))} (not every one of them runs in sequence)"
+    )
 
 
 class TorchvisionTeacher(CutTeacher):
@@ -329,7 +331,6 @@ class EfficientNetLiteTeacher(CutTeacher):
                 raise CheckpointError(f"teacher weights {weights}: {found} classes, {num_classes} expected")
         self.num_classes = int(model.num_classes)
         super().__init__(model, arch, distill_layer, task_class_indices, input_size)
-
 
 
 @register_model
