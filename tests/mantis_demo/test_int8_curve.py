@@ -65,7 +65,7 @@ def test_curve_refuses_a_limit(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_curve_on_the_tiny_config(tmp_path: Path, tiny_checkpoint: Path, executorch_bundle: Path) -> None:
     out = tmp_path / "demo"
-    betas = [0.1, 1.0, 3.0, 10.0]  # 0.1: tiny.yaml's beta', the demo checkpoint itself
+    betas = [0.1, 1.0]  # 0.1: tiny.yaml's beta', the demo checkpoint itself; two points keep the exports few
     opts = DemoOptions(out=out, config=TINY, checkpoint=tiny_checkpoint, artifacts=executorch_bundle, qualities=(10, 50, 90), curve=betas)
     report = run_demo(opts, log=lambda msg: None)
     c = report["int8_curve"]
@@ -75,8 +75,7 @@ def test_demo_curve_on_the_tiny_config(tmp_path: Path, tiny_checkpoint: Path, ex
     for p in c["points"]:
         check = json.loads((out / "curve" / "film" / f"beta_{p['beta']:g}" / "bundle_executorch" / "int8_check.json").read_text())
         assert p["bytes_per_image"] == check["int8"]["bytes_per_image"] and p["images"] == report["dataset"]["images"] == 64
-    assert set(c["vs_baselines"]) == {"jpeg", "webp"}
-    for r in c["vs_baselines"].values():  # a real BD-rate, or the reason the tiny model's curve cannot give one
-        assert ("bd_rate_percent" in r) != ("error" in r)
+    assert set(c["vs_baselines"]) == {"jpeg", "webp"}  # two points give no BD-rate, and the report says why
+    assert all("at least 4" in r["error"] for r in c["vs_baselines"].values()) and "vs_best_baseline" not in c
     assert "## MANTiS int8 rate-accuracy curve" in (out / "report.md").read_text()
     assert json.loads((out / "report.json").read_text())["int8_curve"] == json.loads(json.dumps(c))
