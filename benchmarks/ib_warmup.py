@@ -90,6 +90,26 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     return out
 
 
+def same_beta_pairs(curves: dict[str, list[dict[str, Any]]], global_seed: int, seeds: Sequence[int], ramps: Sequence[str]) -> list[dict[str, Any]]:
+    """Every ramp point beside ``film``'s point of the same seed and beta': bytes ratio and accuracy difference.
+
+    Not a BD-rate (the two points sit at different accuracies), but what a run cut short before a curve
+    has four points can show.
+    """
+    rows = []
+    for seed in [global_seed, *[s for s in seeds if s != global_seed]]:
+        film = {p["beta"]: p for p in curves.get(label(REFERENCE, seed, global_seed), [])}
+        for ramp in ramps:
+            for p in curves.get(label(ramp, seed, global_seed), []):
+                f = film.get(p["beta"])
+                if f is not None:
+                    rows.append({"seed": seed, "ramp": ramp, "beta": p["beta"], "film_bytes": f["bytes_per_image"], "ramp_bytes": p["bytes_per_image"],
+                                 "film_accuracy": f["mean_task_accuracy"], "ramp_accuracy": p["mean_task_accuracy"],
+                                 "bytes_ratio": p["bytes_per_image"] / f["bytes_per_image"],
+                                 "accuracy_difference": p["mean_task_accuracy"] - f["mean_task_accuracy"]})
+    return rows
+
+
 def best_ramp(phase1: dict[str, dict[str, Any]]) -> str | None:
     """The ramp with the lowest BD-rate against ``film`` (None until one has a BD-rate)."""
     valid = {k: v["bd_rate_percent"] for k, v in phase1.items() if "bd_rate_percent" in v}
@@ -104,7 +124,8 @@ def analyse(curves: dict[str, list[dict[str, Any]]], global_seed: int, seeds: Se
     """
     phase1 = {r: _bd(curves, REFERENCE, r) for r in ramps}
     chosen = best or best_ramp(phase1)
-    result: dict[str, Any] = {"reference": REFERENCE, "global_seed": global_seed, "phase1": phase1, "best_ramp": chosen}
+    result: dict[str, Any] = {"reference": REFERENCE, "global_seed": global_seed, "phase1": phase1, "best_ramp": chosen,
+                              "same_beta_pairs": same_beta_pairs(curves, global_seed, seeds, ramps)}
     if chosen is None:
         result["verdict"] = "undecided: no ramp has a BD-rate against film yet"
         return result
@@ -168,7 +189,7 @@ def _cell(r: dict[str, Any]) -> float | str:
 
 
 def results_document(curves: dict[str, list[dict[str, Any]]], analysis: dict[str, Any], planned: list[tuple[str, float]],
-                     int8: dict[str, Any] | None) -> tuple[list[Headline], list[Table], list[str], dict[str, Any]]:
+                     int8: dict[str, Any] | None, no_train: bool = False) -> tuple[list[Headline], list[Table], list[str], dict[str, Any]]:
     """Headline, tables, notes and data of ``results/ib_warmup.json``."""
     finished = {(lab, p["beta"]) for lab, pts in curves.items() for p in pts}
     done = [f"{lab} beta'={b:g}" for lab, b in planned if (lab, b) in finished]
@@ -190,6 +211,13 @@ def results_document(curves: dict[str, list[dict[str, Any]]], analysis: dict[str
                     [[lab, p["beta"], round(p["bytes_per_image"], 2), round(100 * p["mean_task_accuracy"], 2)] for lab, pts in sorted(curves.items()) for p in pts]),
               Table("phase 1: every ramp vs film on the config's seed", ["ramp", "beta' warm-up fraction", "BD-rate vs film %"],
                     [[r, ramp_fraction(r), _cell(v)] for r, v in analysis["phase1"].items()])]
+    pairs = analysis.get("same_beta_pairs", [])
+    if pairs:
+        tables.append(Table("each ramp point beside film's of the same Stage 2 seed and beta' (not a BD-rate: the accuracies differ)",
+                            ["Stage 2 seed", "ramp", "beta'", "film bytes", "ramp bytes", "ramp / film bytes", "film accuracy %", "ramp accuracy %",
+                             "accuracy difference, points"],
+                            [[r["seed"], r["ramp"], r["beta"], round(r["film_bytes"], 2), round(r["ramp_bytes"], 2), round(r["bytes_ratio"], 3),
+                              round(100 * r["film_accuracy"], 2), round(100 * r["ramp_accuracy"], 2), round(100 * r["accuracy_difference"], 2)] for r in pairs]))
     if "per_seed" in analysis:
         tables.append(Table(f"phase 2: {best} vs film of the same Stage 2 seed; film's own seed-to-seed BD-rate",
                             ["Stage 2 seed", f"{best} vs film %", "film vs film (config seed) %"],
@@ -206,6 +234,8 @@ def results_document(curves: dict[str, list[dict[str, Any]]], analysis: dict[str
              f"points missing ({len(missing)}): " + (", ".join(missing) or "none"),
              "verdict rule: holds when the best ramp's BD-rate against film is negative on every seed and |mean| exceeds both "
              "its range over the seeds and the largest |BD-rate| between film's seeds"]
+    if no_train:
+        notes.append("read back from the sweep directory (--no-train); the points were trained by the same command without --no-train")
     if int8 is None:
         notes.append("int8 device path: not measured in this run (--int8 with --baselines)")
     data = {"analysis": analysis, "curves": curves, "finished": done, "missing": missing, "int8": int8}
@@ -258,7 +288,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     elif int8_curve_name is not None and (args.out / f"int8_{int8_curve_name}.json").is_file():
         int8 = json.loads((args.out / f"int8_{int8_curve_name}.json").read_text())
     planned = planned_points(global_seed, args.seeds, args.betas, args.ramps, analysis["best_ramp"])
-    headline, tables, notes, data = results_document(curves, analysis, planned, int8)
+    headline, tables, notes, data = results_document(curves, analysis, planned, int8, args.no_train)
     data.update(config=str(args.config), sets=list(args.set), betas=list(args.betas), seeds=[global_seed, *args.seeds])
     write_results(args.results_name, title="Information-bottleneck warm-up of Stage 2 vs FiLM: BD-rate per seed, int8 device curve",
                   module="benchmarks.ib_warmup", argv=list(argv) if argv is not None else None, headline=headline, tables=tables,

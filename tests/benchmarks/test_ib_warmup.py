@@ -58,6 +58,9 @@ def test_phases_and_results_file(tmp_path: Path) -> None:
     assert "error" in a["per_seed"]["2"] and a["film_seed_noise"]["1"]["bd_rate_percent"] == pytest.approx(10.0)
     assert a["stats"]["mean"] == pytest.approx(-25.0) and a["stats"]["range"] == pytest.approx(10.0)
     assert a["verdict"] == "undecided: 2 of 3 seeds measured"
+    pairs = {(r["seed"], r["ramp"], r["beta"]): r for r in a["same_beta_pairs"]}
+    assert len(pairs) == 16 and pairs[(1, "ib_warmup", 3.0)]["bytes_ratio"] == pytest.approx(0.8)
+    assert pairs[(0, "ib_warmup_10", 1.0)]["accuracy_difference"] == 0.0
     assert analyse(curves, 0, [1], best="ib_warmup_50")["per_seed"]["0"]["bd_rate_percent"] == pytest.approx(-20.0)
 
     results = tmp_path / "results"
