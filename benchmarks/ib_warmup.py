@@ -90,7 +90,9 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     return out
 
 
-def same_beta_pairs(curves: dict[str, list[dict[str, Any]]], global_seed: int, seeds: Sequence[int], ramps: Sequence[str]) -> list[dict[str, Any]]:
+def same_beta_pairs(
+    curves: dict[str, list[dict[str, Any]]], global_seed: int, seeds: Sequence[int], ramps: Sequence[str]
+) -> list[dict[str, Any]]:
     """Every ramp point beside ``film``'s point of the same seed and beta': bytes ratio and accuracy difference.
 
     Not a BD-rate (the two points sit at different accuracies), but what a run cut short before a curve
@@ -103,10 +105,19 @@ def same_beta_pairs(curves: dict[str, list[dict[str, Any]]], global_seed: int, s
             for p in curves.get(label(ramp, seed, global_seed), []):
                 f = film.get(p["beta"])
                 if f is not None:
-                    rows.append({"seed": seed, "ramp": ramp, "beta": p["beta"], "film_bytes": f["bytes_per_image"], "ramp_bytes": p["bytes_per_image"],
-                                 "film_accuracy": f["mean_task_accuracy"], "ramp_accuracy": p["mean_task_accuracy"],
-                                 "bytes_ratio": p["bytes_per_image"] / f["bytes_per_image"],
-                                 "accuracy_difference": p["mean_task_accuracy"] - f["mean_task_accuracy"]})
+                    rows.append(
+                        {
+                            "seed": seed,
+                            "ramp": ramp,
+                            "beta": p["beta"],
+                            "film_bytes": f["bytes_per_image"],
+                            "ramp_bytes": p["bytes_per_image"],
+                            "film_accuracy": f["mean_task_accuracy"],
+                            "ramp_accuracy": p["mean_task_accuracy"],
+                            "bytes_ratio": p["bytes_per_image"] / f["bytes_per_image"],
+                            "accuracy_difference": p["mean_task_accuracy"] - f["mean_task_accuracy"],
+                        }
+                    )
     return rows
 
 
@@ -116,16 +127,22 @@ def best_ramp(phase1: dict[str, dict[str, Any]]) -> str | None:
     return min(valid, key=valid.__getitem__) if valid else None
 
 
-def analyse(curves: dict[str, list[dict[str, Any]]], global_seed: int, seeds: Sequence[int], ramps: Sequence[str] = RAMPS,
-            best: str | None = None) -> dict[str, Any]:
+def analyse(
+    curves: dict[str, list[dict[str, Any]]], global_seed: int, seeds: Sequence[int], ramps: Sequence[str] = RAMPS, best: str | None = None
+) -> dict[str, Any]:
     """BD-rates of the phases from the finished points, the per-seed statistics and the verdict.
 
     ``best`` fixes the ramp carried to the seeds (default: the best of phase 1).
     """
     phase1 = {r: _bd(curves, REFERENCE, r) for r in ramps}
     chosen = best or best_ramp(phase1)
-    result: dict[str, Any] = {"reference": REFERENCE, "global_seed": global_seed, "phase1": phase1, "best_ramp": chosen,
-                              "same_beta_pairs": same_beta_pairs(curves, global_seed, seeds, ramps)}
+    result: dict[str, Any] = {
+        "reference": REFERENCE,
+        "global_seed": global_seed,
+        "phase1": phase1,
+        "best_ramp": chosen,
+        "same_beta_pairs": same_beta_pairs(curves, global_seed, seeds, ramps),
+    }
     if chosen is None:
         result["verdict"] = "undecided: no ramp has a BD-rate against film yet"
         return result
@@ -134,8 +151,12 @@ def analyse(curves: dict[str, list[dict[str, Any]]], global_seed: int, seeds: Se
     noise = {s: _bd(curves, REFERENCE, label(REFERENCE, s, global_seed)) for s in all_seeds if s != global_seed}
     values = [r["bd_rate_percent"] for r in per_seed.values() if "bd_rate_percent" in r]
     noise_values = [abs(r["bd_rate_percent"]) for r in noise.values() if "bd_rate_percent" in r]
-    result.update(per_seed={str(s): r for s, r in per_seed.items()}, film_seed_noise={str(s): r for s, r in noise.items()},
-                  seeds_measured=len(values), seeds_planned=len(all_seeds))
+    result.update(
+        per_seed={str(s): r for s, r in per_seed.items()},
+        film_seed_noise={str(s): r for s, r in noise.items()},
+        seeds_measured=len(values),
+        seeds_planned=len(all_seeds),
+    )
     if values:
         result["stats"] = _stats(values)
     if noise_values:
@@ -155,7 +176,9 @@ def verdict(values: Sequence[float], noise: Sequence[float], planned: int) -> st
     return "does not hold"
 
 
-def planned_points(global_seed: int, seeds: Sequence[int], betas: Sequence[float], ramps: Sequence[str], best: str | None) -> list[tuple[str, float]]:
+def planned_points(
+    global_seed: int, seeds: Sequence[int], betas: Sequence[float], ramps: Sequence[str], best: str | None
+) -> list[tuple[str, float]]:
     """``(curve label, beta')`` of every point the phases need (phase 2 only once the best ramp is known)."""
     specs = [REFERENCE, *ramps]
     if best is not None:
@@ -165,8 +188,16 @@ def planned_points(global_seed: int, seeds: Sequence[int], betas: Sequence[float
     return [(p.label, p.beta) for p in plan(specs, betas, global_seed, [])]
 
 
-def run_phases(config: Path, out: Path, betas: Sequence[float], seeds: Sequence[int], ramps: Sequence[str], reuse: Sequence[Path],
-               sets: Sequence[str] = (), best: str | None = None) -> None:
+def run_phases(
+    config: Path,
+    out: Path,
+    betas: Sequence[float],
+    seeds: Sequence[int],
+    ramps: Sequence[str],
+    reuse: Sequence[Path],
+    sets: Sequence[str] = (),
+    best: str | None = None,
+) -> None:
     """Train (or read back) the points of phase 1, then those of phase 2 for ``best`` (default: phase 1's best ramp).
 
     Phase 1 runs ``film`` and the first ramp by beta' first, then the other ramps; phase 2 runs by beta'
@@ -188,8 +219,13 @@ def _cell(r: dict[str, Any]) -> float | str:
     return round(r["bd_rate_percent"], 1) if "bd_rate_percent" in r else f"n/a ({r['error']})"
 
 
-def results_document(curves: dict[str, list[dict[str, Any]]], analysis: dict[str, Any], planned: list[tuple[str, float]],
-                     int8: dict[str, Any] | None, no_train: bool = False) -> tuple[list[Headline], list[Table], list[str], dict[str, Any]]:
+def results_document(
+    curves: dict[str, list[dict[str, Any]]],
+    analysis: dict[str, Any],
+    planned: list[tuple[str, float]],
+    int8: dict[str, Any] | None,
+    no_train: bool = False,
+) -> tuple[list[Headline], list[Table], list[str], dict[str, Any]]:
     """Headline, tables, notes and data of ``results/ib_warmup.json``."""
     finished = {(lab, p["beta"]) for lab, pts in curves.items() for p in pts}
     done = [f"{lab} beta'={b:g}" for lab, b in planned if (lab, b) in finished]
@@ -200,40 +236,114 @@ def results_document(curves: dict[str, list[dict[str, Any]]], analysis: dict[str
         headline.append(Headline("IB warm-up: best ramp of beta' (fraction of Stage 2)", ramp_fraction(best)))
     if "stats" in analysis:
         s = analysis["stats"]
-        headline.append(Headline(f"IB warm-up vs film: mean BD-rate over {analysis['seeds_measured']} seed(s)", round(s["mean"], 1), "%", "< 0, beyond the seed spread"))
+        headline.append(
+            Headline(
+                f"IB warm-up vs film: mean BD-rate over {analysis['seeds_measured']} seed(s)",
+                round(s["mean"], 1),
+                "%",
+                "< 0, beyond the seed spread",
+            )
+        )
         headline.append(Headline("IB warm-up vs film: BD-rate range over the seeds", round(s["range"], 1), "points"))
     if int8 and "best" in int8.get("vs_baselines", {}):
         b = int8["vs_baselines"]["best"]
-        headline.append(Headline(f"{int8['curve']} int8 device path vs the better of JPEG/WebP ({b['format'].upper()}): BD-rate",
-                                 round(b["bd_rate_percent"], 1), "%", "<= -90 %"))
-    tables = [Table("Stage 2 curves: bytes per image and mean task accuracy (float, real bitstreams)",
-                    ["curve", "beta'", "bytes per image", "mean accuracy %"],
-                    [[lab, p["beta"], round(p["bytes_per_image"], 2), round(100 * p["mean_task_accuracy"], 2)] for lab, pts in sorted(curves.items()) for p in pts]),
-              Table("phase 1: every ramp vs film on the config's seed", ["ramp", "beta' warm-up fraction", "BD-rate vs film %"],
-                    [[r, ramp_fraction(r), _cell(v)] for r, v in analysis["phase1"].items()])]
+        headline.append(
+            Headline(
+                f"{int8['curve']} int8 device path vs the better of JPEG/WebP ({b['format'].upper()}): BD-rate",
+                round(b["bd_rate_percent"], 1),
+                "%",
+                "<= -90 %",
+            )
+        )
+    tables = [
+        Table(
+            "Stage 2 curves: bytes per image and mean task accuracy (float, real bitstreams)",
+            ["curve", "beta'", "bytes per image", "mean accuracy %"],
+            [
+                [lab, p["beta"], round(p["bytes_per_image"], 2), round(100 * p["mean_task_accuracy"], 2)]
+                for lab, pts in sorted(curves.items())
+                for p in pts
+            ],
+        ),
+        Table(
+            "phase 1: every ramp vs film on the config's seed",
+            ["ramp", "beta' warm-up fraction", "BD-rate vs film %"],
+            [[r, ramp_fraction(r), _cell(v)] for r, v in analysis["phase1"].items()],
+        ),
+    ]
     pairs = analysis.get("same_beta_pairs", [])
     if pairs:
-        tables.append(Table("each ramp point beside film's of the same Stage 2 seed and beta' (not a BD-rate: the accuracies differ)",
-                            ["Stage 2 seed", "ramp", "beta'", "film bytes", "ramp bytes", "ramp / film bytes", "film accuracy %", "ramp accuracy %",
-                             "accuracy difference, points"],
-                            [[r["seed"], r["ramp"], r["beta"], round(r["film_bytes"], 2), round(r["ramp_bytes"], 2), round(r["bytes_ratio"], 3),
-                              round(100 * r["film_accuracy"], 2), round(100 * r["ramp_accuracy"], 2), round(100 * r["accuracy_difference"], 2)] for r in pairs]))
+        tables.append(
+            Table(
+                "each ramp point beside film's of the same Stage 2 seed and beta' (not a BD-rate: the accuracies differ)",
+                [
+                    "Stage 2 seed",
+                    "ramp",
+                    "beta'",
+                    "film bytes",
+                    "ramp bytes",
+                    "ramp / film bytes",
+                    "film accuracy %",
+                    "ramp accuracy %",
+                    "accuracy difference, points",
+                ],
+                [
+                    [
+                        r["seed"],
+                        r["ramp"],
+                        r["beta"],
+                        round(r["film_bytes"], 2),
+                        round(r["ramp_bytes"], 2),
+                        round(r["bytes_ratio"], 3),
+                        round(100 * r["film_accuracy"], 2),
+                        round(100 * r["ramp_accuracy"], 2),
+                        round(100 * r["accuracy_difference"], 2),
+                    ]
+                    for r in pairs
+                ],
+            )
+        )
     if "per_seed" in analysis:
-        tables.append(Table(f"phase 2: {best} vs film of the same Stage 2 seed; film's own seed-to-seed BD-rate",
-                            ["Stage 2 seed", f"{best} vs film %", "film vs film (config seed) %"],
-                            [[s, _cell(r), _cell(analysis["film_seed_noise"][s]) if s in analysis["film_seed_noise"] else ""]
-                             for s, r in analysis["per_seed"].items()]))
+        tables.append(
+            Table(
+                f"phase 2: {best} vs film of the same Stage 2 seed; film's own seed-to-seed BD-rate",
+                ["Stage 2 seed", f"{best} vs film %", "film vs film (config seed) %"],
+                [
+                    [s, _cell(r), _cell(analysis["film_seed_noise"][s]) if s in analysis["film_seed_noise"] else ""]
+                    for s, r in analysis["per_seed"].items()
+                ],
+            )
+        )
     if int8:
-        tables.append(Table(f"int8 device path of {int8['curve']} (calibration/int8_curve.py, {int8['target']})",
-                            ["beta'", "int8 bytes", "int8 mean accuracy %", "float bytes", "float mean accuracy %"],
-                            [[r["beta"], round(r["bytes_per_image"], 2), round(100 * r["mean_task_accuracy"], 2),
-                              round(r["float"]["bytes_per_image"], 2), round(100 * r["float"]["mean_task_accuracy"], 2)] for r in int8["points"]]))
-        tables.append(Table(f"{int8['curve']} int8 vs JPEG / WebP + teacher", ["format", "BD-rate %"],
-                            [[fmt, _cell(r)] for fmt, r in int8.get("vs_baselines", {}).items() if fmt != "best"]))
-    notes = [f"points finished ({len(done)}): " + (", ".join(done) or "none"),
-             f"points missing ({len(missing)}): " + (", ".join(missing) or "none"),
-             "verdict rule: holds when the best ramp's BD-rate against film is negative on every seed and |mean| exceeds both "
-             "its range over the seeds and the largest |BD-rate| between film's seeds"]
+        tables.append(
+            Table(
+                f"int8 device path of {int8['curve']} (calibration/int8_curve.py, {int8['target']})",
+                ["beta'", "int8 bytes", "int8 mean accuracy %", "float bytes", "float mean accuracy %"],
+                [
+                    [
+                        r["beta"],
+                        round(r["bytes_per_image"], 2),
+                        round(100 * r["mean_task_accuracy"], 2),
+                        round(r["float"]["bytes_per_image"], 2),
+                        round(100 * r["float"]["mean_task_accuracy"], 2),
+                    ]
+                    for r in int8["points"]
+                ],
+            )
+        )
+        tables.append(
+            Table(
+                f"{int8['curve']} int8 vs JPEG / WebP + teacher",
+                ["format", "BD-rate %"],
+                [[fmt, _cell(r)] for fmt, r in int8.get("vs_baselines", {}).items() if fmt != "best"],
+            )
+        )
+    notes = [
+        f"points finished ({len(done)}): " + (", ".join(done) or "none"),
+        f"points missing ({len(missing)}): " + (", ".join(missing) or "none"),
+        "verdict rule: holds when the best ramp's BD-rate against film is negative on every seed and |mean| exceeds both "
+        "its range over the seeds and the largest |BD-rate| between film's seeds",
+    ]
     if no_train:
         notes.append("read back from the sweep directory (--no-train); the points were trained by the same command without --no-train")
     if int8 is None:
@@ -243,19 +353,37 @@ def results_document(curves: dict[str, list[dict[str, Any]]], analysis: dict[str
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ib_warmup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.ib_warmup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config (default: the demo's, three Stage 2 epochs)")
     p.add_argument("--out", type=Path, default=Path("runs/ib_warmup"), help="the sweep directory (default %(default)s)")
     p.add_argument("--betas", type=float, nargs="+", default=list(CURVE_BETAS), help="beta' of every curve (default %(default)s)")
-    p.add_argument("--seeds", type=int, nargs="*", default=list(DEFAULT_SEEDS), help="further Stage 2 seeds of phase 2 (default %(default)s)")
-    p.add_argument("--ramps", nargs="+", default=list(RAMPS), choices=[v for v in VARIANTS if v.startswith("ib_warmup")], help="ramp variants of phase 1")
-    p.add_argument("--best", choices=[v for v in VARIANTS if v.startswith("ib_warmup")], help="carry this ramp to the seeds instead of phase 1's best")
+    p.add_argument(
+        "--seeds", type=int, nargs="*", default=list(DEFAULT_SEEDS), help="further Stage 2 seeds of phase 2 (default %(default)s)"
+    )
+    p.add_argument(
+        "--ramps",
+        nargs="+",
+        default=list(RAMPS),
+        choices=[v for v in VARIANTS if v.startswith("ib_warmup")],
+        help="ramp variants of phase 1",
+    )
+    p.add_argument(
+        "--best", choices=[v for v in VARIANTS if v.startswith("ib_warmup")], help="carry this ramp to the seeds instead of phase 1's best"
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value for every point")
-    p.add_argument("--reuse", action="append", type=Path, default=[], metavar="DIR", help="finished checkpoints to copy in (e.g. runs/demo/train)")
+    p.add_argument(
+        "--reuse", action="append", type=Path, default=[], metavar="DIR", help="finished checkpoints to copy in (e.g. runs/demo/train)"
+    )
     p.add_argument("--no-train", action="store_true", help="train nothing: report the finished points")
     p.add_argument("--int8", action="store_true", help="also the int8 device path of the best ramp's curve (needs --baselines)")
     p.add_argument("--int8-curve", help="the curve the int8 path measures (default: the best ramp on the config's seed)")
-    p.add_argument("--baselines", type=Path, help="JPEG/WebP curves on the same data: a demo report.json or mantis_demo.baseline_curves' baselines.json")
+    p.add_argument(
+        "--baselines",
+        type=Path,
+        help="JPEG/WebP curves on the same data: a demo report.json or mantis_demo.baseline_curves' baselines.json",
+    )
     add_results_arguments(p, "ib_warmup")
     args = p.parse_args(argv)
     if args.int8 and args.baselines is None:
@@ -290,9 +418,17 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     planned = planned_points(global_seed, args.seeds, args.betas, args.ramps, analysis["best_ramp"])
     headline, tables, notes, data = results_document(curves, analysis, planned, int8, args.no_train)
     data.update(config=str(args.config), sets=list(args.set), betas=list(args.betas), seeds=[global_seed, *args.seeds])
-    write_results(args.results_name, title="Information-bottleneck warm-up of Stage 2 vs FiLM: BD-rate per seed, int8 device curve",
-                  module="benchmarks.ib_warmup", argv=list(argv) if argv is not None else None, headline=headline, tables=tables,
-                  notes=notes, data=data, results_dir=args.results_dir)
+    write_results(
+        args.results_name,
+        title="Information-bottleneck warm-up of Stage 2 vs FiLM: BD-rate per seed, int8 device curve",
+        module="benchmarks.ib_warmup",
+        argv=list(argv) if argv is not None else None,
+        headline=headline,
+        tables=tables,
+        notes=notes,
+        data=data,
+        results_dir=args.results_dir,
+    )
     print(json.dumps({k: analysis.get(k) for k in ("phase1", "best_ramp", "per_seed", "stats", "film_seed_noise", "verdict")}, indent=1))
     return 0
 

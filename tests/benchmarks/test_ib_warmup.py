@@ -18,8 +18,13 @@ def _write_curve(out: Path, label: str, variant: str, seed: int | None, scale: f
     for beta, nbytes, acc in zip([30.0, 10.0, 3.0, 1.0], BYTES, ACC):
         d = out / label / f"beta_{beta:g}"
         d.mkdir(parents=True)
-        record = {"label": label, "variant": variant, "seed": seed, "result": "stage2",
-                  "point": {"beta": beta, "bytes_per_image": nbytes * scale, "mean_task_accuracy": acc, "task_accuracy": {"a": acc}}}
+        record = {
+            "label": label,
+            "variant": variant,
+            "seed": seed,
+            "result": "stage2",
+            "point": {"beta": beta, "bytes_per_image": nbytes * scale, "mean_task_accuracy": acc, "task_accuracy": {"a": acc}},
+        }
         (d / "point.json").write_text(json.dumps(record))
 
 
@@ -53,7 +58,11 @@ def test_phases_and_results_file(tmp_path: Path) -> None:
     assert [p["beta"] for p in curves["film"]] == [1.0, 3.0, 10.0, 30.0]
     a = analyse(curves, 0, [1, 2])
     assert a["best_ramp"] == "ib_warmup"
-    assert {k: round(v["bd_rate_percent"], 6) for k, v in a["phase1"].items()} == {"ib_warmup_10": -10.0, "ib_warmup": -30.0, "ib_warmup_50": -20.0}
+    assert {k: round(v["bd_rate_percent"], 6) for k, v in a["phase1"].items()} == {
+        "ib_warmup_10": -10.0,
+        "ib_warmup": -30.0,
+        "ib_warmup_50": -20.0,
+    }
     assert a["per_seed"]["1"]["bd_rate_percent"] == pytest.approx(-20.0)
     assert "error" in a["per_seed"]["2"] and a["film_seed_noise"]["1"]["bd_rate_percent"] == pytest.approx(10.0)
     assert a["stats"]["mean"] == pytest.approx(-25.0) and a["stats"]["range"] == pytest.approx(10.0)

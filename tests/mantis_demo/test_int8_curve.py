@@ -21,16 +21,27 @@ _spec.loader.exec_module(demo)
 
 
 def _baselines() -> dict:
-    webp = [{"quality": q, "bytes_per_image": b, "mean_task_accuracy": a, "task_accuracy": {"a": a}}
-            for q, b, a in [(3, 200, 0.90), (10, 300, 0.93), (20, 400, 0.95), (30, 480, 0.96)]]
+    webp = [
+        {"quality": q, "bytes_per_image": b, "mean_task_accuracy": a, "task_accuracy": {"a": a}}
+        for q, b, a in [(3, 200, 0.90), (10, 300, 0.93), (20, 400, 0.95), (30, 480, 0.96)]
+    ]
     return {"jpeg": [{**p, "bytes_per_image": p["bytes_per_image"] * 3} for p in webp], "webp": webp}
 
 
 def _curve(scale: float) -> dict:
-    points = [{"beta": beta, "bytes_per_image": p["bytes_per_image"] * scale, "mean_task_accuracy": p["mean_task_accuracy"],
-               "task_accuracy": p["task_accuracy"], "float": {"bytes_per_image": 1.0, "mean_task_accuracy": 0.9},
-               "symbol_agreement": 1.0, "images": 10, "bundle": "b"}
-              for beta, p in zip([30.0, 10.0, 3.0, 1.0], _baselines()["webp"])]
+    points = [
+        {
+            "beta": beta,
+            "bytes_per_image": p["bytes_per_image"] * scale,
+            "mean_task_accuracy": p["mean_task_accuracy"],
+            "task_accuracy": p["task_accuracy"],
+            "float": {"bytes_per_image": 1.0, "mean_task_accuracy": 0.9},
+            "symbol_agreement": 1.0,
+            "images": 10,
+            "bundle": "b",
+        }
+        for beta, p in zip([30.0, 10.0, 3.0, 1.0], _baselines()["webp"])
+    ]
     return {"target": "executorch", "method": "m", "points": points}
 
 
@@ -45,8 +56,12 @@ def test_int8_curve_section_bd_rates_report_and_plot(tmp_path: Path) -> None:
     assert "MANTiS int8 vs the best baseline (WEBP)** | **-90.0 %" in md
     short = int8_curve_section({**_curve(0.1), "points": _curve(0.1)["points"][:3]}, base, "d")
     assert "at least 4" in short["vs_baselines"]["webp"]["error"] and "vs_best_baseline" not in short
-    report = {"edge_int8": {"bytes_per_image": 50.0, "mean_task_accuracy": 0.94, "task_accuracy": {"a": 0.94}},
-              "float": {}, **base, "int8_curve": section}
+    report = {
+        "edge_int8": {"bytes_per_image": 50.0, "mean_task_accuracy": 0.94, "task_accuracy": {"a": 0.94}},
+        "float": {},
+        **base,
+        "int8_curve": section,
+    }
     plot_rate_accuracy(report, tmp_path / "ra.png")
     assert (tmp_path / "ra.png").read_bytes()[:4] == b"\x89PNG"
 
