@@ -344,6 +344,10 @@ def results_document(
         "verdict rule: holds when the best ramp's BD-rate against film is negative on every seed and |mean| exceeds both "
         "its range over the seeds and the largest |BD-rate| between film's seeds",
     ]
+    if best is None:
+        notes.append(
+            "phase 2 (film and the best ramp on every further Stage 2 seed, four beta' each) is not planned until phase 1 names the best ramp"
+        )
     if no_train:
         notes.append("read back from the sweep directory (--no-train); the points were trained by the same command without --no-train")
     if int8 is None:
