@@ -8,8 +8,8 @@ Three phases, all points of ``training/sweep.py`` in one sweep directory (a fini
 so a rerun resumes where the last one stopped):
 
 1. ``film`` and every ramp length (``ib_warmup``: 30 %, ``ib_warmup_10``, ``ib_warmup_50``) on the
-   config's own seed, ``film`` and the first ramp first; the ramp with the lowest BD-rate against
-   ``film`` is the best ramp;
+   config's own seed (``film`` and the first ramp by beta', then each other ramp as a whole curve); the
+   ramp with the lowest BD-rate against ``film`` is the best ramp;
 2. ``film`` and the best ramp on every further Stage 2 seed (``--seeds``, ``NAME@SEED``): the BD-rate of
    the ramp against ``film`` of the same seed, per seed, with mean, standard deviation and range; and
    the seed-to-seed noise of ``film`` itself (each seed's ``film`` curve against the config seed's);
@@ -200,13 +200,14 @@ def run_phases(
 ) -> None:
     """Train (or read back) the points of phase 1, then those of phase 2 for ``best`` (default: phase 1's best ramp).
 
-    Phase 1 runs ``film`` and the first ramp by beta' first, then the other ramps; phase 2 runs by beta'
-    too, so that a run cut short has whole pairs of curves at the first beta' values.
+    Phase 1 runs ``film`` and the first ramp by beta' (a run cut short has both curves at the first beta'
+    values), then the other ramps one whole curve after the other (one cut short has whole curves);
+    phase 2 runs by beta'.
     """
     global_seed = load_config(config, sets)["seed"]
     sweep(config, out, betas, [REFERENCE, ramps[0]], sets, reuse, by_beta=True)
     if len(ramps) > 1:
-        sweep(config, out, betas, list(ramps[1:]), sets, reuse, by_beta=True)
+        sweep(config, out, betas, list(ramps[1:]), sets, reuse)
     best = best or best_ramp(analyse(read_points(out), global_seed, seeds, ramps)["phase1"])
     if best is None:
         raise SweepError("phase 1 gave no ramp a BD-rate against film; see the sweep's curves.md")
