@@ -18,6 +18,7 @@ from mantis_demo.pipeline import DEFAULT_CONFIG, DemoError, DemoOptions, run_dem
 from runtime_edge.client import EdgeRuntimeError
 from runtime_edge.transport import TransportError
 from runtime_server.process import ServerError
+from training.sweep import CURVE_BETAS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,8 +36,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a training/sweep.py output directory on the same --config: the report "
         "shows MANTiS and No-FiLM as curves and their BD-rate against JPEG/WebP",
     )
+    p.add_argument(
+        "--curve",
+        type=float,
+        nargs="*",
+        metavar="BETA",
+        help="also MANTiS's int8 curve against JPEG/WebP with its BD-rate: Stage 2 trained at each beta' "
+        f"(default {' '.join(f'{b:g}' for b in CURVE_BETAS)}), exported and run on the device path (OUT/curve)",
+    )
     p.add_argument("--results-dir", type=Path, help="also write the run's summary as DIR/demo.json (the published results: results/)")
     args = p.parse_args(argv)
+    if args.curve is not None:
+        args.curve = args.curve or list(CURVE_BETAS)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be >= 1")
     if args.artifacts is not None and args.checkpoint is None:
@@ -55,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         qualities=args.qualities,
         backend=args.backend,
         sweep=args.sweep,
+        curve=args.curve,
     )
     try:
         report = run_demo(opts)

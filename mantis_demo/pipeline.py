@@ -59,6 +59,7 @@ class DemoOptions:
     calibration_samples: int = 128
     check_samples: int = 32
     sweep: Path | None = None  # a finished training/sweep.py directory: MANTiS and No-FiLM as curves
+    curve: Sequence[float] | None = None  # beta' of MANTiS's int8 curve (trained, exported, measured), or None: no curve
     stages_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -274,6 +275,28 @@ def load_sweep(sweep_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     return sweep
 
 
+CURVE_DIR = "curve"
+"""The int8 curve's sweep directory inside the demo's output (``OUT/curve/film/beta_*/``)."""
+
+
+def measure_int8_curve(
+    config: Path, checkpoint: Path, out: Path, betas: Sequence[float], log: Callable[[str], None] = _log
+) -> dict[str, Any]:
+    """MANTiS's int8 rate-accuracy curve: Stage 2 at every beta' (``training/sweep.py``, reusing the teacher and
+    Stage 1 beside ``checkpoint``, and its Stage 2 at the config's beta'), every point exported as an int8
+    bundle and measured on the device path over the whole test split (``calibration/int8_curve.py``)."""
+    from calibration.accuracy import CheckError
+    from calibration.int8_curve import int8_curve
+    from export.errors import ExportError
+    from training.sweep import sweep
+
+    try:
+        sweep(config, out, betas, ["film"], reuse=[checkpoint.parent])
+        return int8_curve(out, "film", None, "executorch", log)
+    except (CheckError, ExportError) as exc:
+        raise DemoError(f"int8 curve: {exc}") from None
+
+
 def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Run every stage into ``opts.out`` and return the report (also written as report.json / report.md)."""
     from training.config import load_config
@@ -283,6 +306,8 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(opts.config)
     sweep = load_sweep(opts.sweep, cfg) if opts.sweep is not None else None
+    if opts.curve is not None and opts.limit is not None:
+        raise DemoError("the int8 curve is measured on the whole test split; --limit would compare it with JPEG/WebP on other images")
     with _Stage(opts, "train", log):
         checkpoint = opts.checkpoint or train(opts.config, out / "train", log)
     with _Stage(opts, "export", log):
@@ -290,6 +315,10 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
     bundle = load_bundle(bundle_dir)
     if bundle.manifest.source_checkpoint["sha256"] != file_sha256(checkpoint):
         raise DemoError(f"bundle {bundle_dir} was exported from another checkpoint than {checkpoint}")
+    curve = None
+    if opts.curve is not None:
+        with _Stage(opts, "int8 curve", log):
+            curve = measure_int8_curve(opts.config, checkpoint, out / CURVE_DIR, opts.curve, log)
     with _Stage(opts, "held-out images", log):
         held = save_held_out(cfg, out / "heldout", opts.limit)
         log(f"{len(held.paths)} held-out images in {out / 'heldout'}")
@@ -342,6 +371,11 @@ def run_demo(opts: DemoOptions, log: Callable[[str], None] = _log) -> dict[str, 
         best = report["sweep"].get("vs_best_baseline")
         if best:
             log(f"MANTiS vs the best baseline ({best['format'].upper()}): BD-rate {best['bd_rate_percent']:+.1f} %")
+    if curve is not None:
+        report["int8_curve"] = report_mod.int8_curve_section(curve, {k: base[k] for k in ("jpeg", "webp")}, str(out / CURVE_DIR))
+        best = report["int8_curve"].get("vs_best_baseline")
+        if best:
+            log(f"MANTiS int8 curve vs the best baseline ({best['format'].upper()}): BD-rate {best['bd_rate_percent']:+.1f} %")
     report["wall_s"] = round(time.perf_counter() - start, 1)
     report = report_mod.finalize(report, out)
     eq = report["equal_accuracy"]

@@ -112,6 +112,30 @@ def sweep_section(sweep: dict[str, Any], baselines: dict[str, Sequence[dict[str,
     return out
 
 
+def int8_curve_section(curve: dict[str, Any], baselines: dict[str, Sequence[dict[str, Any]]], curve_dir: str) -> dict[str, Any]:
+    """MANTiS's int8 curve (``calibration/int8_curve.py``'s report) and its BD-rate against each baseline and
+    the best one (the format it saves least against); a comparison that cannot be made holds ``error``."""
+    from training.curves import Curve, CurveError
+    from training.sweep import compare_to_baselines
+
+    keys = ("beta", "bytes_per_image", "mean_task_accuracy", "task_accuracy", "float", "symbol_agreement", "images")
+    points = [{k: p[k] for k in keys} for p in curve["points"]]
+    try:
+        vs = compare_to_baselines(Curve.from_points("MANTiS int8", points), baselines)
+    except CurveError as exc:
+        vs = {fmt: {"error": str(exc)} for fmt in baselines}
+    out: dict[str, Any] = {
+        "dir": curve_dir,
+        "target": curve["target"],
+        "method": curve["method"],
+        "points": points,
+        "vs_baselines": {fmt: vs[fmt] for fmt in baselines},
+    }
+    if "best" in vs:
+        out["vs_best_baseline"] = vs["best"]
+    return out
+
+
 def plot_rate_accuracy(report: dict[str, Any], path: str | os.PathLike) -> None:
     """Bytes per image (log) vs mean and per-task accuracy: JPEG and WebP curves, and MANTiS as a point
     (int8 end to end, float) or, with a sweep, as its MANTiS and No-FiLM curves."""
@@ -138,9 +162,12 @@ def plot_rate_accuracy(report: dict[str, Any], path: str | os.PathLike) -> None:
             for key, pts in report["sweep"]["curves"].items():
                 label, style = SWEEP_CURVES[key]
                 ax.plot([p["bytes_per_image"] for p in pts], [acc(p, panel) for p in pts], style, ms=7, label=label)
-        else:
+        if "int8_curve" in report:
+            pts = report["int8_curve"]["points"]
+            ax.plot([p["bytes_per_image"] for p in pts], [acc(p, panel) for p in pts], "r*-", ms=10, label="MANTiS int8 (device path)")
+        if "sweep" not in report and "int8_curve" not in report:
             ax.plot([e["bytes_per_image"]], [acc(e, panel)], "r*", ms=14, label="MANTiS int8 (end to end)")
-        if "bytes_per_image" in report["float"] and "sweep" not in report:
+        if "bytes_per_image" in report["float"] and "sweep" not in report and "int8_curve" not in report:
             f = report["float"]
             ax.plot([f["bytes_per_image"]], [acc(f, panel)], "kx", ms=10, label="MANTiS float")
         if "teacher" in report:
@@ -255,6 +282,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         ),
         "",
     ]
+    if "int8_curve" in report:
+        lines += _int8_curve_markdown(report["int8_curve"])
     if "sweep" in report:
         lines += _sweep_markdown(report["sweep"])
     lines += [
@@ -373,6 +402,32 @@ def _sweep_markdown(sw: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _int8_curve_markdown(c: dict[str, Any]) -> list[str]:
+    lines = [
+        "## MANTiS int8 rate-accuracy curve",
+        "",
+        f"Stage 2 trained at each beta' (`{c['dir']}`), exported as int8 bundles ({c['target']}) and run on the device "
+        "path over the held-out images (`calibration/int8_curve.py`).",
+        "",
+        "| beta' | int8 bytes per image | int8 mean accuracy | float bytes per image | float mean accuracy |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {p['beta']:g} | {_fmt_bytes(p['bytes_per_image'])} | {_pct(p['mean_task_accuracy'])} | "
+        f"{_fmt_bytes(p['float']['bytes_per_image'])} | {_pct(p['float']['mean_task_accuracy'])} |"
+        for p in c["points"]
+    ]
+    lines += ["", "| comparison | BD-rate |", "| --- | --- |"]
+    for fmt, r in c["vs_baselines"].items():
+        lines.append(f"| MANTiS int8 vs {fmt.upper()} + teacher | {_bd_cell(r)} |")
+    if "vs_best_baseline" in c:
+        lines.append(
+            f"| **MANTiS int8 vs the best baseline ({c['vs_best_baseline']['format'].upper()})** | **{_bd_cell(c['vs_best_baseline'])}** |"
+        )
+    lines += ["", f"BD-rate: {c['method']}; negative = fewer bytes at equal accuracy.", ""]
+    return lines
+
+
 def finalize(report: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
     """Add the equal-accuracy comparison and the bandwidth table, then write report.json, report.md, plots.
 
@@ -446,6 +501,16 @@ def write_demo_results(report: dict[str, Any], argv: list[str] | None, results_d
         )
         for key in ("jpeg", "webp")
     ]
+    best = report.get("int8_curve", {}).get("vs_best_baseline")
+    if best:
+        headline.append(
+            Headline(
+                f"demo: MANTiS int8 curve vs the better of JPEG/WebP ({best['format'].upper()}), BD-rate",
+                round(best["bd_rate_percent"], 1),
+                "%",
+                "<= -90 %",
+            )
+        )
     tasks = report["dataset"]["tasks"]
     accuracy_rows = [
         ["MANTiS float", *[round(100 * report["float"]["task_accuracy"][t], 2) for t in tasks], "", ""],
@@ -483,6 +548,10 @@ def write_demo_results(report: dict[str, Any], argv: list[str] | None, results_d
                 [[k, round(v, 1)] for k, v in report["stages_s"].items()] + [["whole run", report["wall_s"]]],
             ),
         ],
-        data={k: report[k] for k in ("model_name", "config", "dataset", "edge_int8", "equal_accuracy", "latency_ms", "stages_s", "wall_s")},
+        data={
+            k: report[k]
+            for k in ("model_name", "config", "dataset", "edge_int8", "equal_accuracy", "latency_ms", "stages_s", "wall_s", "int8_curve")
+            if k in report
+        },
         results_dir=results_dir,
     )

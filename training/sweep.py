@@ -35,6 +35,8 @@ from training.pipeline import CHECKPOINTS, Datasets, load_datasets, run, stage_f
 log = logging.getLogger("mantis.training")
 
 POINT_FILE = "point.json"
+CURVE_BETAS = (1.0, 3.0, 10.0, 30.0)
+"""The four beta' of the project's standard rate-accuracy curve (the demo's ``--curve``, the benchmarks)."""
 CURVES_FILE = "curves.json"
 # every point trains only what its curve needs; a variant turns on what it measures
 SWEEP_DEFAULTS = ("ablations.no_film=false", "ablations.oracle=false")
@@ -55,6 +57,8 @@ VARIANTS: dict[str, Variant] = {
     "saliency": Variant(("stage1.saliency=0.5",), "stage2", "Stage 1 distillation MSE weighted by the teacher's Grad-CAM"),
     "famo": Variant(("stage2.balancing=famo",), "stage2", "learned weights of the per-task losses and the rate"),
     "ib_warmup": Variant(("stage2.beta_warmup=0.3",), "stage2", "beta' ramped from 0 over the first 30 % of Stage 2"),
+    "ib_warmup_10": Variant(("stage2.beta_warmup=0.1",), "stage2", "beta' ramped from 0 over the first 10 % of Stage 2"),
+    "ib_warmup_50": Variant(("stage2.beta_warmup=0.5",), "stage2", "beta' ramped from 0 over the first 50 % of Stage 2"),
     "label_smoothing": Variant(("stage2.label_smoothing=0.1",), "stage2", "label smoothing 0.1 in the Stage 2 cross-entropy"),
 }
 
@@ -90,8 +94,9 @@ def parse_variant(spec: str) -> tuple[str, int | None]:
     return name, int(seed)
 
 
-def plan(variants: Sequence[str], betas: Sequence[float], global_seed: int, sets: Sequence[str]) -> list[Point]:
-    """The points of a sweep, in the order they run: by variant as given, then by beta'."""
+def plan(variants: Sequence[str], betas: Sequence[float], global_seed: int, sets: Sequence[str], by_beta: bool = False) -> list[Point]:
+    """The points of a sweep, in the order they run: by variant as given, then by beta'; with ``by_beta``
+    by beta', then by variant (a sweep cut short then holds every curve at its first beta')."""
     if not betas:
         raise SweepError("--betas needs at least one value")
     points = []
@@ -104,6 +109,8 @@ def plan(variants: Sequence[str], betas: Sequence[float], global_seed: int, sets
             points.append(
                 Point(label, name, seed if own else None, float(beta), SWEEP_DEFAULTS + VARIANTS[name].overrides + tuple(sets) + extra)
             )
+    if by_beta:
+        points.sort(key=lambda p: p.beta)  # stable: the variants keep their order at each beta'
     return points
 
 
@@ -353,11 +360,12 @@ def sweep(
     reference: str = "film",
     pairs: Sequence[Sequence[str]] = (),
     baselines: Path | None = None,
+    by_beta: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) a sweep and write its curves; returns the report."""
+    """Run (or resume) a sweep and write its curves; returns the report. ``by_beta``: the order of ``plan``."""
     base_cfg = load_config(config, sets)
     base_lines = load_baselines(baselines) if baselines is not None else None
-    points = plan(variants, betas, base_cfg["seed"], sets)
+    points = plan(variants, betas, base_cfg["seed"], sets, by_beta)
     configs = [load_config(config, p.config_overrides()) for p in points]
     data_keys = {fingerprint(c, ["seed", "data"]) for c in configs}
     if len(data_keys) != 1:
@@ -409,6 +417,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reference", default="film", help="the curve every other is compared with (default film)")
     p.add_argument("--compare", nargs=2, action="append", default=[], metavar=("REF", "TEST"), help="also the BD-rate of TEST against REF")
     p.add_argument("--baselines", type=Path, help="JPEG/WebP curves: a demo report.json measured on the same data")
+    p.add_argument("--by-beta", action="store_true", help="run the points by beta', then by variant (default: by variant, then beta')")
     return p.parse_args(argv)
 
 
@@ -416,7 +425,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        sweep(args.config, args.out, args.betas, args.variants, args.set, args.reuse, args.reference, args.compare, args.baselines)
+        sweep(
+            args.config,
+            args.out,
+            args.betas,
+            args.variants,
+            args.set,
+            args.reuse,
+            args.reference,
+            args.compare,
+            args.baselines,
+            args.by_beta,
+        )
     except (ConfigError, DatasetError, CheckpointError, SweepError, CurveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -28,11 +28,22 @@ def test_plan_and_bad_variants() -> None:
     ]
     assert points[2].overrides[-1] == "stage2.seed=1" and "ablations.no_film=true" in points[2].overrides
     assert points[2].config_overrides()[-1] == "stage2.beta=1.0"
+    by_beta = plan(["film", "ib_warmup_50", "ib_warmup_10"], [4, 1], 0, [], by_beta=True)
+    assert [(p.label, p.beta) for p in by_beta] == [
+        ("film", 1.0),
+        ("ib_warmup_50", 1.0),
+        ("ib_warmup_10", 1.0),
+        ("film", 4.0),
+        ("ib_warmup_50", 4.0),
+        ("ib_warmup_10", 4.0),
+    ]
+    assert "stage2.beta_warmup=0.5" in by_beta[1].overrides and "stage2.beta_warmup=0.1" in by_beta[2].overrides
     with pytest.raises(SweepError, match="unknown variant 'dropout'"):
         plan(["dropout"], [1], 0, [])
     with pytest.raises(SweepError, match="must be a non-negative integer"):
         plan(["film@x"], [1], 0, [])
     assert parse_args(["--config", "c", "--out", "o", "--betas", "1", "2", "--variant", "no_film"]).variants == ["no_film"]
+    assert parse_args(["--config", "c", "--out", "o", "--betas", "1", "--by-beta"]).by_beta
 
 
 def test_sweep_reuses_checkpoints_and_points_and_resumes(

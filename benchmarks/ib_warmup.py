@@ -1,0 +1,442 @@
+"""The information-bottleneck warm-up of Stage 2 (beta' ramped from 0) against plain FiLM, by BD-rate.
+
+    uv run python -m benchmarks.ib_warmup --out runs/ib_warmup --reuse runs/demo/train \\
+        --baselines runs/demo/report.json                 # train what is missing, then report
+    uv run python -m benchmarks.ib_warmup --out runs/ib_warmup --no-train   # report what is finished
+
+Three phases, all points of ``training/sweep.py`` in one sweep directory (a finished point is read back,
+so a rerun resumes where the last one stopped):
+
+1. ``film`` and every ramp length (``ib_warmup``: 30 %, ``ib_warmup_10``, ``ib_warmup_50``) on the
+   config's own seed (``film`` and the first ramp by beta', then each other ramp as a whole curve); the
+   ramp with the lowest BD-rate against ``film`` is the best ramp;
+2. ``film`` and the best ramp on every further Stage 2 seed (``--seeds``, ``NAME@SEED``): the BD-rate of
+   the ramp against ``film`` of the same seed, per seed, with mean, standard deviation and range; and
+   the seed-to-seed noise of ``film`` itself (each seed's ``film`` curve against the config seed's);
+3. with ``--int8``, the int8 device path of the best ramp's curve on the config's seed
+   (``calibration/int8_curve.py``) and its BD-rate against JPEG and WebP (``--baselines``).
+
+The verdict: the warm-up *holds* when its BD-rate against ``film`` is negative on every seed and the
+magnitude of its mean exceeds both its own range over the seeds and the largest seed-to-seed BD-rate of
+``film``. ``results/ib_warmup.json`` lists every planned point as finished or missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks.results import Headline, Table, add_results_arguments, write_results
+from calibration.accuracy import CheckError
+from calibration.int8_curve import Int8CurveError, int8_curve
+from export.errors import ExportError
+from training.checkpoint import CheckpointError
+from training.data import DatasetError
+from training.config import ConfigError, load_config
+from training.curves import Curve, CurveError, bd_rate
+from training.sweep import CURVE_BETAS, POINT_FILE, VARIANTS, SweepError, load_baselines, plan, sweep
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "training" / "configs" / "demo.yaml"
+REFERENCE = "film"
+RAMPS = ("ib_warmup", "ib_warmup_10", "ib_warmup_50")  # the first runs first: 30 %, the methods sweep's candidate
+DEFAULT_SEEDS = (1, 2)
+
+
+def ramp_fraction(variant: str) -> float:
+    """The ``stage2.beta_warmup`` a ramp variant sets (from ``training.sweep.VARIANTS``)."""
+    for override in VARIANTS[variant].overrides:
+        key, _, value = override.partition("=")
+        if key == "stage2.beta_warmup":
+            return float(value)
+    raise ValueError(f"variant {variant!r} sets no stage2.beta_warmup")
+
+
+def label(variant: str, seed: int, global_seed: int) -> str:
+    """The sweep's curve label of ``variant`` on Stage 2 seed ``seed`` (as ``training.sweep.plan`` names it)."""
+    return variant if seed == global_seed else f"{variant}@seed{seed}"
+
+
+def read_points(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every finished point (``point.json``) of the sweep directory ``out``, by curve label, by beta'."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(out.glob(f"*/beta_*/{POINT_FILE}")):
+        record = json.loads(path.read_text())
+        curves.setdefault(record["label"], []).append(record["point"])
+    for points in curves.values():
+        points.sort(key=lambda p: p["beta"])
+    return curves
+
+
+def _bd(curves: dict[str, list[dict[str, Any]]], ref: str, test: str) -> dict[str, Any]:
+    missing = [n for n in (ref, test) if n not in curves]
+    if missing:
+        return {"error": f"curve {missing[0]!r} has no finished point"}
+    try:
+        return bd_rate(Curve.from_points(ref, curves[ref]), Curve.from_points(test, curves[test]))
+    except CurveError as exc:
+        return {"error": str(exc)}
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    out = {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "range": max(values) - min(values)}
+    if len(values) > 1:
+        out["std"] = statistics.stdev(values)
+    return out
+
+
+def same_beta_pairs(
+    curves: dict[str, list[dict[str, Any]]], global_seed: int, seeds: Sequence[int], ramps: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Every ramp point beside ``film``'s point of the same seed and beta': bytes ratio and accuracy difference.
+
+    Not a BD-rate (the two points sit at different accuracies), but what a run cut short before a curve
+    has four points can show.
+    """
+    rows = []
+    for seed in [global_seed, *[s for s in seeds if s != global_seed]]:
+        film = {p["beta"]: p for p in curves.get(label(REFERENCE, seed, global_seed), [])}
+        for ramp in ramps:
+            for p in curves.get(label(ramp, seed, global_seed), []):
+                f = film.get(p["beta"])
+                if f is not None:
+                    rows.append(
+                        {
+                            "seed": seed,
+                            "ramp": ramp,
+                            "beta": p["beta"],
+                            "film_bytes": f["bytes_per_image"],
+                            "ramp_bytes": p["bytes_per_image"],
+                            "film_accuracy": f["mean_task_accuracy"],
+                            "ramp_accuracy": p["mean_task_accuracy"],
+                            "bytes_ratio": p["bytes_per_image"] / f["bytes_per_image"],
+                            "accuracy_difference": p["mean_task_accuracy"] - f["mean_task_accuracy"],
+                        }
+                    )
+    return rows
+
+
+def best_ramp(phase1: dict[str, dict[str, Any]]) -> str | None:
+    """The ramp with the lowest BD-rate against ``film`` (None until one has a BD-rate)."""
+    valid = {k: v["bd_rate_percent"] for k, v in phase1.items() if "bd_rate_percent" in v}
+    return min(valid, key=valid.__getitem__) if valid else None
+
+
+def analyse(
+    curves: dict[str, list[dict[str, Any]]], global_seed: int, seeds: Sequence[int], ramps: Sequence[str] = RAMPS, best: str | None = None
+) -> dict[str, Any]:
+    """BD-rates of the phases from the finished points, the per-seed statistics and the verdict.
+
+    ``best`` fixes the ramp carried to the seeds (default: the best of phase 1).
+    """
+    phase1 = {r: _bd(curves, REFERENCE, r) for r in ramps}
+    chosen = best or best_ramp(phase1)
+    result: dict[str, Any] = {
+        "reference": REFERENCE,
+        "global_seed": global_seed,
+        "phase1": phase1,
+        "best_ramp": chosen,
+        "same_beta_pairs": same_beta_pairs(curves, global_seed, seeds, ramps),
+    }
+    if chosen is None:
+        result["verdict"] = "undecided: no ramp has a BD-rate against film yet"
+        return result
+    all_seeds = [global_seed, *[s for s in seeds if s != global_seed]]
+    per_seed = {s: _bd(curves, label(REFERENCE, s, global_seed), label(chosen, s, global_seed)) for s in all_seeds}
+    noise = {s: _bd(curves, REFERENCE, label(REFERENCE, s, global_seed)) for s in all_seeds if s != global_seed}
+    values = [r["bd_rate_percent"] for r in per_seed.values() if "bd_rate_percent" in r]
+    noise_values = [abs(r["bd_rate_percent"]) for r in noise.values() if "bd_rate_percent" in r]
+    result.update(
+        per_seed={str(s): r for s, r in per_seed.items()},
+        film_seed_noise={str(s): r for s, r in noise.items()},
+        seeds_measured=len(values),
+        seeds_planned=len(all_seeds),
+    )
+    if values:
+        result["stats"] = _stats(values)
+    if noise_values:
+        result["film_noise_max_abs"] = max(noise_values)
+    result["verdict"] = verdict(values, noise_values, len(all_seeds))
+    return result
+
+
+def verdict(values: Sequence[float], noise: Sequence[float], planned: int) -> str:
+    """``holds`` / ``does not hold`` / ``undecided: ...`` (see the module docstring for the rule)."""
+    if len(values) < planned or len(noise) < planned - 1 or len(values) < 2:
+        return f"undecided: {len(values)} of {planned} seeds measured"
+    mean = statistics.fmean(values)
+    spread = max(max(values) - min(values), max(noise))
+    if max(values) < 0 and -mean > spread:
+        return "holds"
+    return "does not hold"
+
+
+def planned_points(
+    global_seed: int, seeds: Sequence[int], betas: Sequence[float], ramps: Sequence[str], best: str | None
+) -> list[tuple[str, float]]:
+    """``(curve label, beta')`` of every point the phases need (phase 2 only once the best ramp is known)."""
+    specs = [REFERENCE, *ramps]
+    if best is not None:
+        for s in seeds:
+            if s != global_seed:
+                specs += [f"{REFERENCE}@{s}", f"{best}@{s}"]
+    return [(p.label, p.beta) for p in plan(specs, betas, global_seed, [])]
+
+
+def run_phases(
+    config: Path,
+    out: Path,
+    betas: Sequence[float],
+    seeds: Sequence[int],
+    ramps: Sequence[str],
+    reuse: Sequence[Path],
+    sets: Sequence[str] = (),
+    best: str | None = None,
+) -> None:
+    """Train (or read back) the points of phase 1, then those of phase 2 for ``best`` (default: phase 1's best ramp).
+
+    Phase 1 runs ``film`` and the first ramp by beta' (a run cut short has both curves at the first beta'
+    values), then the other ramps one whole curve after the other (one cut short has whole curves);
+    phase 2 runs by beta'.
+    """
+    global_seed = load_config(config, sets)["seed"]
+    sweep(config, out, betas, [REFERENCE, ramps[0]], sets, reuse, by_beta=True)
+    if len(ramps) > 1:
+        sweep(config, out, betas, list(ramps[1:]), sets, reuse)
+    best = best or best_ramp(analyse(read_points(out), global_seed, seeds, ramps)["phase1"])
+    if best is None:
+        raise SweepError("phase 1 gave no ramp a BD-rate against film; see the sweep's curves.md")
+    specs = [f"{v}@{s}" for s in seeds if s != global_seed for v in (REFERENCE, best)]
+    if specs:
+        sweep(config, out, betas, specs, sets, reuse, by_beta=True)
+
+
+def _cell(r: dict[str, Any]) -> float | str:
+    return round(r["bd_rate_percent"], 1) if "bd_rate_percent" in r else f"n/a ({r['error']})"
+
+
+def results_document(
+    curves: dict[str, list[dict[str, Any]]],
+    analysis: dict[str, Any],
+    planned: list[tuple[str, float]],
+    int8: dict[str, Any] | None,
+    no_train: bool = False,
+) -> tuple[list[Headline], list[Table], list[str], dict[str, Any]]:
+    """Headline, tables, notes and data of ``results/ib_warmup.json``."""
+    finished = {(lab, p["beta"]) for lab, pts in curves.items() for p in pts}
+    done = [f"{lab} beta'={b:g}" for lab, b in planned if (lab, b) in finished]
+    missing = [f"{lab} beta'={b:g}" for lab, b in planned if (lab, b) not in finished]
+    best = analysis["best_ramp"]
+    headline = [Headline("IB warm-up: verdict (best ramp vs film over the Stage 2 seeds)", analysis["verdict"])]
+    if best is not None:
+        headline.append(Headline("IB warm-up: best ramp of beta' (fraction of Stage 2)", ramp_fraction(best)))
+    if "stats" in analysis:
+        s = analysis["stats"]
+        headline.append(
+            Headline(
+                f"IB warm-up vs film: mean BD-rate over {analysis['seeds_measured']} seed(s)",
+                round(s["mean"], 1),
+                "%",
+                "< 0, beyond the seed spread",
+            )
+        )
+        headline.append(Headline("IB warm-up vs film: BD-rate range over the seeds", round(s["range"], 1), "points"))
+    if int8 and "best" in int8.get("vs_baselines", {}):
+        b = int8["vs_baselines"]["best"]
+        headline.append(
+            Headline(
+                f"{int8['curve']} int8 device path vs the better of JPEG/WebP ({b['format'].upper()}): BD-rate",
+                round(b["bd_rate_percent"], 1),
+                "%",
+                "<= -90 %",
+            )
+        )
+    tables = [
+        Table(
+            "Stage 2 curves: bytes per image and mean task accuracy (float, real bitstreams)",
+            ["curve", "beta'", "bytes per image", "mean accuracy %"],
+            [
+                [lab, p["beta"], round(p["bytes_per_image"], 2), round(100 * p["mean_task_accuracy"], 2)]
+                for lab, pts in sorted(curves.items())
+                for p in pts
+            ],
+        ),
+        Table(
+            "phase 1: every ramp vs film on the config's seed",
+            ["ramp", "beta' warm-up fraction", "BD-rate vs film %"],
+            [[r, ramp_fraction(r), _cell(v)] for r, v in analysis["phase1"].items()],
+        ),
+    ]
+    pairs = analysis.get("same_beta_pairs", [])
+    if pairs:
+        tables.append(
+            Table(
+                "each ramp point beside film's of the same Stage 2 seed and beta' (not a BD-rate: the accuracies differ)",
+                [
+                    "Stage 2 seed",
+                    "ramp",
+                    "beta'",
+                    "film bytes",
+                    "ramp bytes",
+                    "ramp / film bytes",
+                    "film accuracy %",
+                    "ramp accuracy %",
+                    "accuracy difference, points",
+                ],
+                [
+                    [
+                        r["seed"],
+                        r["ramp"],
+                        r["beta"],
+                        round(r["film_bytes"], 2),
+                        round(r["ramp_bytes"], 2),
+                        round(r["bytes_ratio"], 3),
+                        round(100 * r["film_accuracy"], 2),
+                        round(100 * r["ramp_accuracy"], 2),
+                        round(100 * r["accuracy_difference"], 2),
+                    ]
+                    for r in pairs
+                ],
+            )
+        )
+    if "per_seed" in analysis:
+        tables.append(
+            Table(
+                f"phase 2: {best} vs film of the same Stage 2 seed; film's own seed-to-seed BD-rate",
+                ["Stage 2 seed", f"{best} vs film %", "film vs film (config seed) %"],
+                [
+                    [s, _cell(r), _cell(analysis["film_seed_noise"][s]) if s in analysis["film_seed_noise"] else ""]
+                    for s, r in analysis["per_seed"].items()
+                ],
+            )
+        )
+    if int8:
+        tables.append(
+            Table(
+                f"int8 device path of {int8['curve']} (calibration/int8_curve.py, {int8['target']})",
+                ["beta'", "int8 bytes", "int8 mean accuracy %", "float bytes", "float mean accuracy %"],
+                [
+                    [
+                        r["beta"],
+                        round(r["bytes_per_image"], 2),
+                        round(100 * r["mean_task_accuracy"], 2),
+                        round(r["float"]["bytes_per_image"], 2),
+                        round(100 * r["float"]["mean_task_accuracy"], 2),
+                    ]
+                    for r in int8["points"]
+                ],
+            )
+        )
+        tables.append(
+            Table(
+                f"{int8['curve']} int8 vs JPEG / WebP + teacher",
+                ["format", "BD-rate %"],
+                [[fmt, _cell(r)] for fmt, r in int8.get("vs_baselines", {}).items() if fmt != "best"],
+            )
+        )
+    notes = [
+        f"points finished ({len(done)}): " + (", ".join(done) or "none"),
+        f"points missing ({len(missing)}): " + (", ".join(missing) or "none"),
+        "verdict rule: holds when the best ramp's BD-rate against film is negative on every seed and |mean| exceeds both "
+        "its range over the seeds and the largest |BD-rate| between film's seeds",
+    ]
+    if best is None:
+        notes.append(
+            "phase 2 (film and the best ramp on every further Stage 2 seed, four beta' each) is not planned until phase 1 names the best ramp"
+        )
+    if no_train:
+        notes.append("read back from the sweep directory (--no-train); the points were trained by the same command without --no-train")
+    if int8 is None:
+        notes.append("int8 device path: not measured in this run (--int8 with --baselines)")
+    data = {"analysis": analysis, "curves": curves, "finished": done, "missing": missing, "int8": int8}
+    return headline, tables, notes, data
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.ib_warmup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config (default: the demo's, three Stage 2 epochs)")
+    p.add_argument("--out", type=Path, default=Path("runs/ib_warmup"), help="the sweep directory (default %(default)s)")
+    p.add_argument("--betas", type=float, nargs="+", default=list(CURVE_BETAS), help="beta' of every curve (default %(default)s)")
+    p.add_argument(
+        "--seeds", type=int, nargs="*", default=list(DEFAULT_SEEDS), help="further Stage 2 seeds of phase 2 (default %(default)s)"
+    )
+    p.add_argument(
+        "--ramps",
+        nargs="+",
+        default=list(RAMPS),
+        choices=[v for v in VARIANTS if v.startswith("ib_warmup")],
+        help="ramp variants of phase 1",
+    )
+    p.add_argument(
+        "--best", choices=[v for v in VARIANTS if v.startswith("ib_warmup")], help="carry this ramp to the seeds instead of phase 1's best"
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value for every point")
+    p.add_argument(
+        "--reuse", action="append", type=Path, default=[], metavar="DIR", help="finished checkpoints to copy in (e.g. runs/demo/train)"
+    )
+    p.add_argument("--no-train", action="store_true", help="train nothing: report the finished points")
+    p.add_argument("--int8", action="store_true", help="also the int8 device path of the best ramp's curve (needs --baselines)")
+    p.add_argument("--int8-curve", help="the curve the int8 path measures (default: the best ramp on the config's seed)")
+    p.add_argument(
+        "--baselines",
+        type=Path,
+        help="JPEG/WebP curves on the same data: a demo report.json or mantis_demo.baseline_curves' baselines.json",
+    )
+    add_results_arguments(p, "ib_warmup")
+    args = p.parse_args(argv)
+    if args.int8 and args.baselines is None:
+        p.error("--int8 needs --baselines")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return _main(args, argv)
+    except (ConfigError, DatasetError, CheckpointError, SweepError, CurveError, Int8CurveError, CheckError, ExportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    global_seed = load_config(args.config, args.set)["seed"]
+    if args.baselines is not None:
+        load_baselines(args.baselines)  # a bad file fails before hours of training
+    if not args.no_train:
+        run_phases(args.config, args.out, args.betas, args.seeds, args.ramps, args.reuse, args.set, args.best)
+    curves = read_points(args.out)
+    analysis = analyse(curves, global_seed, args.seeds, args.ramps, args.best)
+    int8 = None
+    int8_curve_name = args.int8_curve or analysis["best_ramp"]
+    if args.int8 and int8_curve_name is not None:
+        int8 = int8_curve(args.out, int8_curve_name, args.baselines)
+    elif int8_curve_name is not None and (args.out / f"int8_{int8_curve_name}.json").is_file():
+        int8 = json.loads((args.out / f"int8_{int8_curve_name}.json").read_text())
+    planned = planned_points(global_seed, args.seeds, args.betas, args.ramps, analysis["best_ramp"])
+    headline, tables, notes, data = results_document(curves, analysis, planned, int8, args.no_train)
+    data.update(config=str(args.config), sets=list(args.set), betas=list(args.betas), seeds=[global_seed, *args.seeds])
+    write_results(
+        args.results_name,
+        title="Information-bottleneck warm-up of Stage 2 vs FiLM: BD-rate per seed, int8 device curve",
+        module="benchmarks.ib_warmup",
+        argv=list(argv) if argv is not None else None,
+        headline=headline,
+        tables=tables,
+        notes=notes,
+        data=data,
+        results_dir=args.results_dir,
+    )
+    print(json.dumps({k: analysis.get(k) for k in ("phase1", "best_ramp", "per_seed", "stats", "film_seed_noise", "verdict")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
