@@ -89,7 +89,7 @@ def edge_latency(
 
 def server_throughput(artifacts: Path, images: list[Any], clients: int, requests: int, time_cap: float) -> list[dict[str, Any]]:
     """serve.py with dynamic batching and with batch size 1, on the real bitstreams of ``images``."""
-    from codec.manifest import read_manifest
+    from codec.bundle import read_manifest
     from runtime_edge.client import EdgeRuntime
     from benchmarks.loadgen import run_configs
 

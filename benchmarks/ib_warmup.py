@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks.results import Headline, Table, add_results_arguments, write_results
-from calibration.accuracy import CheckError
+from calibration.int8_accuracy import CheckError
 from calibration.int8_curve import Int8CurveError, int8_curve
 from export.errors import ExportError
 from training.checkpoint import CheckpointError

@@ -285,7 +285,7 @@ def measure_int8_curve(
     """MANTiS's int8 rate-accuracy curve: Stage 2 at every beta' (``training/sweep.py``, reusing the teacher and
     Stage 1 beside ``checkpoint``, and its Stage 2 at the config's beta'), every point exported as an int8
     bundle and measured on the device path over the whole test split (``calibration/int8_curve.py``)."""
-    from calibration.accuracy import CheckError
+    from calibration.int8_accuracy import CheckError
     from calibration.int8_curve import int8_curve
     from export.errors import ExportError
     from training.sweep import sweep

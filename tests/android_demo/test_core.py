@@ -5,6 +5,7 @@ KServe client end to end against a real serve.py on loopback, and every server e
 from __future__ import annotations
 
 import copy
+import hashlib
 import http.server
 import json
 import shutil

@@ -262,7 +262,7 @@ def test_int8_curve_exports_checks_and_reuses_each_point(tiny_checkpoint, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "module", ["calibration.check", "calibration.compare", "calibration.int8_curve", "export.benchmark", "export.split"]
+    "module", ["calibration.check", "calibration.compare_observers", "calibration.int8_curve", "benchmarks.edge_latency", "export.split"]
 )
 def test_help_describes_the_command_in_whole_sentences(module: str, capsys: pytest.CaptureFixture) -> None:
     import importlib

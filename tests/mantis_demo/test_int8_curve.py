@@ -77,7 +77,7 @@ def test_curve_refuses_a_limit(tmp_path: Path) -> None:
         run_demo(DemoOptions(out=tmp_path, config=TINY, limit=5, curve=[1.0]), log=lambda msg: None)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_demo_curve_on_the_tiny_config(tmp_path: Path, tiny_checkpoint: Path, executorch_bundle: Path) -> None:
     out = tmp_path / "demo"
     betas = [0.1, 1.0]  # 0.1: tiny.yaml's beta', the demo checkpoint itself; two points keep the exports few

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import codec
-import runtime_server.model
+import runtime_server.answers
 from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERROR_KIND_PARAMETER, GRPC_SERVICE, HEADER_LENGTH, pack_bytes
@@ -221,7 +221,7 @@ def test_bitstreams_the_model_cannot_use_are_refused_from_their_headers(server, 
     """Nothing is decoded: not the bad element, not the good ones before it."""
     decoded = []
     real = codec.decode_latent
-    monkeypatch.setattr(runtime_server.model.codec, "decode_latent", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    monkeypatch.setattr(runtime_server.answers.codec, "decode_latent", lambda *a, **k: decoded.append(1) or real(*a, **k))
     c, h, w = bundle.latent_shape
     latent = np.zeros((c, 4 * h, 4 * w), np.float32)
     bigger = codec.encode_latent(latent, 1, bundle.tables)  # a real, valid bitstream of a larger latent

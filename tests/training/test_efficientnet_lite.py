@@ -113,11 +113,11 @@ def test_photos_need_a_pretrained_teacher() -> None:
         load_config(CONFIGS / "effnet_lite0_tiny.yaml", ["data.photos.crop_scale=[0.9, 0.2]"])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_tiny_config_trains_and_exports_with_the_teacher_preprocessing(tmp_path: Path) -> None:
     """The tiny variant end to end: teacher labels, both stages, checkpoint and bundle manifest record
     Google's preprocessing, and the teacher is rebuilt from the checkpoint without the weights package."""
-    from codec.manifest import read_manifest
+    from codec.bundle import read_manifest
     from export.split import main as split_main
     from training.build import load_model
     from training.train import main as train_main
