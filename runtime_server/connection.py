@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
@@ -202,6 +202,8 @@ class GuardedRequestHandler(RequestHandler):
         self.log_exception("Error handling request from %s", request.remote, exc_info=exc)
         if request.writer.output_size > 0:
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
+        if headers_too_large(exc):
+            status = 431
         known = kind_for_status(status)
         text = one_line(exc) if exc is not None else (message or "bad request")
         response = web.json_response(
@@ -216,6 +218,12 @@ class GuardedRequestHandler(RequestHandler):
             self._bad_traffic.warning("malformed HTTP request from %s: %s", self._peer(), one_line(exc))
             return
         super().log_exception(*args, **kw)
+
+
+def headers_too_large(exc: BaseException | None) -> bool:
+    """Whether aiohttp refused a request for having too many header fields (answered 431). A line over the
+    parser's limit stays a 400: aiohttp's error does not say whether it was a header or the request line."""
+    return isinstance(exc, BadHttpMessage) and "too many headers" in str(exc).lower()
 
 
 def request_client(request: web.Request) -> str | None:

@@ -26,7 +26,7 @@ import codec
 import runtime_server.answers
 from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
-from codec.wire import ERROR_KIND_PARAMETER, GRPC_SERVICE, HEADER_LENGTH, pack_bytes
+from codec.wire import ERROR_KIND_PARAMETER, ERRORS, GRPC_SERVICE, HEADER_LENGTH, pack_bytes
 from codec import kserve_grpc as pb
 from runtime_edge.transport import (
     MalformedResponseError,
@@ -480,6 +480,19 @@ def test_malformed_http_is_logged_without_tracebacks_at_a_bounded_rate(server, c
     records = [r for r in caplog.records if r.name in ("mantis.server", "aiohttp.server") and r.levelno >= logging.WARNING]
     assert records and all(r.exc_info is None for r in records)
     assert len(records) <= LOG_BURST and all("malformed HTTP request" in r.getMessage() for r in records)
+
+
+def test_too_many_header_fields_are_431(server) -> None:
+    """10,000 header fields: 431 with the wire contract's JSON error (one field over the line limit stays 400)."""
+    address = _address(server)
+    many = b"".join(b"X-H%d: v\r\n" % i for i in range(10_000))
+    answer = _exchange(address, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+    assert re.match(rb"HTTP/1\.[01] 431 ", answer), answer[:200]
+    doc = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert doc["kind"] == "headers_too_large" and ERRORS["headers_too_large"].http == 431, doc
+    long = _exchange(address, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Long: " + b"v" * 20_000 + b"\r\n\r\n")
+    assert re.match(rb"HTTP/1\.[01] 400 ", long) and b'"bad_request"' in long, long[:200]
+    assert _exchange(address, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(b"HTTP/1.1 200")
 
 
 # ---- server: under load, and at shutdown ------------------------------------------------------------------

@@ -39,6 +39,7 @@ public final class Wire {
         MODEL_MISMATCH("model_mismatch", 409, "FAILED_PRECONDITION", "the bitstream's latent shape or tasks do not fit the server's model: the bundles differ"),
         TIMEOUT("timeout", 408, "DEADLINE_EXCEEDED", "the request did not reach the server in time: check the network"),
         TOO_LARGE("too_large", 413, "RESOURCE_EXHAUSTED", "the request is over the server's size or image-count limit"),
+        HEADERS_TOO_LARGE("headers_too_large", 431, "RESOURCE_EXHAUSTED", "the request's HTTP headers are over the server's limit"),
         RATE_LIMITED("rate_limited", 429, "RESOURCE_EXHAUSTED", "the server refused too many requests from this address: wait and retry"),
         UNAVAILABLE("unavailable", 503, "UNAVAILABLE", "the server is starting or shutting down"),
         BACKEND("backend", 500, "INTERNAL", "the server's inference backend failed");
