@@ -37,6 +37,7 @@ from codec.stream import encode_request
 from codec.wire import BINARY_DATA_SIZE, HEADER_LENGTH, pack_bytes
 from codec import kserve_grpc as pb
 from runtime_edge.transport.stream import frame
+from tests.tools.raw_websocket import read_frame
 from runtime_server.process import LOOPBACK, ServerError, ServerProcess, free_port
 
 TARGET_MB = 50.0
@@ -82,23 +83,10 @@ def open_websocket(host: str, port: int, path: str) -> socket.socket:
 
 def read_message(sock: socket.socket) -> tuple[int, bytes]:
     """The opcode and payload of the server's next (unmasked, unfragmented) frame."""
-
-    def exactly(n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = sock.recv(n - len(out))
-            if not chunk:
-                raise ServerError("the server closed the compact stream")
-            out += chunk
-        return out
-
-    b0, b1 = exactly(2)
-    n = b1 & 0x7F
-    if n == 126:
-        n = int.from_bytes(exactly(2), "big")
-    elif n == 127:
-        n = int.from_bytes(exactly(8), "big")
-    return b0 & 0x0F, exactly(n)
+    try:
+        return read_frame(sock)
+    except ConnectionError as exc:
+        raise ServerError(f"the server closed the compact stream ({exc})") from None
 
 
 def reset(sock: socket.socket) -> None:
