@@ -12,11 +12,8 @@ import time
 from urllib.parse import urlsplit
 
 import grpc
-import numpy as np
 import pytest
 
-import codec
-from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERROR_KIND_PARAMETER, ERRORS, ProtocolError
 from codec import kserve_grpc as pb
@@ -121,17 +118,6 @@ def test_peer_addresses() -> None:
 
 
 # ---- on the server --------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def bundle(onnx_bundle):
-    return load_bundle(onnx_bundle)
-
-
-@pytest.fixture(scope="module")
-def good(bundle) -> bytes:
-    latent = np.random.default_rng(0).standard_normal(bundle.latent_shape).astype(np.float32)
-    return codec.encode_latent(latent, 1, bundle.tables)
 
 
 @pytest.fixture

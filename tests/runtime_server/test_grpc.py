@@ -19,7 +19,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 import codec
-from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERRORS, HEADER_LENGTH, pack_bytes
 from runtime_edge.predict import request_predictions
@@ -37,11 +36,6 @@ from training.data.synthetic import SyntheticMultiTask
 
 NUM_SAMPLES = 8
 TOKEN = "grpc-s3cret"
-
-
-@pytest.fixture(scope="module")
-def bundle(onnx_bundle):
-    return load_bundle(onnx_bundle)
 
 
 @pytest.fixture(scope="module")

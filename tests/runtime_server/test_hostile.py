@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 
 import codec
 import runtime_server.answers
-from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request
 from codec.wire import ERROR_KIND_PARAMETER, ERRORS, GRPC_SERVICE, HEADER_LENGTH, pack_bytes
 from codec import kserve_grpc as pb
@@ -58,18 +57,6 @@ from tests.tools.raw_websocket import open_raw_stream, read_frame
 
 LIMITS = ConnectionLimits(header_timeout=1.0, body_timeout=1.0, idle_timeout=2.0, lingering_time=0.5)
 SLACK = 1.5  # seconds a deadline may be overrun (timer granularity, a loaded machine)
-
-
-@pytest.fixture(scope="module")
-def bundle(onnx_bundle):
-    return load_bundle(onnx_bundle)
-
-
-@pytest.fixture(scope="module")
-def good(bundle) -> bytes:
-    c, h, w = bundle.latent_shape
-    latent = np.random.default_rng(0).standard_normal((c, h, w)).astype(np.float32)
-    return codec.encode_latent(latent, 1, bundle.tables)
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import codec
-from codec.bundle import load_bundle
 from codec.stream import decode_answer, encode_request, get_varint
 from codec.wire import BINARY_DATA_SIZE, ERROR_KIND_PARAMETER, ERRORS, HEADER_LENGTH, kind_for_stream_code, pack_bytes
 from codec import kserve_grpc as pb
@@ -42,18 +39,6 @@ from tests.tools.raw_websocket import open_raw_stream, read_frame
 MAX_BYTES = 1 << 20
 LIMITS = ConnectionLimits(header_timeout=2.0, body_timeout=2.0, idle_timeout=5.0, lingering_time=0.5)
 CLIENT_KINDS = {name for name, kind in ERRORS.items() if 400 <= kind.http < 500}
-
-
-@pytest.fixture(scope="module")
-def bundle(onnx_bundle):
-    return load_bundle(onnx_bundle)
-
-
-@pytest.fixture(scope="module")
-def good(bundle) -> bytes:
-    c, h, w = bundle.latent_shape
-    latent = np.random.default_rng(0).standard_normal((c, h, w)).astype(np.float32)
-    return codec.encode_latent(latent, 1, bundle.tables)
 
 
 @pytest.fixture(scope="module")
