@@ -14,10 +14,8 @@ growth per protocol. Results go to ``results/hostile_memory.json``.
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
-import os
 import queue
 import socket
 import struct
@@ -37,7 +35,7 @@ from codec.stream import encode_request
 from codec.wire import BINARY_DATA_SIZE, HEADER_LENGTH, pack_bytes
 from codec import kserve_grpc as pb
 from runtime_edge.transport.stream import frame
-from tests.tools.raw_websocket import read_frame
+from tests.tools.raw_websocket import open_raw_stream, read_frame
 from runtime_server.process import LOOPBACK, ServerError, ServerProcess, free_port
 
 TARGET_MB = 50.0
@@ -64,21 +62,10 @@ def rss_bytes(pid: int) -> int:
 
 def open_websocket(host: str, port: int, path: str) -> socket.socket:
     """A socket on which the WebSocket handshake to ``path`` succeeded."""
-    sock = socket.create_connection((host, port), timeout=30)
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ServerError(f"the server closed during the WebSocket handshake: {head!r}")
-        head += chunk
-    if b" 101 " not in head.split(b"\r\n")[0]:
-        raise ServerError(f"WebSocket handshake refused: {head.splitlines()[0]!r}")
-    return sock
+    try:
+        return open_raw_stream(f"http://{host}:{port}{path}", timeout=30)
+    except ConnectionError as exc:
+        raise ServerError(str(exc)) from None
 
 
 def read_message(sock: socket.socket) -> tuple[int, bytes]:
