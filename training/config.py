@@ -139,6 +139,7 @@ SCHEMA: dict[str, Any] = {
     },
     "model": {
         "stem_channels": POS_INT,
+        "stem_layer": PATH,
         "encoder_channels": ListOf(POS_INT),
         "latent_channels": POS_INT,
         "detector_hidden": POS_INT,
@@ -165,6 +166,7 @@ SCHEMA: dict[str, Any] = {
         "kd_temperature": Scalar(float, minimum=1e-3),
         "beta_warmup": FRACTION,
         "label_smoothing": FRACTION,
+        "freeze_tails": BOOL,
         "balancing": Scalar(str, choices=("fixed", "famo")),
         "balancing_lr": NUM,
         "balancing_decay": NUM,
@@ -291,8 +293,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict[str, An
 
 def _check_consistency(cfg: dict[str, Any], source: str) -> None:
     data, teacher = cfg["data"], cfg["teacher"]
-    stride = 2 ** (1 + len(cfg["model"]["encoder_channels"]))
-    if data["image_size"] % max(stride, 16):
+    stride = 2 ** (1 + len(cfg["model"]["encoder_channels"]))  # the own stem's; a teacher stem's is checked when it is built
+    if cfg["model"]["stem_layer"] is None and data["image_size"] % max(stride, 16):
         raise ConfigError(f"{source}: data.image_size {data['image_size']} must be a multiple of {max(stride, 16)}")
     if data["kind"] == "folder" and not (data["folder"]["root"] and data["folder"]["task_map"]):
         raise ConfigError(f"{source}: data.kind 'folder' needs data.folder.root and data.folder.task_map")
@@ -311,6 +313,8 @@ def _check_consistency(cfg: dict[str, Any], source: str) -> None:
                 raise ConfigError(f"{source}: data.photos.{key} must be [low, high], got {photos[key]}")
         if teacher["kind"] == "cnn":
             raise ConfigError(f"{source}: data.kind 'photos' is labelled by a pretrained teacher; teacher.kind 'cnn' has none")
+    if cfg["model"]["stem_layer"] is not None and teacher["kind"] == "cnn":
+        raise ConfigError(f"{source}: model.stem_layer names a layer of a pretrained teacher to cut; teacher.kind 'cnn' is not cut by name")
     if teacher["kind"] != "cnn":
         kind = teacher["kind"]
         for key in ("arch", "weights", "distill_layer"):
@@ -332,10 +336,12 @@ FINGERPRINT_NEUTRAL: dict[str, Any] = {
         "crop_scale": [0.25, 1.0],
         "crop_ratio": [0.75, 1.3333333],
     },
+    "model.stem_layer": None,
     "stage1.beta_warmup": 0.0,
     "stage1.saliency": 0.0,
     "stage2.beta_warmup": 0.0,
     "stage2.label_smoothing": 0.0,
+    "stage2.freeze_tails": False,
     "stage2.balancing": "fixed",
     "stage2.balancing_lr": 0.025,
     "stage2.balancing_decay": 0.001,

@@ -22,7 +22,7 @@ from codec.files import atomic_write_json, directory_kept_on_success
 from training.balancing import FamoBalancer
 from training.build import load_model
 from training.checkpoint import CheckpointError, save_checkpoint
-from training.config import fingerprint
+from training.config import ConfigError, fingerprint
 from training.data import MultiTaskDataset, TaskSpec, build_datasets, teacher_class_indices
 from training.engine import FitSpec, Runtime, StepCallback, fit, setup_runtime, shutdown_runtime
 from training.evaluate import evaluate, evaluate_teacher
@@ -215,9 +215,12 @@ def check_teacher(ctx: Context, teacher: nn.Module) -> dict[str, Any]:
     return {"split": "val", "images": len(val), "task_accuracy": accuracy, "chance": chance, "near_chance": low}
 
 
-def stage1_kwargs(ctx: Context, teacher: nn.Module) -> dict[str, Any]:
+def stage1_kwargs(ctx: Context, teacher: nn.Module, teacher_spec: dict[str, Any]) -> dict[str, Any]:
     m = ctx.cfg["model"]
-    return {
+    kwargs: dict[str, Any] = {}
+    if m["stem_layer"] is not None:  # the teacher cut where the stem ends: its architecture, rebuilt without weights
+        kwargs["stem_teacher"] = {"name": teacher_spec["name"], "kwargs": {**teacher_spec["kwargs"], "distill_layer": m["stem_layer"]}}
+    return kwargs | {
         "num_tasks": len(ctx.tasks),
         "teacher_channels": int(teacher.distill_channels),
         "teacher_stride": int(teacher.distill_stride),
@@ -238,9 +241,14 @@ def stage1(ctx: Context, teacher: nn.Module, teacher_spec: dict[str, Any]) -> tu
         model, meta = cached
         return model, meta["model"]["kwargs"], meta["metrics"]
     s = ctx.cfg["stage1"]
-    kwargs = stage1_kwargs(ctx, teacher)
+    kwargs = stage1_kwargs(ctx, teacher, teacher_spec)
     _seed(ctx, "stage1")
     model = create_model("mantis_stage1", **kwargs).to(ctx.rt.device)
+    if model.client.stem.pretrained:
+        try:
+            model.client.stem.load_from_teacher_head(teacher.head_layers)
+        except ValueError as exc:
+            raise ConfigError(f"model.stem_layer {ctx.cfg['model']['stem_layer']!r} vs teacher.distill_layer: {exc}") from None
     objective = Stage1Objective(model, s["beta"], s["detection_weight"], s["quantization"], s["beta_warmup"])
     teacher.requires_grad_(False).eval()
 
@@ -308,6 +316,7 @@ def stage2(
         beta_warmup=s["beta_warmup"],
         label_smoothing=s["label_smoothing"],
         balancer=balancer,
+        freeze_tails=s["freeze_tails"],
     )
     teacher.requires_grad_(False).eval()
     batch_fn = None

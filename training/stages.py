@@ -3,7 +3,8 @@
 * teacher: masked per-task cross-entropy;
 * Stage 1 (head distillation): ``MSE(decoder(y_hat), teacher.head(x)) + beta * bpp`` (+ task-detection BCE
   so the shared stem, frozen later, already serves the detector); optionally the MSE weighted by the
-  teacher's Grad-CAM (``training.saliency``);
+  teacher's Grad-CAM (``training.saliency``); a pretrained stem (``model.stem_layer``: the teacher's first
+  layers) is frozen here already;
 * Stage 2: ``BCE(detection) + masked per-task CE (+ KD to the teacher) + beta' * bpp`` with the stem frozen
   and the encoder at a lower learning rate; optionally label smoothing in the CE, and learned weights of
   the per-task CEs and the rate (``training.balancing``).
@@ -100,6 +101,14 @@ class Stage1Objective(nn.Module):
         model.client.film_generator.requires_grad_(False)  # identity FiLM: unused
         if detection_weight == 0:
             model.client.task_detector.requires_grad_(False)
+        if model.client.stem.pretrained:
+            model.client.stem.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "Stage1Objective":
+        super().train(mode)
+        if self.model.client.stem.pretrained:
+            self.model.client.stem.eval()  # a teacher's layers: its batch-norm statistics stay the teacher's
+        return self
 
     def schedule(self, step: int, total: int) -> None:
         self.beta_scale = warmup_factor(step, total, self.beta_warmup)
@@ -133,6 +142,10 @@ class Stage1Objective(nn.Module):
 class Stage2Objective(nn.Module):
     """Task-aware fine-tuning: detection BCE + masked per-task CE (+ KD) + beta' * rate; stem frozen.
 
+    ``freeze_tails`` keeps the per-task tails (the teacher's layers after the cut) as the teacher has them,
+    batch-norm statistics included: with a pretrained teacher and few images, fine-tuning them on the
+    teacher's top-1 labels teaches them the training images' few classes and loses the rest.
+
     ``balancer`` (names: the task names, then ``rate``) replaces the pooled CE + beta' * rate by
     ``mean_t(w_t * CE_t) + w_rate * beta' * rate`` with its learned weights (mean 1).
     """
@@ -149,9 +162,11 @@ class Stage2Objective(nn.Module):
         beta_warmup: float = 0.0,
         label_smoothing: float = 0.0,
         balancer: FamoBalancer | None = None,
+        freeze_tails: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
+        self.freeze_tails = freeze_tails
         model.decoder_quantization = quantization
         self.beta = beta
         self.beta_warmup = beta_warmup
@@ -165,10 +180,14 @@ class Stage2Objective(nn.Module):
         model.client.stem.requires_grad_(False)
         if model.client.film_mode != "film":
             model.client.film_generator.requires_grad_(False)
+        if freeze_tails:
+            model.server.tails.requires_grad_(False)
 
     def train(self, mode: bool = True) -> "Stage2Objective":
         super().train(mode)
         self.model.client.stem.eval()  # frozen: its batch-norm statistics stay as Stage 1 left them
+        if self.freeze_tails:
+            self.model.server.tails.eval()  # the teacher's own layers, batch-norm statistics included
         return self
 
     def schedule(self, step: int, total: int) -> None:

@@ -91,3 +91,8 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path, capsys: p
     assert train_main(["--config", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "stage2.bogus" in err and str(bad) in err
+
+
+def test_a_teacher_stem_needs_a_teacher_cut_by_name() -> None:
+    with pytest.raises(ConfigError, match="model.stem_layer"):
+        load_config(CONFIGS / "demo.yaml", ["model.stem_layer=blocks.0"])

@@ -9,7 +9,8 @@ Data flow (the split is at the bottleneck; each half is its own module)::
                              │
                              └──── task mask (p > 0.5) travels in the bitstream header
 
-Stage 1 uses the same client with FiLM switched to identity and a single ``DistillDecoder`` server that
+The stem is either the client's own (trained in Stage 1) or a pretrained teacher's first layers, frozen
+(``TeacherStem``). Stage 1 uses the same client with FiLM switched to identity and a single ``DistillDecoder`` server that
 regresses a shallow teacher layer (head distillation). Stage 2 replaces the server by per-task decoders
 and tails. The entropy model is CompressAI's ``EntropyBottleneck``: while training, the rate comes from the
 likelihoods of the latent plus uniform noise, and the server half sees either that noisy latent (Stage 1's
@@ -44,15 +45,57 @@ def conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.
 
 
 class SharedStem(nn.Module):
-    """Stride-2 stem shared by the task detector and the encoder; frozen in Stage 2."""
+    """Stride-2 stem shared by the task detector and the encoder, trained in Stage 1; frozen in Stage 2."""
+
+    pretrained = False
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.layers = nn.Sequential(conv_bn_relu(3, channels, 5, 2), conv_bn_relu(channels, channels, 3, 1))
         self.out_channels = channels
+        self.stride = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+class TeacherStem(nn.Module):
+    """The stem as a pretrained teacher's own first layers, up to a named layer (``model.stem_layer``).
+
+    The device runs the teacher's first layers unchanged and the bottleneck encoder starts from their
+    output: bottleneck injection into a pretrained network (Eshratifar et al., "BottleNet", 2019; Matsubara
+    et al., "Supervised Compression for Resource-Constrained Edge Computing Systems", WACV 2022). The
+    layers are frozen in both stages, batch-norm statistics included: they are the teacher's weights.
+    """
+
+    pretrained = True
+
+    def __init__(self, layers: nn.Sequential, channels: int, stride: int) -> None:
+        super().__init__()
+        self.layers = layers
+        self.out_channels = channels
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+    @torch.no_grad()
+    def load_from_teacher_head(self, head: nn.Sequential) -> None:
+        """Copies the weights of the trained teacher's ``head`` (cut at this stem's layer or a deeper one):
+        this stem's layers must be its first layers, weight for weight, and give the same output."""
+        prefix = nn.Sequential(*list(head.children())[: len(self.layers)])
+        own, theirs = self.layers.state_dict(), prefix.state_dict()
+        differ = sorted(k for k in own.keys() | theirs.keys() if k not in own or k not in theirs or own[k].shape != theirs[k].shape)
+        if differ:
+            raise ValueError(f"the teacher's head does not begin with this stem's layers (parameters that differ: {differ[:5]})")
+        self.layers.load_state_dict(theirs)
+        x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+        was = (self.training, prefix.training)
+        self.eval(), prefix.eval()
+        same = torch.allclose(self.layers(x), prefix(x), atol=1e-5)
+        self.train(was[0]), prefix.train(was[1])
+        if not same:
+            raise ValueError("the stem's layers do not reproduce the teacher's first layers")
 
 
 class TaskDetector(nn.Module):
@@ -147,18 +190,19 @@ class EdgeClient(nn.Module):
         detector_hidden: int = 64,
         film_hidden: int = 64,
         film_mode: str = "film",
+        stem: SharedStem | TeacherStem | None = None,
     ) -> None:
         super().__init__()
         if film_mode not in FILM_MODES:
             raise ValueError(f"film_mode must be one of {FILM_MODES}, got {film_mode!r}")
         self.num_tasks = num_tasks
         self.film_mode = film_mode
-        self.stem = SharedStem(stem_channels)
-        self.task_detector = TaskDetector(stem_channels, num_tasks, detector_hidden)
+        self.stem = SharedStem(stem_channels) if stem is None else stem
+        self.task_detector = TaskDetector(self.stem.out_channels, num_tasks, detector_hidden)
         self.film_generator = FiLMGenerator(num_tasks, encoder_channels, film_hidden)
-        self.encoder = FiLMedEncoder(stem_channels, encoder_channels, latent_channels)
+        self.encoder = FiLMedEncoder(self.stem.out_channels, encoder_channels, latent_channels)
         self.latent_channels = latent_channels
-        self.stride = 2 ** (1 + len(encoder_channels))
+        self.stride = self.stem.stride * 2 ** len(encoder_channels)
 
     def forward(self, x: torch.Tensor, task_vector: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.stem(x)
@@ -275,13 +319,25 @@ def mantis_stage1(
     encoder_channels: Sequence[int] = (64, 64),
     latent_channels: int = 32,
     decoder_hidden: int = 96,
+    stem_teacher: dict | None = None,
     **client_kwargs,
 ) -> SplitModel:
-    """Stage 1: identity-FiLM client + head-distillation decoder."""
-    client = EdgeClient(num_tasks, stem_channels, encoder_channels, latent_channels, film_mode="identity", **client_kwargs)
+    """Stage 1: identity-FiLM client + head-distillation decoder.
+
+    ``stem_teacher`` (``{"name", "kwargs"}`` of a cut teacher, cut where the stem ends) makes the stem that
+    teacher's first layers (:class:`TeacherStem`, ``stem_channels`` unused); its weights come from the
+    trained teacher (:meth:`TeacherStem.load_from_teacher_head`) or from a checkpoint.
+    """
+    stem = None
+    if stem_teacher is not None:
+        cut = create_model(stem_teacher["name"], **stem_teacher["kwargs"])
+        stem = TeacherStem(cut.head_layers, int(cut.distill_channels), int(cut.distill_stride))
+    client = EdgeClient(num_tasks, stem_channels, encoder_channels, latent_channels, film_mode="identity", stem=stem, **client_kwargs)
     upsample = client.stride // teacher_stride
     if upsample < 1 or client.stride % teacher_stride:
         raise ValueError(f"teacher layer stride {teacher_stride} does not divide the latent stride {client.stride}")
+    if stem_teacher is not None and any(n % client.stride for n in stem_teacher["kwargs"]["input_size"]):
+        raise ValueError(f"input size {stem_teacher['kwargs']['input_size']} is not a multiple of the latent stride {client.stride}")
     return SplitModel(client, DistillDecoder(latent_channels, teacher_channels, upsample, decoder_hidden))
 
 
