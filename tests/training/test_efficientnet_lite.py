@@ -132,6 +132,10 @@ def test_tiny_config_trains_and_exports_with_the_teacher_preprocessing(tmp_path:
     assert meta["model"]["name"] == "teacher_efficientnet_lite" and "weights" not in meta["model"]["kwargs"]
     for key, value in expected.items():
         assert meta["preprocessing"][key] == pytest.approx(value)
+    model, _ = load_model(out / "stage2.safetensors", "stage2")  # the device's stem is still the teacher's first layers
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert model.client.stem.pretrained and torch.equal(model.client.stem.eval()(x), teacher.eval().head_layers[:3](x))
     bundle = tmp_path / "bundle"
     assert (
         split_main(
