@@ -13,7 +13,9 @@ so a rerun resumes where the last one stopped):
 2. ``film`` and the best ramp on every further Stage 2 seed (``--seeds``, ``NAME@SEED``): the BD-rate of
    the ramp against ``film`` of the same seed, per seed, with mean, standard deviation and range; and
    the seed-to-seed noise of ``film`` itself (each seed's ``film`` curve against the config seed's);
-3. with ``--int8``, the int8 device path of the best ramp's curve on the config's seed
+3. each Stage 1 warm-up (``--stage1-ramps``: ``ib_warmup_stage1``, beta ramped over the first 50 % of Stage 1,
+   Stage 2 as configured) on the config's seed, by BD-rate against ``film``;
+4. with ``--int8``, the int8 device path of the best ramp's curve on the config's seed
    (``calibration/int8_curve.py``) and its BD-rate against JPEG and WebP (``--baselines``).
 
 The verdict: the warm-up *holds* when its BD-rate against ``film`` is negative on every seed and the
@@ -46,6 +48,7 @@ DEFAULT_CONFIG = REPO / "training" / "configs" / "demo.yaml"
 REFERENCE = "film"
 RAMPS = ("ib_warmup", "ib_warmup_10", "ib_warmup_50")  # the first runs first: 30 %, the methods sweep's candidate
 DEFAULT_SEEDS = (1, 2)
+STAGE1_RAMPS = ("ib_warmup_stage1",)
 
 
 def ramp_fraction(variant: str) -> float:
@@ -128,7 +131,12 @@ def best_ramp(phase1: dict[str, dict[str, Any]]) -> str | None:
 
 
 def analyse(
-    curves: dict[str, list[dict[str, Any]]], global_seed: int, seeds: Sequence[int], ramps: Sequence[str] = RAMPS, best: str | None = None
+    curves: dict[str, list[dict[str, Any]]],
+    global_seed: int,
+    seeds: Sequence[int],
+    ramps: Sequence[str] = RAMPS,
+    best: str | None = None,
+    stage1_ramps: Sequence[str] = (),
 ) -> dict[str, Any]:
     """BD-rates of the phases from the finished points, the per-seed statistics and the verdict.
 
@@ -140,6 +148,7 @@ def analyse(
         "reference": REFERENCE,
         "global_seed": global_seed,
         "phase1": phase1,
+        "stage1": {r: _bd(curves, REFERENCE, r) for r in stage1_ramps},
         "best_ramp": chosen,
         "same_beta_pairs": same_beta_pairs(curves, global_seed, seeds, ramps),
     }
@@ -177,7 +186,7 @@ def verdict(values: Sequence[float], noise: Sequence[float], planned: int) -> st
 
 
 def planned_points(
-    global_seed: int, seeds: Sequence[int], betas: Sequence[float], ramps: Sequence[str], best: str | None
+    global_seed: int, seeds: Sequence[int], betas: Sequence[float], ramps: Sequence[str], best: str | None, stage1_ramps: Sequence[str] = ()
 ) -> list[tuple[str, float]]:
     """``(curve label, beta')`` of every point the phases need (phase 2 only once the best ramp is known)."""
     specs = [REFERENCE, *ramps]
@@ -185,6 +194,7 @@ def planned_points(
         for s in seeds:
             if s != global_seed:
                 specs += [f"{REFERENCE}@{s}", f"{best}@{s}"]
+    specs += list(stage1_ramps)
     return [(p.label, p.beta) for p in plan(specs, betas, global_seed, [])]
 
 
@@ -197,8 +207,10 @@ def run_phases(
     reuse: Sequence[Path],
     sets: Sequence[str] = (),
     best: str | None = None,
+    stage1_ramps: Sequence[str] = (),
 ) -> None:
-    """Train (or read back) the points of phase 1, then those of phase 2 for ``best`` (default: phase 1's best ramp).
+    """Train (or read back) the points of phase 1, then those of phase 2 for ``best`` (default: phase 1's best ramp),
+    then the Stage 1 warm-ups (phase 3).
 
     Phase 1 runs ``film`` and the first ramp by beta' (a run cut short has both curves at the first beta'
     values), then the other ramps one whole curve after the other (one cut short has whole curves);
@@ -214,6 +226,8 @@ def run_phases(
     specs = [f"{v}@{s}" for s in seeds if s != global_seed for v in (REFERENCE, best)]
     if specs:
         sweep(config, out, betas, specs, sets, reuse, by_beta=True)
+    if stage1_ramps:
+        sweep(config, out, betas, list(stage1_ramps), sets, reuse)
 
 
 def _cell(r: dict[str, Any]) -> float | str:
@@ -304,6 +318,17 @@ def results_document(
                 ],
             )
         )
+    if analysis.get("stage1"):
+        tables.append(
+            Table(
+                "phase 3: Stage 1 warm-up vs film on the config's seed (Stage 2 as configured)",
+                ["variant", "BD-rate vs film %"],
+                [[v, _cell(r)] for v, r in analysis["stage1"].items()],
+            )
+        )
+        for v, r in analysis["stage1"].items():
+            if "bd_rate_percent" in r:
+                headline.append(Headline(f"Stage 1 IB warm-up ({v}) vs film, config seed: BD-rate", round(r["bd_rate_percent"], 1), "%"))
     if "per_seed" in analysis:
         tables.append(
             Table(
@@ -375,6 +400,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="ramp variants of phase 1",
     )
     p.add_argument(
+        "--stage1-ramps",
+        nargs="*",
+        default=list(STAGE1_RAMPS),
+        choices=[v for v, spec in VARIANTS.items() if any(o.startswith("stage1.beta_warmup=") for o in spec.overrides)],
+        help="Stage 1 warm-up variants of phase 3 (default %(default)s; none: skip phase 3)",
+    )
+    p.add_argument(
         "--best", choices=[v for v in VARIANTS if v.startswith("ib_warmup")], help="carry this ramp to the seeds instead of phase 1's best"
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value for every point")
@@ -411,16 +443,16 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if args.baselines is not None:
         load_baselines(args.baselines)  # a bad file fails before hours of training
     if not args.no_train:
-        run_phases(args.config, args.out, args.betas, args.seeds, args.ramps, args.reuse, args.set, args.best)
+        run_phases(args.config, args.out, args.betas, args.seeds, args.ramps, args.reuse, args.set, args.best, args.stage1_ramps)
     curves = read_points(args.out)
-    analysis = analyse(curves, global_seed, args.seeds, args.ramps, args.best)
+    analysis = analyse(curves, global_seed, args.seeds, args.ramps, args.best, args.stage1_ramps)
     int8 = None
     int8_curve_name = args.int8_curve or analysis["best_ramp"]
     if args.int8 and int8_curve_name is not None:
         int8 = int8_curve(args.out, int8_curve_name, args.baselines)
     elif int8_curve_name is not None and (args.out / f"int8_{int8_curve_name}.json").is_file():
         int8 = json.loads((args.out / f"int8_{int8_curve_name}.json").read_text())
-    planned = planned_points(global_seed, args.seeds, args.betas, args.ramps, analysis["best_ramp"])
+    planned = planned_points(global_seed, args.seeds, args.betas, args.ramps, analysis["best_ramp"], args.stage1_ramps)
     headline, tables, notes, data = results_document(curves, analysis, planned, int8, args.no_train)
     data.update(config=str(args.config), sets=list(args.set), betas=list(args.betas), seeds=[global_seed, *args.seeds])
     write_results(

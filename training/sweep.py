@@ -59,6 +59,7 @@ VARIANTS: dict[str, Variant] = {
     "ib_warmup": Variant(("stage2.beta_warmup=0.3",), "stage2", "beta' ramped from 0 over the first 30 % of Stage 2"),
     "ib_warmup_10": Variant(("stage2.beta_warmup=0.1",), "stage2", "beta' ramped from 0 over the first 10 % of Stage 2"),
     "ib_warmup_50": Variant(("stage2.beta_warmup=0.5",), "stage2", "beta' ramped from 0 over the first 50 % of Stage 2"),
+    "ib_warmup_stage1": Variant(("stage1.beta_warmup=0.5",), "stage2", "beta ramped from 0 over the first 50 % of Stage 1"),
     "label_smoothing": Variant(("stage2.label_smoothing=0.1",), "stage2", "label smoothing 0.1 in the Stage 2 cross-entropy"),
 }
 

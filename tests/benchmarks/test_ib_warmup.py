@@ -35,6 +35,7 @@ def test_ramp_fractions_and_plan() -> None:
     assert planned_points(0, [1], [1, 3], ["ib_warmup"], None) == [("film", 1.0), ("film", 3.0), ("ib_warmup", 1.0), ("ib_warmup", 3.0)]
     phase2 = planned_points(0, [0, 2], [1], ["ib_warmup"], "ib_warmup")
     assert phase2[2:] == [("film@seed2", 1.0), ("ib_warmup@seed2", 1.0)]
+    assert planned_points(0, [], [1], ["ib_warmup"], None, ["ib_warmup_stage1"])[-1] == ("ib_warmup_stage1", 1.0)
 
 
 def test_verdict_rule() -> None:
@@ -53,10 +54,12 @@ def test_phases_and_results_file(tmp_path: Path) -> None:
     _write_curve(out, "ib_warmup_50", "ib_warmup_50", None, 0.8)
     _write_curve(out, "film@seed1", "film", 1, 1.1)
     _write_curve(out, "ib_warmup@seed1", "ib_warmup", 1, 0.88)  # 20 % below film of seed 1
+    _write_curve(out, "ib_warmup_stage1", "ib_warmup_stage1", None, 0.95)  # phase 3: the Stage 1 warm-up
 
     curves = read_points(out)
     assert [p["beta"] for p in curves["film"]] == [1.0, 3.0, 10.0, 30.0]
-    a = analyse(curves, 0, [1, 2])
+    a = analyse(curves, 0, [1, 2], stage1_ramps=["ib_warmup_stage1"])
+    assert a["stage1"]["ib_warmup_stage1"]["bd_rate_percent"] == pytest.approx(-5.0)
     assert a["best_ramp"] == "ib_warmup"
     assert {k: round(v["bd_rate_percent"], 6) for k, v in a["phase1"].items()} == {
         "ib_warmup_10": -10.0,
@@ -78,7 +81,9 @@ def test_phases_and_results_file(tmp_path: Path) -> None:
     assert doc["headline"][0]["value"] == "holds"  # -30 and -20 against a film seed noise of 10
     mean = next(h for h in doc["headline"] if h["metric"].startswith("IB warm-up vs film: mean"))
     assert mean["value"] == -25.0
-    assert doc["data"]["missing"] == [] and len(doc["data"]["finished"]) == 24
+    assert doc["data"]["missing"] == [] and len(doc["data"]["finished"]) == 28
+    stage1 = next(h for h in doc["headline"] if h["metric"].startswith("Stage 1 IB warm-up"))
+    assert stage1["value"] == -5.0
     assert main(["--out", str(out), "--no-train", "--seeds", "1", "2", "--results-dir", str(results)]) == 0
     doc = json.loads((results / "ib_warmup.json").read_text())
     assert doc["headline"][0]["value"].startswith("undecided") and "film@seed2 beta'=1" in doc["data"]["missing"]
