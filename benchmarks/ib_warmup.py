@@ -15,7 +15,7 @@ so a rerun resumes where the last one stopped):
    the seed-to-seed noise of ``film`` itself (each seed's ``film`` curve against the config seed's);
 3. each Stage 1 warm-up (``--stage1-ramps``: ``ib_warmup_stage1``, beta ramped over the first 50 % of Stage 1,
    Stage 2 as configured) on the config's seed, by BD-rate against ``film``;
-4. with ``--int8``, the int8 device path of the best ramp's curve on the config's seed
+4. with ``--int8``, the int8 device path of the best ramp's curve on the config's seed (or of ``--int8-curve``'s)
    (``calibration/int8_curve.py``) and its BD-rate against JPEG and WebP (``--baselines``).
 
 The verdict: the warm-up *holds* when its BD-rate against ``film`` is negative on every seed and the
@@ -238,7 +238,7 @@ def results_document(
     curves: dict[str, list[dict[str, Any]]],
     analysis: dict[str, Any],
     planned: list[tuple[str, float]],
-    int8: dict[str, Any] | None,
+    int8s: Sequence[dict[str, Any]],
     no_train: bool = False,
 ) -> tuple[list[Headline], list[Table], list[str], dict[str, Any]]:
     """Headline, tables, notes and data of ``results/ib_warmup.json``."""
@@ -260,7 +260,9 @@ def results_document(
             )
         )
         headline.append(Headline("IB warm-up vs film: BD-rate range over the seeds", round(s["range"], 1), "points"))
-    if int8 and "best" in int8.get("vs_baselines", {}):
+    for int8 in int8s:
+        if "best" not in int8.get("vs_baselines", {}):
+            continue
         b = int8["vs_baselines"]["best"]
         headline.append(
             Headline(
@@ -340,7 +342,7 @@ def results_document(
                 ],
             )
         )
-    if int8:
+    for int8 in int8s:
         tables.append(
             Table(
                 f"int8 device path of {int8['curve']} (calibration/int8_curve.py, {int8['target']})",
@@ -376,9 +378,9 @@ def results_document(
         )
     if no_train:
         notes.append("read back from the sweep directory (--no-train); the points were trained by the same command without --no-train")
-    if int8 is None:
+    if not int8s:
         notes.append("int8 device path: not measured in this run (--int8 with --baselines)")
-    data = {"analysis": analysis, "curves": curves, "finished": done, "missing": missing, "int8": int8}
+    data = {"analysis": analysis, "curves": curves, "finished": done, "missing": missing, "int8": list(int8s)}
     return headline, tables, notes, data
 
 
@@ -415,7 +417,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-train", action="store_true", help="train nothing: report the finished points")
     p.add_argument("--int8", action="store_true", help="also the int8 device path of the best ramp's curve (needs --baselines)")
-    p.add_argument("--int8-curve", help="the curve the int8 path measures (default: the best ramp on the config's seed)")
+    p.add_argument("--int8-curve", nargs="+", help="the curves the int8 path measures (default: the best ramp on the config's seed)")
     p.add_argument(
         "--baselines",
         type=Path,
@@ -446,18 +448,18 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         run_phases(args.config, args.out, args.betas, args.seeds, args.ramps, args.reuse, args.set, args.best, args.stage1_ramps)
     curves = read_points(args.out)
     analysis = analyse(curves, global_seed, args.seeds, args.ramps, args.best, args.stage1_ramps)
-    int8 = None
-    int8_curve_name = args.int8_curve or analysis["best_ramp"]
-    if args.int8 and int8_curve_name is not None:
-        int8 = int8_curve(args.out, int8_curve_name, args.baselines)
-    elif int8_curve_name is not None and (args.out / f"int8_{int8_curve_name}.json").is_file():
-        int8 = json.loads((args.out / f"int8_{int8_curve_name}.json").read_text())
+    int8s = []
+    for name in args.int8_curve or ([analysis["best_ramp"]] if analysis["best_ramp"] else []):
+        if args.int8:
+            int8s.append(int8_curve(args.out, name, args.baselines))
+        elif (args.out / f"int8_{name}.json").is_file():  # measured by an earlier --int8 run
+            int8s.append(json.loads((args.out / f"int8_{name}.json").read_text()))
     planned = planned_points(global_seed, args.seeds, args.betas, args.ramps, analysis["best_ramp"], args.stage1_ramps)
-    headline, tables, notes, data = results_document(curves, analysis, planned, int8, args.no_train)
+    headline, tables, notes, data = results_document(curves, analysis, planned, int8s, args.no_train)
     data.update(config=str(args.config), sets=list(args.set), betas=list(args.betas), seeds=[global_seed, *args.seeds])
     write_results(
         args.results_name,
-        title="Information-bottleneck warm-up of Stage 2 vs FiLM: BD-rate per seed, int8 device curve",
+        title="Information-bottleneck warm-up vs FiLM: Stage 2 ramps per seed, Stage 1 warm-up, int8 device curves",
         module="benchmarks.ib_warmup",
         argv=list(argv) if argv is not None else None,
         headline=headline,
