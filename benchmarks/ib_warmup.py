@@ -60,6 +60,11 @@ def ramp_fraction(variant: str) -> float:
     raise ValueError(f"variant {variant!r} sets no stage2.beta_warmup")
 
 
+def warmup_variants(stage: str) -> list[str]:
+    """The sweep variants that ramp ``stage``'s beta (``stage1`` or ``stage2``) and change nothing else."""
+    return [v for v, spec in VARIANTS.items() if spec.overrides and all(o.startswith(f"{stage}.beta_warmup=") for o in spec.overrides)]
+
+
 def label(variant: str, seed: int, global_seed: int) -> str:
     """The sweep's curve label of ``variant`` on Stage 2 seed ``seed`` (as ``training.sweep.plan`` names it)."""
     return variant if seed == global_seed else f"{variant}@seed{seed}"
@@ -398,19 +403,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--ramps",
         nargs="+",
         default=list(RAMPS),
-        choices=[v for v in VARIANTS if v.startswith("ib_warmup")],
+        choices=warmup_variants("stage2"),
         help="ramp variants of phase 1",
     )
     p.add_argument(
         "--stage1-ramps",
         nargs="*",
         default=list(STAGE1_RAMPS),
-        choices=[v for v, spec in VARIANTS.items() if any(o.startswith("stage1.beta_warmup=") for o in spec.overrides)],
+        choices=warmup_variants("stage1"),
         help="Stage 1 warm-up variants of phase 3 (default %(default)s; none: skip phase 3)",
     )
-    p.add_argument(
-        "--best", choices=[v for v in VARIANTS if v.startswith("ib_warmup")], help="carry this ramp to the seeds instead of phase 1's best"
-    )
+    p.add_argument("--best", choices=warmup_variants("stage2"), help="carry this ramp to the seeds instead of phase 1's best")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value for every point")
     p.add_argument(
         "--reuse", action="append", type=Path, default=[], metavar="DIR", help="finished checkpoints to copy in (e.g. runs/demo/train)"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.ib_warmup import analyse, main, planned_points, ramp_fraction, read_points, verdict
+from benchmarks.ib_warmup import RAMPS, STAGE1_RAMPS, analyse, main, planned_points, ramp_fraction, read_points, verdict, warmup_variants
 
 ACC = [0.90, 0.93, 0.95, 0.96]
 BYTES = [20.0, 30.0, 45.0, 70.0]
@@ -92,5 +92,8 @@ def test_phases_and_results_file(tmp_path: Path) -> None:
 def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         main(["--int8", "--no-train"])  # the int8 curve is compared with baselines
+    assert warmup_variants("stage2") == list(RAMPS) and warmup_variants("stage1") == list(STAGE1_RAMPS)
+    with pytest.raises(SystemExit):
+        main(["--no-train", "--best", "ib_warmup_stage1"])  # a Stage 1 warm-up is not a Stage 2 ramp
     assert main(["--out", str(tmp_path), "--no-train", "--baselines", str(tmp_path / "none.json"), "--results-dir", str(tmp_path)]) == 2
     assert "none.json: no such file" in capsys.readouterr().err
