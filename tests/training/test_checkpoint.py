@@ -13,20 +13,11 @@ from training.build import load_model
 from training.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from training.data import preprocessing_meta
 from training.models import create_model
+from tests.training.tiny_models import tiny_stage1
 
 TASKS = [{"name": "a", "labels": ["x", "y"]}, {"name": "b", "labels": ["p", "q", "r"]}]
 TEACHER = {"name": "teacher_cnn", "kwargs": {"num_classes": [2, 3], "channels": [8, 8, 16, 16]}}
-STAGE1 = {
-    "num_tasks": 2,
-    "teacher_channels": 16,
-    "teacher_stride": 8,
-    "stem_channels": 8,
-    "encoder_channels": [8, 8],
-    "latent_channels": 4,
-    "decoder_hidden": 8,
-    "detector_hidden": 8,
-    "film_hidden": 8,
-}
+STAGE1 = tiny_stage1(2)
 SPEC = {"name": "mantis_stage2", "kwargs": {"stage1": STAGE1, "teacher": TEACHER, "film_mode": "film"}}
 
 

@@ -17,20 +17,11 @@ from training.models import create_model
 from training.models.mantis import mantis_stage2_from_stage1
 from training.saliency import saliency_weight, teacher_grad_cam
 from training.stages import Stage1Objective, Stage2Objective, warmup_factor
+from tests.training.tiny_models import tiny_stage1
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "training" / "configs" / "tiny.yaml"
-STAGE1 = {
-    "num_tasks": 3,
-    "teacher_channels": 16,
-    "teacher_stride": 8,
-    "stem_channels": 8,
-    "encoder_channels": [8, 8],
-    "latent_channels": 4,
-    "decoder_hidden": 8,
-    "detector_hidden": 8,
-    "film_hidden": 8,
-}
+STAGE1 = tiny_stage1()
 LABELS = torch.tensor([[0, -1, 1], [1, 2, -1], [-1, 0, 3], [0, -1, -1], [-1, 1, -1], [1, -1, 2], [0, 0, 0], [1, 1, 1]])
 
 

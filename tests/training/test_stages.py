@@ -8,18 +8,9 @@ import torch
 from training.models import create_model
 from training.models.mantis import mantis_stage2_from_stage1
 from training.stages import Stage1Objective, Stage2Objective
+from tests.training.tiny_models import tiny_stage1
 
-STAGE1 = {
-    "num_tasks": 3,
-    "teacher_channels": 16,
-    "teacher_stride": 8,
-    "stem_channels": 8,
-    "encoder_channels": [8, 8],
-    "latent_channels": 4,
-    "decoder_hidden": 8,
-    "detector_hidden": 8,
-    "film_hidden": 8,
-}
+STAGE1 = tiny_stage1()
 
 
 def _trainable(model: torch.nn.Module) -> set[str]:
