@@ -115,7 +115,7 @@ def claimed_shape_bitstream(tables: EntropyTables, shape: tuple[int, int, int], 
 def largest_shape(channels: int) -> tuple[int, int, int]:
     """The largest latent of ``channels`` channels the format allows (``C*H*W <= MAX_SYMBOLS``)."""
     side = int((fmt.MAX_SYMBOLS // channels) ** 0.5)
-    return channels, min(side, fmt.MAX_LATENT_DIM), min(side, fmt.MAX_LATENT_DIM)
+    return channels, min(side, fmt.MAX_LATENT_SIDE), min(side, fmt.MAX_LATENT_SIDE)
 
 
 # ---- clients ----------------------------------------------------------------------------------------------

@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         ],
         notes=[
-            "Refused requests carry a bitstream whose header no model has (refused as codec from its 16 bytes), each request "
+            "Refused requests carry a bitstream whose header no model has (refused as codec from its 8 header bytes), each request "
             "exactly --max-request-bytes long on HTTP and the compact stream (the gRPC message just under it).",
             "Clients that leave send 16 requests of 64 images and reset the connection at once (compact stream) or cancel "
             "the call after the first answer (gRPC).",

@@ -16,7 +16,6 @@ from codec.errors import (
     TableFileError,
     TableMismatchError,
     TaskMaskError,
-    TrailingDataError,
     TruncatedError,
     UnsupportedVersionError,
 )
@@ -51,7 +50,6 @@ __all__ = [
     "TableMismatchError",
     "ChecksumError",
     "ShapeError",
-    "TrailingDataError",
     "PayloadError",
     "SymbolError",
     "TaskMaskError",

@@ -1,4 +1,4 @@
-"""Encoding symbols to a MANTiS bitstream (16-byte header + rANS payload) and decoding it back."""
+"""Encoding symbols to a MANTiS bitstream (8-byte header + rANS payload) and decoding it back."""
 
 from __future__ import annotations
 
@@ -53,8 +53,9 @@ def decode(data: bytes, tables: EntropyTables, *, backend: str | None = None) ->
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"bitstream must be bytes, got {type(data).__name__}")
     header, payload = fmt.unpack(data, tables.table_id, tables.sha256_digest, tables.num_channels)
-    symbols = rans.decode(payload, header.shape, tables, backend)
-    return Decoded(symbols, header.task_mask, header.shape)
+    shape = (tables.num_channels, *header.latent_size)
+    symbols = rans.decode(payload, shape, tables, backend)
+    return Decoded(symbols, header.task_mask, shape)
 
 
 def compressai_string(data: bytes) -> bytes:

@@ -15,7 +15,6 @@ __all__ = [
     "TableMismatchError",
     "ChecksumError",
     "ShapeError",
-    "TrailingDataError",
     "PayloadError",
     "SymbolError",
     "TaskMaskError",
@@ -29,11 +28,11 @@ class CodecError(ValueError):
 
 
 class TruncatedError(CodecError):
-    """The data ends before the header or the payload the header announces."""
+    """The data is shorter than the header, or than the header and the smallest payload."""
 
 
 class BadMagicError(CodecError):
-    """The data does not start with the MANTiS magic bytes."""
+    """The data does not start with the MANTiS magic (``0xA`` in the high 4 bits of byte 0)."""
 
 
 class UnsupportedVersionError(CodecError):
@@ -45,15 +44,11 @@ class TableMismatchError(CodecError):
 
 
 class ChecksumError(CodecError):
-    """The CRC-32 over tables, header and payload does not match: the data was corrupted."""
+    """The CRC-16 over tables, header and payload does not match: the data was corrupted, cut or extended."""
 
 
 class ShapeError(CodecError):
     """A latent shape is invalid, too large, or does not match the tables' channel count."""
-
-
-class TrailingDataError(CodecError):
-    """Bytes follow the payload the header announces."""
 
 
 class PayloadError(CodecError):

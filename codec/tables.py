@@ -22,7 +22,7 @@ import numpy as np
 
 from codec.errors import TableError, TableFileError
 from codec.files import atomic_write_bytes
-from codec.format import MAX_LATENT_DIM, PRECISION, TABLE_ID_SIZE
+from codec.format import MAX_CHANNELS, PRECISION, TABLE_ID_SIZE
 
 TABLE_FORMAT = "mantis.entropy_tables"
 TABLE_FORMAT_VERSION = "1"
@@ -103,8 +103,8 @@ def _validate(cdfs: np.ndarray, lengths: np.ndarray, offsets: np.ndarray, median
     if precision != PRECISION:
         raise TableError(f"precision {precision} is not supported, the rANS coder uses {PRECISION}")
     c, lmax = cdfs.shape
-    if not 1 <= c <= MAX_LATENT_DIM:
-        raise TableError(f"{c} channels, expected 1..{MAX_LATENT_DIM}")
+    if not 1 <= c <= MAX_CHANNELS:
+        raise TableError(f"{c} channels, expected 1..{MAX_CHANNELS}")
     if not 3 <= lmax <= MAX_CDF_LENGTH:
         raise TableError(f"CDF rows of length {lmax}, expected 3..{MAX_CDF_LENGTH}")
     for name, arr in (("cdf_lengths", lengths), ("offsets", offsets), ("medians", medians)):

@@ -3,7 +3,7 @@ for the Triton Inference Server models (``runtime_server/triton_serving/``).
 
 - request checks: the ``bitstream`` input, the image-count limit (413), the ``top_k`` parameter, the
   outputs a request may name;
-- refusals from the 16-byte headers alone (malformed header 400, other entropy tables 409, another latent
+- refusals from the 8-byte headers alone (malformed header 400, other entropy tables 409, another latent
   shape or task mask 409), before anything is decoded;
 - entropy decoding into latents and task masks (a malformed payload is 400 naming the codec error);
 - the answer: ``logits_<t>``, ``labels_<t>``, ``active_tasks`` and ``top`` from the server half's outputs.
@@ -19,7 +19,6 @@ import numpy as np
 
 import codec
 from codec.errors import CodecError
-from codec.format import TABLE_ID_SIZE
 from codec.bundle import Bundle
 from codec.wire import (
     ACTIVE_TASKS_OUTPUT,
@@ -90,7 +89,7 @@ class ModelContract:
         return names
 
     def check_headers(self, bitstreams: list[bytes]) -> None:
-        """Refuse, from the 16-byte headers alone, any bitstream the model cannot use: malformed header (400),
+        """Refuse, from the 8-byte headers alone, any bitstream the model cannot use: malformed header (400),
         other entropy tables, another latent shape or tasks beyond the model's (409). Costs microseconds per
         bitstream whatever the payloads hold, so nothing is decoded for a request that will be refused."""
         table_id = self.bundle.tables.table_id
@@ -102,13 +101,13 @@ class ModelContract:
             if header.table_id != table_id:
                 raise ProtocolError(
                     f"bitstream[{i}]: TableMismatchError: bitstream was written with entropy tables {header.table_id.hex()}, "
-                    f"the server's model uses tables {self.bundle.manifest.tables['table_id']}{self._earlier_version(data)}",
+                    f"the server's model uses tables {self.bundle.manifest.tables['table_id']}{self._earlier_version(header.table_id)}",
                     kind="table_mismatch",
                 )
-            if header.shape != self.latent_shape:
+            if header.latent_size != self.latent_shape[1:]:
                 raise ProtocolError(
-                    f"bitstream[{i}]: latent shape {header.shape} does not match model {self.name!r} "
-                    f"(expects {self.latent_shape}; was the image preprocessed for another model?)",
+                    f"bitstream[{i}]: latent size {header.latent_size} does not match model {self.name!r} "
+                    f"(expects {self.latent_shape[1:]}; was the image preprocessed for another model?)",
                     kind="model_mismatch",
                 )
             if header.task_mask >> self.edge_tasks:
@@ -134,9 +133,9 @@ class ModelContract:
             masks[i] = int(mask)
         return latents, masks
 
-    def _earlier_version(self, data: bytes) -> str:
-        """Names the earlier version of this model whose tables coded ``data``, when the manifest's lineage has it."""
-        entry = self.bundle.manifest.earlier_version(bytes(data[4 : 4 + TABLE_ID_SIZE]).hex())  # header bytes 4-5 (FORMAT.md)
+    def _earlier_version(self, table_id: bytes) -> str:
+        """Names the earlier version of this model whose tables have ``table_id``, when the manifest's lineage has it."""
+        entry = self.bundle.manifest.earlier_version(table_id.hex())
         if entry is None:
             return ""
         return (

@@ -2,7 +2,7 @@
 float32 [N, C, h, w] and ``task_mask`` int64 [N], with the bundle's entropy tables.
 
 Runs the checks of ``serve.py`` (:class:`runtime_server.answers.ModelContract`) in its order: image count,
-``top_k``, the 16-byte headers (other tables, latent shape, task mask), then the payloads. A refused
+``top_k``, the 8-byte headers (other tables, latent size, task mask), then the payloads. A refused
 request gets its own error response naming the codec error and the element; the requests that came with
 it in the same call are answered.
 """

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import struct
-import zlib
+import binascii
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from codec.errors import (
     SymbolError,
     TableMismatchError,
     TaskMaskError,
-    TrailingDataError,
     TruncatedError,
     UnsupportedVersionError,
 )
@@ -73,18 +71,23 @@ def test_extreme_symbols_round_trip(tables: EntropyTables) -> None:
 def test_header_layout(tables: EntropyTables) -> None:
     sym = _random_symbols(tables, (8, 5, 7), seed=1)
     data = codec.encode(sym, 0x81, tables)
-    assert data[:2] == b"MT" and data[2] == 2 and data[3] == 0x81 and data[4:6] == tables.table_id
-    dims = int.from_bytes(data[6:12], "little")
-    assert (dims & 1023) + 1 == 8 and ((dims >> 10) & 1023) + 1 == 5 and ((dims >> 20) & 1023) + 1 == 7
-    assert dims >> 30 == len(data) - 16
-    crc = zlib.crc32(tables.sha256_digest + data[:12] + data[16:])
-    assert struct.unpack("<I", data[12:16])[0] == crc
+    assert codec.HEADER_SIZE == 8
+    assert data[0] == 0xA3 and data[1] == 0x81 and data[2:4] == tables.table_id and data[4] + 1 == 5 and data[5] + 1 == 7
+    crc = binascii.crc_hqx(tables.sha256_digest + data[:6] + data[8:], 0xFFFF)
+    assert int.from_bytes(data[6:8], "little") == crc
+    header = codec.read_header(data)
+    assert header.latent_size == (5, 7) and header.payload_bytes == len(data) - 8 and header.check == crc
     # The payload is the rANS word stream with the state's zero high bytes dropped (5 to 8 bytes).
     stream = codec.compressai_string(data)
-    keep = 5 + (len(data) - 16 - 5) % 4
-    assert len(stream) % 4 == 0 and len(stream) == len(data) - 16 - keep + 8
-    assert stream[:keep] == data[16 : 16 + keep] and stream[keep:8] == bytes(8 - keep) and stream[8:] == data[16 + keep :]
-    assert keep == 5 or data[16 + keep - 1] != 0
+    keep = 5 + (len(data) - 8 - 5) % 4
+    assert len(stream) % 4 == 0 and len(stream) == len(data) - 8 - keep + 8
+    assert stream[:keep] == data[8 : 8 + keep] and stream[keep:8] == bytes(8 - keep) and stream[8:] == data[8 + keep :]
+    assert keep == 5 or data[8 + keep - 1] != 0
+
+
+def test_checksum_is_crc16_ccitt_false() -> None:
+    """The header's check is CRC-16/CCITT-FALSE (check value 0x29B1), chained over tables hash, header, payload."""
+    assert fmt.checksum(b"123", b"456", b"789") == 0x29B1
 
 
 def test_every_packed_state_length_round_trips(tables: EntropyTables) -> None:
@@ -96,7 +99,7 @@ def test_every_packed_state_length_round_trips(tables: EntropyTables) -> None:
     for seed in range(400):
         sym = _random_symbols(tables, (8, 2, 3), seed=seed, escapes=0.0)
         data = codec.encode(sym, 1, tables)
-        payload, stream = data[16:], codec.compressai_string(data)
+        payload, stream = data[8:], codec.compressai_string(data)
         keep = state_bytes(len(payload))
         x = int.from_bytes(stream[:8], "little")
         assert keep == max(fmt.MIN_PAYLOAD_BYTES, (x.bit_length() + 7) // 8)
@@ -107,10 +110,8 @@ def test_every_packed_state_length_round_trips(tables: EntropyTables) -> None:
             np.testing.assert_array_equal(codec.decode(data, tables, backend=backend).symbols, sym)
         if keep < 8:
             wide = payload[:keep] + b"\0" + payload[keep:]
-            head = bytearray(data[:12])
-            head[6:12] = ((int.from_bytes(head[6:12], "little") & ((1 << 30) - 1)) | (len(wide) << 30)).to_bytes(6, "little")
             with pytest.raises(PayloadError, match="shortest form"):
-                codec.decode(_with_crc(tables, bytes(head), wide), tables)
+                codec.decode(_with_crc(tables, data[:6], wide), tables)
     assert seen == {5, 6, 7, 8}
 
 
@@ -173,8 +174,9 @@ def test_quantize_rejects_bad_latents(tables: EntropyTables) -> None:
         (np.zeros((7, 2, 2), np.int32), 0, ShapeError),
         (np.zeros((8, 2), np.int32), 0, ShapeError),
         (np.zeros((8, 0, 2), np.int32), 0, ShapeError),
-        (np.zeros((8, 1025, 1), np.int32), 0, ShapeError),
+        (np.zeros((8, 257, 1), np.int32), 0, ShapeError),
         (np.zeros((8, 400, 400), np.int8), 0, ShapeError),
+        (np.zeros((8, 1, 300), np.int32), 0, ShapeError),
         (np.zeros((8, 2, 2), np.int32), 256, TaskMaskError),
         (np.zeros((8, 2, 2), np.int32), -1, TaskMaskError),
         (np.zeros((8, 2, 2), np.int32), 1.0, TaskMaskError),
@@ -193,7 +195,7 @@ def test_every_task_mask_bit_round_trips(tables: EntropyTables) -> None:
 
 
 def test_payload_too_large_for_the_format(tables: EntropyTables) -> None:
-    sym = np.full((8, 256, 512), codec.SYMBOL_LIMIT, np.int32)  # ~ 7.5 bytes per symbol, > 1 MiB
+    sym = np.full((8, 256, 256), codec.SYMBOL_LIMIT, np.int32)  # ~ 7.5 bytes per symbol, > 1 MiB
     with pytest.raises(PayloadError, match="format limit"):
         codec.encode(sym, 0, tables)
 
@@ -205,35 +207,36 @@ def _valid(tables: EntropyTables) -> bytes:
     return codec.encode(_random_symbols(tables, (8, 6, 6), seed=4), 5, tables)
 
 
-def _with_crc(tables: EntropyTables, head12: bytes, payload: bytes) -> bytes:
-    return head12 + struct.pack("<I", fmt.checksum(tables.sha256_digest, head12, payload)) + payload
+def _with_crc(tables: EntropyTables, head6: bytes, payload: bytes) -> bytes:
+    return head6 + fmt.checksum(tables.sha256_digest, head6, payload).to_bytes(2, "little") + payload
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_malformed_classes(tables: EntropyTables, backend: str) -> None:
     good = _valid(tables)
-    head, payload = good[:12], good[16:]
-    n = len(payload)
-    dims = lambda c, h, w, n: ((c - 1) | ((h - 1) << 10) | ((w - 1) << 20) | (n << 30)).to_bytes(6, "little")  # noqa: E731
+    head, payload = good[:4], good[8:]
+    size = lambda h, w: bytes((h - 1, w - 1))  # noqa: E731
     cases = [
-        (b"", TruncatedError, "shorter than the 16-byte header"),
-        (good[:15], TruncatedError, "header"),
-        (good[:-1], TruncatedError, "only"),
+        (b"", TruncatedError, "shorter than the 8-byte header"),
+        (good[:7], TruncatedError, "header"),
+        (good[:12], TruncatedError, "13-byte minimum"),
+        (_with_crc(tables, head + size(6, 6), payload[:4]), TruncatedError, "13-byte minimum"),
+        (good[:-1], ChecksumError, "cut or extended"),
         (b"XY" + good[2:], BadMagicError, "magic"),
-        (good[:2] + b"\x07" + good[3:], UnsupportedVersionError, "version 7"),
-        (good[:4] + bytes([good[4] ^ 1]) + good[5:], TableMismatchError, tables.table_id.hex()),
+        (b"MT\x02" + good[3:], UnsupportedVersionError, "format version 2 .16-byte header"),
+        (bytes([0xA7]) + good[1:], UnsupportedVersionError, "version 7"),
+        (good[:2] + bytes([good[2] ^ 1]) + good[3:], TableMismatchError, tables.table_id.hex()),
         (good[:20] + bytes([good[20] ^ 4]) + good[21:], ChecksumError, "corrupted"),
-        (good + b"junk", TrailingDataError, "4 bytes follow"),
-        (_with_crc(tables, head[:6] + dims(9, 6, 6, n), payload), ShapeError, "9 channels"),
-        (_with_crc(tables, head[:6] + dims(8, 1024, 1024, n), payload), ShapeError, "more than the limit"),
-        (_with_crc(tables, head[:6] + dims(8, 6, 6, 4), payload[:4]), PayloadError, "shorter than the 5-byte"),
-        (_with_crc(tables, head[:6] + dims(8, 6, 6, 0), b""), PayloadError, "shorter than the 5-byte"),
-        (_with_crc(tables, head[:6] + dims(8, 6, 6, n + 4), payload + b"\1\0\0\0"), PayloadError, None),
-        (_with_crc(tables, head[:6] + dims(8, 6, 6, n - 4), payload[:-4]), PayloadError, None),
-        (_with_crc(tables, head[:6] + dims(8, 6, 6, n + 1), payload + b"\0"), PayloadError, None),
-        (_with_crc(tables, head[:6] + dims(8, 6, 6, n - 1), payload[:-1]), PayloadError, None),
-        (_with_crc(tables, head[:6] + dims(8, 6, 7, n), payload), PayloadError, None),
-        (_with_crc(tables, head[:6] + dims(8, 6, 5, n), payload), PayloadError, None),
+        (good[:4] + bytes([good[4] + 1]) + good[5:], ChecksumError, "corrupted"),
+        (good + b"junk", ChecksumError, "cut or extended"),
+        (_with_crc(tables, head + size(6, 6), payload + b"\1\0\0\0"), PayloadError, None),
+        (_with_crc(tables, head + size(6, 6), payload[:-4]), PayloadError, None),
+        (_with_crc(tables, head + size(6, 6), payload + b"\0"), PayloadError, None),
+        (_with_crc(tables, head + size(6, 6), payload[:-1]), PayloadError, None),
+        (_with_crc(tables, head + size(6, 7), payload), PayloadError, None),
+        (_with_crc(tables, head + size(6, 5), payload), PayloadError, None),
+        (_with_crc(tables, head + size(256, 256), payload), PayloadError, None),
+        (_with_crc(tables, head + size(6, 6), bytes(fmt.MAX_PAYLOAD_BYTES + 1)), PayloadError, "format limit"),
     ]
     for data, exc, message in cases:
         with pytest.raises(exc, match=message):
@@ -266,14 +269,22 @@ def test_id_collision_is_caught_by_the_checksum(tables: EntropyTables) -> None:
         codec.decode(_valid(tables), other)
 
 
-def test_absurd_shape_is_rejected_before_allocation(tables: EntropyTables) -> None:
+def test_too_many_symbols_are_rejected_before_allocation() -> None:
+    """With 32 channels a header's largest latent (256 x 256) has 2^21 symbols, over the 2^20 limit: refused
+    from the header, with nothing allocated for them."""
     import tracemalloc
 
-    good = _valid(tables)
-    bad = _with_crc(tables, good[:6] + ((7) | (1023 << 10) | (1023 << 20) | ((len(good) - 16) << 30)).to_bytes(6, "little"), good[16:])
+    wide = EntropyTables(
+        np.tile(np.array([[0, 30000, 65000, 65536]], np.int32), (32, 1)),
+        np.full(32, 4, np.int32),
+        np.full(32, -1, np.int32),
+        np.zeros(32, np.float32),
+    )
+    good = codec.encode(np.zeros((32, 2, 2), np.int32), 1, wide)
+    bad = _with_crc(wide, good[:4] + bytes((255, 255)), good[8:])
     tracemalloc.start()
-    with pytest.raises(ShapeError):
-        codec.decode(bad, tables)
+    with pytest.raises(ShapeError, match="more than the limit"):
+        codec.decode(bad, wide)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 1 << 20
@@ -284,7 +295,7 @@ def test_decode_accepts_bytes_like_and_rejects_other_types(tables: EntropyTables
     for data in (bytearray(good), memoryview(good)):
         assert codec.decode(data, tables).task_mask == 5
     with pytest.raises(TypeError):
-        codec.decode("MT", tables)  # type: ignore[arg-type]
+        codec.decode("\xa3", tables)  # type: ignore[arg-type]
 
 
 def test_hierarchy() -> None:
@@ -295,7 +306,6 @@ def test_hierarchy() -> None:
         TableMismatchError,
         ChecksumError,
         ShapeError,
-        TrailingDataError,
         PayloadError,
         SymbolError,
         TaskMaskError,

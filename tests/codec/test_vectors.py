@@ -46,8 +46,6 @@ def test_vectors_cover_every_decoder_error_class() -> None:
         "UnsupportedVersionError",
         "TableMismatchError",
         "ChecksumError",
-        "ShapeError",
-        "TrailingDataError",
         "PayloadError",
         "TableFileError",
         None,

@@ -182,7 +182,7 @@ def test_every_error_kind_maps_to_its_grpc_code(server, bundle, samples):
             "bad_request": infer([good], parameters={"top_k": 0}),
             "codec": infer([good[:-3]]),
             "not_found": infer([good], model="nope"),
-            "table_mismatch": infer([good[:4] + bytes([good[4] ^ 0xFF]) + good[5:]]),
+            "table_mismatch": infer([good[:2] + bytes([good[2] ^ 0xFF]) + good[3:]]),
             "model_mismatch": infer([codec.encode_latent(np.zeros((channels, height + 1, width), np.float32), 1, bundle.tables)]),
             "too_large": infer([good] * 5),  # over max_request_images=4
             "method": lambda: client.get_model_config(name, headers=AUTH),  # an RPC serve.py does not serve

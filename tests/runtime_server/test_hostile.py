@@ -214,7 +214,7 @@ def test_bitstreams_the_model_cannot_use_are_refused_from_their_headers(server, 
     bigger = codec.encode_latent(latent, 1, bundle.tables)  # a real, valid bitstream of a larger latent
     claimed = claimed_shape_bitstream(bundle.tables, largest_shape(c))  # a header claiming the largest latent
     extra_task = claimed_shape_bitstream(bundle.tables, bundle.latent_shape, task_mask=1 << len(bundle.task_names))
-    other_tables = good[:4] + bytes([good[4] ^ 0xFF]) + good[5:]
+    other_tables = good[:2] + bytes([good[2] ^ 0xFF]) + good[3:]
     for bad, kind in [
         (bigger, "model_mismatch"),
         (claimed, "model_mismatch"),

@@ -166,7 +166,7 @@ def _corrupt(bitstream: bytes) -> bytes:
 
 
 def _other_tables(bitstream: bytes) -> bytes:
-    return bitstream[:4] + bytes([bitstream[4] ^ 0xFF, bitstream[5]]) + bitstream[6:]  # header bytes 4-5: table id
+    return bitstream[:2] + bytes([bitstream[2] ^ 0xFF, bitstream[3]]) + bitstream[4:]  # header bytes 2-3: table id
 
 
 REFUSALS = [

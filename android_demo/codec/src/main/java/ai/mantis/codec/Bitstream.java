@@ -1,37 +1,76 @@
 package ai.mantis.codec;
 
-import java.util.zip.CRC32;
-
 /**
- * MANTiS bitstream format version 2 ({@code codec/FORMAT.md}): a 16-byte little-endian header (magic
- * "MT", version, task mask, table id, C/H/W and payload length, CRC-32) followed by the rANS payload.
- * Byte-identical to the Python codec ({@code codec.encode} / {@code codec.decode}).
+ * MANTiS bitstream format version 3 ({@code codec/FORMAT.md}): an 8-byte header (magic and version 0xA3, task
+ * mask, table id, H-1, W-1, CRC-16 little-endian) followed by the rANS payload, which runs to the end of the
+ * data. The channel count is the tables'. Byte-identical to the Python codec ({@code codec.encode} /
+ * {@code codec.decode}).
  */
 public final class Bitstream {
-    public static final int FORMAT_VERSION = 2;
-    public static final int HEADER_SIZE = 16;
+    /** High 4 bits of header byte 0. */
+    public static final int MAGIC = 0xA;
+    /** Low 4 bits of header byte 0. */
+    public static final int FORMAT_VERSION = 3;
+    public static final int HEADER_SIZE = 8;
     public static final int TABLE_ID_SIZE = 2;
-    public static final int MAX_DIM = 1 << 10;
+    /** Largest latent H and W a header can carry (one byte each, stored minus one). */
+    public static final int MAX_LATENT_SIDE = 1 << 8;
     public static final int MAX_SYMBOLS = 1 << 20;
     public static final int MAX_PAYLOAD_BYTES = (1 << 18) - 1;
     public static final int MIN_PAYLOAD_BYTES = Rans.STATE_MIN_BYTES;
     public static final int SYMBOL_LIMIT = 1 << 24;
     public static final int MAX_TASKS = 8;
-    private static final int DIM_BITS = 10;
-    private static final int LENGTH_SHIFT = 3 * DIM_BITS;
-    private static final byte[] MAGIC = {'M', 'T'};
+    /** Initial value of the CRC-16/CCITT-FALSE. */
+    static final int CRC16_INIT = 0xFFFF;
+    /** Header bytes under the CRC: all but the CRC itself. */
+    private static final int CHECKED_HEADER = HEADER_SIZE - 2;
+    /** How format versions 1 and 2 (16-byte header) start: refused as an unsupported version, not as garbage. */
+    private static final byte[] LEGACY_MAGIC = {'M', 'T'};
+    private static final int[] CRC16_TABLE = crc16Table();
 
     private Bitstream() {}
+
+    /** CRC-16/CCITT-FALSE (polynomial 0x1021, not reflected): the remainder of each byte value shifted to the top. */
+    private static int[] crc16Table() {
+        int[] table = new int[256];
+        for (int b = 0; b < 256; b++) {
+            int r = b << 8;
+            for (int k = 0; k < 8; k++) {
+                r = (r & 0x8000) != 0 ? (r << 1) ^ 0x1021 : r << 1;
+            }
+            table[b] = r & 0xFFFF;
+        }
+        return table;
+    }
+
+    /**
+     * CRC-16/CCITT-FALSE of {@code data[offset..offset+length)} continued from {@code crc} (start with
+     * {@link #CRC16_INIT}; no final XOR): Python's {@code binascii.crc_hqx(data, crc)}.
+     */
+    static int crc16(int crc, byte[] data, int offset, int length) {
+        for (int i = offset; i < offset + length; i++) {
+            crc = ((crc << 8) ^ CRC16_TABLE[((crc >>> 8) ^ data[i]) & 0xFF]) & 0xFFFF;
+        }
+        return crc;
+    }
+
+    /** The CRC-16 of a bitstream: over the tables' raw SHA-256, header bytes 0..5 and the payload. */
+    private static int checksum(byte[] tableSha256, byte[] data) {
+        int crc = crc16(CRC16_INIT, tableSha256, 0, tableSha256.length);
+        crc = crc16(crc, data, 0, CHECKED_HEADER);
+        return crc16(crc, data, HEADER_SIZE, data.length - HEADER_SIZE);
+    }
 
     static void checkShape(int c, int h, int w, EntropyTables tables) throws CodecException.ShapeException {
         if (c != tables.numChannels()) {
             throw new CodecException.ShapeException("latent has " + c + " channels, the entropy tables have " + tables.numChannels());
         }
-        int[] dims = {c, h, w};
-        String[] names = {"C", "H", "W"};
-        for (int k = 0; k < 3; k++) {
-            if (dims[k] < 1 || dims[k] > MAX_DIM) {
-                throw new CodecException.ShapeException("latent " + names[k] + "=" + dims[k] + " outside 1.." + MAX_DIM);
+        int[] dims = {h, w};
+        String[] names = {"H", "W"};
+        for (int k = 0; k < 2; k++) {
+            if (dims[k] < 1 || dims[k] > MAX_LATENT_SIDE) {
+                throw new CodecException.ShapeException("latent " + names[k] + "=" + dims[k] + " outside 1.." + MAX_LATENT_SIDE
+                        + " (shape (" + c + ", " + h + ", " + w + "))");
             }
         }
         long n = (long) c * h * w;
@@ -48,16 +87,18 @@ public final class Bitstream {
         }
     }
 
-    private static int checksum(byte[] tableSha256, byte[] data, int headerStart, int payloadStart, int payloadLength) {
-        CRC32 crc = new CRC32();
-        crc.update(tableSha256, 0, tableSha256.length);
-        crc.update(data, headerStart, 12);
-        crc.update(data, payloadStart, payloadLength);
-        return (int) crc.getValue();
+    /** Rejects a payload length the format does not allow: shorter than the packed rANS state or over 256 KiB - 1. */
+    static void checkPayloadLength(int length) throws CodecException.PayloadException {
+        Rans.checkPayloadLength(length);
+        if (length > MAX_PAYLOAD_BYTES) {
+            throw new CodecException.PayloadException("payload of " + length + " bytes exceeds the format limit of "
+                    + MAX_PAYLOAD_BYTES + " bytes");
+        }
     }
 
     /**
-     * Encodes integer symbols of shape (C, H, W), channel-major, with the task mask (0..255).
+     * Encodes integer symbols of shape (C, H, W), channel-major, with the task mask (0..255). C must be the
+     * tables' channel count (the header does not carry it), H and W within 1..{@value #MAX_LATENT_SIDE}.
      *
      * @throws CodecException.ShapeException, CodecException.SymbolException, CodecException.TaskMaskException or
      *     CodecException.PayloadException (payload beyond the format's 256 KiB limit)
@@ -74,79 +115,70 @@ public final class Bitstream {
             }
         }
         byte[] payload = Rans.packState(Rans.encode(symbols, h * w, tables));
-        if (payload.length > MAX_PAYLOAD_BYTES) {
-            throw new CodecException.PayloadException("payload of " + payload.length + " bytes exceeds the format limit of "
-                    + MAX_PAYLOAD_BYTES + " bytes");
-        }
+        checkPayloadLength(payload.length);
         byte[] out = new byte[HEADER_SIZE + payload.length];
-        out[0] = MAGIC[0];
-        out[1] = MAGIC[1];
-        out[2] = (byte) FORMAT_VERSION;
-        out[3] = (byte) taskMask;
+        out[0] = (byte) ((MAGIC << 4) | FORMAT_VERSION);
+        out[1] = (byte) taskMask;
         byte[] id = tables.tableId();
-        out[4] = id[0];
-        out[5] = id[1];
-        long dims = (c - 1) | ((long) (h - 1) << DIM_BITS) | ((long) (w - 1) << (2 * DIM_BITS)) | ((long) payload.length << LENGTH_SHIFT);
-        for (int k = 0; k < 6; k++) {
-            out[6 + k] = (byte) (dims >>> (8 * k));
-        }
+        out[2] = id[0];
+        out[3] = id[1];
+        out[4] = (byte) (h - 1);
+        out[5] = (byte) (w - 1);
         System.arraycopy(payload, 0, out, HEADER_SIZE, payload.length);
-        int crc = checksum(tables.sha256Digest(), out, 0, HEADER_SIZE, payload.length);
-        for (int k = 0; k < 4; k++) {
-            out[12 + k] = (byte) (crc >>> (8 * k));
-        }
+        int crc = checksum(tables.sha256Digest(), out);
+        out[6] = (byte) crc;
+        out[7] = (byte) (crc >>> 8);
         return out;
     }
 
     /**
-     * Parses and verifies a bitstream. Checks, in order: length, magic, version, table id, payload length
-     * (truncated / trailing), CRC-32, shape, payload.
+     * Parses and verifies a bitstream. Checks, in order: length (8-byte header), magic, version, table id,
+     * length (13-byte minimum), payload limit, CRC-16, shape, payload.
      */
     public static Decoded decode(byte[] data, EntropyTables tables) throws CodecException {
         int n = data.length;
         if (n < HEADER_SIZE) {
             throw new CodecException.TruncatedException("bitstream of " + n + " bytes is shorter than the " + HEADER_SIZE + "-byte header");
         }
-        if (data[0] != MAGIC[0] || data[1] != MAGIC[1]) {
-            throw new CodecException.BadMagicException(String.format("bitstream starts with 0x%02x%02x, not the magic \"MT\"",
-                    data[0] & 0xFF, data[1] & 0xFF));
+        if (data[0] == LEGACY_MAGIC[0] && data[1] == LEGACY_MAGIC[1]) {
+            throw new CodecException.UnsupportedVersionException("bitstream format version " + (data[2] & 0xFF)
+                    + " (16-byte header starting with \"MT\"), this codec reads version " + FORMAT_VERSION
+                    + ": re-export the edge client with this codec");
         }
-        int version = data[2] & 0xFF;
+        int first = data[0] & 0xFF;
+        if (first >>> 4 != MAGIC) {
+            throw new CodecException.BadMagicException(String.format("bitstream starts with 0x%02x, not the magic 0x%x_ "
+                    + "(format version %d starts with 0x%02x)", first, MAGIC, FORMAT_VERSION, (MAGIC << 4) | FORMAT_VERSION));
+        }
+        int version = first & 0xF;
         if (version != FORMAT_VERSION) {
             throw new CodecException.UnsupportedVersionException("bitstream format version " + version
                     + ", this codec reads version " + FORMAT_VERSION);
         }
-        int taskMask = data[3] & 0xFF;
+        int taskMask = data[1] & 0xFF;
         byte[] id = tables.tableId();
-        if (data[4] != id[0] || data[5] != id[1]) {
+        if (data[2] != id[0] || data[3] != id[1]) {
             throw new CodecException.TableMismatchException(String.format(
                     "bitstream was written with entropy tables %02x%02x, these tables are %s",
-                    data[4] & 0xFF, data[5] & 0xFF, EntropyTables.hex(id)));
+                    data[2] & 0xFF, data[3] & 0xFF, EntropyTables.hex(id)));
         }
-        long dims = 0;
-        for (int k = 0; k < 6; k++) {
-            dims |= (data[6 + k] & 0xFFL) << (8 * k);
+        int minimum = HEADER_SIZE + MIN_PAYLOAD_BYTES;
+        if (n < minimum) {
+            throw new CodecException.TruncatedException("bitstream of " + n + " bytes is shorter than the " + minimum
+                    + "-byte minimum (" + HEADER_SIZE + "-byte header and " + MIN_PAYLOAD_BYTES + "-byte rANS state)");
         }
-        int mask = (1 << DIM_BITS) - 1;
-        int c = (int) (dims & mask) + 1;
-        int h = (int) ((dims >>> DIM_BITS) & mask) + 1;
-        int w = (int) ((dims >>> (2 * DIM_BITS)) & mask) + 1;
-        int length = (int) (dims >>> LENGTH_SHIFT);
-        long expected = HEADER_SIZE + (long) length;
-        if (n < expected) {
-            throw new CodecException.TruncatedException("header announces a " + length + "-byte payload, only "
-                    + (n - HEADER_SIZE) + " bytes follow");
-        }
-        if (n > expected) {
-            throw new CodecException.TrailingDataException((n - expected) + " bytes follow the " + length + "-byte payload");
-        }
-        int stored = (data[12] & 0xFF) | (data[13] & 0xFF) << 8 | (data[14] & 0xFF) << 16 | (data[15] & 0xFF) << 24;
-        int actual = checksum(tables.sha256Digest(), data, 0, HEADER_SIZE, n - HEADER_SIZE);
+        int length = n - HEADER_SIZE;
+        checkPayloadLength(length);
+        int stored = (data[6] & 0xFF) | (data[7] & 0xFF) << 8;
+        int actual = checksum(tables.sha256Digest(), data);
         if (stored != actual) {
-            throw new CodecException.ChecksumException(String.format("CRC-32 mismatch (header says %08x, data gives %08x): "
-                    + "the bitstream is corrupted (or was written with other tables that share the table id)", stored, actual));
+            throw new CodecException.ChecksumException(String.format("CRC-16 mismatch (header says %04x, data gives %04x): "
+                    + "the bitstream is corrupted, cut or extended (or was written with other tables that share the table id)",
+                    stored, actual));
         }
-        Rans.checkPayloadLength(length);
+        int c = tables.numChannels();
+        int h = (data[4] & 0xFF) + 1;
+        int w = (data[5] & 0xFF) + 1;
         checkShape(c, h, w, tables);
         byte[] stream = Rans.unpackState(data, HEADER_SIZE, length);
         int[] symbols = Rans.decode(stream, 0, stream.length / 4, c, h * w, tables);

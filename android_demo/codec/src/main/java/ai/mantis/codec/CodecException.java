@@ -11,7 +11,7 @@ public class CodecException extends Exception {
         super(message);
     }
 
-    /** The data ends before the header or the payload the header announces. */
+    /** The data is shorter than the header, or than the header and the smallest payload. */
     public static final class TruncatedException extends CodecException {
         private static final long serialVersionUID = 1L;
 
@@ -20,7 +20,7 @@ public class CodecException extends Exception {
         }
     }
 
-    /** The data does not start with the MANTiS magic bytes. */
+    /** The data does not start with the MANTiS magic ({@code 0xA} in the high 4 bits of byte 0). */
     public static final class BadMagicException extends CodecException {
         private static final long serialVersionUID = 1L;
 
@@ -47,7 +47,7 @@ public class CodecException extends Exception {
         }
     }
 
-    /** The CRC-32 over tables hash, header and payload does not match. */
+    /** The CRC-16 over tables hash, header and payload does not match: the data was corrupted, cut or extended. */
     public static final class ChecksumException extends CodecException {
         private static final long serialVersionUID = 1L;
 
@@ -61,15 +61,6 @@ public class CodecException extends Exception {
         private static final long serialVersionUID = 1L;
 
         public ShapeException(String message) {
-            super(message);
-        }
-    }
-
-    /** Bytes follow the payload the header announces. */
-    public static final class TrailingDataException extends CodecException {
-        private static final long serialVersionUID = 1L;
-
-        public TrailingDataException(String message) {
             super(message);
         }
     }

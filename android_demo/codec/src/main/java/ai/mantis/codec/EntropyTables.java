@@ -33,6 +33,8 @@ public final class EntropyTables {
     public static final int PRECISION = 16;
     public static final String FORMAT = "mantis.entropy_tables";
     public static final String FORMAT_VERSION = "1";
+    /** Largest channel count C of a set of tables (and so of a latent: the bitstream header does not carry C). */
+    public static final int MAX_CHANNELS = 1 << 10;
     static final int MAX_CDF_LENGTH = (1 << PRECISION) + 1;
     static final int OFFSET_LIMIT = 1 << 20;
     static final float MEDIAN_LIMIT = (float) (1 << 20);
@@ -55,8 +57,8 @@ public final class EntropyTables {
      */
     public EntropyTables(int[][] cdfs, int[] cdfLengths, int[] offsets, float[] medians) throws CodecException.TableException {
         int c = cdfs.length;
-        if (c < 1 || c > Bitstream.MAX_DIM) {
-            throw new CodecException.TableException(c + " channels, expected 1.." + Bitstream.MAX_DIM);
+        if (c < 1 || c > MAX_CHANNELS) {
+            throw new CodecException.TableException(c + " channels, expected 1.." + MAX_CHANNELS);
         }
         int lmax = cdfs[0].length;
         if (lmax < 3 || lmax > MAX_CDF_LENGTH) {

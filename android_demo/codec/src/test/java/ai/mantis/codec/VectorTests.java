@@ -161,14 +161,98 @@ public final class VectorTests {
         apiContracts(tables);
     }
 
+    /** {@code data} with its CRC-16 (bytes 6..7) recomputed for {@code tables}, as the format defines it. */
+    static byte[] seal(byte[] data, EntropyTables tables) {
+        byte[] sha = tables.sha256Digest();
+        int crc = Bitstream.crc16(Bitstream.CRC16_INIT, sha, 0, sha.length);
+        crc = Bitstream.crc16(crc, data, 0, 6);
+        crc = Bitstream.crc16(crc, data, Bitstream.HEADER_SIZE, data.length - Bitstream.HEADER_SIZE);
+        data[6] = (byte) crc;
+        data[7] = (byte) (crc >>> 8);
+        return data;
+    }
+
+    /** The header checks of {@code codec/FORMAT.md} section 4, in their order, on hand-made byte strings. */
+    private void headerChecks(EntropyTables tables) throws Exception {
+        byte[] ascii = "123456789".getBytes(StandardCharsets.US_ASCII);
+        check(Bitstream.crc16(Bitstream.CRC16_INIT, ascii, 0, ascii.length) == 0x29B1, "CRC-16/CCITT-FALSE check value 0x29b1");
+        check(Bitstream.crc16(Bitstream.crc16(Bitstream.CRC16_INIT, ascii, 0, 4), ascii, 4, 5) == 0x29B1, "CRC-16 continued");
+        check(Bitstream.HEADER_SIZE == 8 && Bitstream.FORMAT_VERSION == 3 && Bitstream.MAX_LATENT_SIDE == 256, "format constants");
+        byte[] id = tables.tableId();
+        int min = Bitstream.HEADER_SIZE + Bitstream.MIN_PAYLOAD_BYTES;
+        byte[] good = Bitstream.encode(new int[tables.numChannels()], tables.numChannels(), 1, 1, 3, tables);
+        byte[] state = {0, 0, 0, (byte) 0x80, 0};
+        byte[] header = {(byte) 0xA3, 0, id[0], id[1], 0, 0, 0, 0};
+        expectError("TruncatedException", "7 bytes", () -> Bitstream.decode(Arrays.copyOf(header, 7), tables));
+        expectError("UnsupportedVersionException", "\"MT\": version 2 stream",
+                () -> Bitstream.decode(new byte[] {'M', 'T', 2, 0, id[0], id[1], 0, 0}, tables));
+        expectError("BadMagicException", "magic 0xB", () -> Bitstream.decode(new byte[] {(byte) 0xB3, 0, id[0], id[1], 0, 0, 0, 0}, tables));
+        expectError("BadMagicException", "magic 0x0", () -> Bitstream.decode(new byte[] {3, 0, id[0], id[1], 0, 0, 0, 0}, tables));
+        expectError("UnsupportedVersionException", "version 2 behind the magic",
+                () -> Bitstream.decode(new byte[] {(byte) 0xA2, 0, id[0], id[1], 0, 0, 0, 0}, tables));
+        expectError("UnsupportedVersionException", "version 4 behind the magic", () -> Bitstream.decode(seal(concat(
+                new byte[] {(byte) 0xA4, 0, id[0], id[1], 0, 0, 0, 0}, state), tables), tables));
+        expectError("TableMismatchException", "other table id",
+                () -> Bitstream.decode(new byte[] {(byte) 0xA3, 0, (byte) ~id[0], id[1], 0, 0, 0, 0}, tables));
+        expectError("TruncatedException", "header alone", () -> Bitstream.decode(header, tables));
+        expectError("TruncatedException", (min - 1) + " bytes", () -> Bitstream.decode(Arrays.copyOf(good, min - 1), tables));
+        expectError("PayloadException", "payload over the limit", () -> Bitstream.decode(seal(concat(header,
+                new byte[Bitstream.MAX_PAYLOAD_BYTES + 1]), tables), tables));
+        expectError("ChecksumException", "payload at the limit, CRC not sealed", () -> Bitstream.decode(concat(header,
+                new byte[Bitstream.MAX_PAYLOAD_BYTES]), tables));
+        expectError("PayloadException", "payload at the limit, CRC sealed", () -> Bitstream.decode(seal(concat(header,
+                new byte[Bitstream.MAX_PAYLOAD_BYTES]), tables), tables));
+        expectError("nothing", "all-zero 1x1 stream", () -> Bitstream.decode(good, tables));
+        check(good.length >= min && good[0] == (byte) 0xA3 && good[1] == 3 && good[4] == 0 && good[5] == 0,
+                "all-zero 1x1 stream: at least 13 bytes, 0xa3, task mask, H-1 and W-1");
+        String message = "";
+        try {
+            Bitstream.decode(concat(good, new byte[1]), tables);
+        } catch (CodecException.ChecksumException e) {
+            message = e.getMessage();
+        }
+        check(message.matches("CRC-16 mismatch \\(header says [0-9a-f]{4}, data gives [0-9a-f]{4}\\): the bitstream is corrupted, cut "
+                + "or extended \\(or was written with other tables that share the table id\\)"), "checksum message: " + message);
+    }
+
+    private static byte[] concat(byte[] a, byte[] b) {
+        byte[] out = Arrays.copyOf(a, a.length + b.length);
+        System.arraycopy(b, 0, out, a.length, b.length);
+        return out;
+    }
+
     private void apiContracts(EntropyTables tables) throws Exception {
+        headerChecks(tables);
         int c = tables.numChannels();
         int[] zeros = new int[c * 4];
         expectError("TaskMaskException", "task mask 256", () -> Bitstream.encode(zeros, c, 2, 2, 256, tables));
         expectError("TaskMaskException", "task mask -1", () -> Bitstream.encode(zeros, c, 2, 2, -1, tables));
         expectError("ShapeException", "channel count", () -> Bitstream.encode(new int[(c + 1) * 4], c + 1, 2, 2, 0, tables));
         expectError("ShapeException", "symbol count", () -> Bitstream.encode(zeros, c, 2, 3, 0, tables));
-        expectError("ShapeException", "too many symbols", () -> Bitstream.encode(new int[c * 1024], c, 1024, 1024, 0, tables));
+        int side = Bitstream.MAX_LATENT_SIDE;
+        expectError("ShapeException", "H beyond the limit", () -> Bitstream.encode(new int[c * (side + 1)], c, side + 1, 1, 0, tables));
+        expectError("ShapeException", "W beyond the limit", () -> Bitstream.encode(new int[c * (side + 1)], c, 1, side + 1, 0, tables));
+        expectError("ShapeException", "H zero", () -> Bitstream.encode(new int[0], c, 0, 1, 0, tables));
+        for (int[] hw : new int[][] {{side, 1}, {1, side}, {side, 2}}) {
+            int[] s = new int[c * hw[0] * hw[1]];
+            s[s.length - 1] = -3;
+            Decoded d = Bitstream.decode(Bitstream.encode(s, c, hw[0], hw[1], 5, tables), tables);
+            check(Arrays.equals(d.symbols(), s) && d.channels() == c && d.height() == hw[0] && d.width() == hw[1],
+                    "round trip at the side limit " + hw[0] + "x" + hw[1]);
+        }
+        // C*H*W over 2^20 needs more channels than H, W <= 256 allow with at most 16: 17 trivial channels.
+        int wide = Bitstream.MAX_SYMBOLS / (side * side) + 1;
+        int[][] cdfs = new int[wide][];
+        for (int k = 0; k < wide; k++) {
+            cdfs[k] = new int[] {0, 1 << 15, 1 << EntropyTables.PRECISION};
+        }
+        int[] lengths = new int[wide];
+        Arrays.fill(lengths, 3);
+        EntropyTables many = new EntropyTables(cdfs, lengths, new int[wide], new float[wide]);
+        expectError("ShapeException", "too many symbols", () -> Bitstream.encode(new int[wide * side * side], wide, side, side, 0, many));
+        byte[] id = many.tableId();
+        byte[] huge = seal(new byte[] {(byte) 0xA3, 1, id[0], id[1], (byte) (side - 1), (byte) (side - 1), 0, 0, 0, 0, 0, (byte) 0x80, 0}, many);
+        expectError("ShapeException", "decoding too many symbols (CRC valid)", () -> Bitstream.decode(huge, many));
         int[] big = zeros.clone();
         big[3] = Bitstream.SYMBOL_LIMIT + 1;
         expectError("SymbolException", "symbol beyond the limit", () -> Bitstream.encode(big, c, 2, 2, 0, tables));
@@ -191,11 +275,21 @@ public final class VectorTests {
             byte[] data = Bitstream.encode(s, c, h, w, mask, tables);
             Decoded d = Bitstream.decode(data, tables);
             check(Arrays.equals(d.symbols(), s) && d.taskMask() == mask, "random round trip " + trial);
+            check(data[0] == (byte) 0xA3 && (data[1] & 0xFF) == mask && data[2] == tables.tableId()[0]
+                    && data[3] == tables.tableId()[1] && (data[4] & 0xFF) == h - 1 && (data[5] & 0xFF) == w - 1
+                    && Arrays.equals(seal(data.clone(), tables), data), "header fields of random stream " + trial);
             byte[] cut = Arrays.copyOf(data, data.length - 1);
-            expectError("TruncatedException", "truncated random stream " + trial, () -> Bitstream.decode(cut, tables));
+            expectError(cut.length < Bitstream.HEADER_SIZE + Bitstream.MIN_PAYLOAD_BYTES ? "TruncatedException" : "ChecksumException",
+                    "truncated random stream " + trial, () -> Bitstream.decode(cut, tables));
+            byte[] longer = Arrays.copyOf(data, data.length + 1 + rng.nextInt(4));
+            expectError("ChecksumException", "extended random stream " + trial, () -> Bitstream.decode(longer, tables));
             byte[] flip = data.clone();
-            flip[flip.length - 1 - rng.nextInt(flip.length - Bitstream.HEADER_SIZE)] ^= (byte) (1 << rng.nextInt(8));
+            // any bit of H, W, the CRC or the payload (bytes 0..3 are checked before the CRC)
+            flip[4 + rng.nextInt(flip.length - 4)] ^= (byte) (1 << rng.nextInt(8));
             expectError("ChecksumException", "bit flip in random stream " + trial, () -> Bitstream.decode(flip, tables));
+            byte[] maskFlip = data.clone();
+            maskFlip[1] ^= (byte) (1 << rng.nextInt(8));
+            expectError("ChecksumException", "task mask bit flip in random stream " + trial, () -> Bitstream.decode(maskFlip, tables));
         }
     }
 
