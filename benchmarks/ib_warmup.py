@@ -14,11 +14,13 @@ so a rerun resumes where the last one stopped):
    the ramp against ``film`` of the same seed, per seed, with mean, standard deviation and range; and
    the seed-to-seed noise of ``film`` itself (each seed's ``film`` curve against the config seed's);
 3. each Stage 1 warm-up (``--stage1-ramps``: ``ib_warmup_stage1``, beta ramped over the first 50 % of Stage 1,
-   Stage 2 as configured) on the config's seed, by BD-rate against ``film``;
+   Stage 2 as configured) on the config's seed and every further Stage 2 seed, by BD-rate against ``film``
+   of the same seed, with its own verdict;
 4. with ``--int8``, the int8 device path of the best ramp's curve on the config's seed (or of ``--int8-curve``'s)
-   (``calibration/int8_curve.py``) and its BD-rate against JPEG and WebP (``--baselines``).
+   (``calibration/int8_curve.py``) and its BD-rate against JPEG and WebP (``--baselines``); when the curves
+   include one method on several seeds, also their mean curve (bytes and accuracy averaged per beta').
 
-The verdict: the warm-up *holds* when its BD-rate against ``film`` is negative on every seed and the
+The verdict: a warm-up *holds* when its BD-rate against ``film`` is negative on every seed and the
 magnitude of its mean exceeds both its own range over the seeds and the largest seed-to-seed BD-rate of
 ``film``. ``results/ib_warmup.json`` lists every planned point as finished or missing.
 """
@@ -41,7 +43,7 @@ from training.checkpoint import CheckpointError
 from training.data import DatasetError
 from training.config import ConfigError, load_config
 from training.curves import Curve, CurveError, bd_rate
-from training.sweep import CURVE_BETAS, POINT_FILE, VARIANTS, SweepError, load_baselines, plan, sweep
+from training.sweep import CURVE_BETAS, POINT_FILE, VARIANTS, SweepError, compare_to_baselines, load_baselines, plan, sweep
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "training" / "configs" / "demo.yaml"
@@ -149,22 +151,22 @@ def analyse(
     """
     phase1 = {r: _bd(curves, REFERENCE, r) for r in ramps}
     chosen = best or best_ramp(phase1)
+    all_seeds = [global_seed, *[s for s in seeds if s != global_seed]]
+    noise = {s: _bd(curves, REFERENCE, label(REFERENCE, s, global_seed)) for s in all_seeds if s != global_seed}
+    noise_values = [abs(r["bd_rate_percent"]) for r in noise.values() if "bd_rate_percent" in r]
     result: dict[str, Any] = {
         "reference": REFERENCE,
         "global_seed": global_seed,
         "phase1": phase1,
-        "stage1": {r: _bd(curves, REFERENCE, r) for r in stage1_ramps},
+        "stage1": {r: _per_seed(curves, r, global_seed, all_seeds, noise_values) for r in stage1_ramps},
         "best_ramp": chosen,
         "same_beta_pairs": same_beta_pairs(curves, global_seed, seeds, ramps),
     }
     if chosen is None:
         result["verdict"] = "undecided: no ramp has a BD-rate against film yet"
         return result
-    all_seeds = [global_seed, *[s for s in seeds if s != global_seed]]
     per_seed = {s: _bd(curves, label(REFERENCE, s, global_seed), label(chosen, s, global_seed)) for s in all_seeds}
-    noise = {s: _bd(curves, REFERENCE, label(REFERENCE, s, global_seed)) for s in all_seeds if s != global_seed}
     values = [r["bd_rate_percent"] for r in per_seed.values() if "bd_rate_percent" in r]
-    noise_values = [abs(r["bd_rate_percent"]) for r in noise.values() if "bd_rate_percent" in r]
     result.update(
         per_seed={str(s): r for s, r in per_seed.items()},
         film_seed_noise={str(s): r for s, r in noise.items()},
@@ -177,6 +179,18 @@ def analyse(
         result["film_noise_max_abs"] = max(noise_values)
     result["verdict"] = verdict(values, noise_values, len(all_seeds))
     return result
+
+
+def _per_seed(
+    curves: dict[str, list[dict[str, Any]]], variant: str, global_seed: int, seeds: Sequence[int], noise: Sequence[float]
+) -> dict[str, Any]:
+    """``variant`` against ``film`` of the same Stage 2 seed on every seed: BD-rates, statistics, verdict."""
+    per_seed = {str(s): _bd(curves, label(REFERENCE, s, global_seed), label(variant, s, global_seed)) for s in seeds}
+    values = [r["bd_rate_percent"] for r in per_seed.values() if "bd_rate_percent" in r]
+    out: dict[str, Any] = {"per_seed": per_seed, "verdict": verdict(values, noise, len(seeds))}
+    if values:
+        out["stats"] = _stats(values)
+    return out
 
 
 def verdict(values: Sequence[float], noise: Sequence[float], planned: int) -> str:
@@ -199,7 +213,7 @@ def planned_points(
         for s in seeds:
             if s != global_seed:
                 specs += [f"{REFERENCE}@{s}", f"{best}@{s}"]
-    specs += list(stage1_ramps)
+    specs += list(stage1_ramps) + [f"{v}@{s}" for s in seeds if s != global_seed for v in stage1_ramps]
     return [(p.label, p.beta) for p in plan(specs, betas, global_seed, [])]
 
 
@@ -232,7 +246,41 @@ def run_phases(
     if specs:
         sweep(config, out, betas, specs, sets, reuse, by_beta=True)
     if stage1_ramps:
-        sweep(config, out, betas, list(stage1_ramps), sets, reuse)
+        sweep(config, out, betas, list(stage1_ramps) + [f"{v}@{s}" for s in seeds if s != global_seed for v in stage1_ramps], sets, reuse)
+
+
+def mean_int8_curves(int8s: Sequence[dict[str, Any]], baselines: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The mean curve of every method whose int8 curve was measured on several seeds (``NAME``, ``NAME@seedN``):
+    per beta' that every seed has, the int8 bytes and mean task accuracy averaged over the seeds, and the mean
+    curve's BD-rate against each baseline."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for c in int8s:
+        groups.setdefault(c["curve"].partition("@")[0], []).append(c)
+    means = []
+    for variant, members in groups.items():
+        if len(members) < 2:
+            continue
+        by_beta = [{p["beta"]: p for p in m["points"]} for m in members]
+        betas = sorted(set.intersection(*(set(b) for b in by_beta)))
+        points = [
+            {
+                "beta": beta,
+                "bytes_per_image": statistics.fmean(b[beta]["bytes_per_image"] for b in by_beta),
+                "mean_task_accuracy": statistics.fmean(b[beta]["mean_task_accuracy"] for b in by_beta),
+            }
+            for beta in betas
+        ]
+        name = f"{variant} (mean of {len(members)} seeds)"
+        means.append(
+            {
+                "curve": name,
+                "variant": variant,
+                "members": [m["curve"] for m in members],
+                "points": points,
+                "vs_baselines": compare_to_baselines(Curve.from_points(name, points), baselines),
+            }
+        )
+    return means
 
 
 def _cell(r: dict[str, Any]) -> float | str:
@@ -245,6 +293,7 @@ def results_document(
     planned: list[tuple[str, float]],
     int8s: Sequence[dict[str, Any]],
     no_train: bool = False,
+    int8_means: Sequence[dict[str, Any]] = (),
 ) -> tuple[list[Headline], list[Table], list[str], dict[str, Any]]:
     """Headline, tables, notes and data of ``results/ib_warmup.json``."""
     finished = {(lab, p["beta"]) for lab, pts in curves.items() for p in pts}
@@ -265,7 +314,7 @@ def results_document(
             )
         )
         headline.append(Headline("IB warm-up vs film: BD-rate range over the seeds", round(s["range"], 1), "points"))
-    for int8 in int8s:
+    for int8 in [*int8_means, *int8s]:
         if "best" not in int8.get("vs_baselines", {}):
             continue
         b = int8["vs_baselines"]["best"]
@@ -328,14 +377,26 @@ def results_document(
     if analysis.get("stage1"):
         tables.append(
             Table(
-                "phase 3: Stage 1 warm-up vs film on the config's seed (Stage 2 as configured)",
-                ["variant", "BD-rate vs film %"],
-                [[v, _cell(r)] for v, r in analysis["stage1"].items()],
+                "phase 3: Stage 1 warm-up vs film of the same Stage 2 seed (its own Stage 1, Stage 2 as configured)",
+                ["variant", "Stage 2 seed", "BD-rate vs film %"],
+                [[v, s, _cell(r)] for v, a in analysis["stage1"].items() for s, r in a["per_seed"].items()],
             )
         )
-        for v, r in analysis["stage1"].items():
-            if "bd_rate_percent" in r:
-                headline.append(Headline(f"Stage 1 IB warm-up ({v}) vs film, config seed: BD-rate", round(r["bd_rate_percent"], 1), "%"))
+        for v, a in analysis["stage1"].items():
+            headline.append(Headline(f"Stage 1 IB warm-up ({v}): verdict over the Stage 2 seeds", a["verdict"]))
+            if "stats" in a:
+                n = sum("bd_rate_percent" in r for r in a["per_seed"].values())
+                headline.append(
+                    Headline(
+                        f"Stage 1 IB warm-up ({v}) vs film: mean BD-rate over {n} seed(s)",
+                        round(a["stats"]["mean"], 1),
+                        "%",
+                        "< 0, beyond the seed spread",
+                    )
+                )
+                headline.append(
+                    Headline(f"Stage 1 IB warm-up ({v}) vs film: BD-rate range over the seeds", round(a["stats"]["range"], 1), "points")
+                )
     if "per_seed" in analysis:
         tables.append(
             Table(
@@ -371,6 +432,21 @@ def results_document(
                 [[fmt, _cell(r)] for fmt, r in int8.get("vs_baselines", {}).items() if fmt != "best"],
             )
         )
+    for mean in int8_means:
+        tables.append(
+            Table(
+                f"int8 device path, {mean['curve']}: {', '.join(mean['members'])} averaged per beta'",
+                ["beta'", "int8 bytes", "int8 mean accuracy %"],
+                [[p["beta"], round(p["bytes_per_image"], 2), round(100 * p["mean_task_accuracy"], 2)] for p in mean["points"]],
+            )
+        )
+        tables.append(
+            Table(
+                f"{mean['curve']} int8 vs JPEG / WebP + teacher",
+                ["format", "BD-rate %"],
+                [[fmt, _cell(r)] for fmt, r in mean["vs_baselines"].items() if fmt != "best"],
+            )
+        )
     notes = [
         f"points finished ({len(done)}): " + (", ".join(done) or "none"),
         f"points missing ({len(missing)}): " + (", ".join(missing) or "none"),
@@ -385,7 +461,14 @@ def results_document(
         notes.append("read back from the sweep directory (--no-train); the points were trained by the same command without --no-train")
     if not int8s:
         notes.append("int8 device path: not measured in this run (--int8 with --baselines)")
-    data = {"analysis": analysis, "curves": curves, "finished": done, "missing": missing, "int8": list(int8s)}
+    data = {
+        "analysis": analysis,
+        "curves": curves,
+        "finished": done,
+        "missing": missing,
+        "int8": list(int8s),
+        "int8_means": list(int8_means),
+    }
     return headline, tables, notes, data
 
 
@@ -457,8 +540,9 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             int8s.append(int8_curve(args.out, name, args.baselines))
         elif (args.out / f"int8_{name}.json").is_file():  # measured by an earlier --int8 run
             int8s.append(json.loads((args.out / f"int8_{name}.json").read_text()))
+    means = mean_int8_curves(int8s, load_baselines(args.baselines)) if args.baselines is not None else []
     planned = planned_points(global_seed, args.seeds, args.betas, args.ramps, analysis["best_ramp"], args.stage1_ramps)
-    headline, tables, notes, data = results_document(curves, analysis, planned, int8s, args.no_train)
+    headline, tables, notes, data = results_document(curves, analysis, planned, int8s, args.no_train, means)
     data.update(config=str(args.config), sets=list(args.set), betas=list(args.betas), seeds=[global_seed, *args.seeds])
     write_results(
         args.results_name,
