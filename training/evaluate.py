@@ -166,6 +166,7 @@ def evaluate(
         "coding_overhead_bytes": _spread(tally.overheads),
         "bits_per_pixel": 8 * bytes_per_image / (h * w) if h else 0.0,
         "images": tally.images,
+        "bitstream_version": codec.FORMAT_VERSION,
     }
     metrics["task_detection_accuracy"] = tally.detected / n
     if not stage2:

@@ -98,3 +98,25 @@ def test_interrupted_stage_resumes_where_it_stopped(full_run: Path, tmp_path: Pa
         reference, _ = read_checkpoint(full_run / name)
         assert resumed.keys() == reference.keys()
         assert all(torch.equal(resumed[k], reference[k]) for k in reference), name
+
+
+def test_a_finished_stage2_measured_on_another_bitstream_format_is_measured_again(full_run: Path, tmp_path: Path) -> None:
+    """A reused Stage 2 checkpoint whose metrics predate the current bitstream format (bytes counted with
+    another header) is evaluated again, not trusted; its weights are kept."""
+    import codec
+    from training.checkpoint import read_metadata, save_checkpoint
+
+    old = tmp_path / "old"
+    old.mkdir()
+    for path in full_run.glob("*.safetensors"):
+        (old / path.name).write_bytes(path.read_bytes())
+    state, meta = read_checkpoint(old / "stage2.safetensors")
+    stale = {k: v for k, v in meta["metrics"].items() if k != "bitstream_version"}
+    stale["bytes_per_image"] = 1e6  # what an older format would have counted
+    save_checkpoint(old / "stage2.safetensors", state, {**meta, "metrics": stale})
+    result = run(load_config(TINY), old)
+    assert {"teacher", "stage1", "stage2"} <= set(result["cached_stages"])  # reused, not trained again
+    fresh = json.loads((full_run / "metrics.json").read_text())["stage2"]
+    assert result["stage2"]["bitstream_version"] == codec.FORMAT_VERSION
+    assert result["stage2"]["bytes_per_image"] == fresh["bytes_per_image"]
+    assert read_metadata(old / "stage2.safetensors")["metrics"]["bytes_per_image"] == fresh["bytes_per_image"]
