@@ -46,7 +46,7 @@ from training.curves import Curve, CurveError, bd_rate
 from training.sweep import CURVE_BETAS, POINT_FILE, VARIANTS, SweepError, compare_to_baselines, load_baselines, plan, sweep
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "training" / "configs" / "demo.yaml"
+DEFAULT_CONFIG = REPO / "training" / "configs" / "ib_warmup.yaml"
 REFERENCE = "film"
 RAMPS = ("ib_warmup", "ib_warmup_10", "ib_warmup_50")  # the first runs first: 30 %, the methods sweep's candidate
 DEFAULT_SEEDS = (1, 2)
@@ -476,7 +476,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.ib_warmup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config (default: the demo's, three Stage 2 epochs)")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config (default: the demo's, three Stage 2 epochs, without the Stage 1 warm-up)")
     p.add_argument("--out", type=Path, default=Path("runs/ib_warmup"), help="the sweep directory (default %(default)s)")
     p.add_argument("--betas", type=float, nargs="+", default=list(CURVE_BETAS), help="beta' of every curve (default %(default)s)")
     p.add_argument(

@@ -31,9 +31,12 @@ def _models() -> tuple[torch.nn.Module, torch.nn.Module]:
     return teacher, create_model("mantis_stage1", **STAGE1)
 
 
-def test_new_keys_default_off_and_leave_the_fingerprints_alone() -> None:
-    cfg = load_config(TINY)
-    assert cfg["stage1"]["saliency"] == 0 and cfg["stage1"]["beta_warmup"] == 0
+def test_new_keys_at_their_neutral_values_leave_the_fingerprints_alone() -> None:
+    assert load_config(TINY)["stage1"]["beta_warmup"] == 0.5  # the Stage 1 warm-up is on by default
+    on = load_config(TINY)
+    cfg = load_config(TINY, ["stage1.beta_warmup=0"])
+    assert fingerprint(on, ["stage1"]) != fingerprint(cfg, ["stage1"])
+    assert cfg["stage1"]["saliency"] == 0
     s = cfg["stage2"]
     assert (s["beta_warmup"], s["label_smoothing"], s["balancing"], s["seed"]) == (0, 0, "fixed", None)
     sections = ["seed", "data", "teacher", "amp", "model", "stage1", "stage2"]
