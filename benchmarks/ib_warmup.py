@@ -476,7 +476,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.ib_warmup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config (default: the demo's, three Stage 2 epochs, without the Stage 1 warm-up)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="training config (default: the demo's, three Stage 2 epochs, without the Stage 1 warm-up)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/ib_warmup"), help="the sweep directory (default %(default)s)")
     p.add_argument("--betas", type=float, nargs="+", default=list(CURVE_BETAS), help="beta' of every curve (default %(default)s)")
     p.add_argument(
