@@ -300,20 +300,22 @@ def results_document(
     done = [f"{lab} beta'={b:g}" for lab, b in planned if (lab, b) in finished]
     missing = [f"{lab} beta'={b:g}" for lab, b in planned if (lab, b) not in finished]
     best = analysis["best_ramp"]
-    headline = [Headline("IB warm-up: verdict (best ramp vs film over the Stage 2 seeds)", analysis["verdict"])]
+    headline = [Headline("Stage 2 IB warm-up: verdict (best ramp vs film over the Stage 2 seeds)", analysis["verdict"])]
     if best is not None:
-        headline.append(Headline("IB warm-up: best ramp of beta' (fraction of Stage 2)", ramp_fraction(best)))
+        headline.append(Headline("Stage 2 IB warm-up: best ramp of beta' (fraction of Stage 2)", ramp_fraction(best)))
     if "stats" in analysis:
         s = analysis["stats"]
         headline.append(
             Headline(
-                f"IB warm-up vs film: mean BD-rate over {analysis['seeds_measured']} seed(s)",
+                f"Stage 2 IB warm-up ({best}) vs film: mean BD-rate over {analysis['seeds_measured']} seed(s)",
                 round(s["mean"], 1),
                 "%",
                 "< 0, beyond the seed spread",
             )
         )
-        headline.append(Headline("IB warm-up vs film: BD-rate range over the seeds", round(s["range"], 1), "points"))
+        headline.append(Headline(f"Stage 2 IB warm-up ({best}) vs film: BD-rate range over the seeds", round(s["range"], 1), "points"))
+    if "film_noise_max_abs" in analysis:
+        headline.append(Headline("film vs film on another Stage 2 seed: largest |BD-rate|", round(analysis["film_noise_max_abs"], 1), "%"))
     for int8 in [*int8_means, *int8s]:
         if "best" not in int8.get("vs_baselines", {}):
             continue

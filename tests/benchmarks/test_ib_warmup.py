@@ -98,7 +98,7 @@ def test_phases_and_results_file(tmp_path: Path) -> None:
     assert main(["--out", str(out), "--no-train", "--seeds", "1", "--results-dir", str(results)]) == 0
     doc = json.loads((results / "ib_warmup.json").read_text())
     assert doc["headline"][0]["value"] == "holds"  # -30 and -20 against a film seed noise of 10
-    mean = next(h for h in doc["headline"] if h["metric"].startswith("IB warm-up vs film: mean"))
+    mean = next(h for h in doc["headline"] if h["metric"].startswith("Stage 2 IB warm-up (ib_warmup) vs film: mean"))
     assert mean["value"] == -25.0
     assert doc["data"]["missing"] == [] and len(doc["data"]["finished"]) == 32
     stage1 = {h["metric"]: h["value"] for h in doc["headline"] if h["metric"].startswith("Stage 1 IB warm-up")}
