@@ -165,29 +165,21 @@ def analyse(
     if chosen is None:
         result["verdict"] = "undecided: no ramp has a BD-rate against film yet"
         return result
-    per_seed = {s: _bd(curves, label(REFERENCE, s, global_seed), label(chosen, s, global_seed)) for s in all_seeds}
-    values = [r["bd_rate_percent"] for r in per_seed.values() if "bd_rate_percent" in r]
-    result.update(
-        per_seed={str(s): r for s, r in per_seed.items()},
-        film_seed_noise={str(s): r for s, r in noise.items()},
-        seeds_measured=len(values),
-        seeds_planned=len(all_seeds),
-    )
-    if values:
-        result["stats"] = _stats(values)
+    result.update(_per_seed(curves, chosen, global_seed, all_seeds, noise_values))
+    result.update(film_seed_noise={str(s): r for s, r in noise.items()}, seeds_planned=len(all_seeds))
     if noise_values:
         result["film_noise_max_abs"] = max(noise_values)
-    result["verdict"] = verdict(values, noise_values, len(all_seeds))
     return result
 
 
 def _per_seed(
     curves: dict[str, list[dict[str, Any]]], variant: str, global_seed: int, seeds: Sequence[int], noise: Sequence[float]
 ) -> dict[str, Any]:
-    """``variant`` against ``film`` of the same Stage 2 seed on every seed: BD-rates, statistics, verdict."""
+    """``variant`` against ``film`` of the same Stage 2 seed on every seed: BD-rates, how many were measured,
+    statistics, verdict."""
     per_seed = {str(s): _bd(curves, label(REFERENCE, s, global_seed), label(variant, s, global_seed)) for s in seeds}
     values = [r["bd_rate_percent"] for r in per_seed.values() if "bd_rate_percent" in r]
-    out: dict[str, Any] = {"per_seed": per_seed, "verdict": verdict(values, noise, len(seeds))}
+    out: dict[str, Any] = {"per_seed": per_seed, "seeds_measured": len(values), "verdict": verdict(values, noise, len(seeds))}
     if values:
         out["stats"] = _stats(values)
     return out
@@ -204,16 +196,19 @@ def verdict(values: Sequence[float], noise: Sequence[float], planned: int) -> st
     return "does not hold"
 
 
+def on_seeds(variants: Sequence[str], seeds: Sequence[int], global_seed: int) -> list[str]:
+    """The sweep specs ``NAME@SEED`` of ``variants`` on every further Stage 2 seed, seed by seed."""
+    return [f"{v}@{s}" for s in seeds if s != global_seed for v in variants]
+
+
 def planned_points(
     global_seed: int, seeds: Sequence[int], betas: Sequence[float], ramps: Sequence[str], best: str | None, stage1_ramps: Sequence[str] = ()
 ) -> list[tuple[str, float]]:
     """``(curve label, beta')`` of every point the phases need (phase 2 only once the best ramp is known)."""
     specs = [REFERENCE, *ramps]
     if best is not None:
-        for s in seeds:
-            if s != global_seed:
-                specs += [f"{REFERENCE}@{s}", f"{best}@{s}"]
-    specs += list(stage1_ramps) + [f"{v}@{s}" for s in seeds if s != global_seed for v in stage1_ramps]
+        specs += on_seeds((REFERENCE, best), seeds, global_seed)
+    specs += [*stage1_ramps, *on_seeds(stage1_ramps, seeds, global_seed)]
     return [(p.label, p.beta) for p in plan(specs, betas, global_seed, [])]
 
 
@@ -242,11 +237,11 @@ def run_phases(
     best = best or best_ramp(analyse(read_points(out), global_seed, seeds, ramps)["phase1"])
     if best is None:
         raise SweepError("phase 1 gave no ramp a BD-rate against film; see the sweep's curves.md")
-    specs = [f"{v}@{s}" for s in seeds if s != global_seed for v in (REFERENCE, best)]
+    specs = on_seeds((REFERENCE, best), seeds, global_seed)
     if specs:
         sweep(config, out, betas, specs, sets, reuse, by_beta=True)
     if stage1_ramps:
-        sweep(config, out, betas, list(stage1_ramps) + [f"{v}@{s}" for s in seeds if s != global_seed for v in stage1_ramps], sets, reuse)
+        sweep(config, out, betas, [*stage1_ramps, *on_seeds(stage1_ramps, seeds, global_seed)], sets, reuse)
 
 
 def mean_int8_curves(int8s: Sequence[dict[str, Any]], baselines: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -387,10 +382,9 @@ def results_document(
         for v, a in analysis["stage1"].items():
             headline.append(Headline(f"Stage 1 IB warm-up ({v}): verdict over the Stage 2 seeds", a["verdict"]))
             if "stats" in a:
-                n = sum("bd_rate_percent" in r for r in a["per_seed"].values())
                 headline.append(
                     Headline(
-                        f"Stage 1 IB warm-up ({v}) vs film: mean BD-rate over {n} seed(s)",
+                        f"Stage 1 IB warm-up ({v}) vs film: mean BD-rate over {a['seeds_measured']} seed(s)",
                         round(a["stats"]["mean"], 1),
                         "%",
                         "< 0, beyond the seed spread",
@@ -535,8 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     global_seed = load_config(args.config, args.set)["seed"]
-    if args.baselines is not None:
-        load_baselines(args.baselines)  # a bad file fails before hours of training
+    baselines = load_baselines(args.baselines) if args.baselines is not None else None  # a bad file fails before hours of training
     if not args.no_train:
         run_phases(args.config, args.out, args.betas, args.seeds, args.ramps, args.reuse, args.set, args.best, args.stage1_ramps)
     curves = read_points(args.out)
@@ -547,7 +540,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             int8s.append(int8_curve(args.out, name, args.baselines))
         elif (args.out / f"int8_{name}.json").is_file():  # measured by an earlier --int8 run
             int8s.append(json.loads((args.out / f"int8_{name}.json").read_text()))
-    means = mean_int8_curves(int8s, load_baselines(args.baselines)) if args.baselines is not None else []
+    means = mean_int8_curves(int8s, baselines) if baselines is not None else []
     planned = planned_points(global_seed, args.seeds, args.betas, args.ramps, analysis["best_ramp"], args.stage1_ramps)
     headline, tables, notes, data = results_document(curves, analysis, planned, int8s, args.no_train, means)
     data.update(config=str(args.config), sets=list(args.set), betas=list(args.betas), seeds=[global_seed, *args.seeds])
