@@ -26,6 +26,7 @@ from codec.files import atomic_write_bytes, atomic_write_json
 from codec.latent import quantize
 from codec.rans import available_backends, encode_operations, pack_state, state_bytes, unpack_state
 from codec.tables import EntropyTables, table_file_bytes
+from tests.tools.fuzz import reseal
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "vectors"
 INDEX = "index.json"
@@ -89,11 +90,10 @@ def _valid_cases(tables: EntropyTables) -> list[dict[str, Any]]:
 
 def _reheader(stream: bytes, tables: EntropyTables, *, size: tuple[int, int] | None = None, payload: bytes | None = None) -> bytes:
     """Rewrite the latent size (H, W) and/or payload of a bitstream and recompute its CRC (valid checksum)."""
-    head = bytearray(stream[: fmt.HEADER_SIZE - 2])
-    body = stream[fmt.HEADER_SIZE :] if payload is None else payload
+    head = bytearray(stream[: fmt.HEADER_SIZE])
     if size is not None:
         head[4:6] = bytes((size[0] - 1, size[1] - 1))
-    return bytes(head) + fmt.checksum(tables.sha256_digest, bytes(head), body).to_bytes(2, "little") + body
+    return reseal(bytes(head) + (stream[fmt.HEADER_SIZE :] if payload is None else payload), tables)
 
 
 def _escape_ops(tables: EntropyTables, count_nibbles: list[int], raw_nibbles: list[int]) -> list[tuple[int, int]]:
