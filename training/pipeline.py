@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -132,6 +132,20 @@ def _cached(ctx: Context, name: str, stage: str, fp: str) -> tuple[nn.Module, di
     return model.to(ctx.rt.device), meta
 
 
+def _on_current_format(
+    ctx: Context, name: str, model: nn.Module, meta: dict[str, Any], measure: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """A reused checkpoint's metadata, its metrics measured again by ``measure`` (and the checkpoint rewritten
+    with them) when their bytes were counted on another bitstream format than this codec's."""
+    if meta["metrics"].get("bitstream_version") == FORMAT_VERSION:  # the same file on every rank: all take one branch
+        return meta
+    log.info("%s: its metrics were not measured on bitstream format %s: measuring them again", name, FORMAT_VERSION)
+    if ctx.rt.is_main:
+        meta = {**meta, "metrics": {**meta["metrics"], **measure()}}
+    ctx.finish(name, model, meta)
+    return meta
+
+
 def _seed(ctx: Context, name: str) -> None:
     torch.manual_seed(ctx.seed(name) * 1000 + _SEED_OFFSET[name])
 
@@ -240,6 +254,13 @@ def stage1(ctx: Context, teacher: nn.Module, teacher_spec: dict[str, Any]) -> tu
     cached = _cached(ctx, "stage1", "stage1", fp)
     if cached:
         model, meta = cached
+        meta = _on_current_format(
+            ctx,
+            "stage1",
+            model,
+            meta,
+            lambda: evaluate(model, ctx.test_loader(), ctx.tasks, teacher=teacher, device=ctx.rt.device, desc="stage1 eval"),
+        )
         return model, meta["model"]["kwargs"], meta["metrics"]
     s = ctx.cfg["stage1"]
     kwargs = stage1_kwargs(ctx, teacher, teacher_spec)
@@ -301,13 +322,7 @@ def stage2(
     cached = _cached(ctx, name, "stage2", fp)
     if cached:
         model, meta = cached
-        measured_on = meta["metrics"].get("bitstream_version")  # the same file on every rank: all take one branch
-        if measured_on != FORMAT_VERSION:  # its bytes were counted on another bitstream format: count them again
-            log.info("%s: its metrics were not measured on bitstream format %s: measuring them again", name, FORMAT_VERSION)
-            if ctx.rt.is_main:
-                meta = {**meta, "metrics": {**meta["metrics"], **_measure_stage2(ctx, name, model, film_mode)}}
-            ctx.finish(name, model, meta)
-        return path, meta["metrics"]
+        return path, _on_current_format(ctx, name, model, meta, lambda: _measure_stage2(ctx, name, model, film_mode))["metrics"]
     s = ctx.cfg["stage2"]
     _seed(ctx, name)
     model = mantis_stage2_from_stage1(stage1_model, teacher.task_tails(), film_mode).to(ctx.rt.device)
@@ -361,7 +376,6 @@ def stage2(
 
 def _measure_stage2(ctx: Context, name: str, model: SplitModel, film_mode: str) -> dict[str, Any]:
     """Held-out metrics of a Stage 2 model through the real codec, with its Oracle evaluation when configured."""
-    model.eval()
     metrics = evaluate(model, ctx.test_loader(), ctx.tasks, device=ctx.rt.device, desc=f"{name} eval")
     if film_mode == "film" and ctx.cfg["ablations"]["oracle"]:
         metrics["oracle"] = evaluate(model, ctx.test_loader(), ctx.tasks, oracle=True, device=ctx.rt.device, desc="oracle eval")

@@ -100,9 +100,9 @@ def test_interrupted_stage_resumes_where_it_stopped(full_run: Path, tmp_path: Pa
         assert all(torch.equal(resumed[k], reference[k]) for k in reference), name
 
 
-def test_a_finished_stage2_measured_on_another_bitstream_format_is_measured_again(full_run: Path, tmp_path: Path) -> None:
-    """A reused Stage 2 checkpoint whose metrics predate the current bitstream format (bytes counted with
-    another header) is evaluated again, not trusted; its weights are kept."""
+def test_finished_stages_measured_on_another_bitstream_format_are_measured_again(full_run: Path, tmp_path: Path) -> None:
+    """Reused Stage 1 and Stage 2 checkpoints whose metrics predate the current bitstream format (bytes counted
+    with another header) are evaluated again, not trusted; their weights are kept."""
     import codec
     from training.checkpoint import read_metadata, save_checkpoint
 
@@ -110,13 +110,15 @@ def test_a_finished_stage2_measured_on_another_bitstream_format_is_measured_agai
     old.mkdir()
     for path in full_run.glob("*.safetensors"):
         (old / path.name).write_bytes(path.read_bytes())
-    state, meta = read_checkpoint(old / "stage2.safetensors")
-    stale = {k: v for k, v in meta["metrics"].items() if k != "bitstream_version"}
-    stale["bytes_per_image"] = 1e6  # what an older format would have counted
-    save_checkpoint(old / "stage2.safetensors", state, {**meta, "metrics": stale})
+    for name in ("stage1", "stage2"):
+        state, meta = read_checkpoint(old / f"{name}.safetensors")
+        stale = {k: v for k, v in meta["metrics"].items() if k != "bitstream_version"}
+        stale["bytes_per_image"] = 1e6  # what an older format would have counted
+        save_checkpoint(old / f"{name}.safetensors", state, {**meta, "metrics": stale})
     result = run(load_config(TINY), old)
     assert {"teacher", "stage1", "stage2"} <= set(result["cached_stages"])  # reused, not trained again
-    fresh = json.loads((full_run / "metrics.json").read_text())["stage2"]
-    assert result["stage2"]["bitstream_version"] == codec.FORMAT_VERSION
-    assert result["stage2"]["bytes_per_image"] == fresh["bytes_per_image"]
-    assert read_metadata(old / "stage2.safetensors")["metrics"]["bytes_per_image"] == fresh["bytes_per_image"]
+    fresh = json.loads((full_run / "metrics.json").read_text())
+    for name in ("stage1", "stage2"):
+        assert result[name]["bitstream_version"] == codec.FORMAT_VERSION
+        assert result[name]["bytes_per_image"] == fresh[name]["bytes_per_image"]
+        assert read_metadata(old / f"{name}.safetensors")["metrics"]["bytes_per_image"] == fresh[name]["bytes_per_image"]
